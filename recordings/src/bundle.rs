@@ -1,0 +1,182 @@
+//! The portable bundle: one file holding a whole capture (every host's events and metadata, clock
+//! probes, the scenario, run outcomes), so it can be explained, replayed or shared offline.
+//!
+//! Layout: `MAGIC (8) | format version (u32 LE) | payload length (u64 LE) | CRC-32 of payload (u32 LE)
+//! | payload (JSON)`. The reader refuses other magics, newer versions, short files and checksum
+//! mismatches, each with an error naming the file and what is wrong.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ClockModel, Event, ProbeSample, RecordingsError};
+
+/// First bytes of every bundle.
+pub const BUNDLE_MAGIC: &[u8; 8] = b"HEISENBN";
+/// The bundle format this build writes and the newest it reads.
+pub const BUNDLE_VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 8 + 4;
+
+/// A whole capture.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Bundle {
+    pub capture_id: String,
+    /// Coordinator clock when the capture started (ns since the epoch).
+    pub started_ns: i64,
+    /// The scenario that was run, verbatim, when the capture came from `heisen run`/`verify`.
+    pub scenario: Option<ScenarioSource>,
+    pub hosts: Vec<HostRecording>,
+    pub runs: Vec<RunOutcome>,
+}
+
+/// The scenario text as it was when captured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioSource {
+    pub path: String,
+    pub text: String,
+}
+
+/// One host's part of a capture.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostRecording {
+    pub name: String,
+    pub agent_version: String,
+    pub kernel: String,
+    /// How the host recorded ("tracefs", or why it could not).
+    pub observer: String,
+    /// The fitted clock model; refit from `probes` if the model improves.
+    pub clock: ClockModel,
+    pub probes: Vec<ProbeSample>,
+    /// Events in host sequence order.
+    pub events: Vec<Event>,
+    pub lost: u64,
+}
+
+/// How one run of the scenario ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// 1-based run number; events carry it in `Event::run`.
+    pub run: u32,
+    /// Ordering enforced by gates (`during`, `before`, ...), or none for a free (load) run.
+    pub ordering: Option<String>,
+    /// The failure predicate held.
+    pub failed: bool,
+    /// False when a gate timed out or the run could not be carried out as asked.
+    pub valid: bool,
+    /// Why the run is invalid or failed, in words.
+    pub note: String,
+    pub steps: Vec<StepOutcome>,
+}
+
+/// How one step of a run ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub name: String,
+    pub host: String,
+    pub exit_code: i32,
+    /// The last lines of its output.
+    pub output_tail: Vec<String>,
+}
+
+impl Bundle {
+    /// Writes the bundle atomically (temporary file, fsync, rename): a crash leaves the old file or
+    /// the new one, never half of one.
+    pub fn write(&self, path: &Path) -> Result<(), RecordingsError> {
+        let io_err = |source| RecordingsError::Io { op: "write bundle", path: path.to_path_buf(), source };
+        let payload = serde_json::to_vec(self).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
+        bytes.extend_from_slice(BUNDLE_MAGIC);
+        bytes.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let tmp = path.with_extension("partial");
+        let mut file = std::fs::File::create(&tmp).map_err(io_err)?;
+        file.write_all(&bytes).map_err(io_err)?;
+        file.sync_all().map_err(io_err)?;
+        std::fs::rename(&tmp, path).map_err(io_err)
+    }
+
+    /// Reads and checks a bundle.
+    pub fn read(path: &Path) -> Result<Bundle, RecordingsError> {
+        let bytes = std::fs::read(path)
+            .map_err(|source| RecordingsError::Io { op: "read bundle", path: path.to_path_buf(), source })?;
+        Bundle::decode(&bytes).map_err(|problem| RecordingsError::BadBundle { path: path.to_path_buf(), problem })
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Bundle, String> {
+        if bytes.len() < HEADER_LEN || &bytes[..8] != BUNDLE_MAGIC {
+            return Err("not a heisen bundle (no HEISENBN header)".into());
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version > BUNDLE_VERSION {
+            return Err(format!(
+                "bundle format version {version} is newer than this heisen reads (up to {BUNDLE_VERSION}); upgrade heisen"
+            ));
+        }
+        if version == 0 {
+            return Err("bundle format version 0 is invalid".into());
+        }
+        let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+        let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
+        let payload = &bytes[HEADER_LEN..];
+        if payload.len() as u64 != len {
+            return Err(format!("truncated or padded: header promises {len} payload bytes, file has {}", payload.len()));
+        }
+        if crc32fast::hash(payload) != crc {
+            return Err("checksum mismatch: the file is corrupt".into());
+        }
+        serde_json::from_slice(payload).map_err(|e| format!("payload does not decode: {e}"))
+    }
+
+    /// The host recording named `name`.
+    pub fn host(&self, name: &str) -> Option<&HostRecording> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// Default bundle location for a capture id under `dir`.
+pub fn bundle_path(dir: &Path, capture_id: &str) -> PathBuf {
+    dir.join(format!("{capture_id}.heisen"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_bundle() -> Bundle {
+        Bundle {
+            capture_id: "c".into(),
+            started_ns: 1,
+            scenario: None,
+            hosts: vec![],
+            runs: vec![RunOutcome { run: 1, ordering: None, failed: true, valid: true, note: String::new(), steps: vec![] }],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.heisen");
+        sample_bundle().write(&path).unwrap();
+        assert_eq!(Bundle::read(&path).unwrap().runs.len(), 1);
+
+        let good = std::fs::read(&path).unwrap();
+        let check = |bytes: &[u8], expected: &str| {
+            std::fs::write(&path, bytes).unwrap();
+            let err = Bundle::read(&path).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+            assert!(err.contains("b.heisen"), "{err}");
+        };
+        check(&good[..good.len() - 3], "truncated");
+        let mut flipped = good.clone();
+        let last = flipped.len() - 2;
+        flipped[last] ^= 0x10;
+        check(&flipped, "checksum");
+        let mut future = good.clone();
+        future[8] = 99;
+        check(&future, "newer");
+        check(b"random bytes that are not a bundle at all", "not a heisen bundle");
+    }
+}

@@ -1,0 +1,176 @@
+//! Recorded events: what one host's kernel (or agent) saw, in that host's own terms.
+//!
+//! An event is immutable once recorded. Its `raw_ns` is the host's clock and is never rewritten;
+//! the coordinator's view of when it happened is an [`crate::Interval`] computed beside it.
+
+use serde::{Deserialize, Serialize};
+
+/// One recorded event on one host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per-host sequence number. Same-host order is `(host, seq)`, never the clock.
+    pub seq: u64,
+    /// Host clock (CLOCK_REALTIME domain) in nanoseconds. Replay and merge need the host's own
+    /// reading; clock correction happens beside it, not in it.
+    pub raw_ns: i64,
+    /// Thread id that produced the event (tracepoint `common_pid`).
+    pub pid: i32,
+    /// Kernel comm of `pid` when known, so a reader need not resolve pids that no longer exist.
+    pub comm: String,
+    /// Run of the scenario this event belongs to (by launched process tree); 0 when none.
+    pub run: u32,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What an event records, with the fields replay and analysis need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A completed syscall: enter and exit paired by the agent.
+    Syscall {
+        /// Syscall name (`write`, `kill`, ...).
+        name: String,
+        /// Raw register arguments; pointers are addresses (the kernel observer cannot read user memory).
+        args: Vec<u64>,
+        /// Return value; negative values are `-errno`.
+        ret: i64,
+        /// Host clock at entry; the event's `raw_ns` is the exit. Gives the syscall's duration.
+        enter_ns: i64,
+        /// Path of the fd argument when /proc could resolve it at event time.
+        fd_path: Option<String>,
+    },
+    /// A signal generated (sender context) or delivered (target context). The sender is what
+    /// single-host tools miss in story 1, so it is recorded at generation.
+    Signal {
+        signal: i32,
+        sender_pid: i32,
+        sender_comm: String,
+        target_pid: i32,
+        target_comm: String,
+        phase: SignalPhase,
+        /// Kernel's generation result (0 delivered, 1 ignored, 2 already pending, ...).
+        result: i32,
+    },
+    /// A successful execve: gives process lineage and what ran.
+    Exec { filename: String, argv: Vec<String>, ppid: i32 },
+    /// A new task: the fork -> child causal edge.
+    Fork { parent_pid: i32, child_pid: i32 },
+    /// A process ended; `exit_code` is -1 when only the tracepoint saw it.
+    Exit { exit_code: i32 },
+    /// Events dropped by the kernel buffer or the agent. Loss is never silent.
+    Lost { count: u64, location: String },
+    /// The agent launched a scenario process (service or step).
+    Launch { name: String, role: String, argv: Vec<String> },
+    /// A line of a launched process's output (failure predicates may match it).
+    Output { name: String, stream: String, line: String },
+    /// A gate held, released or timed out on a process.
+    Gate { gate: String, action: String },
+}
+
+/// Where a signal event was observed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalPhase {
+    Generate,
+    Deliver,
+}
+
+impl SignalPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignalPhase::Generate => "generate",
+            SignalPhase::Deliver => "deliver",
+        }
+    }
+}
+
+impl EventKind {
+    /// The stable kind name used in `timeline --json` (`syscall`, `signal`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Syscall { .. } => "syscall",
+            EventKind::Signal { .. } => "signal",
+            EventKind::Exec { .. } => "exec",
+            EventKind::Fork { .. } => "fork",
+            EventKind::Exit { .. } => "exit",
+            EventKind::Lost { .. } => "lost",
+            EventKind::Launch { .. } => "launch",
+            EventKind::Output { .. } => "output",
+            EventKind::Gate { .. } => "gate",
+        }
+    }
+}
+
+/// Symbolic errno name for a positive errno value (`13` -> `"EACCES"`).
+pub fn errno_name(errno: i64) -> Option<&'static str> {
+    Some(match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        9 => "EBADF",
+        10 => "ECHILD",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        24 => "EMFILE",
+        28 => "ENOSPC",
+        32 => "EPIPE",
+        38 => "ENOSYS",
+        104 => "ECONNRESET",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        115 => "EINPROGRESS",
+        512 => "ERESTARTSYS",
+        _ => return None,
+    })
+}
+
+/// Symbolic signal name (`1` -> `"SIGHUP"`).
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        17 => "SIGCHLD",
+        18 => "SIGCONT",
+        19 => "SIGSTOP",
+        _ => return format!("SIG{sig}"),
+    };
+    name.to_string()
+}
+
+/// Signal number for a name (`"SIGHUP"` or `"HUP"` -> 1).
+pub fn signal_number(name: &str) -> Option<i32> {
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    (1..=31).find(|n| signal_name(*n).strip_prefix("SIG") == Some(bare))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(signal_number("SIGHUP"), Some(1));
+        assert_eq!(signal_number("term"), Some(15));
+        assert_eq!(signal_number("SIGBOGUS"), None);
+        assert_eq!(errno_name(13), Some("EACCES"));
+        assert_eq!(errno_name(9999), None);
+    }
+}
