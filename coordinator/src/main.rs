@@ -1,1 +1,444 @@
-fn main() {}
+//! `heisen`: the coordinator's command line.
+//!
+//! Exit codes: 0 success / confirmed, 1 refuted or failure where it should not be, 2 bad input
+//! or an unreachable dependency.
+
+mod client;
+mod demo;
+mod harness;
+mod schedule;
+mod session;
+mod timeline;
+mod verify;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use heisen_recordings::{Bundle, Scenario};
+
+/// heisen: record and replay heisenbugs that span machines.
+#[derive(Parser, Debug)]
+#[command(name = "heisen", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a story end to end on local hosts: load run, timeline excerpt, verify, verdict.
+    Demo(DemoArgs),
+    /// Run a scenario under load on agents, record everything, write a bundle, print failure counts.
+    Run(RunArgs),
+    /// Enforce the scenario's hypothesis ordering and its alternatives K times each; print the verdict.
+    Verify(VerifyArgs),
+    /// Show a bundle's merged timeline.
+    Timeline(TimelineArgs),
+    /// Show each agent's reachability, version, capabilities and clock offset.
+    Agents(AgentsArgs),
+    /// Run a heisen agent (same as the heisen-agent binary); used by local hosts.
+    #[command(hide = true)]
+    Agent(heisen_agent::AgentArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Target {
+    /// An agent for a scenario host: NAME=HOST:PORT (repeat per host).
+    #[arg(long = "agent", value_name = "NAME=ADDR")]
+    agents: Vec<String>,
+    /// Start local agents (network namespaces when root, loopback otherwise) instead of --agent.
+    #[arg(long, conflicts_with = "agents")]
+    local: bool,
+    /// With --local: use loopback even when root.
+    #[arg(long, requires = "local")]
+    loopback: bool,
+    /// File with the agents' shared token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// The story to run.
+    #[arg(default_value = "mountd-sighup")]
+    story: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Use loopback agents even when root.
+    #[arg(long)]
+    loopback: bool,
+    /// Where bundles are written.
+    #[arg(long, default_value = "heisen-out")]
+    out: PathBuf,
+    /// Load runs (without gates).
+    #[arg(long, default_value_t = 20)]
+    load_runs: u32,
+    /// Runs per ordering in the verification.
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Scenario file (TOML).
+    scenario: PathBuf,
+    #[command(flatten)]
+    target: Target,
+    /// Override the scenario's load.repeat.
+    #[arg(long)]
+    repeat: Option<u32>,
+    /// Bundle file to write (default: heisen-out/CAPTURE.heisen).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Scenario file (TOML) with a [hypothesis].
+    scenario: PathBuf,
+    #[command(flatten)]
+    target: Target,
+    /// Runs per ordering (default: the hypothesis's `runs`).
+    #[arg(long)]
+    runs: Option<u32>,
+    /// Bundle file to write.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct TimelineArgs {
+    /// Bundle file.
+    bundle: PathBuf,
+    /// Only these hosts (repeatable).
+    #[arg(long)]
+    host: Vec<String>,
+    /// Only this run.
+    #[arg(long)]
+    run: Option<u32>,
+    /// Only these kinds: syscall, signal, exec, fork, exit, lost, launch, output, gate (repeatable).
+    #[arg(long)]
+    kind: Vec<String>,
+    /// Show everything, including SIGCHLD, forks and stdio writes.
+    #[arg(long)]
+    all: bool,
+    /// Print a JSON array of events.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct AgentsArgs {
+    /// NAME=HOST:PORT (repeatable).
+    #[arg(long = "agent", value_name = "NAME=ADDR", required = true)]
+    agents: Vec<String>,
+    /// File with the agents' shared token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    // Die quietly when the reader of our output goes away (`heisen timeline | head`).
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let mut args = std::env::args();
+    if std::env::args().nth(1).as_deref() == Some("fixture") {
+        args.next();
+        args.next();
+        std::process::exit(heisen_agent::run_fixture(args.collect()));
+    }
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Agent(args) => heisen_agent::run(args),
+        command => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(dispatch(command)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("heisen: {e:#}");
+                    2
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn dispatch(command: Command) -> Result<i32> {
+    match command {
+        Command::Demo(a) => {
+            demo::run(&a.story, a.json, a.loopback, &a.out, a.load_runs, a.runs).await
+        }
+        Command::Run(a) => run(a).await,
+        Command::Verify(a) => verify_cmd(a).await,
+        Command::Timeline(a) => timeline_cmd(a),
+        Command::Agents(a) => agents_cmd(a).await,
+        Command::Agent(_) => unreachable!("handled in main"),
+    }
+}
+
+fn load_scenario(path: &Path) -> Result<Scenario> {
+    Scenario::load(path).map_err(|e| anyhow!("{e}"))
+}
+
+fn read_token(path: &Option<PathBuf>) -> Result<Option<String>> {
+    match path {
+        None => Ok(None),
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read token file {}", p.display()))?;
+            Ok(Some(t.trim().to_string()))
+        }
+    }
+}
+
+/// Parses `NAME=ADDR` pairs.
+fn parse_agents(specs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (name, addr) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--agent `{spec}` must be NAME=HOST:PORT"))?;
+        if name.is_empty() || addr.is_empty() {
+            return Err(anyhow!("--agent `{spec}` must be NAME=HOST:PORT"));
+        }
+        out.insert(name.to_string(), addr.to_string());
+    }
+    Ok(out)
+}
+
+/// Agents and placeholders for a scenario: `--local` hosts or the given `--agent`s.
+pub struct Hosts {
+    pub agents: BTreeMap<String, client::Agent>,
+    pub vars: session::Placeholders,
+    pub harness: Option<harness::Harness>,
+}
+
+async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
+    let (addrs, token, harness) = if target.local {
+        let h = harness::Harness::start(&scenario.hosts, target.loopback)?;
+        if let harness::Mode::Loopback(why) = &h.mode {
+            verify::progress(&format!("note: local hosts on loopback ({why})"));
+        }
+        (h.agents.clone(), h.token.clone(), Some(h))
+    } else {
+        (
+            parse_agents(&target.agents)?,
+            read_token(&target.token_file)?,
+            None,
+        )
+    };
+    let missing: Vec<_> = scenario
+        .hosts
+        .iter()
+        .filter(|h| !addrs.contains_key(*h))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(anyhow!(
+            "scenario `{}` needs hosts {}; pass --agent NAME=HOST:PORT for each, or --local",
+            scenario.name,
+            missing.join(", ")
+        ));
+    }
+    let mut agents = BTreeMap::new();
+    let mut host_addrs = BTreeMap::new();
+    for (name, addr) in &addrs {
+        agents.insert(
+            name.clone(),
+            client::Agent::connect(name, addr, token.as_deref()).await?,
+        );
+        let ip = harness
+            .as_ref()
+            .and_then(|h| h.host_addrs.get(name).cloned());
+        host_addrs.insert(
+            name.clone(),
+            ip.unwrap_or_else(|| {
+                addr.rsplit_once(':')
+                    .map(|(h, _)| h.to_string())
+                    .unwrap_or_default()
+            }),
+        );
+    }
+    let vars = session::Placeholders {
+        host_addrs,
+        port: harness::free_port()?,
+    };
+    Ok(Hosts {
+        agents,
+        vars,
+        harness,
+    })
+}
+
+fn capture_id(scenario: &str, phase: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{scenario}-{phase}-{secs}-{}", std::process::id())
+}
+
+fn write_bundle(bundle: &Bundle, out: Option<PathBuf>) -> Result<PathBuf> {
+    let path = match out {
+        Some(p) => p,
+        None => {
+            std::fs::create_dir_all("heisen-out").context("cannot create heisen-out/")?;
+            heisen_recordings::bundle_path(Path::new("heisen-out"), &bundle.capture_id)
+        }
+    };
+    bundle.write(&path).map_err(|e| anyhow!("{e}"))?;
+    Ok(path)
+}
+
+async fn run(a: RunArgs) -> Result<i32> {
+    let scenario = load_scenario(&a.scenario)?;
+    let hosts = connect(&scenario, &a.target).await?;
+    let repeat = a.repeat.unwrap_or(scenario.repeat);
+    let session = verify::load(
+        hosts.agents,
+        &scenario,
+        &hosts.vars,
+        &capture_id(&scenario.name, "run"),
+        repeat,
+    )
+    .await?;
+    let bundle = session
+        .close(Some(&scenario), &a.scenario.display().to_string())
+        .await?;
+    let path = write_bundle(&bundle, a.out)?;
+    let failures = bundle.runs.iter().filter(|r| r.failed).count();
+    if a.json {
+        let v = serde_json::json!({"scenario": scenario.name, "runs": bundle.runs.len(), "failures": failures, "bundle": path});
+        println!("{v}");
+    } else {
+        println!(
+            "{failures} of {} runs failed; bundle: {}",
+            bundle.runs.len(),
+            path.display()
+        );
+    }
+    Ok(0)
+}
+
+async fn verify_cmd(a: VerifyArgs) -> Result<i32> {
+    let scenario = load_scenario(&a.scenario)?;
+    let runs = a
+        .runs
+        .or(scenario.hypothesis.as_ref().map(|h| h.runs))
+        .unwrap_or(5)
+        .max(1);
+    let hosts = connect(&scenario, &a.target).await?;
+    let (session, results) = verify::verify(
+        hosts.agents,
+        &scenario,
+        &hosts.vars,
+        &capture_id(&scenario.name, "verify"),
+        runs,
+    )
+    .await?;
+    let bundle = session
+        .close(Some(&scenario), &a.scenario.display().to_string())
+        .await?;
+    let path = write_bundle(&bundle, a.out)?;
+    let verdict = verify::verdict(&results, runs);
+    if a.json {
+        let v = serde_json::json!({"scenario": scenario.name, "verdict": verdict, "orderings": results, "bundle": path});
+        println!("{v}");
+    } else {
+        print!("{}", verify::table(&results, verdict));
+        println!("bundle: {}", path.display());
+    }
+    Ok(verdict.exit_code())
+}
+
+fn timeline_cmd(a: TimelineArgs) -> Result<i32> {
+    let bundle = Bundle::read(&a.bundle).map_err(|e| anyhow!("{e}"))?;
+    let filter = timeline::Filter {
+        hosts: a.host,
+        run: a.run,
+        kinds: a.kind,
+        essentials: !a.all && !a.json,
+    };
+    let events = timeline::merged(&bundle, &filter);
+    if a.json {
+        let array: Vec<_> = events
+            .iter()
+            .map(|(h, p)| timeline::to_json(h, p))
+            .collect();
+        println!("{}", serde_json::to_string(&array)?);
+    } else {
+        let origin = events
+            .first()
+            .map(|(_, p)| p.interval.midpoint_ns())
+            .unwrap_or(0);
+        for (host, p) in &events {
+            println!("{}", timeline::to_text(host, p, origin));
+        }
+    }
+    Ok(0)
+}
+
+async fn agents_cmd(a: AgentsArgs) -> Result<i32> {
+    let token = read_token(&a.token_file)?;
+    let mut rows = Vec::new();
+    let mut unreachable = false;
+    for (name, addr) in parse_agents(&a.agents)? {
+        match client::Agent::connect(&name, &addr, token.as_deref()).await {
+            Ok(mut agent) => {
+                let samples = agent.probe(16).await?;
+                let clock = client::fit(&name, &samples)?;
+                let caps = agent.info.capabilities.clone().unwrap_or_default();
+                rows.push(serde_json::json!({
+                    "name": name, "addr": addr, "reachable": true, "version": agent.info.version,
+                    "kernel": agent.info.kernel, "offset_ns": clock.offset_ns, "error_ns": clock.error_ns,
+                    "capabilities": {"root": caps.root, "kernel_tracing": caps.kernel_tracing, "ptrace": caps.ptrace,
+                                     "seccomp_notify": caps.seccomp_notify, "tracing_unavailable_reason": caps.tracing_unavailable_reason},
+                }));
+            }
+            Err(e) => {
+                unreachable = true;
+                rows.push(serde_json::json!({"name": name, "addr": addr, "reachable": false, "error": format!("{e:#}")}));
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        for r in &rows {
+            if r["reachable"] == true {
+                println!(
+                    "{:<10} {:<22} v{} kernel {} offset {} ns ± {} ns  tracing={} seccomp={}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["addr"].as_str().unwrap_or(""),
+                    r["version"].as_str().unwrap_or(""),
+                    r["kernel"].as_str().unwrap_or(""),
+                    r["offset_ns"],
+                    r["error_ns"],
+                    r["capabilities"]["kernel_tracing"],
+                    r["capabilities"]["seccomp_notify"]
+                );
+            } else {
+                println!(
+                    "{:<10} {:<22} UNREACHABLE: {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["addr"].as_str().unwrap_or(""),
+                    r["error"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(if unreachable { 2 } else { 0 })
+}

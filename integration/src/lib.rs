@@ -1,1 +1,273 @@
+//! Guest programs with known races: miniatures of the stories in `STORIES.md`, small enough to
+//! read in one sitting. They are real programs (real sockets, signals, files); heisen observes
+//! them like any other process. Run as `heisen fixture NAME ARGS...` or `heisen-agent fixture ...`.
+//!
+//! Story 1 (mountd-sighup):
+//! - `export-server`: an export service. Writes arrive as length-prefixed chunks on TCP and are
+//!   appended to a file in the export dir; each is answered with a status byte (0 ok, 13 EACCES).
+//!   On SIGHUP it drops its export list and re-reads it (`--reload-ms`); while it reloads, every
+//!   write is refused with EACCES, like mountd briefly unexporting during a reload.
+//! - `writer`: streams `--chunks` chunks to the server, one `write(2)` per chunk, and fails with
+//!   exit code 13 at the first refusal.
+//! - `remount`: the "other test": after its own work (`--delay-ms`, e.g. `0..300` picks a delay
+//!   from its pid and the clock) it signals the server named by a pidfile with SIGHUP.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Runs the guest program `args[0]` with the rest of `args`; returns its exit code.
+pub fn run(args: Vec<String>) -> i32 {
+    let Some((name, rest)) = args.split_first() else {
+        eprintln!("usage: fixture NAME [ARGS...]; names: export-server, writer, remount");
+        return 2;
+    };
+    name_process(name);
+    let result = match name.as_str() {
+        "export-server" => export_server(&Flags::new(rest)),
+        "writer" => writer(&Flags::new(rest)),
+        "remount" => remount(&Flags::new(rest)),
+        other => Err(Failure::usage(format!(
+            "unknown fixture `{other}`; names: export-server, writer, remount"
+        ))),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("{name}: {}", f.message);
+            f.code
+        }
+    }
+}
+
+/// Sets the kernel comm to the fixture's name, so recordings say `remount`, not the launcher's name.
+fn name_process(name: &str) {
+    let mut comm = [0u8; 16];
+    let len = name.len().min(15);
+    comm[..len].copy_from_slice(&name.as_bytes()[..len]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `comm`.
+    unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: String) -> Failure {
+        Failure { code: 2, message }
+    }
+}
+
+struct Flags<'a>(&'a [String]);
+
+impl<'a> Flags<'a> {
+    fn new(args: &'a [String]) -> Self {
+        Flags(args)
+    }
+
+    fn get(&self, flag: &str) -> Option<&'a str> {
+        self.0
+            .iter()
+            .position(|a| a == flag)
+            .and_then(|i| self.0.get(i + 1))
+            .map(String::as_str)
+    }
+
+    fn required(&self, flag: &str) -> Result<&'a str, Failure> {
+        self.get(flag)
+            .ok_or_else(|| Failure::usage(format!("missing {flag}")))
+    }
+
+    fn number(&self, flag: &str, default: u64) -> Result<u64, Failure> {
+        match self.get(flag) {
+            None => Ok(default),
+            Some(v) => v
+                .parse()
+                .map_err(|_| Failure::usage(format!("{flag} wants a number, got `{v}`"))),
+        }
+    }
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure {
+        code: 1,
+        message: format!("{what}: {e}"),
+    }
+}
+
+fn export_server(flags: &Flags<'_>) -> Result<(), Failure> {
+    let listen = flags.required("--listen")?;
+    let dir = std::path::PathBuf::from(flags.required("--dir")?);
+    let reload = Duration::from_millis(flags.number("--reload-ms", 100)?);
+    std::fs::create_dir_all(&dir).map_err(io("create export dir"))?;
+    let exports_file = dir.join("exports");
+    std::fs::write(&exports_file, "/export *(rw)\n").map_err(io("write export list"))?;
+    if let Some(pidfile) = flags.get("--pidfile") {
+        std::fs::write(pidfile, format!("{}\n", std::process::id()))
+            .map_err(io("write pidfile"))?;
+    }
+    // Block SIGHUP in every thread; a dedicated thread takes it with sigwait, like a daemon's
+    // reload loop. Threads spawned below inherit the mask.
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask on this thread.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let exported = Arc::new(AtomicBool::new(true));
+    let reloading = exported.clone();
+    std::thread::spawn(move || loop {
+        let mut sig = 0;
+        // SAFETY: set is a valid, initialised sigset; sig a valid out-pointer.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            continue;
+        }
+        reloading.store(false, Ordering::SeqCst);
+        println!("reloading exports (SIGHUP)");
+        // Re-read the export list slowly, as mountd does under load.
+        std::thread::sleep(reload);
+        let _ = std::fs::read_to_string(&exports_file);
+        reloading.store(true, Ordering::SeqCst);
+        println!("exports reloaded");
+    });
+    let listener = TcpListener::bind(listen).map_err(io("bind"))?;
+    println!(
+        "listening on {}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    let mut client = 0u32;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        client += 1;
+        let (exported, path) = (exported.clone(), dir.join(format!("capture-{client}.dat")));
+        std::thread::spawn(move || serve_writes(stream, &exported, &path));
+    }
+    Ok(())
+}
+
+fn serve_writes(mut stream: TcpStream, exported: &AtomicBool, path: &std::path::Path) {
+    let Ok(mut file) = std::fs::File::create(path) else {
+        return;
+    };
+    let mut chunk = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        if stream.read_exact(&mut len).is_err() {
+            return;
+        }
+        chunk.resize(u32::from_le_bytes(len) as usize, 0);
+        if stream.read_exact(&mut chunk).is_err() {
+            return;
+        }
+        let status = if exported.load(Ordering::SeqCst) && file.write_all(&chunk).is_ok() {
+            0u8
+        } else {
+            13u8
+        };
+        if stream.write_all(&[status]).is_err() {
+            return;
+        }
+    }
+}
+
+fn writer(flags: &Flags<'_>) -> Result<(), Failure> {
+    let server = flags.required("--server")?;
+    let chunks = flags.number("--chunks", 32)?;
+    let size = flags.number("--chunk-size", 65536)? as usize;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stream = loop {
+        match TcpStream::connect(server) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(io("connect")(e)),
+        }
+    };
+    let mut message = Vec::with_capacity(size + 4);
+    message.extend_from_slice(&(size as u32).to_le_bytes());
+    message.extend((0..size).map(|i| (i % 251) as u8));
+    for k in 1..=chunks {
+        // One write(2) per chunk (partial writes continue), so gates can count chunks.
+        let mut sent = 0;
+        while sent < message.len() {
+            // SAFETY: the fd is the stream's open socket; the slice is live and in bounds.
+            let n = unsafe {
+                libc::write(
+                    stream.as_raw_fd(),
+                    message[sent..].as_ptr().cast(),
+                    message.len() - sent,
+                )
+            };
+            if n < 0 {
+                return Err(io("write")(std::io::Error::last_os_error()));
+            }
+            sent += n as usize;
+        }
+        let mut status = [0u8; 1];
+        stream.read_exact(&mut status).map_err(io("read reply"))?;
+        if status[0] != 0 {
+            return Err(Failure {
+                code: 13,
+                message: format!("write {k} of {chunks} failed: Permission denied (EACCES)"),
+            });
+        }
+    }
+    println!("wrote {chunks} chunks of {size} bytes");
+    Ok(())
+}
+
+fn remount(flags: &Flags<'_>) -> Result<(), Failure> {
+    let pidfile = flags.required("--pidfile")?;
+    let delay = match flags.get("--delay-ms") {
+        None => 0,
+        Some(spec) => match spec.split_once("..") {
+            Some((lo, hi)) => {
+                let (lo, hi): (u64, u64) = (lo.parse().unwrap_or(0), hi.parse().unwrap_or(0));
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let seed = (nanos as u64) ^ ((std::process::id() as u64) << 20);
+                lo + (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % (hi.saturating_sub(lo) + 1)
+            }
+            None => spec
+                .parse()
+                .map_err(|_| Failure::usage(format!("--delay-ms wants N or A..B, got `{spec}`")))?,
+        },
+    };
+    std::thread::sleep(Duration::from_millis(delay));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let pid: i32 = loop {
+        match std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            Some(pid) => break pid,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => {
+                return Err(Failure {
+                    code: 1,
+                    message: format!("no pid in {pidfile}"),
+                })
+            }
+        }
+    };
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        return Err(io("kill")(std::io::Error::last_os_error()));
+    }
+    println!("remounted; sent SIGHUP to export server pid {pid} after {delay} ms");
+    Ok(())
+}

@@ -1,1 +1,233 @@
+//! heisen's per-host agent: records what the kernel sees (tracefs, no ptrace), launches scenario
+//! processes, holds them at gates, and serves all of it over gRPC.
+//!
+//! The agent records and gates; it never decides what a recording means or which ordering to
+//! enforce. That is the coordinator's job.
 
+mod capture;
+mod gate;
+mod launch;
+mod observer;
+mod service;
+mod tracefs;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, ValueEnum};
+use heisen_proto as proto;
+
+/// heisen-agent: records one host for heisen and launches and gates its processes.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "heisen-agent", version)]
+pub struct AgentArgs {
+    /// Address to serve gRPC on. Anything but loopback requires --token-file.
+    #[arg(long, default_value = "127.0.0.1:7800")]
+    pub listen: SocketAddr,
+    /// Directory for the agent's store (sled) and work dirs.
+    #[arg(long, default_value = "/var/lib/heisen-agent")]
+    pub data: PathBuf,
+    /// Host name used in every recording (default: the system host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// File holding a shared secret; every call must carry `authorization: Bearer SECRET`.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Which processes belong to this host: the agent's network namespace, or only what it launched
+    /// (for several agents sharing one kernel on loopback).
+    #[arg(long, value_enum, default_value_t = ScopeArg::Netns)]
+    pub scope: ScopeArg,
+}
+
+/// `--scope` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeArg {
+    Netns,
+    Launched,
+}
+
+/// Guest programs shipped with the agent (`{fixture}` in scenarios).
+pub use heisen_fixtures::run as run_fixture;
+
+/// Runs the agent until SIGINT/SIGTERM; returns the process exit code (2 on bad input).
+pub fn run(args: AgentArgs) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEISEN_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let token = match &args.token_file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Ok(_) => {
+                eprintln!("heisen-agent: token file {} is empty", path.display());
+                return 2;
+            }
+            Err(e) => {
+                eprintln!(
+                    "heisen-agent: cannot read token file {}: {e}",
+                    path.display()
+                );
+                return 2;
+            }
+        },
+        None => None,
+    };
+    if !args.listen.ip().is_loopback() && token.is_none() {
+        eprintln!(
+            "heisen-agent: refusing to listen on {} without --token-file: the agent launches processes as its user, \
+             so a non-loopback address needs a shared token (write one to a file and pass --token-file FILE)",
+            args.listen
+        );
+        return 2;
+    }
+    let name = args.name.clone().unwrap_or_else(hostname);
+    if let Err(e) = std::fs::create_dir_all(&args.data) {
+        eprintln!(
+            "heisen-agent: cannot create data dir {}: {e}",
+            args.data.display()
+        );
+        return 2;
+    }
+    let store = match heisen_recordings::Store::open(&args.data) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!(
+                "heisen-agent: {e} (is another agent using --data {}?)",
+                args.data.display()
+            );
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("heisen-agent: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    let scope = match args.scope {
+        ScopeArg::Netns => observer::Scope::own_netns(),
+        ScopeArg::Launched => observer::Scope::Launched,
+    };
+    let info = proto::AgentInfo {
+        name: name.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        protocol_version: proto::PROTOCOL_VERSION,
+        kernel: kernel_release(),
+        capabilities: Some(capabilities()),
+        pid: std::process::id(),
+    };
+    let service = Arc::new(service::AgentService::new(
+        name.clone(),
+        args.data.clone(),
+        scope,
+        store,
+        info,
+    ));
+    let code = runtime.block_on(serve(args.listen, token, service.clone()));
+    service.stop_all();
+    code
+}
+
+async fn serve(
+    listen: SocketAddr,
+    token: Option<String>,
+    service: Arc<service::AgentService>,
+) -> i32 {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("heisen-agent: cannot listen on {listen}: {e}");
+            return 2;
+        }
+    };
+    tracing::info!(name = %service.name, %listen, "agent ready");
+    // A line on stdout that launchers can wait for.
+    println!(
+        "heisen-agent {} listening on {}",
+        service.name,
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+    let expected = token.map(|t| format!("Bearer {t}"));
+    let check = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
+        match &expected {
+            None => Ok(req),
+            Some(expected) => match req.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
+                Some(got) if got == expected => Ok(req),
+                Some(_) => Err(tonic::Status::unauthenticated("wrong token: pass the agent's token (heisen --token-file FILE)")),
+                None => Err(tonic::Status::unauthenticated(
+                    "this agent requires a token: pass heisen --token-file FILE with the agent's token",
+                )),
+            },
+        }
+    };
+    let svc = tonic::service::interceptor::InterceptedService::new(
+        proto::agent_server::AgentServer::from_arc(service),
+        check,
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    match tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("heisen-agent: server failed: {e}");
+            1
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn capabilities() -> proto::Capabilities {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let (kernel_tracing, reason) = match tracefs::available() {
+        Ok(_) if root => (true, String::new()),
+        Ok(_) => (false, "not root: tracefs instances need root".to_string()),
+        Err(e) => (false, e),
+    };
+    let ptrace_scope =
+        std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
+    proto::Capabilities {
+        root,
+        kernel_tracing,
+        ptrace: root || ptrace_scope.trim() != "3",
+        seccomp_notify: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail")
+            .exists()
+            .then(|| {
+                std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
+                    .unwrap_or_default()
+                    .contains("user_notif")
+            })
+            .unwrap_or(false),
+        tracing_unavailable_reason: reason,
+    }
+}

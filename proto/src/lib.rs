@@ -1,1 +1,259 @@
+//! heisen's wire contract (`heisen.proto`, compiled with protox) and the `From` conversions
+//! between wire messages and `heisen-recordings` domain types. Only this crate sees prost types
+//! next to domain types; agent and coordinator logic work on the domain types.
 
+#![allow(clippy::all)]
+
+/// Generated code for package `heisen.v1`.
+pub mod v1 {
+    tonic::include_proto!("heisen.v1");
+}
+
+pub use v1::*;
+
+use heisen_recordings as rec;
+
+/// Version of the wire contract; bumped on a breaking change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+impl From<&rec::Event> for Event {
+    fn from(e: &rec::Event) -> Self {
+        use event::Kind;
+        let kind = match &e.kind {
+            rec::EventKind::Syscall {
+                name,
+                args,
+                ret,
+                enter_ns,
+                fd_path,
+            } => Kind::Syscall(Syscall {
+                name: name.clone(),
+                args: args.clone(),
+                ret: *ret,
+                enter_ns: *enter_ns,
+                fd_path: fd_path.clone().unwrap_or_default(),
+            }),
+            rec::EventKind::Signal {
+                signal,
+                sender_pid,
+                sender_comm,
+                target_pid,
+                target_comm,
+                phase,
+                result,
+            } => Kind::Signal(Signal {
+                signal: *signal,
+                sender_pid: *sender_pid,
+                sender_comm: sender_comm.clone(),
+                target_pid: *target_pid,
+                target_comm: target_comm.clone(),
+                phase: phase.as_str().to_string(),
+                result: *result,
+            }),
+            rec::EventKind::Exec {
+                filename,
+                argv,
+                ppid,
+            } => Kind::Exec(Exec {
+                filename: filename.clone(),
+                argv: argv.clone(),
+                ppid: *ppid,
+            }),
+            rec::EventKind::Fork {
+                parent_pid,
+                child_pid,
+            } => Kind::Fork(Fork {
+                parent_pid: *parent_pid,
+                child_pid: *child_pid,
+            }),
+            rec::EventKind::Exit { exit_code } => Kind::Exit(Exit {
+                exit_code: *exit_code,
+            }),
+            rec::EventKind::Lost { count, location } => Kind::Lost(Lost {
+                count: *count,
+                r#where: location.clone(),
+            }),
+            rec::EventKind::Launch { name, role, argv } => Kind::Launch(Launch {
+                name: name.clone(),
+                role: role.clone(),
+                argv: argv.clone(),
+            }),
+            rec::EventKind::Output { name, stream, line } => Kind::Output(Output {
+                name: name.clone(),
+                stream: stream.clone(),
+                line: line.clone(),
+            }),
+            rec::EventKind::Gate { gate, action } => Kind::Gate(GateHold {
+                gate: gate.clone(),
+                action: action.clone(),
+            }),
+        };
+        Event {
+            seq: e.seq,
+            raw_ns: e.raw_ns,
+            pid: e.pid,
+            comm: e.comm.clone(),
+            run: e.run,
+            kind: Some(kind),
+        }
+    }
+}
+
+/// A wire event that cannot become a domain event.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MissingKind {
+    pub seq: u64,
+}
+
+impl std::fmt::Display for MissingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {} has no kind (agent newer than this coordinator?)",
+            self.seq
+        )
+    }
+}
+
+impl TryFrom<Event> for rec::Event {
+    type Error = MissingKind;
+
+    fn try_from(e: Event) -> Result<Self, MissingKind> {
+        use event::Kind;
+        let kind = match e.kind.ok_or(MissingKind { seq: e.seq })? {
+            Kind::Syscall(s) => rec::EventKind::Syscall {
+                name: s.name,
+                args: s.args,
+                ret: s.ret,
+                enter_ns: s.enter_ns,
+                fd_path: Some(s.fd_path).filter(|p| !p.is_empty()),
+            },
+            Kind::Signal(s) => rec::EventKind::Signal {
+                signal: s.signal,
+                sender_pid: s.sender_pid,
+                sender_comm: s.sender_comm,
+                target_pid: s.target_pid,
+                target_comm: s.target_comm,
+                phase: if s.phase == "deliver" {
+                    rec::SignalPhase::Deliver
+                } else {
+                    rec::SignalPhase::Generate
+                },
+                result: s.result,
+            },
+            Kind::Exec(x) => rec::EventKind::Exec {
+                filename: x.filename,
+                argv: x.argv,
+                ppid: x.ppid,
+            },
+            Kind::Fork(f) => rec::EventKind::Fork {
+                parent_pid: f.parent_pid,
+                child_pid: f.child_pid,
+            },
+            Kind::Exit(x) => rec::EventKind::Exit {
+                exit_code: x.exit_code,
+            },
+            Kind::Lost(l) => rec::EventKind::Lost {
+                count: l.count,
+                location: l.r#where,
+            },
+            Kind::Launch(l) => rec::EventKind::Launch {
+                name: l.name,
+                role: l.role,
+                argv: l.argv,
+            },
+            Kind::Output(o) => rec::EventKind::Output {
+                name: o.name,
+                stream: o.stream,
+                line: o.line,
+            },
+            Kind::Gate(g) => rec::EventKind::Gate {
+                gate: g.gate,
+                action: g.action,
+            },
+        };
+        Ok(rec::Event {
+            seq: e.seq,
+            raw_ns: e.raw_ns,
+            pid: e.pid,
+            comm: e.comm,
+            run: e.run,
+            kind,
+        })
+    }
+}
+
+impl From<&rec::GateSpec> for GatePoint {
+    fn from(g: &rec::GateSpec) -> Self {
+        let (arg_index, arg_equals, arg_at_least) = match (g.signal, g.fd_at_least) {
+            (Some(sig), _) => (Some(1), Some(sig as u64), None),
+            (None, Some(fd)) => (Some(0), None, Some(fd)),
+            (None, None) => (None, None, None),
+        };
+        GatePoint {
+            id: format!("{}:{}#{}", g.step, g.syscall, g.nth),
+            syscall: g.syscall.clone(),
+            nth: g.nth,
+            arg_index,
+            arg_equals,
+            arg_at_least,
+        }
+    }
+}
+
+impl From<ProbeReply> for (i64, i64) {
+    fn from(r: ProbeReply) -> Self {
+        (r.t2_ns, r.t3_ns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_the_wire() {
+        let kinds = vec![
+            rec::EventKind::Syscall {
+                name: "write".into(),
+                args: vec![3, 0, 65536],
+                ret: -13,
+                enter_ns: 5,
+                fd_path: Some("socket:[1]".into()),
+            },
+            rec::EventKind::Signal {
+                signal: 1,
+                sender_pid: 10,
+                sender_comm: "remount".into(),
+                target_pid: 11,
+                target_comm: "exportd".into(),
+                phase: rec::SignalPhase::Deliver,
+                result: 0,
+            },
+            rec::EventKind::Lost {
+                count: 3,
+                location: "cpu0".into(),
+            },
+            rec::EventKind::Gate {
+                gate: "w:write#3".into(),
+                action: "held".into(),
+            },
+        ];
+        for (seq, kind) in kinds.into_iter().enumerate() {
+            let event = rec::Event {
+                seq: seq as u64,
+                raw_ns: 42,
+                pid: 7,
+                comm: "c".into(),
+                run: 2,
+                kind,
+            };
+            let wire = Event::from(&event);
+            assert_eq!(rec::Event::try_from(wire).unwrap(), event);
+        }
+        assert_eq!(
+            rec::Event::try_from(Event::default()),
+            Err(MissingKind { seq: 0 })
+        );
+    }
+}

@@ -83,8 +83,13 @@ impl Bundle {
     /// Writes the bundle atomically (temporary file, fsync, rename): a crash leaves the old file or
     /// the new one, never half of one.
     pub fn write(&self, path: &Path) -> Result<(), RecordingsError> {
-        let io_err = |source| RecordingsError::Io { op: "write bundle", path: path.to_path_buf(), source };
-        let payload = serde_json::to_vec(self).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+        let io_err = |source| RecordingsError::Io {
+            op: "write bundle",
+            path: path.to_path_buf(),
+            source,
+        };
+        let payload =
+            serde_json::to_vec(self).map_err(|e| RecordingsError::Encode(e.to_string()))?;
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
         bytes.extend_from_slice(BUNDLE_MAGIC);
         bytes.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());
@@ -100,9 +105,15 @@ impl Bundle {
 
     /// Reads and checks a bundle.
     pub fn read(path: &Path) -> Result<Bundle, RecordingsError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| RecordingsError::Io { op: "read bundle", path: path.to_path_buf(), source })?;
-        Bundle::decode(&bytes).map_err(|problem| RecordingsError::BadBundle { path: path.to_path_buf(), problem })
+        let bytes = std::fs::read(path).map_err(|source| RecordingsError::Io {
+            op: "read bundle",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Bundle::decode(&bytes).map_err(|problem| RecordingsError::BadBundle {
+            path: path.to_path_buf(),
+            problem,
+        })
     }
 
     fn decode(bytes: &[u8]) -> Result<Bundle, String> {
@@ -122,7 +133,10 @@ impl Bundle {
         let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
         let payload = &bytes[HEADER_LEN..];
         if payload.len() as u64 != len {
-            return Err(format!("truncated or padded: header promises {len} payload bytes, file has {}", payload.len()));
+            return Err(format!(
+                "truncated or padded: header promises {len} payload bytes, file has {}",
+                payload.len()
+            ));
         }
         if crc32fast::hash(payload) != crc {
             return Err("checksum mismatch: the file is corrupt".into());
@@ -151,7 +165,14 @@ mod tests {
             started_ns: 1,
             scenario: None,
             hosts: vec![],
-            runs: vec![RunOutcome { run: 1, ordering: None, failed: true, valid: true, note: String::new(), steps: vec![] }],
+            runs: vec![RunOutcome {
+                run: 1,
+                ordering: None,
+                failed: true,
+                valid: true,
+                note: String::new(),
+                steps: vec![],
+            }],
         }
     }
 
@@ -177,6 +198,9 @@ mod tests {
         let mut future = good.clone();
         future[8] = 99;
         check(&future, "newer");
-        check(b"random bytes that are not a bundle at all", "not a heisen bundle");
+        check(
+            b"random bytes that are not a bundle at all",
+            "not a heisen bundle",
+        );
     }
 }

@@ -62,20 +62,29 @@ pub struct ClockModel {
 
 impl ClockModel {
     /// The model of the coordinator's own clock.
-    pub const IDENTITY: ClockModel = ClockModel { offset_ns: 0, error_ns: 0 };
+    pub const IDENTITY: ClockModel = ClockModel {
+        offset_ns: 0,
+        error_ns: 0,
+    };
 
     /// Fits the model from probe samples: the offset of the lowest-delay sample, with an error of
     /// half its delay (the true offset lies within that bound for any path asymmetry).
     /// Returns `None` without samples.
     pub fn fit(samples: &[ProbeSample]) -> Option<ClockModel> {
         let best = samples.iter().min_by_key(|s| s.delay_ns())?;
-        Some(ClockModel { offset_ns: best.offset_ns(), error_ns: best.delay_ns() / 2 + 1 })
+        Some(ClockModel {
+            offset_ns: best.offset_ns(),
+            error_ns: best.delay_ns() / 2 + 1,
+        })
     }
 
     /// Where a raw host timestamp lies on the coordinator's timeline.
     pub fn interval(&self, raw_ns: i64) -> Interval {
         let centre = raw_ns - self.offset_ns;
-        Interval { earliest_ns: centre - self.error_ns, latest_ns: centre + self.error_ns }
+        Interval {
+            earliest_ns: centre - self.error_ns,
+            latest_ns: centre + self.error_ns,
+        }
     }
 }
 
@@ -84,7 +93,12 @@ mod tests {
     use super::*;
 
     fn sample(t1: i64, t2: i64, t3: i64, t4: i64) -> ProbeSample {
-        ProbeSample { t1_ns: t1, t2_ns: t2, t3_ns: t3, t4_ns: t4 }
+        ProbeSample {
+            t1_ns: t1,
+            t2_ns: t2,
+            t3_ns: t3,
+            t4_ns: t4,
+        }
     }
 
     #[test]
@@ -100,9 +114,18 @@ mod tests {
 
     #[test]
     fn intervals_order_only_when_disjoint() {
-        let model = ClockModel { offset_ns: 500, error_ns: 10 };
+        let model = ClockModel {
+            offset_ns: 500,
+            error_ns: 10,
+        };
         let a = model.interval(1000);
-        assert_eq!(a, Interval { earliest_ns: 490, latest_ns: 510 });
+        assert_eq!(
+            a,
+            Interval {
+                earliest_ns: 490,
+                latest_ns: 510
+            }
+        );
         let b = model.interval(1015);
         let c = model.interval(1030);
         assert!(a.overlaps(&b));

@@ -28,7 +28,11 @@ pub struct Merge<'a, I: Iterator<Item = &'a Event>> {
 
 impl<'a, I: Iterator<Item = &'a Event>> Merge<'a, I> {
     pub fn new(streams: Vec<(I, ClockModel)>) -> Self {
-        let mut merge = Merge { pending: vec![None; streams.len()], streams, heads: BinaryHeap::new() };
+        let mut merge = Merge {
+            pending: vec![None; streams.len()],
+            streams,
+            heads: BinaryHeap::new(),
+        };
         for host in 0..merge.streams.len() {
             merge.refill(host);
         }
@@ -50,10 +54,16 @@ impl<'a, I: Iterator<Item = &'a Event>> Iterator for Merge<'a, I> {
 
     fn next(&mut self) -> Option<Placed<'a>> {
         let Reverse((_, host, _)) = self.heads.pop()?;
-        let event = self.pending[host].take().expect("a head has a pending event");
+        let event = self.pending[host]
+            .take()
+            .expect("a head has a pending event");
         let interval = self.streams[host].1.interval(event.raw_ns);
         self.refill(host);
-        Some(Placed { host, event, interval })
+        Some(Placed {
+            host,
+            event,
+            interval,
+        })
     }
 }
 
@@ -69,7 +79,11 @@ pub enum Relation {
 /// Order of `a` relative to `b`: by sequence on one host, by disjoint intervals across hosts.
 pub fn relation(a: &Placed<'_>, b: &Placed<'_>) -> Relation {
     if a.host == b.host {
-        return if a.event.seq < b.event.seq { Relation::Before } else { Relation::After };
+        return if a.event.seq < b.event.seq {
+            Relation::Before
+        } else {
+            Relation::After
+        };
     }
     if a.interval.before(&b.interval) {
         Relation::Before
@@ -86,15 +100,32 @@ mod tests {
     use crate::EventKind;
 
     fn ev(seq: u64, raw_ns: i64) -> Event {
-        Event { seq, raw_ns, pid: 1, comm: String::new(), run: 0, kind: EventKind::Exit { exit_code: 0 } }
+        Event {
+            seq,
+            raw_ns,
+            pid: 1,
+            comm: String::new(),
+            run: 0,
+            kind: EventKind::Exit { exit_code: 0 },
+        }
     }
 
     #[test]
     fn merges_by_corrected_time_keeping_host_order() {
         let a = vec![ev(0, 100), ev(1, 300), ev(2, 250)]; // host clock stepped back: seq still wins
         let b = vec![ev(0, 1_200), ev(1, 1_280)]; // host b runs 1000 ns ahead
-        let clocks = [ClockModel { offset_ns: 0, error_ns: 5 }, ClockModel { offset_ns: 1_000, error_ns: 5 }];
-        let merged: Vec<_> = Merge::new(vec![(a.iter(), clocks[0]), (b.iter(), clocks[1])]).collect();
+        let clocks = [
+            ClockModel {
+                offset_ns: 0,
+                error_ns: 5,
+            },
+            ClockModel {
+                offset_ns: 1_000,
+                error_ns: 5,
+            },
+        ];
+        let merged: Vec<_> =
+            Merge::new(vec![(a.iter(), clocks[0]), (b.iter(), clocks[1])]).collect();
         let order: Vec<_> = merged.iter().map(|p| (p.host, p.event.seq)).collect();
         assert_eq!(order, vec![(0, 0), (1, 0), (1, 1), (0, 1), (0, 2)]);
         assert_eq!(relation(&merged[0], &merged[1]), Relation::Before);

@@ -138,7 +138,9 @@ struct RawLoad {
 
 impl Default for RawLoad {
     fn default() -> Self {
-        RawLoad { repeat: Spanned::new(0..0, default_repeat_value()) }
+        RawLoad {
+            repeat: Spanned::new(0..0, default_repeat_value()),
+        }
     }
 }
 
@@ -192,7 +194,10 @@ fn default_runs() -> u32 {
 }
 
 /// Syscalls a gate can hold (the agent's seccomp filter knows these).
-pub const GATEABLE_SYSCALLS: &[&str] = &["write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "openat"];
+pub const GATEABLE_SYSCALLS: &[&str] = &[
+    "write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock",
+    "openat",
+];
 
 impl Scenario {
     /// Reads and checks a scenario file.
@@ -226,20 +231,34 @@ impl Scenario {
 
         let hosts: Vec<String> = raw.hosts.keys().cloned().collect();
         if hosts.is_empty() {
-            return Err(err(None, "hosts", "at least one host is needed, e.g. `[hosts.server]`".into()));
+            return Err(err(
+                None,
+                "hosts",
+                "at least one host is needed, e.g. `[hosts.server]`".into(),
+            ));
         }
-        let mut convert = |section: &str, map: BTreeMap<String, RawProcess>| -> Result<Vec<Process>, ScenarioError> {
+        let convert = |section: &str,
+                       map: BTreeMap<String, RawProcess>|
+         -> Result<Vec<Process>, ScenarioError> {
             let mut out = Vec::new();
             for (name, p) in map {
                 if !hosts.contains(p.host.get_ref()) {
                     return Err(err(
                         Some(p.host.span()),
                         &format!("{section}.{name}.host"),
-                        format!("unknown host `{}`; the scenario's hosts are: {}", p.host.get_ref(), hosts.join(", ")),
+                        format!(
+                            "unknown host `{}`; the scenario's hosts are: {}",
+                            p.host.get_ref(),
+                            hosts.join(", ")
+                        ),
                     ));
                 }
                 if p.command.get_ref().is_empty() {
-                    return Err(err(Some(p.command.span()), &format!("{section}.{name}.command"), "command is empty".into()));
+                    return Err(err(
+                        Some(p.command.span()),
+                        &format!("{section}.{name}.command"),
+                        "command is empty".into(),
+                    ));
                 }
                 out.push(Process {
                     name,
@@ -260,30 +279,63 @@ impl Scenario {
                 Err(err(
                     Some(s.span()),
                     key,
-                    format!("unknown step `{}`; the scenario's steps are: {}", s.get_ref(), step_names.join(", ")),
+                    format!(
+                        "unknown step `{}`; the scenario's steps are: {}",
+                        s.get_ref(),
+                        step_names.join(", ")
+                    ),
                 ))
             }
         };
 
         if *raw.load.repeat.get_ref() == 0 {
-            return Err(err(Some(raw.load.repeat.span()), "load.repeat", "must be at least 1".into()));
+            return Err(err(
+                Some(raw.load.repeat.span()),
+                "load.repeat",
+                "must be at least 1".into(),
+            ));
         }
         let exit_nonzero = match &raw.failure.exit {
             None => false,
             Some(e) if e.get_ref() == "nonzero" => true,
-            Some(e) => return Err(err(Some(e.span()), "failure.exit", format!("`{}` is not understood; use \"nonzero\"", e.get_ref()))),
+            Some(e) => {
+                return Err(err(
+                    Some(e.span()),
+                    "failure.exit",
+                    format!("`{}` is not understood; use \"nonzero\"", e.get_ref()),
+                ))
+            }
         };
         if !exit_nonzero && raw.failure.output.is_none() {
-            return Err(err(Some(raw.failure.step.span()), "failure", "give `exit = \"nonzero\"` or `output = \"TEXT\"`".into()));
+            return Err(err(
+                Some(raw.failure.step.span()),
+                "failure",
+                "give `exit = \"nonzero\"` or `output = \"TEXT\"`".into(),
+            ));
         }
-        let failure = Failure { step: known_step(&raw.failure.step, "failure.step")?, exit_nonzero, output: raw.failure.output };
+        let failure = Failure {
+            step: known_step(&raw.failure.step, "failure.step")?,
+            exit_nonzero,
+            output: raw.failure.output,
+        };
 
-        let process_names: Vec<&str> = services.iter().chain(steps.iter()).map(|p| p.name.as_str()).collect();
+        let process_names: Vec<&str> = services
+            .iter()
+            .chain(steps.iter())
+            .map(|p| p.name.as_str())
+            .collect();
         let output_match = |m: RawOutputMatch, key: &str| -> Result<OutputMatch, ScenarioError> {
             if !process_names.contains(&m.process.get_ref().as_str()) {
-                return Err(err(Some(m.process.span()), key, format!("unknown service or step `{}`", m.process.get_ref())));
+                return Err(err(
+                    Some(m.process.span()),
+                    key,
+                    format!("unknown service or step `{}`", m.process.get_ref()),
+                ));
             }
-            Ok(OutputMatch { process: m.process.into_inner(), text: m.output })
+            Ok(OutputMatch {
+                process: m.process.into_inner(),
+                text: m.output,
+            })
         };
         let gate = |g: RawGate, key: &str| -> Result<GateSpec, ScenarioError> {
             let step = known_step(&g.step, &format!("{key}.step"))?;
@@ -291,16 +343,30 @@ impl Scenario {
                 return Err(err(
                     Some(g.syscall.span()),
                     &format!("{key}.syscall"),
-                    format!("cannot gate `{}`; gateable syscalls: {}", g.syscall.get_ref(), GATEABLE_SYSCALLS.join(", ")),
+                    format!(
+                        "cannot gate `{}`; gateable syscalls: {}",
+                        g.syscall.get_ref(),
+                        GATEABLE_SYSCALLS.join(", ")
+                    ),
                 ));
             }
             let signal = match g.signal {
                 None => None,
                 Some(s) => Some(crate::signal_number(s.get_ref()).ok_or_else(|| {
-                    err(Some(s.span()), &format!("{key}.signal"), format!("unknown signal `{}`", s.get_ref()))
+                    err(
+                        Some(s.span()),
+                        &format!("{key}.signal"),
+                        format!("unknown signal `{}`", s.get_ref()),
+                    )
                 })?),
             };
-            Ok(GateSpec { step, syscall: g.syscall.into_inner(), nth: g.nth.unwrap_or(1).max(1), signal, fd_at_least: g.fd_at_least })
+            Ok(GateSpec {
+                step,
+                syscall: g.syscall.into_inner(),
+                nth: g.nth.unwrap_or(1).max(1),
+                signal,
+                fd_at_least: g.fd_at_least,
+            })
         };
         let hypothesis = match raw.hypothesis {
             None => None,
@@ -317,7 +383,10 @@ impl Scenario {
                     cause: gate(h.cause, "hypothesis.cause")?,
                     victim,
                     victim_count: h.victim_count.into_inner(),
-                    effect_started: output_match(h.effect_started, "hypothesis.effect_started.process")?,
+                    effect_started: output_match(
+                        h.effect_started,
+                        "hypothesis.effect_started.process",
+                    )?,
                     effect_done: output_match(h.effect_done, "hypothesis.effect_done.process")?,
                     runs: h.runs.max(1),
                 })
@@ -339,7 +408,10 @@ impl Scenario {
 
     /// The service or step called `name`.
     pub fn process(&self, name: &str) -> Option<&Process> {
-        self.services.iter().chain(self.steps.iter()).find(|p| p.name == name)
+        self.services
+            .iter()
+            .chain(self.steps.iter())
+            .find(|p| p.name == name)
     }
 }
 
@@ -398,12 +470,21 @@ effect_done = { process = "srv", output = "reloaded" }
             &GOOD.replace("host = \"b\"", "host = \"c\""),
             "s.toml:9: steps.w.host: unknown host `c`; the scenario's hosts are: a, b",
         );
-        check_err(&GOOD.replace("step = \"w\"\nexit", "step = \"x\"\nexit"), "s.toml:15: failure.step: unknown step `x`; the scenario's steps are: k, w");
+        check_err(
+            &GOOD.replace("step = \"w\"\nexit", "step = \"x\"\nexit"),
+            "s.toml:15: failure.step: unknown step `x`; the scenario's steps are: k, w",
+        );
         check_err(
             &GOOD.replace("\"SIGHUP\"", "\"SIGNOPE\""),
             "s.toml:18: hypothesis.cause.signal: unknown signal `SIGNOPE`",
         );
-        check_err(&GOOD.replace("ready =", "redy ="), "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`");
-        check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
+        check_err(
+            &GOOD.replace("ready =", "redy ="),
+            "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`",
+        );
+        check_err(
+            &GOOD.replace("[steps.k]", "[steps.k"),
+            "s.toml:11: syntax: invalid table header\nexpected `.`, `]`",
+        );
     }
 }

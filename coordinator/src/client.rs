@@ -1,0 +1,170 @@
+//! The coordinator's side of the wire: a connection to one agent, speaking domain types.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use heisen_proto as proto;
+use heisen_recordings::{ClockModel, Event, ProbeSample};
+use proto::agent_client::AgentClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// Adds the bearer token (if any) to every request.
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            req.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(req)
+    }
+}
+
+pub type Rpc = AgentClient<InterceptedService<Channel, Auth>>;
+
+/// A connected agent.
+#[derive(Clone)]
+pub struct Agent {
+    /// The name the scenario (or `--agent NAME=`) knows the host by.
+    pub name: String,
+    pub addr: String,
+    pub rpc: Rpc,
+    pub info: proto::AgentInfo,
+}
+
+/// Coordinator clock: CLOCK_REALTIME nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl Agent {
+    /// Connects and says hello; errors name the host and address and say what to check.
+    pub async fn connect(name: &str, addr: &str, token: Option<&str>) -> Result<Agent> {
+        let url = format!("http://{addr}");
+        let endpoint = Endpoint::from_shared(url.clone())
+            .with_context(|| format!("agent {name}: `{addr}` is not a valid HOST:PORT"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| anyhow!("agent {name} at {addr} is unreachable ({e}); is heisen-agent running there and listening on that address?"))?;
+        let auth =
+            Auth(match token {
+                Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+                    anyhow!("the token contains characters not allowed in a header")
+                })?),
+                None => None,
+            });
+        let mut rpc =
+            AgentClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20);
+        let info = tokio::time::timeout(Duration::from_secs(5), rpc.hello(proto::HelloRequest {}))
+            .await
+            .map_err(|_| anyhow!("agent {name} at {addr} did not answer Hello within 5 s"))?
+            .map_err(|s| anyhow!("agent {name} at {addr} refused Hello: {}", s.message()))?
+            .into_inner();
+        if info.protocol_version != proto::PROTOCOL_VERSION {
+            return Err(anyhow!(
+                "agent {name} at {addr} speaks protocol {} but this heisen speaks {}; run matching versions",
+                info.protocol_version,
+                proto::PROTOCOL_VERSION
+            ));
+        }
+        Ok(Agent {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            rpc,
+            info,
+        })
+    }
+
+    /// Takes `n` clock probes.
+    pub async fn probe(&mut self, n: usize) -> Result<Vec<ProbeSample>> {
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t1 = now_ns();
+            let reply = self
+                .rpc
+                .clock_probe(proto::ProbeRequest { t1_ns: t1 })
+                .await
+                .map_err(|s| self.err("clock probe", s))?
+                .into_inner();
+            let t4 = now_ns();
+            samples.push(ProbeSample {
+                t1_ns: t1,
+                t2_ns: reply.t2_ns,
+                t3_ns: reply.t3_ns,
+                t4_ns: t4,
+            });
+        }
+        Ok(samples)
+    }
+
+    pub fn err(&self, op: &str, status: tonic::Status) -> anyhow::Error {
+        anyhow!(
+            "{op} failed on agent {} ({}): {}",
+            self.name,
+            self.addr,
+            status.message()
+        )
+    }
+
+    pub async fn start_capture(&mut self, capture: &str) -> Result<proto::CaptureStatus> {
+        let req = proto::StartCaptureRequest {
+            capture_id: capture.into(),
+            syscalls: vec![],
+        };
+        Ok(self
+            .rpc
+            .start_capture(req)
+            .await
+            .map_err(|s| self.err("start capture", s))?
+            .into_inner())
+    }
+
+    pub async fn stop_capture(&mut self, capture: &str) -> Result<proto::CaptureStatus> {
+        let req = proto::StopCaptureRequest {
+            capture_id: capture.into(),
+        };
+        Ok(self
+            .rpc
+            .stop_capture(req)
+            .await
+            .map_err(|s| self.err("stop capture", s))?
+            .into_inner())
+    }
+
+    /// Pulls every stored event of a capture.
+    pub async fn pull(&mut self, capture: &str) -> Result<Vec<Event>> {
+        let req = proto::StreamEventsRequest {
+            capture_id: capture.into(),
+            from_seq: 0,
+        };
+        let mut stream = self
+            .rpc
+            .stream_events(req)
+            .await
+            .map_err(|s| self.err("stream events", s))?
+            .into_inner();
+        let mut events = Vec::new();
+        while let Some(item) = stream
+            .message()
+            .await
+            .map_err(|s| self.err("stream events", s))?
+        {
+            events.push(Event::try_from(item).map_err(|e| anyhow!("agent {}: {e}", self.name))?);
+        }
+        Ok(events)
+    }
+}
+
+/// Fits a clock model for an agent from probes (best of `samples`).
+pub fn fit(agent: &str, samples: &[ProbeSample]) -> Result<ClockModel> {
+    ClockModel::fit(samples).ok_or_else(|| anyhow!("no clock probes for agent {agent}"))
+}

@@ -1,0 +1,143 @@
+//! Schedules: the orderings `verify` enforces, derived from a scenario's hypothesis.
+//!
+//! A schedule is a sequence of actions over gate points on any host. The coordinator executes it;
+//! the agents only hold and release.
+
+use heisen_recordings::{GateSpec, Hypothesis, OutputMatch};
+
+/// One step of a schedule.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Wait until a process is held at this gate point.
+    Reached(GateSpec),
+    /// Wait until held (if not yet), then release.
+    Release(GateSpec),
+    /// Wait until a service or step prints a line containing the text.
+    Output(OutputMatch),
+    /// Wait until a step has exited.
+    Exit(String),
+}
+
+/// A named ordering: which gates to install and in which order to release them.
+#[derive(Clone, Debug)]
+pub struct Ordering {
+    pub name: &'static str,
+    /// What the ordering is, in words, for the verdict table.
+    pub description: String,
+    pub gates: Vec<GateSpec>,
+    pub actions: Vec<Action>,
+    /// True for the hypothesis ordering (it should fail every time), false for the alternatives.
+    pub expect_failure: bool,
+}
+
+/// The hypothesis ordering (`during`) and its alternatives (`before`, `after`).
+pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
+    let first = GateSpec {
+        nth: 1,
+        ..h.victim.clone()
+    };
+    let cause = describe(&h.cause);
+    vec![
+        Ordering {
+            name: "during",
+            description: format!("{cause} held until {} is in flight", describe(&h.victim)),
+            gates: vec![h.cause.clone(), h.victim.clone()],
+            actions: vec![
+                Action::Reached(h.victim.clone()),
+                Action::Release(h.cause.clone()),
+                Action::Output(h.effect_started.clone()),
+                Action::Release(h.victim.clone()),
+            ],
+            expect_failure: true,
+        },
+        Ordering {
+            name: "before",
+            description: format!(
+                "{cause} and its effect complete before {}",
+                describe(&first)
+            ),
+            gates: vec![h.cause.clone(), first.clone()],
+            actions: vec![
+                Action::Release(h.cause.clone()),
+                Action::Output(h.effect_done.clone()),
+                Action::Release(first),
+            ],
+            expect_failure: false,
+        },
+        Ordering {
+            name: "after",
+            description: format!(
+                "{cause} after the last of {} {}s (step exited)",
+                h.victim_count, h.victim.syscall
+            ),
+            gates: vec![h.cause.clone()],
+            actions: vec![
+                Action::Exit(h.victim.step.clone()),
+                Action::Release(h.cause.clone()),
+            ],
+            expect_failure: false,
+        },
+    ]
+}
+
+/// `remount's kill(SIGHUP)`, `write's write #16`.
+pub fn describe(g: &GateSpec) -> String {
+    match g.signal {
+        Some(sig) => format!(
+            "{}'s {}({})",
+            g.step,
+            g.syscall,
+            heisen_recordings::signal_name(sig)
+        ),
+        None => format!("{}'s {} #{}", g.step, g.syscall, g.nth),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alternatives_hold_the_first_victim_or_wait_for_exit() {
+        let gate = |step: &str, syscall: &str, nth| GateSpec {
+            step: step.into(),
+            syscall: syscall.into(),
+            nth,
+            signal: None,
+            fd_at_least: None,
+        };
+        let out = |t: &str| OutputMatch {
+            process: "srv".into(),
+            text: t.into(),
+        };
+        let h = Hypothesis {
+            cause: GateSpec {
+                signal: Some(1),
+                ..gate("remount", "kill", 1)
+            },
+            victim: gate("write", "write", 16),
+            victim_count: 32,
+            effect_started: out("reloading"),
+            effect_done: out("reloaded"),
+            runs: 5,
+        };
+        let o = orderings(&h);
+        let names: Vec<_> = o
+            .iter()
+            .map(|o| (o.name, o.expect_failure, o.gates.len(), o.actions.len()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("during", true, 2, 4),
+                ("before", false, 2, 3),
+                ("after", false, 1, 2)
+            ]
+        );
+        assert_eq!(o[1].gates[1].nth, 1);
+        assert_eq!(
+            o[0].description,
+            "remount's kill(SIGHUP) held until write's write #16 is in flight"
+        );
+    }
+}

@@ -1,0 +1,516 @@
+//! A capture session across agents: start recording everywhere, carry out runs of a scenario
+//! (services, concurrent steps, a schedule of gate releases), then stop, pull and bundle.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use heisen_proto as proto;
+use heisen_recordings::{
+    Bundle, GateSpec, HostRecording, Process, RunOutcome, Scenario, ScenarioSource, StepOutcome,
+};
+use tokio::sync::mpsc;
+
+use crate::client::{self, Agent};
+use crate::schedule::{Action, Ordering};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an agent holds a process without a decision before releasing it.
+const HOLD_TIMEOUT_MS: u64 = 30_000;
+
+/// Values for placeholders the coordinator expands: `{host:NAME}` and `{port}`.
+#[derive(Clone, Debug)]
+pub struct Placeholders {
+    pub host_addrs: BTreeMap<String, String>,
+    pub port: u16,
+}
+
+impl Placeholders {
+    pub fn expand(&self, argv: &[String]) -> Vec<String> {
+        argv.iter()
+            .map(|a| {
+                let mut a = a.replace("{port}", &self.port.to_string());
+                for (name, addr) in &self.host_addrs {
+                    a = a.replace(&format!("{{host:{name}}}"), addr);
+                }
+                a
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct ProcState {
+    pid: i32,
+    lines: Vec<String>,
+    exit: Option<i32>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// (host, run, gate id) -> hold id, for holds not yet released.
+    holds: HashMap<(String, u32, String), u64>,
+    procs: HashMap<(u32, String), ProcState>,
+}
+
+/// A capture being recorded on every agent.
+pub struct Session {
+    pub capture_id: String,
+    agents: BTreeMap<String, Agent>,
+    gates: BTreeMap<String, mpsc::UnboundedSender<proto::GateCommand>>,
+    shared: Arc<Mutex<Shared>>,
+    probes: BTreeMap<String, Vec<heisen_recordings::ProbeSample>>,
+    observers: BTreeMap<String, String>,
+    started_ns: i64,
+    next_run: u32,
+    pub runs: Vec<RunOutcome>,
+}
+
+impl Session {
+    /// Starts capture `capture_id` on every agent and opens the gate channels.
+    pub async fn open(agents: BTreeMap<String, Agent>, capture_id: &str) -> Result<Session> {
+        let mut session = Session {
+            capture_id: capture_id.to_string(),
+            agents,
+            gates: BTreeMap::new(),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            probes: BTreeMap::new(),
+            observers: BTreeMap::new(),
+            started_ns: client::now_ns(),
+            next_run: 1,
+            runs: Vec::new(),
+        };
+        for (name, agent) in session.agents.iter_mut() {
+            let samples = agent.probe(8).await?;
+            session.probes.insert(name.clone(), samples);
+            let status = agent.start_capture(capture_id).await?;
+            session.observers.insert(name.clone(), status.observer);
+            let (tx, rx) = mpsc::unbounded_channel();
+            tx.send(proto::GateCommand {
+                command: Some(proto::gate_command::Command::OpenCapture(capture_id.into())),
+            })?;
+            let mut notices = agent
+                .rpc
+                .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+                .await
+                .map_err(|s| agent.err("open gate channel", s))?
+                .into_inner();
+            let (shared, host) = (session.shared.clone(), name.clone());
+            tokio::spawn(async move {
+                while let Ok(Some(n)) = notices.message().await {
+                    shared
+                        .lock()
+                        .expect("shared")
+                        .holds
+                        .insert((host.clone(), n.run, n.gate), n.hold_id);
+                }
+            });
+            session.gates.insert(name.clone(), tx);
+        }
+        Ok(session)
+    }
+
+    /// What each host's observer is ("tracefs" or why not).
+    pub fn observers(&self) -> &BTreeMap<String, String> {
+        &self.observers
+    }
+
+    fn agent(&self, host: &str) -> Result<Agent> {
+        self.agents
+            .get(host)
+            .cloned()
+            .ok_or_else(|| anyhow!("no agent for host `{host}`; pass --agent {host}=ADDR"))
+    }
+
+    async fn launch(
+        &self,
+        p: &Process,
+        role: &str,
+        run: u32,
+        gates: &[GateSpec],
+        vars: &Placeholders,
+    ) -> Result<i32> {
+        let mut agent = self.agent(&p.host)?;
+        let req = proto::LaunchRequest {
+            capture_id: self.capture_id.clone(),
+            run,
+            name: p.name.clone(),
+            role: role.into(),
+            argv: vars.expand(&p.command),
+            workdir: String::new(),
+            env: Default::default(),
+            gates: gates
+                .iter()
+                .filter(|g| g.step == p.name)
+                .map(proto::GatePoint::from)
+                .collect(),
+            hold_timeout_ms: HOLD_TIMEOUT_MS,
+        };
+        let mut stream = agent
+            .rpc
+            .launch(req)
+            .await
+            .map_err(|s| agent.err(&format!("launch {}", p.name), s))?
+            .into_inner();
+        let key = (run, p.name.clone());
+        self.shared
+            .lock()
+            .expect("shared")
+            .procs
+            .insert(key.clone(), ProcState::default());
+        let first = stream.message().await.map_err(|s| agent.err("launch", s))?;
+        let Some(proto::ProcessNotice {
+            notice: Some(proto::process_notice::Notice::Started(started)),
+        }) = first
+        else {
+            return Err(anyhow!(
+                "agent {} did not report `{}` as started",
+                p.host,
+                p.name
+            ));
+        };
+        self.shared
+            .lock()
+            .expect("shared")
+            .procs
+            .get_mut(&key)
+            .expect("proc")
+            .pid = started.pid;
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            use proto::process_notice::Notice;
+            loop {
+                let notice = match stream.message().await {
+                    Ok(Some(n)) => n.notice,
+                    _ => {
+                        // The stream broke (agent gone): the process's fate is unknown.
+                        let mut s = shared.lock().expect("shared");
+                        let proc = s.procs.get_mut(&key).expect("proc");
+                        proc.exit.get_or_insert(-1);
+                        return;
+                    }
+                };
+                let mut s = shared.lock().expect("shared");
+                let proc = s.procs.get_mut(&key).expect("proc");
+                match notice {
+                    Some(Notice::Output(o)) => proc.lines.push(o.line),
+                    Some(Notice::Exited(e)) => {
+                        proc.exit = Some(e.code);
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(started.pid)
+    }
+
+    /// Polls `check` every 2 ms until it yields a value or `timeout` passes.
+    async fn wait_for<T>(
+        &self,
+        timeout: Duration,
+        mut check: impl FnMut(&mut Shared) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check(&mut self.shared.lock().expect("shared")) {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn wait_output(&self, run: u32, process: &str, text: &str, timeout: Duration) -> bool {
+        let key = (run, process.to_string());
+        self.wait_for(timeout, |s| {
+            s.procs
+                .get(&key)
+                .and_then(|p| p.lines.iter().any(|l| l.contains(text)).then_some(()))
+        })
+        .await
+        .is_some()
+    }
+
+    async fn wait_hold(&self, host: &str, run: u32, gate: &GateSpec) -> Option<u64> {
+        let key = (host.to_string(), run, proto::GatePoint::from(gate).id);
+        self.wait_for(ACTION_TIMEOUT, |s| s.holds.get(&key).copied())
+            .await
+    }
+
+    fn release(&self, host: &str, run: u32, gate: &GateSpec, hold_id: u64) {
+        let id = proto::GatePoint::from(gate).id;
+        self.shared
+            .lock()
+            .expect("shared")
+            .holds
+            .remove(&(host.to_string(), run, id));
+        if let Some(tx) = self.gates.get(host) {
+            let _ = tx.send(proto::GateCommand {
+                command: Some(proto::gate_command::Command::Release(proto::Release {
+                    hold_id,
+                })),
+            });
+        }
+    }
+
+    /// Carries out one run: services up, steps concurrently (gated per `ordering`), the schedule,
+    /// steps down, the failure predicate, services down.
+    pub async fn run(
+        &mut self,
+        scenario: &Scenario,
+        ordering: Option<&Ordering>,
+        vars: &Placeholders,
+    ) -> Result<RunOutcome> {
+        let run = self.next_run;
+        self.next_run += 1;
+        let mut notes = Vec::new();
+        let mut service_pids = Vec::new();
+        for service in &scenario.services {
+            let pid = self.launch(service, "service", run, &[], vars).await?;
+            service_pids.push((service.host.clone(), pid));
+            if let Some(ready) = &service.ready {
+                if !self
+                    .wait_output(run, &service.name, ready, READY_TIMEOUT)
+                    .await
+                {
+                    notes.push(format!("service {} never printed {ready:?}", service.name));
+                }
+            }
+        }
+        let gates = ordering.map(|o| o.gates.clone()).unwrap_or_default();
+        if notes.is_empty() {
+            for step in &scenario.steps {
+                self.launch(step, "step", run, &gates, vars).await?;
+            }
+            if let Some(ordering) = ordering {
+                for action in &ordering.actions {
+                    if let Err(problem) = self.act(scenario, run, action).await {
+                        notes.push(problem);
+                        break;
+                    }
+                }
+            }
+            // Never leave a step held: release whatever this run still holds.
+            let leftover: Vec<_> = {
+                let s = self.shared.lock().expect("shared");
+                s.holds
+                    .iter()
+                    .filter(|((_, r, _), _)| *r == run)
+                    .map(|((h, _, g), id)| (h.clone(), g.clone(), *id))
+                    .collect()
+            };
+            for (host, gate, hold_id) in leftover {
+                if notes.is_empty() {
+                    notes.push(format!(
+                        "gate {gate} on {host} was held but not released by the schedule"
+                    ));
+                }
+                self.shared
+                    .lock()
+                    .expect("shared")
+                    .holds
+                    .remove(&(host.clone(), run, gate));
+                if let Some(tx) = self.gates.get(&host) {
+                    let _ = tx.send(proto::GateCommand {
+                        command: Some(proto::gate_command::Command::Release(proto::Release {
+                            hold_id,
+                        })),
+                    });
+                }
+            }
+            for step in &scenario.steps {
+                let key = (run, step.name.clone());
+                if self
+                    .wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit))
+                    .await
+                    .is_none()
+                {
+                    notes.push(format!(
+                        "step {} did not exit within {} s; stopped",
+                        step.name,
+                        STEP_TIMEOUT.as_secs()
+                    ));
+                    let pid = self
+                        .shared
+                        .lock()
+                        .expect("shared")
+                        .procs
+                        .get(&key)
+                        .map(|p| p.pid)
+                        .unwrap_or(0);
+                    self.stop_process(&step.host, pid).await;
+                }
+            }
+        }
+        for (host, pid) in service_pids {
+            self.stop_process(&host, pid).await;
+        }
+        let outcome = self.outcome(scenario, run, ordering, notes);
+        self.runs.push(outcome.clone());
+        Ok(outcome)
+    }
+
+    async fn act(&self, scenario: &Scenario, run: u32, action: &Action) -> Result<(), String> {
+        let host_of = |step: &str| {
+            scenario
+                .process(step)
+                .map(|p| p.host.clone())
+                .unwrap_or_default()
+        };
+        match action {
+            Action::Reached(gate) => {
+                self.wait_hold(&host_of(&gate.step), run, gate)
+                    .await
+                    .ok_or_else(|| not_reached(gate))?;
+            }
+            Action::Release(gate) => {
+                let host = host_of(&gate.step);
+                let hold = self
+                    .wait_hold(&host, run, gate)
+                    .await
+                    .ok_or_else(|| not_reached(gate))?;
+                self.release(&host, run, gate, hold);
+            }
+            Action::Output(m) => {
+                if !self
+                    .wait_output(run, &m.process, &m.text, ACTION_TIMEOUT)
+                    .await
+                {
+                    return Err(format!("{} never printed {:?}", m.process, m.text));
+                }
+            }
+            Action::Exit(step) => {
+                let key = (run, step.clone());
+                self.wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit))
+                    .await
+                    .ok_or_else(|| format!("step {step} did not exit"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn stop_process(&self, host: &str, pid: i32) {
+        if let Ok(mut agent) = self.agent(host) {
+            let req = proto::StopProcessRequest {
+                capture_id: self.capture_id.clone(),
+                pid,
+                grace_ms: 500,
+            };
+            let _ = agent.rpc.stop_process(req).await;
+        }
+        let _ = self
+            .wait_for(Duration::from_secs(3), |s| {
+                s.procs.values().find(|p| p.pid == pid).and_then(|p| p.exit)
+            })
+            .await;
+    }
+
+    fn outcome(
+        &self,
+        scenario: &Scenario,
+        run: u32,
+        ordering: Option<&Ordering>,
+        notes: Vec<String>,
+    ) -> RunOutcome {
+        let s = self.shared.lock().expect("shared");
+        let steps: Vec<StepOutcome> = scenario
+            .steps
+            .iter()
+            .map(|step| {
+                let p = s.procs.get(&(run, step.name.clone()));
+                let lines = p.map(|p| p.lines.clone()).unwrap_or_default();
+                StepOutcome {
+                    name: step.name.clone(),
+                    host: step.host.clone(),
+                    exit_code: p.and_then(|p| p.exit).unwrap_or(-1),
+                    output_tail: lines[lines.len().saturating_sub(5)..].to_vec(),
+                }
+            })
+            .collect();
+        let f = &scenario.failure;
+        let failing = steps.iter().find(|st| st.name == f.step);
+        let lines = s
+            .procs
+            .get(&(run, f.step.clone()))
+            .map(|p| p.lines.clone())
+            .unwrap_or_default();
+        let failed = failing.is_some_and(|st| {
+            (f.exit_nonzero && st.exit_code != 0)
+                || f.output
+                    .as_ref()
+                    .is_some_and(|t| lines.iter().any(|l| l.contains(t.as_str())))
+        });
+        let valid = notes.is_empty();
+        let note = if !valid {
+            notes.join("; ")
+        } else if failed {
+            let st = failing.expect("failed implies found");
+            format!(
+                "{} exited {}: {}",
+                st.name,
+                st.exit_code,
+                st.output_tail.last().cloned().unwrap_or_default()
+            )
+        } else {
+            String::new()
+        };
+        RunOutcome {
+            run,
+            ordering: ordering.map(|o| o.name.to_string()),
+            failed,
+            valid,
+            note,
+            steps,
+        }
+    }
+
+    /// Stops recording everywhere, pulls every host's events and returns the bundle.
+    pub async fn close(
+        mut self,
+        scenario: Option<&Scenario>,
+        scenario_path: &str,
+    ) -> Result<Bundle> {
+        self.gates.clear(); // closing the gate channels releases anything still held
+        let mut hosts = Vec::new();
+        for (name, agent) in self.agents.iter_mut() {
+            let mut samples = self.probes.remove(name).unwrap_or_default();
+            samples.extend(agent.probe(8).await?);
+            let status = agent.stop_capture(&self.capture_id).await?;
+            let events = agent.pull(&self.capture_id).await?;
+            hosts.push(HostRecording {
+                name: name.clone(),
+                agent_version: agent.info.version.clone(),
+                kernel: agent.info.kernel.clone(),
+                observer: self.observers.get(name).cloned().unwrap_or_default(),
+                clock: client::fit(name, &samples)?,
+                probes: samples,
+                events,
+                lost: status.lost,
+            });
+        }
+        Ok(Bundle {
+            capture_id: self.capture_id,
+            started_ns: self.started_ns,
+            scenario: scenario.map(|s| ScenarioSource {
+                path: scenario_path.to_string(),
+                text: s.text.clone(),
+            }),
+            hosts,
+            runs: self.runs,
+        })
+    }
+}
+
+fn not_reached(gate: &GateSpec) -> String {
+    format!(
+        "gate {} was never reached within {} s",
+        proto::GatePoint::from(gate).id,
+        ACTION_TIMEOUT.as_secs()
+    )
+}

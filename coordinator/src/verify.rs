@@ -1,0 +1,243 @@
+//! Running a scenario under load and confirming a hypothesis: the phases behind `heisen run`,
+//! `heisen verify` and `heisen demo`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use heisen_recordings::{RunOutcome, Scenario};
+use serde::Serialize;
+
+use crate::client::Agent;
+use crate::schedule::{orderings, Ordering};
+use crate::session::{Placeholders, Session};
+
+/// Failure counts of one ordering.
+#[derive(Clone, Debug, Serialize)]
+pub struct OrderingResult {
+    pub name: String,
+    pub description: String,
+    pub expect_failure: bool,
+    pub runs: u32,
+    pub failures: u32,
+    /// Runs that could not be carried out as scheduled (not counted in `runs`).
+    pub invalid: u32,
+    pub notes: Vec<String>,
+}
+
+/// The verdict over all orderings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The hypothesis ordering failed K/K and every alternative passed K/K.
+    Confirmed,
+    /// The hypothesis ordering never failed, or an alternative failed as often.
+    Refuted,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Confirmed => 0,
+            Verdict::Refuted | Verdict::Inconclusive => 1,
+        }
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Confirmed => "CONFIRMED",
+            Verdict::Refuted => "REFUTED",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+}
+
+/// Decides the verdict from per-ordering counts.
+pub fn verdict(results: &[OrderingResult], wanted_runs: u32) -> Verdict {
+    let complete = results
+        .iter()
+        .all(|r| r.runs == wanted_runs && r.invalid == 0);
+    let guilty_always = results
+        .iter()
+        .filter(|r| r.expect_failure)
+        .all(|r| r.runs > 0 && r.failures == r.runs);
+    let others_never = results
+        .iter()
+        .filter(|r| !r.expect_failure)
+        .all(|r| r.failures == 0);
+    let guilty_never = results
+        .iter()
+        .filter(|r| r.expect_failure)
+        .all(|r| r.failures == 0);
+    if complete && guilty_always && others_never {
+        Verdict::Confirmed
+    } else if complete && guilty_never {
+        Verdict::Refuted
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+/// Progress lines on stderr (long work shows progress).
+pub fn progress(line: &str) {
+    eprintln!("{line}");
+}
+
+fn describe_run(o: &RunOutcome) -> String {
+    if !o.valid {
+        format!("invalid ({})", o.note)
+    } else if o.failed {
+        format!("FAILED: {}", o.note)
+    } else {
+        "passed".into()
+    }
+}
+
+/// Load phase: `repeat` free runs (no gates) in one capture.
+pub async fn load(
+    agents: BTreeMap<String, Agent>,
+    scenario: &Scenario,
+    vars: &Placeholders,
+    capture_id: &str,
+    repeat: u32,
+) -> Result<Session> {
+    let mut session = Session::open(agents, capture_id).await?;
+    for (host, observer) in session.observers() {
+        if observer != "tracefs" {
+            progress(&format!(
+                "note: host {host} records without the kernel observer: {observer}"
+            ));
+        }
+    }
+    for i in 1..=repeat {
+        let outcome = session.run(scenario, None, vars).await?;
+        progress(&format!("[load {i}/{repeat}] {}", describe_run(&outcome)));
+    }
+    Ok(session)
+}
+
+/// Verify phase: each ordering `runs` times in one capture.
+pub async fn verify(
+    agents: BTreeMap<String, Agent>,
+    scenario: &Scenario,
+    vars: &Placeholders,
+    capture_id: &str,
+    runs: u32,
+) -> Result<(Session, Vec<OrderingResult>)> {
+    let hypothesis = scenario.hypothesis.as_ref().ok_or_else(|| {
+        anyhow::anyhow!("scenario `{}` has no [hypothesis]; add one (cause, victim, effect_started, effect_done) to verify", scenario.name)
+    })?;
+    let mut session = Session::open(agents, capture_id).await?;
+    let mut results = Vec::new();
+    for ordering in orderings(hypothesis) {
+        results.push(run_ordering(&mut session, scenario, &ordering, vars, runs).await?);
+    }
+    Ok((session, results))
+}
+
+async fn run_ordering(
+    session: &mut Session,
+    scenario: &Scenario,
+    ordering: &Ordering,
+    vars: &Placeholders,
+    runs: u32,
+) -> Result<OrderingResult> {
+    let mut result = OrderingResult {
+        name: ordering.name.to_string(),
+        description: ordering.description.clone(),
+        expect_failure: ordering.expect_failure,
+        runs: 0,
+        failures: 0,
+        invalid: 0,
+        notes: Vec::new(),
+    };
+    for i in 1..=runs {
+        let outcome = session.run(scenario, Some(ordering), vars).await?;
+        progress(&format!(
+            "[verify {} {i}/{runs}] {}",
+            ordering.name,
+            describe_run(&outcome)
+        ));
+        if outcome.valid {
+            result.runs += 1;
+            result.failures += outcome.failed as u32;
+        } else {
+            result.invalid += 1;
+            result.notes.push(outcome.note.clone());
+        }
+    }
+    Ok(result)
+}
+
+/// The verdict table as text.
+pub fn table(results: &[OrderingResult], verdict: Verdict) -> String {
+    let mut out = String::from("ordering  expected  failures  description\n");
+    for r in results {
+        let expected = if r.expect_failure { "fail" } else { "pass" };
+        let invalid = if r.invalid > 0 {
+            format!(" (+{} invalid)", r.invalid)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "{:<9} {:<9} {:>3}/{:<5} {}{}\n",
+            r.name, expected, r.failures, r.runs, r.description, invalid
+        ));
+    }
+    out.push_str(&format!("verdict: {}\n", verdict.word()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(
+        name: &str,
+        expect_failure: bool,
+        runs: u32,
+        failures: u32,
+        invalid: u32,
+    ) -> OrderingResult {
+        OrderingResult {
+            name: name.into(),
+            description: String::new(),
+            expect_failure,
+            runs,
+            failures,
+            invalid,
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let check = |results: &[OrderingResult], expected: Verdict| {
+            assert_eq!(verdict(results, 5), expected)
+        };
+        check(
+            &[
+                r("during", true, 5, 5, 0),
+                r("before", false, 5, 0, 0),
+                r("after", false, 5, 0, 0),
+            ],
+            Verdict::Confirmed,
+        );
+        check(
+            &[r("during", true, 5, 4, 0), r("before", false, 5, 0, 0)],
+            Verdict::Inconclusive,
+        );
+        check(
+            &[r("during", true, 5, 5, 0), r("before", false, 5, 1, 0)],
+            Verdict::Inconclusive,
+        );
+        check(
+            &[r("during", true, 4, 4, 1), r("before", false, 5, 0, 0)],
+            Verdict::Inconclusive,
+        );
+        check(
+            &[r("during", true, 5, 0, 0), r("before", false, 5, 0, 0)],
+            Verdict::Refuted,
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! A capture on this host: the tracefs instance, the reader thread that decodes it, and the sink
+//! that numbers events and writes them to sled in batches.
+//!
+//! Everything the agent itself knows (launches, output lines, gate holds, exit codes) is written
+//! into the trace as a marker, so it is ordered with kernel events by the kernel's own clock and
+//! gets its sequence number in the same stream. Without tracefs the notes go straight to the sink.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use heisen_recordings::{Event, EventKind, Store};
+
+use crate::observer::{AgentNote, Decoded, Decoder, Scope, Step, BASE_EVENTS, DEFAULT_SYSCALLS};
+use crate::tracefs::{self, Instance};
+
+const BATCH: usize = 512;
+
+/// Numbers events and stores them in batches. Never drops silently: a failed store write is
+/// counted and reported as lost.
+pub struct Sink {
+    store: Arc<Store>,
+    capture: String,
+    state: Mutex<SinkState>,
+}
+
+struct SinkState {
+    next_seq: u64,
+    batch: Vec<Event>,
+    lost: u64,
+    store_error: Option<String>,
+}
+
+impl Sink {
+    fn push(&self, d: Decoded) {
+        let mut state = self.state.lock().expect("sink");
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.batch.push(Event {
+            seq,
+            raw_ns: d.raw_ns,
+            pid: d.pid,
+            comm: d.comm,
+            run: d.run,
+            kind: d.kind,
+        });
+        if state.batch.len() >= BATCH {
+            self.flush_locked(&mut state);
+        }
+    }
+
+    fn flush_locked(&self, state: &mut SinkState) {
+        if state.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut state.batch);
+        if let Err(e) = self.store.append(&self.capture, &batch) {
+            state.lost += batch.len() as u64;
+            state.store_error = Some(e.to_string());
+            tracing::error!(capture = %self.capture, error = %e, "storing a batch failed");
+        }
+    }
+
+    pub fn flush(&self) {
+        let mut state = self.state.lock().expect("sink");
+        self.flush_locked(&mut state);
+    }
+
+    fn record_loss(&self, count: u64, location: String) {
+        self.state.lock().expect("sink").lost += count;
+        self.push(Decoded {
+            raw_ns: now_ns(),
+            pid: 0,
+            comm: String::new(),
+            run: 0,
+            kind: EventKind::Lost { count, location },
+        });
+    }
+
+    pub fn events(&self) -> u64 {
+        self.state.lock().expect("sink").next_seq
+    }
+
+    pub fn lost(&self) -> u64 {
+        self.state.lock().expect("sink").lost
+    }
+}
+
+/// One capture being recorded.
+pub struct Capture {
+    pub id: String,
+    pub sink: Arc<Sink>,
+    instance: Option<Arc<Instance>>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+    stopped: Arc<AtomicBool>,
+    pub observer: String,
+}
+
+/// Host clock now: CLOCK_REALTIME in nanoseconds.
+pub fn now_ns() -> i64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+impl Capture {
+    /// Starts recording. Without tracefs the capture still records the agent's own notes and says
+    /// why the kernel observer is off.
+    pub fn start(
+        store: Arc<Store>,
+        id: &str,
+        agent_name: &str,
+        syscalls: &[String],
+        scope: Scope,
+    ) -> Result<Capture, String> {
+        let next_seq = store.next_seq(id).map_err(|e| e.to_string())?;
+        let sink = Arc::new(Sink {
+            store,
+            capture: id.to_string(),
+            state: Mutex::new(SinkState {
+                next_seq,
+                batch: Vec::new(),
+                lost: 0,
+                store_error: None,
+            }),
+        });
+        let syscalls: Vec<String> = if syscalls.is_empty() {
+            DEFAULT_SYSCALLS.iter().map(|s| s.to_string()).collect()
+        } else {
+            syscalls.to_vec()
+        };
+        let mut events: Vec<String> = BASE_EVENTS.iter().map(|s| s.to_string()).collect();
+        for name in &syscalls {
+            events.push(format!("syscalls/sys_enter_{name}"));
+            events.push(format!("syscalls/sys_exit_{name}"));
+        }
+        let instance_name = format!("heisen-{agent_name}-{}", std::process::id());
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (instance, observer) = match Instance::create(&instance_name, &events, 8192) {
+            Ok(instance) => (Some(Arc::new(instance)), "tracefs".to_string()),
+            Err(reason) => {
+                tracing::warn!(%reason, "kernel observer unavailable; recording only the agent's own notes");
+                (None, format!("none ({reason})"))
+            }
+        };
+        let capture = Capture {
+            id: id.to_string(),
+            sink,
+            instance,
+            reader: Mutex::new(None),
+            stopped,
+            observer,
+        };
+        if let Some(instance) = &capture.instance {
+            let pipe = instance.pipe()?;
+            let mono_to_raw = now_ns() - clock_ns(libc::CLOCK_MONOTONIC);
+            let mut decoder = Decoder::new(scope, mono_to_raw);
+            let sink = capture.sink.clone();
+            let stopped = capture.stopped.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("trace-{id}"))
+                .spawn(move || {
+                    let mut last_flush = Instant::now();
+                    let unparsed = tracefs::read_lines(pipe, &stopped, |line| {
+                        match decoder.decode(&line) {
+                            Step::Event(event) => sink.push(event),
+                            Step::Stop(_) => return false,
+                            Step::Nothing => {}
+                        }
+                        if last_flush.elapsed() > Duration::from_millis(20) {
+                            sink.flush();
+                            last_flush = Instant::now();
+                        }
+                        true
+                    });
+                    if unparsed > 0 {
+                        sink.record_loss(unparsed, "unparsed trace lines".into());
+                    }
+                    sink.flush();
+                })
+                .map_err(|e| format!("cannot start the trace reader thread: {e}"))?;
+            *capture.reader.lock().expect("reader") = Some(handle);
+            capture.spawn_housekeeping();
+        }
+        Ok(capture)
+    }
+
+    /// Periodic flush (the reader only flushes when lines arrive) and overrun accounting.
+    fn spawn_housekeeping(&self) {
+        let (sink, instance, stopped) = (
+            self.sink.clone(),
+            self.instance.clone(),
+            self.stopped.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut seen_overruns = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                sink.flush();
+                if let Some(instance) = &instance {
+                    let overruns = instance.overruns();
+                    if overruns > seen_overruns {
+                        sink.record_loss(
+                            overruns - seen_overruns,
+                            "tracefs ring buffer overrun".into(),
+                        );
+                        seen_overruns = overruns;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Records a note from the agent (launch, output, gate, exit code).
+    pub fn note(&self, note: AgentNote) {
+        if let Some(instance) = &self.instance {
+            if let Ok(json) = serde_json::to_string(&note) {
+                if instance.mark(&format!("heisen:{json}")).is_ok() {
+                    return;
+                }
+            }
+        }
+        self.sink.push(Decoded {
+            raw_ns: now_ns(),
+            pid: note.pid,
+            comm: note.comm,
+            run: note.run,
+            kind: note.kind,
+        });
+    }
+
+    /// The prepared bytes a launched child writes into the trace before exec, and the fd to write
+    /// them to, so its own pid is tagged with its run from its very first event.
+    pub fn launch_marker(&self, note: &AgentNote) -> Option<(std::os::fd::RawFd, Vec<u8>)> {
+        let instance = self.instance.as_ref()?;
+        let json = serde_json::to_string(note).ok()?;
+        Some((instance.marker_fd(), format!("heisen:{json}").into_bytes()))
+    }
+
+    /// Stops recording: every event traced before this call is stored when it returns.
+    pub fn stop(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(instance) = &self.instance {
+            let _ = instance.mark(&format!("heisen-stop:{}", self.id));
+            if let Some(handle) = self.reader.lock().expect("reader").take() {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !handle.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if handle.is_finished() {
+                    let _ = handle.join();
+                } else {
+                    self.sink.record_loss(0, "trace reader did not reach the stop marker within 10 s; later events missing".into());
+                }
+            }
+        }
+        self.sink.flush();
+        let _ = self.sink.store.flush();
+    }
+}

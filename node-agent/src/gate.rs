@@ -1,0 +1,369 @@
+//! Gates: holding a launched process at a chosen syscall occurrence until the coordinator
+//! releases it, with seccomp user notification. Only the syscall numbers named by gate points
+//! trap to the agent; everything else runs at full speed in the kernel.
+//!
+//! Mechanism only: this module counts occurrences and holds; *which* occurrence to hold and
+//! when to release is the coordinator's decision, delivered through [`HoldRegistry`].
+//! A hold that gets no decision within its timeout is released and reported as `timeout`,
+//! so a vanished coordinator never hangs a host.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A gate point as the agent enforces it (from the wire `GatePoint`).
+#[derive(Clone, Debug)]
+pub struct GatePoint {
+    pub id: String,
+    pub nr: i64,
+    pub nth: u32,
+    pub arg_index: Option<usize>,
+    pub arg_equals: Option<u64>,
+    pub arg_at_least: Option<u64>,
+}
+
+impl GatePoint {
+    fn matches(&self, nr: i64, args: &[u64; 6]) -> bool {
+        if nr != self.nr {
+            return false;
+        }
+        let Some(i) = self.arg_index.filter(|i| *i < 6) else {
+            return true;
+        };
+        let value = args[i];
+        self.arg_equals.is_none_or(|v| value == v) && self.arg_at_least.is_none_or(|v| value >= v)
+    }
+}
+
+/// Syscall number for a gateable syscall name (x86_64).
+pub fn syscall_number(name: &str) -> Option<i64> {
+    Some(match name {
+        "write" => libc::SYS_write,
+        "pwrite64" => libc::SYS_pwrite64,
+        "sendto" => libc::SYS_sendto,
+        "sendmsg" => libc::SYS_sendmsg,
+        "kill" => libc::SYS_kill,
+        "tgkill" => libc::SYS_tgkill,
+        "mount" => libc::SYS_mount,
+        "umount2" => libc::SYS_umount2,
+        "flock" => libc::SYS_flock,
+        "openat" => libc::SYS_openat,
+        _ => return None,
+    })
+}
+
+/// A BPF program that returns USER_NOTIF for the given syscall numbers and ALLOW otherwise.
+/// Built in the parent; the child only installs it (no allocation after fork).
+pub struct Filter {
+    program: Vec<libc::sock_filter>,
+}
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+
+fn stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+impl Filter {
+    pub fn new(numbers: &[i64]) -> Filter {
+        use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+        let mut nrs: Vec<i64> = numbers.to_vec();
+        nrs.sort_unstable();
+        nrs.dedup();
+        let mut program = vec![
+            stmt(BPF_LD | BPF_W | BPF_ABS, 4), // seccomp_data.arch
+            jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+            stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+            stmt(BPF_LD | BPF_W | BPF_ABS, 0), // seccomp_data.nr
+        ];
+        let n = nrs.len();
+        for (i, nr) in nrs.iter().enumerate() {
+            // On a match jump over the remaining compares and the ALLOW to the USER_NOTIF return.
+            let to_notify = (n - i) as u8;
+            program.push(jump(BPF_JMP | BPF_JEQ | BPF_K, *nr as u32, to_notify, 0));
+        }
+        program.push(stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW));
+        program.push(stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_USER_NOTIF));
+        Filter { program }
+    }
+
+    /// Installs the filter on the calling thread and returns the notification listener fd.
+    /// Async-signal-safe: meant for `pre_exec` in a freshly forked child.
+    pub fn install(&self) -> std::io::Result<RawFd> {
+        let prog = libc::sock_fprog {
+            len: self.program.len() as u16,
+            filter: self.program.as_ptr() as *mut _,
+        };
+        // SAFETY: getuid/prctl take no pointers; NO_NEW_PRIVS is required without CAP_SYS_ADMIN.
+        unsafe {
+            if libc::geteuid() != 0 && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // SAFETY: `prog` points at `self.program`, which outlives the call; the kernel copies it.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const libc::sock_fprog,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(fd as RawFd)
+    }
+}
+
+/// Sends `fd` over the unix socket `sock` (SCM_RIGHTS). Async-signal-safe.
+pub fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = [0u8; 64];
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let cmsg_space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg_space;
+    // SAFETY: msg_control points at `space`, large enough for one fd's cmsg; CMSG_* stay inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        if libc::sendmsg(sock, &msg, 0) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Receives one fd sent with [`send_fd`].
+pub fn recv_fd(sock: RawFd) -> std::io::Result<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = [0u8; 64];
+    // SAFETY: zeroed msghdr is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = space.len();
+    // SAFETY: msg points at live buffers; the kernel fills at most their sizes.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n <= 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "child sent no seccomp listener fd",
+        ));
+    }
+    // SAFETY: the kernel wrote a valid control message into `space` (checked non-null below).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Err(std::io::Error::other("no SCM_RIGHTS message from child"));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>());
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// A process reached a gate point and is held.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub hold_id: u64,
+    pub gate: String,
+    pub pid: i32,
+}
+
+/// What happened to a hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldEnd {
+    Released,
+    TimedOut,
+}
+
+/// Pending holds of one agent, shared by supervisors (waiting) and the gate channel (releasing).
+#[derive(Default)]
+pub struct HoldRegistry {
+    next: Mutex<u64>,
+    waiting: Mutex<HashMap<u64, mpsc::Sender<()>>>,
+}
+
+impl HoldRegistry {
+    fn register(&self) -> (u64, mpsc::Receiver<()>) {
+        let mut next = self.next.lock().expect("hold counter");
+        *next += 1;
+        let (tx, rx) = mpsc::channel();
+        self.waiting.lock().expect("holds").insert(*next, tx);
+        (*next, rx)
+    }
+
+    /// Releases a hold; false if it is unknown (already released or timed out).
+    pub fn release(&self, hold_id: u64) -> bool {
+        match self.waiting.lock().expect("holds").remove(&hold_id) {
+            Some(tx) => tx.send(()).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Releases every pending hold (the coordinator went away).
+    pub fn release_all(&self) -> usize {
+        let drained: Vec<_> = self.waiting.lock().expect("holds").drain().collect();
+        drained.iter().filter(|(_, tx)| tx.send(()).is_ok()).count()
+    }
+
+    fn forget(&self, hold_id: u64) {
+        self.waiting.lock().expect("holds").remove(&hold_id);
+    }
+}
+
+/// Serves one launched process's seccomp notifications until every task using the filter is
+/// gone. `on_hold` is told of each hold (to notify the coordinator); `on_end` of how it ended.
+pub fn supervise(
+    listener: OwnedFd,
+    gates: Vec<GatePoint>,
+    registry: Arc<HoldRegistry>,
+    timeout: Duration,
+    on_hold: impl Fn(&Held),
+    on_end: impl Fn(&Held, HoldEnd),
+) {
+    let fd = listener.as_raw_fd();
+    let mut seen: Vec<u32> = vec![0; gates.len()];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 500) };
+        if ready < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return;
+        }
+        if pfd.revents & libc::POLLHUP != 0 {
+            return; // every task using the filter has exited
+        }
+        if pfd.revents & libc::POLLIN == 0 {
+            continue;
+        }
+        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before RECV.
+        let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is a seccomp listener; notif is a correctly sized out-buffer.
+        if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) } < 0 {
+            continue; // the target died between poll and recv (ENOENT), or a signal: try again
+        }
+        let nr = notif.data.nr as i64;
+        let args = notif.data.args;
+        let mut hold = None;
+        for (i, gate) in gates.iter().enumerate() {
+            if gate.matches(nr, &args) {
+                seen[i] += 1;
+                if seen[i] == gate.nth && hold.is_none() {
+                    hold = Some(gate.id.clone());
+                }
+            }
+        }
+        if let Some(gate) = hold {
+            let (hold_id, rx) = registry.register();
+            let held = Held {
+                hold_id,
+                gate,
+                pid: notif.pid as i32,
+            };
+            on_hold(&held);
+            let end = match rx.recv_timeout(timeout) {
+                Ok(()) => HoldEnd::Released,
+                Err(_) => {
+                    registry.forget(hold_id);
+                    HoldEnd::TimedOut
+                }
+            };
+            on_end(&held, end);
+        }
+        let mut resp = libc::seccomp_notif_resp {
+            id: notif.id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        // SAFETY: fd is the listener and resp a valid response for `notif.id`. A failure means the
+        // target died meanwhile, which needs no answer.
+        unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_points_match_number_and_arguments() {
+        let sighup = GatePoint {
+            id: "k".into(),
+            nr: libc::SYS_kill,
+            nth: 1,
+            arg_index: Some(1),
+            arg_equals: Some(1),
+            arg_at_least: None,
+        };
+        assert!(sighup.matches(libc::SYS_kill, &[42, 1, 0, 0, 0, 0]));
+        assert!(!sighup.matches(libc::SYS_kill, &[42, 15, 0, 0, 0, 0]));
+        assert!(!sighup.matches(libc::SYS_write, &[42, 1, 0, 0, 0, 0]));
+        let socket_write = GatePoint {
+            id: "w".into(),
+            nr: libc::SYS_write,
+            nth: 3,
+            arg_index: Some(0),
+            arg_equals: None,
+            arg_at_least: Some(3),
+        };
+        assert!(socket_write.matches(libc::SYS_write, &[3, 0, 0, 0, 0, 0]));
+        assert!(!socket_write.matches(libc::SYS_write, &[1, 0, 0, 0, 0, 0]));
+    }
+
+    #[test]
+    fn filter_jumps_land_on_notify() {
+        let filter = Filter::new(&[libc::SYS_kill, libc::SYS_write, libc::SYS_kill]);
+        let p = &filter.program;
+        let notify = p.len() - 1;
+        assert_eq!(p[notify].k, libc::SECCOMP_RET_USER_NOTIF);
+        for (i, ins) in p.iter().enumerate().skip(4).take(2) {
+            assert_eq!(
+                i + 1 + ins.jt as usize,
+                notify,
+                "compare {i} jumps to notify"
+            );
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The step launcher: runs a scenario's service or step on this host, streams its life (pid,
+//! output lines, exit) and installs its gate filter before exec.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use heisen_recordings::EventKind;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::capture::Capture;
+use crate::gate::{self, Filter, GatePoint, HoldEnd, HoldRegistry};
+use crate::observer::AgentNote;
+
+/// What a launch reports, in order: started, output lines, exited.
+#[derive(Debug, Clone)]
+pub enum Life {
+    Started { pid: i32, workdir: PathBuf },
+    Output { stream: &'static str, line: String },
+    Exited { code: i32, signal: i32 },
+}
+
+/// A hold to announce on the capture's gate channel.
+#[derive(Debug, Clone)]
+pub struct HoldNotice {
+    pub hold_id: u64,
+    pub gate: String,
+    pub process: String,
+    pub pid: i32,
+    pub run: u32,
+    pub raw_ns: i64,
+}
+
+/// Where gate holds are announced (the coordinator's gate channel, once open).
+pub type GateSender = Arc<Mutex<Option<mpsc::UnboundedSender<HoldNotice>>>>;
+
+/// A launch request in domain terms.
+pub struct LaunchSpec {
+    pub run: u32,
+    pub name: String,
+    pub role: String,
+    pub argv: Vec<String>,
+    pub workdir: PathBuf,
+    pub env: HashMap<String, String>,
+    pub gates: Vec<GatePoint>,
+    pub hold_timeout: Duration,
+}
+
+/// Expands agent-side placeholders: `{fixture}` (this binary's guest programs) and `{workdir}`.
+pub fn expand(argv: &[String], workdir: &Path) -> Result<Vec<String>, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the agent's own binary: {e}"))?;
+    let mut out = Vec::new();
+    for arg in argv {
+        if arg == "{fixture}" {
+            out.push(exe.display().to_string());
+            out.push("fixture".into());
+        } else {
+            out.push(arg.replace("{workdir}", &workdir.display().to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// Launches `spec`; life events go to `life` until the process exits.
+pub fn launch(
+    spec: LaunchSpec,
+    capture: Arc<Capture>,
+    holds: Arc<HoldRegistry>,
+    gate_sender: GateSender,
+    life: mpsc::UnboundedSender<Life>,
+) -> Result<i32, String> {
+    std::fs::create_dir_all(&spec.workdir)
+        .map_err(|e| format!("cannot create work dir {}: {e}", spec.workdir.display()))?;
+    let argv = expand(&spec.argv, &spec.workdir)?;
+    let program = which(&argv[0])
+        .ok_or_else(|| format!("`{}` not found or not executable on this host", argv[0]))?;
+    let mut cmd = tokio::process::Command::new(&program);
+    cmd.args(&argv[1..])
+        .current_dir(&spec.workdir)
+        .envs(&spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+
+    let launch_note = AgentNote {
+        pid: 0,
+        comm: spec.name.clone(),
+        run: spec.run,
+        kind: EventKind::Launch {
+            name: spec.name.clone(),
+            role: spec.role.clone(),
+            argv: argv.clone(),
+        },
+    };
+    let marker = capture.launch_marker(&launch_note);
+    let filter = if spec.gates.is_empty() {
+        None
+    } else {
+        Some(Filter::new(
+            &spec.gates.iter().map(|g| g.nr).collect::<Vec<_>>(),
+        ))
+    };
+    let mut socks = [0; 2];
+    if filter.is_some() {
+        // SAFETY: socks is a valid out-array of two fds.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                socks.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(format!(
+                "socketpair for the gate listener failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    // SAFETY: socketpair succeeded (or is unused), so both fds are ours to own.
+    let (parent_sock, child_sock) = unsafe {
+        if filter.is_some() {
+            (
+                Some(OwnedFd::from_raw_fd(socks[0])),
+                Some(OwnedFd::from_raw_fd(socks[1])),
+            )
+        } else {
+            (None, None)
+        }
+    };
+    let child_sock_fd = child_sock.as_ref().map(|s| s.as_raw_fd());
+    // SAFETY: the closure only makes async-signal-safe calls (setpgid, write, seccomp, sendmsg,
+    // close) on data prepared before fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setpgid(0, 0);
+            if let Some((fd, bytes)) = &marker {
+                libc::write(*fd, bytes.as_ptr().cast(), bytes.len());
+            }
+            if let (Some(filter), Some(sock)) = (&filter, child_sock_fd) {
+                let listener = filter.install()?;
+                gate::send_fd(sock, listener)?;
+                libc::close(listener);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    drop(child_sock);
+    let pid = child.id().map(|p| p as i32).unwrap_or(-1);
+    if capture.launch_marker(&launch_note).is_none() {
+        capture.note(AgentNote { pid, ..launch_note });
+    }
+    let _ = life.send(Life::Started {
+        pid,
+        workdir: spec.workdir.clone(),
+    });
+
+    if let Some(sock) = parent_sock {
+        let listener = gate::recv_fd(sock.as_raw_fd())
+            .map_err(|e| format!("gate setup for {} failed: {e}", spec.name))?;
+        let (name, run, timeout) = (spec.name.clone(), spec.run, spec.hold_timeout);
+        let (cap_hold, cap_end) = (capture.clone(), capture.clone());
+        let gates = spec.gates.clone();
+        std::thread::spawn(move || {
+            let name_end = name.clone();
+            gate::supervise(
+                listener,
+                gates,
+                holds,
+                timeout,
+                |held| {
+                    cap_hold.note(AgentNote {
+                        pid: held.pid,
+                        comm: name.clone(),
+                        run,
+                        kind: EventKind::Gate {
+                            gate: held.gate.clone(),
+                            action: "held".into(),
+                        },
+                    });
+                    let notice = HoldNotice {
+                        hold_id: held.hold_id,
+                        gate: held.gate.clone(),
+                        process: name.clone(),
+                        pid: held.pid,
+                        run,
+                        raw_ns: crate::capture::now_ns(),
+                    };
+                    if let Some(tx) = gate_sender.lock().expect("gate sender").as_ref() {
+                        let _ = tx.send(notice);
+                    }
+                },
+                |held, end| {
+                    let action = if end == HoldEnd::Released {
+                        "released"
+                    } else {
+                        "timeout"
+                    };
+                    cap_end.note(AgentNote {
+                        pid: held.pid,
+                        comm: name_end.clone(),
+                        run,
+                        kind: EventKind::Gate {
+                            gate: held.gate.clone(),
+                            action: action.into(),
+                        },
+                    });
+                },
+            )
+        });
+    }
+
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (name, run) = (spec.name.clone(), spec.run);
+    tokio::spawn(async move {
+        let out = forward(
+            stdout,
+            "stdout",
+            name.clone(),
+            run,
+            pid,
+            capture.clone(),
+            life.clone(),
+        );
+        let err = forward(
+            stderr,
+            "stderr",
+            name.clone(),
+            run,
+            pid,
+            capture.clone(),
+            life.clone(),
+        );
+        let (status, _, _) = tokio::join!(child.wait(), out, err);
+        let (code, signal) = match status {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                match (status.code(), status.signal()) {
+                    (Some(code), _) => (code, 0),
+                    (None, Some(sig)) => (128 + sig, sig),
+                    _ => (-1, 0),
+                }
+            }
+            Err(_) => (-1, 0),
+        };
+        capture.note(AgentNote {
+            pid,
+            comm: name,
+            run,
+            kind: EventKind::Exit { exit_code: code },
+        });
+        let _ = life.send(Life::Exited { code, signal });
+    });
+    Ok(pid)
+}
+
+async fn forward(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    which: &'static str,
+    name: String,
+    run: u32,
+    pid: i32,
+    capture: Arc<Capture>,
+    life: mpsc::UnboundedSender<Life>,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut short = line.clone();
+        short.truncate(1000);
+        capture.note(AgentNote {
+            pid,
+            comm: name.clone(),
+            run,
+            kind: EventKind::Output {
+                name: name.clone(),
+                stream: which.into(),
+                line: short,
+            },
+        });
+        let _ = life.send(Life::Output {
+            stream: which,
+            line,
+        });
+    }
+}
+
+/// Resolves a program name like a shell would (absolute, relative, or on PATH).
+fn which(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return executable(&path).then_some(path);
+    }
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| executable(p))
+}
+
+/// Stops a launched process group: SIGTERM, then SIGKILL after `grace`.
+pub async fn stop(pid: i32, grace: Duration) -> bool {
+    if pid <= 0 || !alive(pid) {
+        return false;
+    }
+    // SAFETY: signalling the process group the launcher created (pgid == pid).
+    unsafe { libc::kill(-pid, libc::SIGTERM) };
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    true
+}
+
+/// Running (not gone, not a zombie waiting to be reaped).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..i + 3))
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,461 @@
+//! The kernel observer's decoder: turns tracefs lines into domain events for this host.
+//!
+//! It pairs syscall enter/exit per thread, keeps signal senders (the tracepoint at generation
+//! runs in the sender's context), follows fork lineage to tag events with the scenario run of the
+//! launched process tree, and drops what is outside the host's scope. Notes that the agent
+//! itself writes into the trace (launches, output lines, gate holds) come back through here too,
+//! so everything on a host is ordered by one clock: the kernel's.
+
+use std::collections::HashMap;
+
+use heisen_recordings::{EventKind, SignalPhase};
+use serde::{Deserialize, Serialize};
+
+use crate::tracefs::TraceLine;
+
+/// Tracepoints the observer enables besides the syscall set.
+pub const BASE_EVENTS: &[&str] = &[
+    "sched/sched_process_exec",
+    "sched/sched_process_fork",
+    "sched/sched_process_exit",
+    "signal/signal_generate",
+    "signal/signal_deliver",
+];
+
+/// Syscalls recorded when a capture names none.
+pub const DEFAULT_SYSCALLS: &[&str] = &[
+    "write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock",
+    "openat",
+];
+
+/// Which processes belong to this host.
+#[derive(Clone, Debug)]
+pub enum Scope {
+    /// Every process in this network namespace (a netns host, or the whole machine in the root).
+    Netns { inode: u64 },
+    /// Only processes the agent launched and their descendants (loopback hosts sharing a kernel).
+    Launched,
+}
+
+impl Scope {
+    /// The scope of the calling process's network namespace.
+    pub fn own_netns() -> Scope {
+        Scope::Netns {
+            inode: netns_inode("self").unwrap_or(0),
+        }
+    }
+}
+
+fn netns_inode(pid: &str) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    let text = link.to_string_lossy();
+    text.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// A note the agent writes into the trace (`heisen:` + JSON), decoded back into an event.
+#[derive(Serialize, Deserialize)]
+pub struct AgentNote {
+    /// The process the note is about; 0 means the marker writer itself (a child before exec).
+    pub pid: i32,
+    pub comm: String,
+    pub run: u32,
+    pub kind: EventKind,
+}
+
+/// A decoded event before it gets its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub raw_ns: i64,
+    pub pid: i32,
+    pub comm: String,
+    pub run: u32,
+    pub kind: EventKind,
+}
+
+/// What a trace line meant to the decoder.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Event(Decoded),
+    Nothing,
+    /// The stop marker with this token.
+    Stop(String),
+}
+
+/// Stateful line decoder of one capture.
+pub struct Decoder {
+    scope: Scope,
+    agent_pid: i32,
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, to put kernel stamps into the host clock domain.
+    mono_to_raw_ns: i64,
+    in_scope: HashMap<i32, bool>,
+    run_of: HashMap<i32, u32>,
+    launched_roots: HashMap<i32, String>,
+    pending: HashMap<i32, (String, Vec<u64>, i64)>,
+    last_sender: HashMap<(i32, i32), (i32, String)>,
+}
+
+impl Decoder {
+    pub fn new(scope: Scope, mono_to_raw_ns: i64) -> Decoder {
+        Decoder {
+            scope,
+            agent_pid: std::process::id() as i32,
+            mono_to_raw_ns,
+            in_scope: HashMap::new(),
+            run_of: HashMap::new(),
+            launched_roots: HashMap::new(),
+            pending: HashMap::new(),
+            last_sender: HashMap::new(),
+        }
+    }
+
+    fn is_agent(&self, pid: i32) -> bool {
+        pid == self.agent_pid || std::path::Path::new(&format!("/proc/self/task/{pid}")).exists()
+    }
+
+    fn in_scope(&mut self, pid: i32) -> bool {
+        if let Some(known) = self.in_scope.get(&pid) {
+            return *known;
+        }
+        let member = match &self.scope {
+            Scope::Launched => self.run_of.contains_key(&pid),
+            Scope::Netns { inode } => {
+                !self.is_agent(pid) && netns_inode(&pid.to_string()) == Some(*inode)
+            }
+        };
+        // In Launched scope membership can still change (a launch marker arrives later), so only
+        // netns answers are cached.
+        if matches!(self.scope, Scope::Netns { .. }) {
+            self.in_scope.insert(pid, member);
+        }
+        member
+    }
+
+    fn event(&self, line: &TraceLine<'_>, pid: i32, comm: &str, kind: EventKind) -> Step {
+        Step::Event(Decoded {
+            raw_ns: line.mono_ns + self.mono_to_raw_ns,
+            pid,
+            comm: comm.to_string(),
+            run: self.run_of.get(&pid).copied().unwrap_or(0),
+            kind,
+        })
+    }
+
+    /// Decodes one line.
+    pub fn decode(&mut self, line: &TraceLine<'_>) -> Step {
+        match line.event {
+            "tracing_mark_write" => self.marker(line),
+            "sched_process_fork" => {
+                let parent = field(line.body, "pid").unwrap_or(line.pid as i64) as i32;
+                let Some(child) = field(line.body, "child_pid").map(|c| c as i32) else {
+                    return Step::Nothing;
+                };
+                let member = self.in_scope(parent);
+                if let Some(run) = self.run_of.get(&parent).copied() {
+                    self.run_of.insert(child, run);
+                }
+                self.in_scope.insert(child, member);
+                if !member {
+                    return Step::Nothing;
+                }
+                self.event(
+                    line,
+                    parent,
+                    line.comm,
+                    EventKind::Fork {
+                        parent_pid: parent,
+                        child_pid: child,
+                    },
+                )
+            }
+            "sched_process_exec" => {
+                if !self.in_scope(line.pid) {
+                    return Step::Nothing;
+                }
+                let filename = text_field(line.body, "filename", " pid=").unwrap_or_default();
+                let argv = std::fs::read(format!("/proc/{}/cmdline", line.pid))
+                    .map(|raw| {
+                        raw.split(|b| *b == 0)
+                            .filter(|a| !a.is_empty())
+                            .map(|a| String::from_utf8_lossy(a).into())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let ppid = parent_of(line.pid).unwrap_or(0);
+                self.event(
+                    line,
+                    line.pid,
+                    line.comm,
+                    EventKind::Exec {
+                        filename,
+                        argv,
+                        ppid,
+                    },
+                )
+            }
+            "sched_process_exit" => {
+                let group_dead = !line.body.contains("group_dead=false");
+                let member = self.in_scope(line.pid);
+                self.pending.remove(&line.pid);
+                if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
+                    return Step::Nothing; // the launcher reports launched processes' exit codes
+                }
+                self.event(line, line.pid, line.comm, EventKind::Exit { exit_code: -1 })
+            }
+            "signal_generate" => {
+                let (Some(sig), Some(target)) = (field(line.body, "sig"), field(line.body, "pid"))
+                else {
+                    return Step::Nothing;
+                };
+                let (sig, target) = (sig as i32, target as i32);
+                if !(self.in_scope(line.pid) || self.in_scope(target)) {
+                    return Step::Nothing;
+                }
+                let target_comm = text_field(line.body, "comm", " pid=").unwrap_or_default();
+                self.last_sender
+                    .insert((target, sig), (line.pid, line.comm.to_string()));
+                let result = field(line.body, "res").unwrap_or(0) as i32;
+                self.event(
+                    line,
+                    line.pid,
+                    line.comm,
+                    EventKind::Signal {
+                        signal: sig,
+                        sender_pid: line.pid,
+                        sender_comm: line.comm.to_string(),
+                        target_pid: target,
+                        target_comm,
+                        phase: SignalPhase::Generate,
+                        result,
+                    },
+                )
+            }
+            "signal_deliver" => {
+                let Some(sig) = field(line.body, "sig").map(|s| s as i32) else {
+                    return Step::Nothing;
+                };
+                if !self.in_scope(line.pid) {
+                    return Step::Nothing;
+                }
+                let (sender_pid, sender_comm) = self
+                    .last_sender
+                    .remove(&(line.pid, sig))
+                    .unwrap_or((0, String::new()));
+                self.event(
+                    line,
+                    line.pid,
+                    line.comm,
+                    EventKind::Signal {
+                        signal: sig,
+                        sender_pid,
+                        sender_comm,
+                        target_pid: line.pid,
+                        target_comm: line.comm.to_string(),
+                        phase: SignalPhase::Deliver,
+                        result: 0,
+                    },
+                )
+            }
+            name if name.starts_with("sys_") => self.syscall(line, &name[4..]),
+            _ => Step::Nothing,
+        }
+    }
+
+    fn syscall(&mut self, line: &TraceLine<'_>, name: &str) -> Step {
+        if !self.in_scope(line.pid) {
+            return Step::Nothing;
+        }
+        if let Some(ret) = line.body.strip_prefix("-> ") {
+            let Some((enter_name, args, enter_ns)) = self.pending.remove(&line.pid) else {
+                return Step::Nothing;
+            };
+            if enter_name != name {
+                return Step::Nothing;
+            }
+            let ret = parse_number(ret).map(|v| v as i64).unwrap_or(0);
+            let fd_path = if takes_fd(name) {
+                args.first()
+                    .and_then(|fd| std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok())
+                    .map(|p| p.display().to_string())
+            } else {
+                None
+            };
+            return self.event(
+                line,
+                line.pid,
+                line.comm,
+                EventKind::Syscall {
+                    name: name.to_string(),
+                    args,
+                    ret,
+                    enter_ns,
+                    fd_path,
+                },
+            );
+        }
+        let args = line
+            .body
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .split(", ")
+            .filter_map(|arg| arg.split_once(": ").and_then(|(_, v)| parse_number(v)))
+            .collect();
+        self.pending.insert(
+            line.pid,
+            (name.to_string(), args, line.mono_ns + self.mono_to_raw_ns),
+        );
+        Step::Nothing
+    }
+
+    fn marker(&mut self, line: &TraceLine<'_>) -> Step {
+        if let Some(token) = line.body.strip_prefix("heisen-stop:") {
+            return Step::Stop(token.trim().to_string());
+        }
+        let Some(json) = line.body.strip_prefix("heisen:") else {
+            return Step::Nothing;
+        };
+        let Ok(note) = serde_json::from_str::<AgentNote>(json.trim()) else {
+            return Step::Nothing;
+        };
+        let pid = if note.pid == 0 { line.pid } else { note.pid };
+        if let EventKind::Launch { name, .. } = &note.kind {
+            self.run_of.insert(pid, note.run);
+            self.launched_roots.insert(pid, name.clone());
+            self.in_scope.insert(pid, true);
+        }
+        Step::Event(Decoded {
+            raw_ns: line.mono_ns + self.mono_to_raw_ns,
+            pid,
+            comm: note.comm,
+            run: note.run,
+            kind: note.kind,
+        })
+    }
+}
+
+fn takes_fd(syscall: &str) -> bool {
+    matches!(
+        syscall,
+        "write" | "pwrite64" | "sendto" | "sendmsg" | "flock"
+    )
+}
+
+/// `0x1f` or `31`.
+fn parse_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse::<i64>().ok().map(|v| v as u64),
+    }
+}
+
+/// Integer value of ` key=value` in a tracepoint body.
+fn field(body: &str, key: &str) -> Option<i64> {
+    let start = find_key(body, key)?;
+    body[start..].split(' ').next()?.parse().ok()
+}
+
+/// Text value of `key=` running up to `until` (values like comm may contain spaces).
+fn text_field(body: &str, key: &str, until: &str) -> Option<String> {
+    let start = find_key(body, key)?;
+    let rest = &body[start..];
+    Some(rest[..rest.find(until).unwrap_or(rest.len())].to_string())
+}
+
+fn find_key(body: &str, key: &str) -> Option<usize> {
+    let pattern = format!("{key}=");
+    let mut from = 0;
+    while let Some(i) = body[from..].find(&pattern) {
+        let at = from + i;
+        if at == 0 || body.as_bytes()[at - 1] == b' ' {
+            return Some(at + pattern.len());
+        }
+        from = at + pattern.len();
+    }
+    None
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracefs::parse_line;
+
+    fn decode_all(decoder: &mut Decoder, lines: &[&str]) -> Vec<Step> {
+        lines
+            .iter()
+            .map(|l| decoder.decode(&parse_line(l).unwrap()))
+            .filter(|s| *s != Step::Nothing)
+            .collect()
+    }
+
+    #[test]
+    fn launched_scope_follows_lineage_and_pairs_syscalls() {
+        let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
+        let note = serde_json::to_string(&AgentNote {
+            pid: 0,
+            comm: "writer".into(),
+            run: 3,
+            kind: EventKind::Launch {
+                name: "write".into(),
+                role: "step".into(),
+                argv: vec![],
+            },
+        })
+        .unwrap();
+        let steps = decode_all(
+            &mut decoder,
+            &[
+                "   other-9 [0] ..... 1.000001: sys_write(fd: 3, buf: 0x10, count: 0x10)",
+                "   other-9 [0] ..... 1.000002: sys_write -> 0x10",
+                &format!("   agent-50 [0] ..... 1.000003: tracing_mark_write: heisen:{note}"),
+                "   writer-50 [0] ..... 1.000004: sched_process_fork: comm=writer pid=50 child_comm=writer child_pid=51",
+                "   writer-51 [1] ..... 1.000005: sys_write(fd: 3, buf: 0x7f, count: 0x10000)",
+                "   writer-51 [1] ..... 1.000009: sys_write -> 0xfffffffffffffff3",
+                "   kill er-52 [1] d..1. 1.000010: signal_generate: sig=1 errno=0 code=0 comm=writer pid=51 grp=1 res=0",
+                "   writer-51 [1] d..1. 1.000011: signal_deliver: sig=1 errno=0 code=0 sa_handler=0 sa_flags=0",
+                "   x-1 [1] ..... 1.000012: tracing_mark_write: heisen-stop:7",
+            ],
+        );
+        assert_eq!(steps.len(), 6, "{steps:#?}");
+        let Step::Event(write) = &steps[2] else {
+            panic!()
+        };
+        assert_eq!((write.pid, write.run), (51, 3));
+        assert_eq!(write.raw_ns, 1_001_000_009_000);
+        assert!(
+            matches!(&write.kind, EventKind::Syscall { name, ret: -13, args, enter_ns: 1_001_000_005_000, .. } if name == "write" && args[..] == [3, 0x7f, 0x10000])
+        );
+        let Step::Event(generate) = &steps[3] else {
+            panic!()
+        };
+        assert!(
+            matches!(&generate.kind, EventKind::Signal { sender_comm, target_pid: 51, target_comm, .. } if sender_comm == "kill er" && target_comm == "writer")
+        );
+        let Step::Event(deliver) = &steps[4] else {
+            panic!()
+        };
+        assert!(matches!(
+            &deliver.kind,
+            EventKind::Signal {
+                sender_pid: 52,
+                phase: SignalPhase::Deliver,
+                ..
+            }
+        ));
+        assert_eq!(steps[5], Step::Stop("7".into()));
+    }
+
+    #[test]
+    fn fields_are_found_by_whole_key() {
+        assert_eq!(field("comm=a pid=5 child_pid=6", "pid"), Some(5));
+        assert_eq!(field("comm=a pid=5 child_pid=6", "child_pid"), Some(6));
+        assert_eq!(
+            text_field("sig=1 comm=my prog pid=3", "comm", " pid="),
+            Some("my prog".into())
+        );
+    }
+}

@@ -1,0 +1,329 @@
+//! The agent's gRPC service: wire types in, domain calls out. No recording logic lives here.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use heisen_proto as proto;
+use heisen_recordings::Store;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::capture::{now_ns, Capture};
+use crate::gate::{self, HoldRegistry};
+use crate::launch::{self, GateSender, LaunchSpec, Life};
+use crate::observer::Scope;
+
+/// Shared agent state.
+pub struct AgentService {
+    pub name: String,
+    pub data: PathBuf,
+    pub scope: Scope,
+    pub store: Arc<Store>,
+    pub info: proto::AgentInfo,
+    captures: Mutex<HashMap<String, Arc<Capture>>>,
+    holds: Arc<HoldRegistry>,
+    gate_sender: GateSender,
+}
+
+impl AgentService {
+    pub fn new(
+        name: String,
+        data: PathBuf,
+        scope: Scope,
+        store: Arc<Store>,
+        info: proto::AgentInfo,
+    ) -> AgentService {
+        AgentService {
+            name,
+            data,
+            scope,
+            store,
+            info,
+            captures: Mutex::new(HashMap::new()),
+            holds: Arc::new(HoldRegistry::default()),
+            gate_sender: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn capture(&self, id: &str) -> Result<Arc<Capture>, Status> {
+        self.captures
+            .lock()
+            .expect("captures")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no capture `{id}` is recording on agent {}; call StartCapture first",
+                    self.name
+                ))
+            })
+    }
+
+    fn status(&self, capture: &Capture, recording: bool) -> proto::CaptureStatus {
+        proto::CaptureStatus {
+            capture_id: capture.id.clone(),
+            recording,
+            events: capture.sink.events(),
+            lost: capture.sink.lost(),
+            observer: capture.observer.clone(),
+        }
+    }
+
+    /// Stops every capture (agent shutdown), so nothing recorded is lost.
+    pub fn stop_all(&self) {
+        for capture in self.captures.lock().expect("captures").values() {
+            capture.stop();
+        }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn valid_id(id: &str) -> Result<(), Status> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Status::invalid_argument(format!(
+            "capture id `{id}` must be non-empty [A-Za-z0-9_-]"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl proto::agent_server::Agent for AgentService {
+    async fn hello(
+        &self,
+        _: Request<proto::HelloRequest>,
+    ) -> Result<Response<proto::AgentInfo>, Status> {
+        Ok(Response::new(self.info.clone()))
+    }
+
+    async fn clock_probe(
+        &self,
+        request: Request<proto::ProbeRequest>,
+    ) -> Result<Response<proto::ProbeReply>, Status> {
+        let t2 = now_ns();
+        let t1 = request.into_inner().t1_ns;
+        Ok(Response::new(proto::ProbeReply {
+            t1_ns: t1,
+            t2_ns: t2,
+            t3_ns: now_ns(),
+        }))
+    }
+
+    async fn start_capture(
+        &self,
+        request: Request<proto::StartCaptureRequest>,
+    ) -> Result<Response<proto::CaptureStatus>, Status> {
+        let req = request.into_inner();
+        valid_id(&req.capture_id)?;
+        if let Ok(existing) = self.capture(&req.capture_id) {
+            return Ok(Response::new(self.status(&existing, true)));
+        }
+        let (store, name, scope) = (self.store.clone(), self.name.clone(), self.scope.clone());
+        let id = req.capture_id.clone();
+        let capture = tokio::task::spawn_blocking(move || {
+            Capture::start(store, &id, &name, &req.syscalls, scope)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| {
+            Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name))
+        })?;
+        let capture = Arc::new(capture);
+        self.captures
+            .lock()
+            .expect("captures")
+            .insert(req.capture_id, capture.clone());
+        Ok(Response::new(self.status(&capture, true)))
+    }
+
+    async fn stop_capture(
+        &self,
+        request: Request<proto::StopCaptureRequest>,
+    ) -> Result<Response<proto::CaptureStatus>, Status> {
+        let capture = self.capture(&request.into_inner().capture_id)?;
+        let c = capture.clone();
+        tokio::task::spawn_blocking(move || c.stop())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.captures.lock().expect("captures").remove(&capture.id);
+        Ok(Response::new(self.status(&capture, false)))
+    }
+
+    type StreamEventsStream = BoxStream<proto::Event>;
+
+    async fn stream_events(
+        &self,
+        request: Request<proto::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let req = request.into_inner();
+        valid_id(&req.capture_id)?;
+        let store = self.store.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut from = req.from_seq;
+            loop {
+                match store.read(&req.capture_id, from, 1024) {
+                    Ok(page) if page.is_empty() => return,
+                    Ok(page) => {
+                        from = page.last().map(|e| e.seq + 1).unwrap_or(from);
+                        for event in &page {
+                            if tx.blocking_send(Ok(proto::Event::from(event))).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(e.to_string())));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type LaunchStream = BoxStream<proto::ProcessNotice>;
+
+    async fn launch(
+        &self,
+        request: Request<proto::LaunchRequest>,
+    ) -> Result<Response<Self::LaunchStream>, Status> {
+        let req = request.into_inner();
+        let capture = self.capture(&req.capture_id)?;
+        if req.argv.is_empty() {
+            return Err(Status::invalid_argument("argv is empty"));
+        }
+        let mut gates = Vec::new();
+        for g in &req.gates {
+            let nr = gate::syscall_number(&g.syscall).ok_or_else(|| {
+                Status::invalid_argument(format!("cannot gate syscall `{}`", g.syscall))
+            })?;
+            gates.push(gate::GatePoint {
+                id: g.id.clone(),
+                nr,
+                nth: g.nth.max(1),
+                arg_index: g.arg_index.map(|i| i as usize),
+                arg_equals: g.arg_equals,
+                arg_at_least: g.arg_at_least,
+            });
+        }
+        let workdir = if req.workdir.is_empty() {
+            self.data.join("work").join(&req.capture_id)
+        } else {
+            PathBuf::from(&req.workdir)
+        };
+        let spec = LaunchSpec {
+            run: req.run,
+            name: req.name.clone(),
+            role: req.role.clone(),
+            argv: req.argv,
+            workdir,
+            env: req.env,
+            gates,
+            hold_timeout: Duration::from_millis(if req.hold_timeout_ms == 0 {
+                30_000
+            } else {
+                req.hold_timeout_ms
+            }),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        launch::launch(
+            spec,
+            capture,
+            self.holds.clone(),
+            self.gate_sender.clone(),
+            tx,
+        )
+        .map_err(|e| {
+            Status::failed_precondition(format!(
+                "launch of `{}` on {} failed: {e}",
+                req.name, self.name
+            ))
+        })?;
+        let stream = UnboundedReceiverStream::new(rx).map(|life| {
+            use proto::process_notice::Notice;
+            let notice = match life {
+                Life::Started { pid, workdir } => Notice::Started(proto::Started {
+                    pid,
+                    workdir: workdir.display().to_string(),
+                }),
+                Life::Output { stream, line } => Notice::Output(proto::Output {
+                    name: String::new(),
+                    stream: stream.into(),
+                    line,
+                }),
+                Life::Exited { code, signal } => Notice::Exited(proto::Exited { code, signal }),
+            };
+            Ok(proto::ProcessNotice {
+                notice: Some(notice),
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn stop_process(
+        &self,
+        request: Request<proto::StopProcessRequest>,
+    ) -> Result<Response<proto::StopProcessReply>, Status> {
+        let req = request.into_inner();
+        let signalled = launch::stop(req.pid, Duration::from_millis(req.grace_ms.max(10))).await;
+        Ok(Response::new(proto::StopProcessReply { signalled }))
+    }
+
+    type GateStream = BoxStream<proto::GateNotice>;
+
+    async fn gate(
+        &self,
+        request: Request<Streaming<proto::GateCommand>>,
+    ) -> Result<Response<Self::GateStream>, Status> {
+        let mut commands = request.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.gate_sender.lock().expect("gate sender") = Some(tx);
+        let holds = self.holds.clone();
+        let sender = self.gate_sender.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            use proto::gate_command::Command;
+            while let Some(Ok(cmd)) = commands.next().await {
+                if let Some(Command::Release(release)) = cmd.command {
+                    if !holds.release(release.hold_id) {
+                        tracing::warn!(
+                            hold = release.hold_id,
+                            "release of an unknown hold (already released or timed out)"
+                        );
+                    }
+                }
+            }
+            // The coordinator went away: never leave a process held.
+            *sender.lock().expect("gate sender") = None;
+            let released = holds.release_all();
+            if released > 0 {
+                tracing::warn!(agent = %name, released, "gate channel closed; released every held process");
+            }
+        });
+        let stream = UnboundedReceiverStream::new(rx).map(|n| {
+            Ok(proto::GateNotice {
+                hold_id: n.hold_id,
+                gate: n.gate,
+                process: n.process,
+                pid: n.pid,
+                run: n.run,
+                raw_ns: n.raw_ns,
+            })
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
