@@ -20,7 +20,7 @@ use heisen_recordings::{Bundle, Scenario};
 
 /// heisen: record and replay heisenbugs that span machines.
 #[derive(Parser, Debug)]
-#[command(name = "heisen", version, about, long_about = None)]
+#[command(name = "heisen", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

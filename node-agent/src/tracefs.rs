@@ -13,6 +13,13 @@ const TRACEFS: &str = "/sys/kernel/tracing";
 /// Why tracefs cannot be used here, or `Ok` with its root.
 pub fn available() -> Result<PathBuf, String> {
     let root = Path::new(TRACEFS);
+    if let Err(e) = std::fs::read_dir(root) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            return Err(format!(
+                "{TRACEFS} is not readable ({e}); the kernel observer needs root"
+            ));
+        }
+    }
     if !root.join("instances").is_dir() {
         // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
         let rc = unsafe {
