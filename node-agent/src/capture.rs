@@ -92,6 +92,8 @@ pub struct Capture {
     pub id: String,
     pub sink: Arc<Sink>,
     instance: Option<Arc<Instance>>,
+    /// `set_event_pid` of the instance in launched scope: children add themselves before exec.
+    pid_filter: Option<std::fs::File>,
     reader: Mutex<Option<JoinHandle<()>>>,
     stopped: Arc<AtomicBool>,
     pub observer: String,
@@ -152,10 +154,15 @@ impl Capture {
                 (None, format!("none ({reason})"))
             }
         };
+        let pid_filter = match (&instance, &scope) {
+            (Some(instance), Scope::Launched) => Some(instance.restrict_to_pids()?),
+            _ => None,
+        };
         let capture = Capture {
             id: id.to_string(),
             sink,
             instance,
+            pid_filter,
             reader: Mutex::new(None),
             stopped,
             observer,
@@ -244,6 +251,12 @@ impl Capture {
         let instance = self.instance.as_ref()?;
         let json = serde_json::to_string(note).ok()?;
         Some((instance.marker_fd(), format!("heisen:{json}").into_bytes()))
+    }
+
+    /// In launched scope: the fd a child writes its own pid to, so the kernel records it.
+    pub fn pid_filter_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.pid_filter.as_ref().map(|f| f.as_raw_fd())
     }
 
     /// Stops recording: every event traced before this call is stored when it returns.

@@ -99,6 +99,7 @@ pub fn launch(
         },
     };
     let marker = capture.launch_marker(&launch_note);
+    let pid_filter = capture.pid_filter_fd();
     let filter = if spec.gates.is_empty() {
         None
     } else {
@@ -141,6 +142,11 @@ pub fn launch(
     unsafe {
         cmd.pre_exec(move || {
             libc::setpgid(0, 0);
+            if let Some(fd) = pid_filter {
+                let mut digits = [0u8; 12];
+                let text = decimal(libc::getpid() as u32, &mut digits);
+                libc::write(fd, text.as_ptr().cast(), text.len());
+            }
             if let Some((fd, bytes)) = &marker {
                 libc::write(*fd, bytes.as_ptr().cast(), bytes.len());
             }
@@ -265,6 +271,19 @@ pub fn launch(
     Ok(pid)
 }
 
+/// Formats `n` in decimal into `buf` without allocating (for use between fork and exec).
+fn decimal(mut n: u32, buf: &mut [u8; 12]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 async fn forward(
     stream: impl tokio::io::AsyncRead + Unpin,
     which: &'static str,
@@ -341,5 +360,15 @@ fn alive(pid: i32) -> bool {
             .and_then(|i| stat.get(i + 2..i + 3))
             .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimal_without_allocation() {
+        let mut buf = [0u8; 12];
+        assert_eq!(super::decimal(0, &mut buf), b"0");
+        assert_eq!(super::decimal(4_194_304, &mut buf), b"4194304");
     }
 }

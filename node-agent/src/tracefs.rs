@@ -92,6 +92,18 @@ impl Instance {
         })
     }
 
+    /// Restricts every event of the instance to pids that are added later (and their children,
+    /// through `event-fork`), in the kernel. Returns the `set_event_pid` file to add pids through.
+    /// Pid 0 (the idle task, which makes no syscalls) keeps the filter active while it is empty.
+    pub fn restrict_to_pids(&self) -> Result<File, String> {
+        self.set("options/event-fork", "1")?;
+        self.set("set_event_pid", "0")?;
+        OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("set_event_pid"))
+            .map_err(|e| format!("cannot open set_event_pid: {e}"))
+    }
+
     /// Writes a marker line into the trace, ordered with kernel events by the kernel's clock.
     pub fn mark(&self, text: &str) -> std::io::Result<()> {
         (&self.marker).write_all(text.as_bytes())

@@ -201,12 +201,6 @@ impl From<&rec::GateSpec> for GatePoint {
     }
 }
 
-impl From<ProbeReply> for (i64, i64) {
-    fn from(r: ProbeReply) -> Self {
-        (r.t2_ns, r.t3_ns)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

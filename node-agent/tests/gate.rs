@@ -1,0 +1,189 @@
+//! A gate never hangs a host: a held process is released when its hold times out, and when the
+//! coordinator's gate channel goes away. Real agent binary, real gRPC, real seccomp.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use heisen_proto as proto;
+use proto::agent_client::AgentClient;
+use tonic::transport::Channel;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_heisen-agent");
+
+struct Running(Child, tempfile::TempDir);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn agent() -> (Running, AgentClient<Channel>) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(AGENT)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            "g",
+            "--scope",
+            "launched",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child, dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(client) = AgentClient::connect(format!("http://127.0.0.1:{port}")).await {
+            return (running, client);
+        }
+        assert!(Instant::now() < deadline, "agent did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `sh -c 'echo held; echo free'` gated at its first write to stdout.
+fn gated_echo(capture: &str, hold_timeout_ms: u64) -> proto::LaunchRequest {
+    proto::LaunchRequest {
+        capture_id: capture.into(),
+        run: 1,
+        name: "echo".into(),
+        role: "step".into(),
+        argv: vec!["sh".into(), "-c".into(), "echo held; echo free".into()],
+        gates: vec![proto::GatePoint {
+            id: "echo:write#1".into(),
+            syscall: "write".into(),
+            nth: 1,
+            ..Default::default()
+        }],
+        hold_timeout_ms,
+        ..Default::default()
+    }
+}
+
+/// Collects a launch stream until exit: (output lines, exit code, time from start to exit).
+async fn life(mut stream: tonic::Streaming<proto::ProcessNotice>) -> (Vec<String>, i32, Duration) {
+    use proto::process_notice::Notice;
+    let start = Instant::now();
+    let mut lines = Vec::new();
+    while let Some(n) = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("process hung")
+        .unwrap()
+    {
+        match n.notice {
+            Some(Notice::Output(o)) => lines.push(o.line),
+            Some(Notice::Exited(e)) => return (lines, e.code, start.elapsed()),
+            _ => {}
+        }
+    }
+    panic!("stream ended without an exit notice");
+}
+
+#[tokio::test]
+async fn hold_is_released_by_timeout() {
+    let (_agent, mut client) = agent().await;
+    client
+        .start_capture(proto::StartCaptureRequest {
+            capture_id: "t1".into(),
+            syscalls: vec![],
+        })
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut notices = client
+        .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let stream = client
+        .launch(gated_echo("t1", 400))
+        .await
+        .unwrap()
+        .into_inner();
+    let notice = tokio::time::timeout(Duration::from_secs(10), notices.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.gate, "echo:write#1");
+    // Never released: the agent lets it go after 400 ms.
+    let (lines, code, took) = life(stream).await;
+    assert_eq!(
+        (lines, code),
+        (vec!["held".to_string(), "free".to_string()], 0)
+    );
+    assert!(
+        took >= Duration::from_millis(350),
+        "released too early: {took:?}"
+    );
+    drop(tx);
+    client
+        .stop_capture(proto::StopCaptureRequest {
+            capture_id: "t1".into(),
+        })
+        .await
+        .unwrap();
+    let mut events = client
+        .stream_events(proto::StreamEventsRequest {
+            capture_id: "t1".into(),
+            from_seq: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut actions = Vec::new();
+    while let Some(e) = events.message().await.unwrap() {
+        if let Some(proto::event::Kind::Gate(g)) = e.kind {
+            actions.push(g.action);
+        }
+    }
+    assert_eq!(actions, vec!["held", "timeout"]);
+}
+
+#[tokio::test]
+async fn holds_are_released_when_the_coordinator_goes_away() {
+    let (_agent, mut client) = agent().await;
+    client
+        .start_capture(proto::StartCaptureRequest {
+            capture_id: "t2".into(),
+            syscalls: vec![],
+        })
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut notices = client
+        .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let stream = client
+        .launch(gated_echo("t2", 60_000))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(10), notices.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // The coordinator vanishes: its gate channel closes.
+    drop(tx);
+    drop(notices);
+    let (lines, code, took) = life(stream).await;
+    assert_eq!((lines.len(), code), (2, 0));
+    assert!(
+        took < Duration::from_secs(30),
+        "held until the hold timeout instead of the channel close: {took:?}"
+    );
+}
