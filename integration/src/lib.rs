@@ -7,8 +7,11 @@
 //!   appended to a file in the export dir; each is answered with a status byte (0 ok, 13 EACCES).
 //!   On SIGHUP it drops its export list and re-reads it (`--reload-ms`); while it reloads, every
 //!   write is refused with EACCES, like mountd briefly unexporting during a reload.
-//! - `writer`: streams `--chunks` chunks to the server, one `write(2)` per chunk, and fails with
-//!   exit code 13 at the first refusal.
+//! - `writer`: writes `--chunks` chunks to `--file` on the export mount, one `write(2)` per chunk,
+//!   and fails with exit code 13 at the first EACCES. Without a mount (no FUSE) it streams the
+//!   chunks to `--server` itself and reports a refusal the same way.
+//! - `export-mount`: the client's view of the export (a FUSE mount, like an NFS client): a
+//!   refused chunk makes the writer's own `write(2)` fail with EACCES.
 //! - `remount`: the "other test": after its own work (`--delay-ms`, e.g. `0..300` picks a delay
 //!   from its pid and the clock) it signals the server named by a pidfile with SIGHUP.
 
@@ -19,10 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod export_mount;
+
 /// Runs the guest program `args[0]` with the rest of `args`; returns its exit code.
 pub fn run(args: Vec<String>) -> i32 {
     let Some((name, rest)) = args.split_first() else {
-        eprintln!("usage: fixture NAME [ARGS...]; names: export-server, writer, remount");
+        eprintln!(
+            "usage: fixture NAME [ARGS...]; names: export-server, export-mount, writer, remount"
+        );
         return 2;
     };
     name_process(name);
@@ -30,8 +37,9 @@ pub fn run(args: Vec<String>) -> i32 {
         "export-server" => export_server(&Flags::new(rest)),
         "writer" => writer(&Flags::new(rest)),
         "remount" => remount(&Flags::new(rest)),
+        "export-mount" => export_mount::run(&Flags::new(rest)),
         other => Err(Failure::usage(format!(
-            "unknown fixture `{other}`; names: export-server, writer, remount"
+            "unknown fixture `{other}`; names: export-server, export-mount, writer, remount"
         ))),
     };
     match result {
@@ -52,7 +60,7 @@ fn name_process(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
-struct Failure {
+pub(crate) struct Failure {
     code: i32,
     message: String,
 }
@@ -63,7 +71,7 @@ impl Failure {
     }
 }
 
-struct Flags<'a>(&'a [String]);
+pub(crate) struct Flags<'a>(&'a [String]);
 
 impl<'a> Flags<'a> {
     fn new(args: &'a [String]) -> Self {
@@ -78,7 +86,7 @@ impl<'a> Flags<'a> {
             .map(String::as_str)
     }
 
-    fn required(&self, flag: &str) -> Result<&'a str, Failure> {
+    pub(crate) fn required(&self, flag: &str) -> Result<&'a str, Failure> {
         self.get(flag)
             .ok_or_else(|| Failure::usage(format!("missing {flag}")))
     }
@@ -93,7 +101,7 @@ impl<'a> Flags<'a> {
     }
 }
 
-fn io(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+pub(crate) fn io(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure {
         code: 1,
         message: format!("{what}: {e}"),
@@ -180,48 +188,75 @@ fn serve_writes(mut stream: TcpStream, exported: &AtomicBool, path: &std::path::
     }
 }
 
-fn writer(flags: &Flags<'_>) -> Result<(), Failure> {
-    let server = flags.required("--server")?;
-    let chunks = flags.number("--chunks", 32)?;
-    let size = flags.number("--chunk-size", 65536)? as usize;
+/// Connects to `addr`, retrying for up to 5 s while the server starts.
+pub(crate) fn connect(addr: &str) -> Result<TcpStream, Failure> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut stream = loop {
-        match TcpStream::connect(server) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(20));
-            }
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => return Ok(s),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(io("connect")(e)),
         }
-    };
-    let mut message = Vec::with_capacity(size + 4);
-    message.extend_from_slice(&(size as u32).to_le_bytes());
-    message.extend((0..size).map(|i| (i % 251) as u8));
-    for k in 1..=chunks {
-        // One write(2) per chunk (partial writes continue), so gates can count chunks.
-        let mut sent = 0;
-        while sent < message.len() {
-            // SAFETY: the fd is the stream's open socket; the slice is live and in bounds.
-            let n = unsafe {
-                libc::write(
-                    stream.as_raw_fd(),
-                    message[sent..].as_ptr().cast(),
-                    message.len() - sent,
-                )
-            };
-            if n < 0 {
-                return Err(io("write")(std::io::Error::last_os_error()));
-            }
-            sent += n as usize;
+    }
+}
+
+/// Writes all of `bytes` to `fd` with as few `write(2)` calls as the kernel allows.
+fn write_all_raw(fd: i32, bytes: &[u8]) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        // SAFETY: fd is open for the caller's lifetime; the slice is live and in bounds.
+        let n = unsafe { libc::write(fd, bytes[sent..].as_ptr().cast(), bytes.len() - sent) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        let mut status = [0u8; 1];
-        stream.read_exact(&mut status).map_err(io("read reply"))?;
-        if status[0] != 0 {
-            return Err(Failure {
-                code: 13,
-                message: format!("write {k} of {chunks} failed: Permission denied (EACCES)"),
-            });
+        sent += n as usize;
+    }
+    Ok(())
+}
+
+fn writer(flags: &Flags<'_>) -> Result<(), Failure> {
+    let chunks = flags.number("--chunks", 32)?;
+    let size = flags.number("--chunk-size", 65536)? as usize;
+    let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    let refused = |k: u64| Failure {
+        code: 13,
+        message: format!("write {k} of {chunks} failed: Permission denied (EACCES)"),
+    };
+    let file = flags.get("--file").map(std::path::PathBuf::from);
+    let mounted = file
+        .as_ref()
+        .and_then(|f| f.parent())
+        .is_some_and(export_mount::is_fuse_mount);
+    if let (Some(path), true) = (&file, mounted) {
+        // Through the export mount: the kernel returns the server's refusal from write(2).
+        let out = std::fs::File::create(path).map_err(io("create file on the export"))?;
+        for k in 1..=chunks {
+            match write_all_raw(out.as_raw_fd(), &data) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => return Err(refused(k)),
+                Err(e) => return Err(io("write")(e)),
+            }
+        }
+    } else {
+        let server = flags.required("--server")?;
+        if let Some(path) = &file {
+            println!(
+                "no export mount at {}; writing to {server} directly",
+                path.parent().unwrap_or(path).display()
+            );
+        }
+        let mut stream = connect(server)?;
+        let mut message = Vec::with_capacity(size + 4);
+        message.extend_from_slice(&(size as u32).to_le_bytes());
+        message.extend_from_slice(&data);
+        for k in 1..=chunks {
+            // One write(2) per chunk, so gates can count chunks.
+            write_all_raw(stream.as_raw_fd(), &message).map_err(io("write"))?;
+            let mut status = [0u8; 1];
+            stream.read_exact(&mut status).map_err(io("read reply"))?;
+            if status[0] != 0 {
+                return Err(refused(k));
+            }
         }
     }
     println!("wrote {chunks} chunks of {size} bytes");

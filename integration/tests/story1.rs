@@ -133,12 +133,32 @@ fn story1_confirmed_on_netns_hosts() {
     assert_eq!(kill["comm"], "remount");
     assert_eq!(kill["args"][1], 1);
     assert_eq!(kill["ret"], 0);
+    // The writer's own write(2) on the export mount failed with EACCES, as the kernel saw it.
+    let failed_write = events
+        .iter()
+        .find(|e| e["kind"] == "syscall" && e["name"] == "write" && e["errno"] == "EACCES")
+        .expect("a write(2) returning EACCES");
+    assert_eq!(
+        (failed_write["host"].as_str(), failed_write["comm"].as_str()),
+        (Some("client"), Some("writer"))
+    );
+    assert!(
+        failed_write["fd_path"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/export/capture.dat"),
+        "{failed_write}"
+    );
+    assert!(sighup["earliest_ns"].as_i64() < failed_write["latest_ns"].as_i64());
     let socket_writes = events
         .iter()
-        .filter(|e| e["kind"] == "syscall" && e["name"] == "write" && e["host"] == "client")
+        .filter(|e| e["kind"] == "syscall" && e["host"] == "client")
         .filter(|e| e["fd_path"].as_str().unwrap_or("").starts_with("socket:"))
         .count();
-    assert!(socket_writes >= 1, "writer's socket writes recorded");
+    assert!(
+        socket_writes >= 1,
+        "the mount's socket writes to the server recorded"
+    );
     for e in &events {
         for field in [
             "host",

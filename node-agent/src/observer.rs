@@ -92,6 +92,9 @@ pub struct Decoder {
     launched_roots: HashMap<i32, String>,
     pending: HashMap<i32, (String, Vec<u64>, i64)>,
     last_sender: HashMap<(i32, i32), (i32, String)>,
+    /// (thread, fd) -> path, resolved when `openat` returned the fd; used when the process is
+    /// gone by the time a later syscall on that fd is decoded.
+    fd_paths: HashMap<(i32, u64), String>,
 }
 
 impl Decoder {
@@ -105,6 +108,7 @@ impl Decoder {
             launched_roots: HashMap::new(),
             pending: HashMap::new(),
             last_sender: HashMap::new(),
+            fd_paths: HashMap::new(),
         }
     }
 
@@ -196,6 +200,7 @@ impl Decoder {
                 let group_dead = !line.body.contains("group_dead=false");
                 let member = self.in_scope(line.pid);
                 self.pending.remove(&line.pid);
+                self.fd_paths.retain(|(pid, _), _| *pid != line.pid);
                 if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
                     return Step::Nothing; // the launcher reports launched processes' exit codes
                 }
