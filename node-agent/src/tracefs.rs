@@ -62,8 +62,18 @@ impl Instance {
         if dir.exists() {
             let _ = std::fs::remove_dir(&dir);
         }
-        std::fs::create_dir(&dir)
-            .map_err(|e| format!("cannot create tracefs instance {}: {e}", dir.display()))?;
+        // Instance creation can fail transiently while another tracer removes an instance.
+        let mut attempt = 0;
+        while let Err(e) = std::fs::create_dir(&dir) {
+            attempt += 1;
+            if attempt >= 5 {
+                return Err(format!(
+                    "cannot create tracefs instance {}: {e}",
+                    dir.display()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         let instance_marker = || {
             OpenOptions::new()
                 .write(true)
