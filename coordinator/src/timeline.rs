@@ -52,7 +52,7 @@ pub fn merged<'a>(bundle: &'a Bundle, filter: &Filter) -> Vec<(&'a str, Placed<'
     let streams = bundle
         .hosts
         .iter()
-        .map(|h| (h.events.iter(), h.clock))
+        .map(|h| (h.events.iter(), h.clock.clone()))
         .collect();
     Merge::new(streams)
         .map(|p| (bundle.hosts[p.host].name.as_str(), p))

@@ -99,10 +99,7 @@ pub struct Capture {
     pub observer: String,
 }
 
-/// Host clock now: CLOCK_REALTIME in nanoseconds.
-pub fn now_ns() -> i64 {
-    clock_ns(libc::CLOCK_REALTIME)
-}
+pub use crate::clock::now_ns;
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
@@ -169,7 +166,7 @@ impl Capture {
         };
         if let Some(instance) = &capture.instance {
             let pipe = instance.pipe()?;
-            let mono_to_raw = now_ns() - clock_ns(libc::CLOCK_MONOTONIC);
+            let mono_to_raw = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
             let mut decoder = Decoder::new(scope, mono_to_raw);
             let sink = capture.sink.clone();
             let stopped = capture.stopped.clone();

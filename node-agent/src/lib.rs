@@ -5,6 +5,7 @@
 //! enforce. That is the coordinator's job.
 
 mod capture;
+mod clock;
 mod gate;
 mod launch;
 mod observer;
@@ -38,6 +39,11 @@ pub struct AgentArgs {
     /// (for several agents sharing one kernel on loopback).
     #[arg(long, value_enum, default_value_t = ScopeArg::Netns)]
     pub scope: ScopeArg,
+    /// Testing option: pretend this host's clock is off by OFFSET and runs DRIFT fast, e.g.
+    /// `+750ms,100ppm`. Every timestamp the agent produces is skewed; the coordinator must
+    /// recover the skew from its clock probes.
+    #[arg(long, value_name = "OFFSET[,DRIFTppm]", allow_hyphen_values = true)]
+    pub clock_skew: Option<String>,
 }
 
 /// `--scope` values.
@@ -83,6 +89,15 @@ pub fn run(args: AgentArgs) -> i32 {
             args.listen
         );
         return 2;
+    }
+    if let Some(spec) = &args.clock_skew {
+        match clock::parse_skew(spec) {
+            Ok((offset_ns, ppm)) => clock::install(offset_ns, ppm),
+            Err(e) => {
+                eprintln!("heisen-agent: {e}");
+                return 2;
+            }
+        }
     }
     let name = args.name.clone().unwrap_or_else(hostname);
     if let Err(e) = std::fs::create_dir_all(&args.data) {

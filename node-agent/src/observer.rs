@@ -85,7 +85,8 @@ pub enum Step {
 pub struct Decoder {
     scope: Scope,
     agent_pid: i32,
-    /// CLOCK_REALTIME - CLOCK_MONOTONIC, to put kernel stamps into the host clock domain.
+    /// CLOCK_REALTIME - CLOCK_MONOTONIC, to put kernel stamps into the host clock domain (then
+    /// through the agent's clock skew, if any).
     mono_to_raw_ns: i64,
     in_scope: HashMap<i32, bool>,
     run_of: HashMap<i32, u32>,
@@ -136,7 +137,7 @@ impl Decoder {
 
     fn event(&self, line: &TraceLine<'_>, pid: i32, comm: &str, kind: EventKind) -> Step {
         Step::Event(Decoded {
-            raw_ns: line.mono_ns + self.mono_to_raw_ns,
+            raw_ns: crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns),
             pid,
             comm: comm.to_string(),
             run: self.run_of.get(&pid).copied().unwrap_or(0),
@@ -306,7 +307,11 @@ impl Decoder {
             .collect();
         self.pending.insert(
             line.pid,
-            (name.to_string(), args, line.mono_ns + self.mono_to_raw_ns),
+            (
+                name.to_string(),
+                args,
+                crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns),
+            ),
         );
         Step::Nothing
     }
@@ -328,7 +333,7 @@ impl Decoder {
             self.in_scope.insert(pid, true);
         }
         Step::Event(Decoded {
-            raw_ns: line.mono_ns + self.mono_to_raw_ns,
+            raw_ns: crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns),
             pid,
             comm: note.comm,
             run: note.run,

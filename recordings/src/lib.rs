@@ -17,7 +17,7 @@ pub use bundle::{
     bundle_path, Bundle, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC,
     BUNDLE_VERSION,
 };
-pub use clock::{ClockModel, Interval, ProbeSample};
+pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use event::{errno_name, signal_name, signal_number, Event, EventKind, SignalPhase};
 pub use merge::{relation, Merge, Placed, Relation};
 pub use scenario::{

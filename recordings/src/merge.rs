@@ -118,14 +118,19 @@ mod tests {
             ClockModel {
                 offset_ns: 0,
                 error_ns: 5,
+                ..ClockModel::identity()
             },
             ClockModel {
                 offset_ns: 1_000,
                 error_ns: 5,
+                ..ClockModel::identity()
             },
         ];
-        let merged: Vec<_> =
-            Merge::new(vec![(a.iter(), clocks[0]), (b.iter(), clocks[1])]).collect();
+        let merged: Vec<_> = Merge::new(vec![
+            (a.iter(), clocks[0].clone()),
+            (b.iter(), clocks[1].clone()),
+        ])
+        .collect();
         let order: Vec<_> = merged.iter().map(|p| (p.host, p.event.seq)).collect();
         assert_eq!(order, vec![(0, 0), (1, 0), (1, 1), (0, 1), (0, 2)]);
         assert_eq!(relation(&merged[0], &merged[1]), Relation::Before);
@@ -133,7 +138,9 @@ mod tests {
         // b#1 at 280±5 and a#2 at 250±5: disjoint, ordered. a#1 at 300±5 vs b#1: ordered too.
         assert_eq!(relation(&merged[2], &merged[3]), Relation::Before);
         let near = [ev(5, 282)];
-        let near_b = Merge::new(vec![(near.iter(), clocks[0])]).next().unwrap();
+        let near_b = Merge::new(vec![(near.iter(), clocks[0].clone())])
+            .next()
+            .unwrap();
         assert_eq!(relation(&near_b, &merged[2]).clone(), Relation::Concurrent);
     }
 }
