@@ -37,10 +37,7 @@ pub struct Agent {
 
 /// Coordinator clock: CLOCK_REALTIME nanoseconds.
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 impl Agent {
@@ -55,15 +52,15 @@ impl Agent {
             .connect()
             .await
             .map_err(|e| anyhow!("agent {name} at {addr} is unreachable ({e}); is heisen-agent running there and listening on that address?"))?;
-        let auth =
-            Auth(match token {
-                Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
-                    anyhow!("the token contains characters not allowed in a header")
-                })?),
-                None => None,
-            });
-        let mut rpc =
-            AgentClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20);
+        let auth = Auth(match token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| anyhow!("the token contains characters not allowed in a header"))?,
+            ),
+            None => None,
+        });
+        let mut rpc = AgentClient::with_interceptor(channel, auth).max_decoding_message_size(64 << 20);
         let info = tokio::time::timeout(Duration::from_secs(5), rpc.hello(proto::HelloRequest {}))
             .await
             .map_err(|_| anyhow!("agent {name} at {addr} did not answer Hello within 5 s"))?
@@ -76,12 +73,7 @@ impl Agent {
                 proto::PROTOCOL_VERSION
             ));
         }
-        Ok(Agent {
-            name: name.to_string(),
-            addr: addr.to_string(),
-            rpc,
-            info,
-        })
+        Ok(Agent { name: name.to_string(), addr: addr.to_string(), rpc, info })
     }
 
     /// Takes `n` clock probes.
@@ -96,68 +88,31 @@ impl Agent {
                 .map_err(|s| self.err("clock probe", s))?
                 .into_inner();
             let t4 = now_ns();
-            samples.push(ProbeSample {
-                t1_ns: t1,
-                t2_ns: reply.t2_ns,
-                t3_ns: reply.t3_ns,
-                t4_ns: t4,
-            });
+            samples.push(ProbeSample { t1_ns: t1, t2_ns: reply.t2_ns, t3_ns: reply.t3_ns, t4_ns: t4 });
         }
         Ok(samples)
     }
 
     pub fn err(&self, op: &str, status: tonic::Status) -> anyhow::Error {
-        anyhow!(
-            "{op} failed on agent {} ({}): {}",
-            self.name,
-            self.addr,
-            status.message()
-        )
+        anyhow!("{op} failed on agent {} ({}): {}", self.name, self.addr, status.message())
     }
 
     pub async fn start_capture(&mut self, capture: &str) -> Result<proto::CaptureStatus> {
-        let req = proto::StartCaptureRequest {
-            capture_id: capture.into(),
-            syscalls: vec![],
-        };
-        Ok(self
-            .rpc
-            .start_capture(req)
-            .await
-            .map_err(|s| self.err("start capture", s))?
-            .into_inner())
+        let req = proto::StartCaptureRequest { capture_id: capture.into(), syscalls: vec![] };
+        Ok(self.rpc.start_capture(req).await.map_err(|s| self.err("start capture", s))?.into_inner())
     }
 
     pub async fn stop_capture(&mut self, capture: &str) -> Result<proto::CaptureStatus> {
-        let req = proto::StopCaptureRequest {
-            capture_id: capture.into(),
-        };
-        Ok(self
-            .rpc
-            .stop_capture(req)
-            .await
-            .map_err(|s| self.err("stop capture", s))?
-            .into_inner())
+        let req = proto::StopCaptureRequest { capture_id: capture.into() };
+        Ok(self.rpc.stop_capture(req).await.map_err(|s| self.err("stop capture", s))?.into_inner())
     }
 
     /// Pulls every stored event of a capture.
     pub async fn pull(&mut self, capture: &str) -> Result<Vec<Event>> {
-        let req = proto::StreamEventsRequest {
-            capture_id: capture.into(),
-            from_seq: 0,
-        };
-        let mut stream = self
-            .rpc
-            .stream_events(req)
-            .await
-            .map_err(|s| self.err("stream events", s))?
-            .into_inner();
+        let req = proto::StreamEventsRequest { capture_id: capture.into(), from_seq: 0 };
+        let mut stream = self.rpc.stream_events(req).await.map_err(|s| self.err("stream events", s))?.into_inner();
         let mut events = Vec::new();
-        while let Some(item) = stream
-            .message()
-            .await
-            .map_err(|s| self.err("stream events", s))?
-        {
+        while let Some(item) = stream.message().await.map_err(|s| self.err("stream events", s))? {
             events.push(Event::try_from(item).map_err(|e| anyhow!("agent {}: {e}", self.name))?);
         }
         Ok(events)

@@ -1,103 +1,54 @@
 //! `heisen demo [STORY]`: the embedded default. Local hosts, the story's scenario under load,
 //! a timeline excerpt of a failing run, then verification of the hypothesis and the verdict.
 
-use std::path::Path;
-
 use anyhow::{anyhow, Context, Result};
 use heisen_recordings::{Bundle, EventKind, Scenario};
 use serde_json::json;
 
-use crate::harness::{Harness, Mode};
 use crate::timeline::{self, Filter};
 use crate::verify::{self, progress};
-use crate::{Hosts, Target};
+use crate::{DemoArgs, Hosts, Target};
+use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
 
 /// Stories with an embedded scenario.
-pub const STORIES: &[(&str, &str)] = &[(
-    "mountd-sighup",
-    include_str!("../../recordings/scenarios/mountd-sighup.toml"),
-)];
+pub const STORIES: &[(&str, &str)] =
+    &[("mountd-sighup", include_str!("../../recordings/scenarios/mountd-sighup.toml"))];
 
-pub async fn run(
-    story: &str,
-    json_out: bool,
-    loopback: bool,
-    out: &Path,
-    load_runs: u32,
-    runs: u32,
-) -> Result<i32> {
-    let text = STORIES
-        .iter()
-        .find(|(name, _)| *name == story)
-        .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            let names: Vec<_> = STORIES.iter().map(|(n, _)| *n).collect();
-            anyhow!(
-                "unknown story `{story}`; stories with a demo: {}",
-                names.join(", ")
-            )
-        })?;
-    let scenario =
-        Scenario::parse(&format!("<embedded {story}.toml>"), text).map_err(|e| anyhow!("{e}"))?;
+pub async fn run(args: &DemoArgs) -> Result<i32> {
+    let (story, json_out, out, load_runs, runs) =
+        (args.story.as_str(), args.json, args.out.as_path(), args.load_runs, args.runs);
+    let text = STORIES.iter().find(|(name, _)| *name == story).map(|(_, t)| *t).ok_or_else(|| {
+        let names: Vec<_> = STORIES.iter().map(|(n, _)| *n).collect();
+        anyhow!("unknown story `{story}`; stories with a demo: {}", names.join(", "))
+    })?;
+    let scenario = Scenario::parse(&format!("<embedded {story}.toml>"), text).map_err(|e| anyhow!("{e}"))?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
-    let target = Target {
-        agents: vec![],
-        local: true,
-        loopback,
-        token_file: None,
-    };
-    let Hosts {
-        agents,
-        vars,
-        harness,
-    } = crate::connect(&scenario, &target).await?;
-    let harness: Harness = harness.expect("local hosts");
+    let target =
+        Target { agents: vec![], local: true, loopback: args.loopback, skews: args.skews.clone(), token_file: None };
+    let Hosts { agents, vars, harness } = crate::connect(&scenario, &target).await?;
+    let harness: LocalHosts = harness.expect("local hosts");
     let mode = match &harness.mode {
         Mode::Netns => "netns".to_string(),
         Mode::Loopback(why) => format!("loopback ({why})"),
     };
-    progress(&format!(
-        "story {story}: {} hosts on {mode}",
-        scenario.hosts.len()
-    ));
+    progress(&format!("story {story}: {} hosts on {mode}", scenario.hosts.len()));
 
     progress(&format!("phase 1/3: {load_runs} load runs without gates"));
-    let session = verify::load(
-        agents.clone(),
-        &scenario,
-        &vars,
-        &crate::capture_id(story, "load"),
-        load_runs,
-    )
-    .await?;
-    let load_bundle = session
-        .close(Some(&scenario), &format!("embedded:{story}"))
-        .await?;
+    let session = verify::load(agents.clone(), &scenario, &vars, &crate::capture_id(story, "load"), load_runs).await?;
+    let load_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let load_path = out.join(format!("{}.heisen", load_bundle.capture_id));
     load_bundle.write(&load_path).map_err(|e| anyhow!("{e}"))?;
     let load_failures = load_bundle.runs.iter().filter(|r| r.failed).count();
 
     let excerpt = excerpt(&load_bundle);
 
-    progress(&format!(
-        "phase 2/3: verifying the hypothesis, {runs} runs per ordering"
-    ));
-    let (session, results) = verify::verify(
-        agents,
-        &scenario,
-        &vars,
-        &crate::capture_id(story, "verify"),
-        runs,
-    )
-    .await?;
-    let verify_bundle = session
-        .close(Some(&scenario), &format!("embedded:{story}"))
-        .await?;
+    progress(&format!("phase 2/3: verifying the hypothesis, {runs} runs per ordering"));
+    let (session, results) =
+        verify::verify(agents, &scenario, &vars, &crate::capture_id(story, "verify"), runs).await?;
+    let verify_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let verify_path = out.join(format!("{}.heisen", verify_bundle.capture_id));
-    verify_bundle
-        .write(&verify_path)
-        .map_err(|e| anyhow!("{e}"))?;
+    verify_bundle.write(&verify_path).map_err(|e| anyhow!("{e}"))?;
     let verdict = verify::verdict(&results, runs);
     progress("phase 3/3: verdict");
     drop(harness);
@@ -110,6 +61,7 @@ pub async fn run(
             "load": {"runs": load_bundle.runs.len(), "failures": load_failures},
             "orderings": results,
             "bundle": load_path,
+            "clocks": crate::clocks_json(&load_bundle),
             "verify_bundle": verify_path,
             "timeline_excerpt": excerpt.as_ref().map(|(_, events)| events.clone()),
         });
@@ -129,10 +81,7 @@ pub async fn run(
             }
             None => println!("\n(no failing load run to show)"),
         }
-        println!(
-            "\nverification ({runs} runs per ordering, bundle {}):",
-            verify_path.display()
-        );
+        println!("\nverification ({runs} runs per ordering, bundle {}):", verify_path.display());
         print!("{}", verify::table(&results, verdict));
     }
     Ok(verdict.exit_code())
@@ -142,14 +91,7 @@ pub async fn run(
 /// writes, outputs and exits.
 fn excerpt(bundle: &Bundle) -> Option<(String, Vec<serde_json::Value>)> {
     let run = bundle.runs.iter().find(|r| r.failed && r.valid)?.run;
-    let events = timeline::merged(
-        bundle,
-        &Filter {
-            run: Some(run),
-            essentials: true,
-            ..Filter::default()
-        },
-    );
+    let events = timeline::merged(bundle, &Filter { run: Some(run), essentials: true, ..Filter::default() });
     // Keep only the last three successful socket writes per host; the rest is the stream itself.
     let mut writes_left: std::collections::HashMap<&str, usize> = Default::default();
     let mut keep = vec![true; events.len()];
@@ -165,20 +107,9 @@ fn excerpt(bundle: &Bundle) -> Option<(String, Vec<serde_json::Value>)> {
             }
         }
     }
-    let shown: Vec<_> = events
-        .iter()
-        .zip(keep)
-        .filter(|(_, k)| *k)
-        .map(|(e, _)| e)
-        .collect();
-    let origin = shown
-        .first()
-        .map(|(_, p)| p.interval.midpoint_ns())
-        .unwrap_or(0);
-    let text: String = shown
-        .iter()
-        .map(|(h, p)| format!("  {}\n", timeline::to_text(h, p, origin)))
-        .collect();
+    let shown: Vec<_> = events.iter().zip(keep).filter(|(_, k)| *k).map(|(e, _)| e).collect();
+    let origin = shown.first().map(|(_, p)| p.interval.midpoint_ns()).unwrap_or(0);
+    let text: String = shown.iter().map(|(h, p)| format!("  {}\n", timeline::to_text(h, p, origin))).collect();
     let json = shown.iter().map(|(h, p)| timeline::to_json(h, p)).collect();
     Some((text, json))
 }

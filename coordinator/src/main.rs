@@ -5,7 +5,7 @@
 
 mod client;
 mod demo;
-mod harness;
+
 mod schedule;
 mod session;
 mod timeline;
@@ -44,41 +44,47 @@ enum Command {
 }
 
 #[derive(Args, Debug, Clone)]
-struct Target {
+pub struct Target {
     /// An agent for a scenario host: NAME=HOST:PORT (repeat per host).
     #[arg(long = "agent", value_name = "NAME=ADDR")]
-    agents: Vec<String>,
+    pub agents: Vec<String>,
     /// Start local agents (network namespaces when root, loopback otherwise) instead of --agent.
     #[arg(long, conflicts_with = "agents")]
-    local: bool,
+    pub local: bool,
     /// With --local: use loopback even when root.
     #[arg(long, requires = "local")]
-    loopback: bool,
+    pub loopback: bool,
+    /// With --local, testing option: skew a host's agent clock, e.g. server=+750ms,100ppm.
+    #[arg(long = "skew", value_name = "HOST=OFFSET[,DRIFTppm]", requires = "local", allow_hyphen_values = true)]
+    pub skews: Vec<String>,
     /// File with the agents' shared token.
     #[arg(long)]
-    token_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
-struct DemoArgs {
+pub struct DemoArgs {
     /// The story to run.
     #[arg(default_value = "mountd-sighup")]
-    story: String,
+    pub story: String,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Use loopback agents even when root.
     #[arg(long)]
-    loopback: bool,
+    pub loopback: bool,
     /// Where bundles are written.
     #[arg(long, default_value = "heisen-out")]
-    out: PathBuf,
+    pub out: PathBuf,
     /// Load runs (without gates).
     #[arg(long, default_value_t = 20)]
-    load_runs: u32,
+    pub load_runs: u32,
     /// Runs per ordering in the verification.
     #[arg(long, default_value_t = 5)]
-    runs: u32,
+    pub runs: u32,
+    /// Testing option: skew a host's agent clock, e.g. server=+750ms,100ppm (repeatable).
+    #[arg(long = "skew", value_name = "HOST=OFFSET[,DRIFTppm]", allow_hyphen_values = true)]
+    pub skews: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -178,9 +184,7 @@ fn main() {
 
 async fn dispatch(command: Command) -> Result<i32> {
     match command {
-        Command::Demo(a) => {
-            demo::run(&a.story, a.json, a.loopback, &a.out, a.load_runs, a.runs).await
-        }
+        Command::Demo(a) => demo::run(&a).await,
         Command::Run(a) => run(a).await,
         Command::Verify(a) => verify_cmd(a).await,
         Command::Timeline(a) => timeline_cmd(a),
@@ -197,8 +201,7 @@ fn read_token(path: &Option<PathBuf>) -> Result<Option<String>> {
     match path {
         None => Ok(None),
         Some(p) => {
-            let t = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read token file {}", p.display()))?;
+            let t = std::fs::read_to_string(p).with_context(|| format!("cannot read token file {}", p.display()))?;
             Ok(Some(t.trim().to_string()))
         }
     }
@@ -208,9 +211,7 @@ fn read_token(path: &Option<PathBuf>) -> Result<Option<String>> {
 fn parse_agents(specs: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for spec in specs {
-        let (name, addr) = spec
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--agent `{spec}` must be NAME=HOST:PORT"))?;
+        let (name, addr) = spec.split_once('=').ok_or_else(|| anyhow!("--agent `{spec}` must be NAME=HOST:PORT"))?;
         if name.is_empty() || addr.is_empty() {
             return Err(anyhow!("--agent `{spec}` must be NAME=HOST:PORT"));
         }
@@ -223,29 +224,23 @@ fn parse_agents(specs: &[String]) -> Result<BTreeMap<String, String>> {
 pub struct Hosts {
     pub agents: BTreeMap<String, client::Agent>,
     pub vars: session::Placeholders,
-    pub harness: Option<harness::Harness>,
+    pub harness: Option<heisen_fixtures::hosts::Hosts>,
 }
 
 async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
     let (addrs, token, harness) = if target.local {
-        let h = harness::Harness::start(&scenario.hosts, target.loopback)?;
-        if let harness::Mode::Loopback(why) = &h.mode {
+        use heisen_fixtures::hosts;
+        let exe = std::env::current_exe().context("cannot find the heisen binary")?;
+        let options = hosts::Options { loopback: target.loopback, skews: parse_agents(&target.skews)? };
+        let h = hosts::Hosts::start(&[exe, "agent".into()], &scenario.hosts, &options).map_err(|e| anyhow!(e))?;
+        if let hosts::Mode::Loopback(why) = &h.mode {
             verify::progress(&format!("note: local hosts on loopback ({why})"));
         }
         (h.agents.clone(), h.token.clone(), Some(h))
     } else {
-        (
-            parse_agents(&target.agents)?,
-            read_token(&target.token_file)?,
-            None,
-        )
+        (parse_agents(&target.agents)?, read_token(&target.token_file)?, None)
     };
-    let missing: Vec<_> = scenario
-        .hosts
-        .iter()
-        .filter(|h| !addrs.contains_key(*h))
-        .cloned()
-        .collect();
+    let missing: Vec<_> = scenario.hosts.iter().filter(|h| !addrs.contains_key(*h)).cloned().collect();
     if !missing.is_empty() {
         return Err(anyhow!(
             "scenario `{}` needs hosts {}; pass --agent NAME=HOST:PORT for each, or --local",
@@ -256,38 +251,19 @@ async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
     let mut agents = BTreeMap::new();
     let mut host_addrs = BTreeMap::new();
     for (name, addr) in &addrs {
-        agents.insert(
-            name.clone(),
-            client::Agent::connect(name, addr, token.as_deref()).await?,
-        );
-        let ip = harness
-            .as_ref()
-            .and_then(|h| h.host_addrs.get(name).cloned());
+        agents.insert(name.clone(), client::Agent::connect(name, addr, token.as_deref()).await?);
+        let ip = harness.as_ref().and_then(|h| h.host_addrs.get(name).cloned());
         host_addrs.insert(
             name.clone(),
-            ip.unwrap_or_else(|| {
-                addr.rsplit_once(':')
-                    .map(|(h, _)| h.to_string())
-                    .unwrap_or_default()
-            }),
+            ip.unwrap_or_else(|| addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default()),
         );
     }
-    let vars = session::Placeholders {
-        host_addrs,
-        port: harness::free_port()?,
-    };
-    Ok(Hosts {
-        agents,
-        vars,
-        harness,
-    })
+    let vars = session::Placeholders { host_addrs, port: heisen_fixtures::hosts::free_port().map_err(|e| anyhow!(e))? };
+    Ok(Hosts { agents, vars, harness })
 }
 
 fn capture_id(scenario: &str, phase: &str) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     format!("{scenario}-{phase}-{secs}-{}", std::process::id())
 }
 
@@ -307,55 +283,35 @@ async fn run(a: RunArgs) -> Result<i32> {
     let scenario = load_scenario(&a.scenario)?;
     let hosts = connect(&scenario, &a.target).await?;
     let repeat = a.repeat.unwrap_or(scenario.repeat);
-    let session = verify::load(
-        hosts.agents,
-        &scenario,
-        &hosts.vars,
-        &capture_id(&scenario.name, "run"),
-        repeat,
-    )
-    .await?;
-    let bundle = session
-        .close(Some(&scenario), &a.scenario.display().to_string())
-        .await?;
+    let session =
+        verify::load(hosts.agents, &scenario, &hosts.vars, &capture_id(&scenario.name, "run"), repeat).await?;
+    let bundle = session.close(Some(&scenario), &a.scenario.display().to_string()).await?;
     let path = write_bundle(&bundle, a.out)?;
     let failures = bundle.runs.iter().filter(|r| r.failed).count();
     if a.json {
-        let v = serde_json::json!({"scenario": scenario.name, "runs": bundle.runs.len(), "failures": failures, "bundle": path});
+        let v = serde_json::json!({
+            "scenario": scenario.name, "runs": bundle.runs.len(), "failures": failures, "bundle": path,
+            "clocks": clocks_json(&bundle),
+        });
         println!("{v}");
     } else {
-        println!(
-            "{failures} of {} runs failed; bundle: {}",
-            bundle.runs.len(),
-            path.display()
-        );
+        println!("{failures} of {} runs failed; bundle: {}", bundle.runs.len(), path.display());
     }
     Ok(0)
 }
 
 async fn verify_cmd(a: VerifyArgs) -> Result<i32> {
     let scenario = load_scenario(&a.scenario)?;
-    let runs = a
-        .runs
-        .or(scenario.hypothesis.as_ref().map(|h| h.runs))
-        .unwrap_or(5)
-        .max(1);
+    let runs = a.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs)).unwrap_or(5).max(1);
     let hosts = connect(&scenario, &a.target).await?;
-    let (session, results) = verify::verify(
-        hosts.agents,
-        &scenario,
-        &hosts.vars,
-        &capture_id(&scenario.name, "verify"),
-        runs,
-    )
-    .await?;
-    let bundle = session
-        .close(Some(&scenario), &a.scenario.display().to_string())
-        .await?;
+    let (session, results) =
+        verify::verify(hosts.agents, &scenario, &hosts.vars, &capture_id(&scenario.name, "verify"), runs).await?;
+    let bundle = session.close(Some(&scenario), &a.scenario.display().to_string()).await?;
     let path = write_bundle(&bundle, a.out)?;
     let verdict = verify::verdict(&results, runs);
     if a.json {
-        let v = serde_json::json!({"scenario": scenario.name, "verdict": verdict, "orderings": results, "bundle": path});
+        let v =
+            serde_json::json!({"scenario": scenario.name, "verdict": verdict, "orderings": results, "bundle": path});
         println!("{v}");
     } else {
         print!("{}", verify::table(&results, verdict));
@@ -364,26 +320,29 @@ async fn verify_cmd(a: VerifyArgs) -> Result<i32> {
     Ok(verdict.exit_code())
 }
 
+/// Each host's fitted clock model (host minus coordinator), for `--json` outputs.
+pub fn clocks_json(bundle: &Bundle) -> serde_json::Value {
+    bundle
+        .hosts
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "name": h.name, "offset_ns": h.clock.offset_ns, "error_ns": h.clock.error_ns,
+                "drift_ppm": h.clock.drift_ppm, "ref_ns": h.clock.ref_ns, "anchors": h.clock.anchors.len(),
+            })
+        })
+        .collect()
+}
+
 fn timeline_cmd(a: TimelineArgs) -> Result<i32> {
     let bundle = Bundle::read(&a.bundle).map_err(|e| anyhow!("{e}"))?;
-    let filter = timeline::Filter {
-        hosts: a.host,
-        run: a.run,
-        kinds: a.kind,
-        essentials: !a.all && !a.json,
-    };
+    let filter = timeline::Filter { hosts: a.host, run: a.run, kinds: a.kind, essentials: !a.all && !a.json };
     let events = timeline::merged(&bundle, &filter);
     if a.json {
-        let array: Vec<_> = events
-            .iter()
-            .map(|(h, p)| timeline::to_json(h, p))
-            .collect();
+        let array: Vec<_> = events.iter().map(|(h, p)| timeline::to_json(h, p)).collect();
         println!("{}", serde_json::to_string(&array)?);
     } else {
-        let origin = events
-            .first()
-            .map(|(_, p)| p.interval.midpoint_ns())
-            .unwrap_or(0);
+        let origin = events.first().map(|(_, p)| p.interval.midpoint_ns()).unwrap_or(0);
         for (host, p) in &events {
             println!("{}", timeline::to_text(host, p, origin));
         }
@@ -403,14 +362,16 @@ async fn agents_cmd(a: AgentsArgs) -> Result<i32> {
                 let caps = agent.info.capabilities.clone().unwrap_or_default();
                 rows.push(serde_json::json!({
                     "name": name, "addr": addr, "reachable": true, "version": agent.info.version,
-                    "kernel": agent.info.kernel, "offset_ns": clock.offset_ns, "error_ns": clock.error_ns,
+                    "kernel": agent.info.kernel, "offset_ns": clock.offset_ns, "error_ns": clock.error_ns, "at_ns": clock.ref_ns,
                     "capabilities": {"root": caps.root, "kernel_tracing": caps.kernel_tracing, "ptrace": caps.ptrace,
                                      "seccomp_notify": caps.seccomp_notify, "tracing_unavailable_reason": caps.tracing_unavailable_reason},
                 }));
             }
             Err(e) => {
                 unreachable = true;
-                rows.push(serde_json::json!({"name": name, "addr": addr, "reachable": false, "error": format!("{e:#}")}));
+                rows.push(
+                    serde_json::json!({"name": name, "addr": addr, "reachable": false, "error": format!("{e:#}")}),
+                );
             }
         }
     }

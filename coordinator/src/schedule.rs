@@ -32,10 +32,7 @@ pub struct Ordering {
 
 /// The hypothesis ordering (`during`) and its alternatives (`before`, `after`).
 pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
-    let first = GateSpec {
-        nth: 1,
-        ..h.victim.clone()
-    };
+    let first = GateSpec { nth: 1, ..h.victim.clone() };
     let cause = describe(&h.cause);
     vec![
         Ordering {
@@ -52,10 +49,7 @@ pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
         },
         Ordering {
             name: "before",
-            description: format!(
-                "{cause} and its effect complete before {}",
-                describe(&first)
-            ),
+            description: format!("{cause} and its effect complete before {}", describe(&first)),
             gates: vec![h.cause.clone(), first.clone()],
             actions: vec![
                 Action::Release(h.cause.clone()),
@@ -66,15 +60,9 @@ pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
         },
         Ordering {
             name: "after",
-            description: format!(
-                "{cause} after the last of {} {}s (step exited)",
-                h.victim_count, h.victim.syscall
-            ),
+            description: format!("{cause} after the last of {} {}s (step exited)", h.victim_count, h.victim.syscall),
             gates: vec![h.cause.clone()],
-            actions: vec![
-                Action::Exit(h.victim.step.clone()),
-                Action::Release(h.cause.clone()),
-            ],
+            actions: vec![Action::Exit(h.victim.step.clone()), Action::Release(h.cause.clone())],
             expect_failure: false,
         },
     ]
@@ -83,12 +71,7 @@ pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
 /// `remount's kill(SIGHUP)`, `write's write #16`.
 pub fn describe(g: &GateSpec) -> String {
     match g.signal {
-        Some(sig) => format!(
-            "{}'s {}({})",
-            g.step,
-            g.syscall,
-            heisen_recordings::signal_name(sig)
-        ),
+        Some(sig) => format!("{}'s {}({})", g.step, g.syscall, heisen_recordings::signal_name(sig)),
         None => format!("{}'s {} #{}", g.step, g.syscall, g.nth),
     }
 }
@@ -106,15 +89,9 @@ mod tests {
             signal: None,
             fd_at_least: None,
         };
-        let out = |t: &str| OutputMatch {
-            process: "srv".into(),
-            text: t.into(),
-        };
+        let out = |t: &str| OutputMatch { process: "srv".into(), text: t.into() };
         let h = Hypothesis {
-            cause: GateSpec {
-                signal: Some(1),
-                ..gate("remount", "kill", 1)
-            },
+            cause: GateSpec { signal: Some(1), ..gate("remount", "kill", 1) },
             victim: gate("write", "write", 16),
             victim_count: 32,
             effect_started: out("reloading"),
@@ -122,22 +99,9 @@ mod tests {
             runs: 5,
         };
         let o = orderings(&h);
-        let names: Vec<_> = o
-            .iter()
-            .map(|o| (o.name, o.expect_failure, o.gates.len(), o.actions.len()))
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                ("during", true, 2, 4),
-                ("before", false, 2, 3),
-                ("after", false, 1, 2)
-            ]
-        );
+        let names: Vec<_> = o.iter().map(|o| (o.name, o.expect_failure, o.gates.len(), o.actions.len())).collect();
+        assert_eq!(names, vec![("during", true, 2, 4), ("before", false, 2, 3), ("after", false, 1, 2)]);
         assert_eq!(o[1].gates[1].nth, 1);
-        assert_eq!(
-            o[0].description,
-            "remount's kill(SIGHUP) held until write's write #16 is in flight"
-        );
+        assert_eq!(o[0].description, "remount's kill(SIGHUP) held until write's write #16 is in flight");
     }
 }

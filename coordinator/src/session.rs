@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use heisen_proto as proto;
-use heisen_recordings::{
-    Bundle, GateSpec, HostRecording, Process, RunOutcome, Scenario, ScenarioSource, StepOutcome,
-};
+use heisen_recordings::{Bundle, GateSpec, HostRecording, Process, RunOutcome, Scenario, ScenarioSource, StepOutcome};
 use tokio::sync::mpsc;
 
 use crate::client::{self, Agent};
@@ -20,6 +18,8 @@ const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an agent holds a process without a decision before releasing it.
 const HOLD_TIMEOUT_MS: u64 = 30_000;
+/// How often the clock of every agent is probed during a capture (a burst of 4 each time).
+const PROBE_PERIOD: Duration = Duration::from_millis(500);
 
 /// Values for placeholders the coordinator expands: `{host:NAME}` and `{port}`.
 #[derive(Clone, Debug)]
@@ -62,7 +62,9 @@ pub struct Session {
     agents: BTreeMap<String, Agent>,
     gates: BTreeMap<String, mpsc::UnboundedSender<proto::GateCommand>>,
     shared: Arc<Mutex<Shared>>,
-    probes: BTreeMap<String, Vec<heisen_recordings::ProbeSample>>,
+    /// Clock probe samples per host: a burst at the start, every PROBE_PERIOD, and at the end.
+    probes: Arc<Mutex<BTreeMap<String, Vec<heisen_recordings::ProbeSample>>>>,
+    prober: Option<tokio::task::JoinHandle<()>>,
     observers: BTreeMap<String, String>,
     started_ns: i64,
     next_run: u32,
@@ -77,7 +79,8 @@ impl Session {
             agents,
             gates: BTreeMap::new(),
             shared: Arc::new(Mutex::new(Shared::default())),
-            probes: BTreeMap::new(),
+            probes: Arc::new(Mutex::new(BTreeMap::new())),
+            prober: None,
             observers: BTreeMap::new(),
             started_ns: client::now_ns(),
             next_run: 1,
@@ -85,7 +88,7 @@ impl Session {
         };
         for (name, agent) in session.agents.iter_mut() {
             let samples = agent.probe(8).await?;
-            session.probes.insert(name.clone(), samples);
+            session.probes.lock().expect("probes").insert(name.clone(), samples);
             let status = agent.start_capture(capture_id).await?;
             session.observers.insert(name.clone(), status.observer);
             let (tx, rx) = mpsc::unbounded_channel();
@@ -101,16 +104,30 @@ impl Session {
             let (shared, host) = (session.shared.clone(), name.clone());
             tokio::spawn(async move {
                 while let Ok(Some(n)) = notices.message().await {
-                    shared
-                        .lock()
-                        .expect("shared")
-                        .holds
-                        .insert((host.clone(), n.run, n.gate), n.hold_id);
+                    shared.lock().expect("shared").holds.insert((host.clone(), n.run, n.gate), n.hold_id);
                 }
             });
             session.gates.insert(name.clone(), tx);
         }
+        session.start_prober();
         Ok(session)
+    }
+
+    /// Probes every agent's clock periodically until the session closes, so the clock model can
+    /// fit drift and bound the error throughout the capture, not only at its ends.
+    fn start_prober(&mut self) {
+        let mut agents: Vec<Agent> = self.agents.values().cloned().collect();
+        let probes = self.probes.clone();
+        self.prober = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_PERIOD).await;
+                for agent in agents.iter_mut() {
+                    if let Ok(samples) = agent.probe(4).await {
+                        probes.lock().expect("probes").entry(agent.name.clone()).or_default().extend(samples);
+                    }
+                }
+            }
+        }));
     }
 
     /// What each host's observer is ("tracefs" or why not).
@@ -119,20 +136,10 @@ impl Session {
     }
 
     fn agent(&self, host: &str) -> Result<Agent> {
-        self.agents
-            .get(host)
-            .cloned()
-            .ok_or_else(|| anyhow!("no agent for host `{host}`; pass --agent {host}=ADDR"))
+        self.agents.get(host).cloned().ok_or_else(|| anyhow!("no agent for host `{host}`; pass --agent {host}=ADDR"))
     }
 
-    async fn launch(
-        &self,
-        p: &Process,
-        role: &str,
-        run: u32,
-        gates: &[GateSpec],
-        vars: &Placeholders,
-    ) -> Result<i32> {
+    async fn launch(&self, p: &Process, role: &str, run: u32, gates: &[GateSpec], vars: &Placeholders) -> Result<i32> {
         let mut agent = self.agent(&p.host)?;
         let req = proto::LaunchRequest {
             capture_id: self.capture_id.clone(),
@@ -142,43 +149,18 @@ impl Session {
             argv: vars.expand(&p.command),
             workdir: String::new(),
             env: Default::default(),
-            gates: gates
-                .iter()
-                .filter(|g| g.step == p.name)
-                .map(proto::GatePoint::from)
-                .collect(),
+            gates: gates.iter().filter(|g| g.step == p.name).map(proto::GatePoint::from).collect(),
             hold_timeout_ms: HOLD_TIMEOUT_MS,
         };
-        let mut stream = agent
-            .rpc
-            .launch(req)
-            .await
-            .map_err(|s| agent.err(&format!("launch {}", p.name), s))?
-            .into_inner();
+        let mut stream =
+            agent.rpc.launch(req).await.map_err(|s| agent.err(&format!("launch {}", p.name), s))?.into_inner();
         let key = (run, p.name.clone());
-        self.shared
-            .lock()
-            .expect("shared")
-            .procs
-            .insert(key.clone(), ProcState::default());
+        self.shared.lock().expect("shared").procs.insert(key.clone(), ProcState::default());
         let first = stream.message().await.map_err(|s| agent.err("launch", s))?;
-        let Some(proto::ProcessNotice {
-            notice: Some(proto::process_notice::Notice::Started(started)),
-        }) = first
-        else {
-            return Err(anyhow!(
-                "agent {} did not report `{}` as started",
-                p.host,
-                p.name
-            ));
+        let Some(proto::ProcessNotice { notice: Some(proto::process_notice::Notice::Started(started)) }) = first else {
+            return Err(anyhow!("agent {} did not report `{}` as started", p.host, p.name));
         };
-        self.shared
-            .lock()
-            .expect("shared")
-            .procs
-            .get_mut(&key)
-            .expect("proc")
-            .pid = started.pid;
+        self.shared.lock().expect("shared").procs.get_mut(&key).expect("proc").pid = started.pid;
         let shared = self.shared.clone();
         tokio::spawn(async move {
             use proto::process_notice::Notice;
@@ -209,11 +191,7 @@ impl Session {
     }
 
     /// Polls `check` every 2 ms until it yields a value or `timeout` passes.
-    async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        mut check: impl FnMut(&mut Shared) -> Option<T>,
-    ) -> Option<T> {
+    async fn wait_for<T>(&self, timeout: Duration, mut check: impl FnMut(&mut Shared) -> Option<T>) -> Option<T> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = check(&mut self.shared.lock().expect("shared")) {
@@ -229,9 +207,7 @@ impl Session {
     async fn wait_output(&self, run: u32, process: &str, text: &str, timeout: Duration) -> bool {
         let key = (run, process.to_string());
         self.wait_for(timeout, |s| {
-            s.procs
-                .get(&key)
-                .and_then(|p| p.lines.iter().any(|l| l.contains(text)).then_some(()))
+            s.procs.get(&key).and_then(|p| p.lines.iter().any(|l| l.contains(text)).then_some(()))
         })
         .await
         .is_some()
@@ -239,22 +215,15 @@ impl Session {
 
     async fn wait_hold(&self, host: &str, run: u32, gate: &GateSpec) -> Option<u64> {
         let key = (host.to_string(), run, proto::GatePoint::from(gate).id);
-        self.wait_for(ACTION_TIMEOUT, |s| s.holds.get(&key).copied())
-            .await
+        self.wait_for(ACTION_TIMEOUT, |s| s.holds.get(&key).copied()).await
     }
 
     fn release(&self, host: &str, run: u32, gate: &GateSpec, hold_id: u64) {
         let id = proto::GatePoint::from(gate).id;
-        self.shared
-            .lock()
-            .expect("shared")
-            .holds
-            .remove(&(host.to_string(), run, id));
+        self.shared.lock().expect("shared").holds.remove(&(host.to_string(), run, id));
         if let Some(tx) = self.gates.get(host) {
             let _ = tx.send(proto::GateCommand {
-                command: Some(proto::gate_command::Command::Release(proto::Release {
-                    hold_id,
-                })),
+                command: Some(proto::gate_command::Command::Release(proto::Release { hold_id })),
             });
         }
     }
@@ -275,10 +244,7 @@ impl Session {
             let pid = self.launch(service, "service", run, &[], vars).await?;
             service_pids.push((service.host.clone(), pid));
             if let Some(ready) = &service.ready {
-                if !self
-                    .wait_output(run, &service.name, ready, READY_TIMEOUT)
-                    .await
-                {
+                if !self.wait_output(run, &service.name, ready, READY_TIMEOUT).await {
                     notes.push(format!("service {} never printed {ready:?}", service.name));
                 }
             }
@@ -307,43 +273,20 @@ impl Session {
             };
             for (host, gate, hold_id) in leftover {
                 if notes.is_empty() {
-                    notes.push(format!(
-                        "gate {gate} on {host} was held but not released by the schedule"
-                    ));
+                    notes.push(format!("gate {gate} on {host} was held but not released by the schedule"));
                 }
-                self.shared
-                    .lock()
-                    .expect("shared")
-                    .holds
-                    .remove(&(host.clone(), run, gate));
+                self.shared.lock().expect("shared").holds.remove(&(host.clone(), run, gate));
                 if let Some(tx) = self.gates.get(&host) {
                     let _ = tx.send(proto::GateCommand {
-                        command: Some(proto::gate_command::Command::Release(proto::Release {
-                            hold_id,
-                        })),
+                        command: Some(proto::gate_command::Command::Release(proto::Release { hold_id })),
                     });
                 }
             }
             for step in &scenario.steps {
                 let key = (run, step.name.clone());
-                if self
-                    .wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit))
-                    .await
-                    .is_none()
-                {
-                    notes.push(format!(
-                        "step {} did not exit within {} s; stopped",
-                        step.name,
-                        STEP_TIMEOUT.as_secs()
-                    ));
-                    let pid = self
-                        .shared
-                        .lock()
-                        .expect("shared")
-                        .procs
-                        .get(&key)
-                        .map(|p| p.pid)
-                        .unwrap_or(0);
+                if self.wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit)).await.is_none() {
+                    notes.push(format!("step {} did not exit within {} s; stopped", step.name, STEP_TIMEOUT.as_secs()));
+                    let pid = self.shared.lock().expect("shared").procs.get(&key).map(|p| p.pid).unwrap_or(0);
                     self.stop_process(&step.host, pid).await;
                 }
             }
@@ -357,31 +300,18 @@ impl Session {
     }
 
     async fn act(&self, scenario: &Scenario, run: u32, action: &Action) -> Result<(), String> {
-        let host_of = |step: &str| {
-            scenario
-                .process(step)
-                .map(|p| p.host.clone())
-                .unwrap_or_default()
-        };
+        let host_of = |step: &str| scenario.process(step).map(|p| p.host.clone()).unwrap_or_default();
         match action {
             Action::Reached(gate) => {
-                self.wait_hold(&host_of(&gate.step), run, gate)
-                    .await
-                    .ok_or_else(|| not_reached(gate))?;
+                self.wait_hold(&host_of(&gate.step), run, gate).await.ok_or_else(|| not_reached(gate))?;
             }
             Action::Release(gate) => {
                 let host = host_of(&gate.step);
-                let hold = self
-                    .wait_hold(&host, run, gate)
-                    .await
-                    .ok_or_else(|| not_reached(gate))?;
+                let hold = self.wait_hold(&host, run, gate).await.ok_or_else(|| not_reached(gate))?;
                 self.release(&host, run, gate, hold);
             }
             Action::Output(m) => {
-                if !self
-                    .wait_output(run, &m.process, &m.text, ACTION_TIMEOUT)
-                    .await
-                {
+                if !self.wait_output(run, &m.process, &m.text, ACTION_TIMEOUT).await {
                     return Err(format!("{} never printed {:?}", m.process, m.text));
                 }
             }
@@ -397,27 +327,15 @@ impl Session {
 
     async fn stop_process(&self, host: &str, pid: i32) {
         if let Ok(mut agent) = self.agent(host) {
-            let req = proto::StopProcessRequest {
-                capture_id: self.capture_id.clone(),
-                pid,
-                grace_ms: 500,
-            };
+            let req = proto::StopProcessRequest { capture_id: self.capture_id.clone(), pid, grace_ms: 500 };
             let _ = agent.rpc.stop_process(req).await;
         }
         let _ = self
-            .wait_for(Duration::from_secs(3), |s| {
-                s.procs.values().find(|p| p.pid == pid).and_then(|p| p.exit)
-            })
+            .wait_for(Duration::from_secs(3), |s| s.procs.values().find(|p| p.pid == pid).and_then(|p| p.exit))
             .await;
     }
 
-    fn outcome(
-        &self,
-        scenario: &Scenario,
-        run: u32,
-        ordering: Option<&Ordering>,
-        notes: Vec<String>,
-    ) -> RunOutcome {
+    fn outcome(&self, scenario: &Scenario, run: u32, ordering: Option<&Ordering>, notes: Vec<String>) -> RunOutcome {
         let s = self.shared.lock().expect("shared");
         let steps: Vec<StepOutcome> = scenario
             .steps
@@ -435,51 +353,32 @@ impl Session {
             .collect();
         let f = &scenario.failure;
         let failing = steps.iter().find(|st| st.name == f.step);
-        let lines = s
-            .procs
-            .get(&(run, f.step.clone()))
-            .map(|p| p.lines.clone())
-            .unwrap_or_default();
+        let lines = s.procs.get(&(run, f.step.clone())).map(|p| p.lines.clone()).unwrap_or_default();
         let failed = failing.is_some_and(|st| {
             (f.exit_nonzero && st.exit_code != 0)
-                || f.output
-                    .as_ref()
-                    .is_some_and(|t| lines.iter().any(|l| l.contains(t.as_str())))
+                || f.output.as_ref().is_some_and(|t| lines.iter().any(|l| l.contains(t.as_str())))
         });
         let valid = notes.is_empty();
         let note = if !valid {
             notes.join("; ")
         } else if failed {
             let st = failing.expect("failed implies found");
-            format!(
-                "{} exited {}: {}",
-                st.name,
-                st.exit_code,
-                st.output_tail.last().cloned().unwrap_or_default()
-            )
+            format!("{} exited {}: {}", st.name, st.exit_code, st.output_tail.last().cloned().unwrap_or_default())
         } else {
             String::new()
         };
-        RunOutcome {
-            run,
-            ordering: ordering.map(|o| o.name.to_string()),
-            failed,
-            valid,
-            note,
-            steps,
-        }
+        RunOutcome { run, ordering: ordering.map(|o| o.name.to_string()), failed, valid, note, steps }
     }
 
     /// Stops recording everywhere, pulls every host's events and returns the bundle.
-    pub async fn close(
-        mut self,
-        scenario: Option<&Scenario>,
-        scenario_path: &str,
-    ) -> Result<Bundle> {
+    pub async fn close(mut self, scenario: Option<&Scenario>, scenario_path: &str) -> Result<Bundle> {
         self.gates.clear(); // closing the gate channels releases anything still held
+        if let Some(prober) = self.prober.take() {
+            prober.abort();
+        }
         let mut hosts = Vec::new();
         for (name, agent) in self.agents.iter_mut() {
-            let mut samples = self.probes.remove(name).unwrap_or_default();
+            let mut samples = self.probes.lock().expect("probes").remove(name).unwrap_or_default();
             samples.extend(agent.probe(8).await?);
             let status = agent.stop_capture(&self.capture_id).await?;
             let events = agent.pull(&self.capture_id).await?;
@@ -497,10 +396,7 @@ impl Session {
         Ok(Bundle {
             capture_id: self.capture_id,
             started_ns: self.started_ns,
-            scenario: scenario.map(|s| ScenarioSource {
-                path: scenario_path.to_string(),
-                text: s.text.clone(),
-            }),
+            scenario: scenario.map(|s| ScenarioSource { path: scenario_path.to_string(), text: s.text.clone() }),
             hosts,
             runs: self.runs,
         })
@@ -508,9 +404,5 @@ impl Session {
 }
 
 fn not_reached(gate: &GateSpec) -> String {
-    format!(
-        "gate {} was never reached within {} s",
-        proto::GatePoint::from(gate).id,
-        ACTION_TIMEOUT.as_secs()
-    )
+    format!("gate {} was never reached within {} s", proto::GatePoint::from(gate).id, ACTION_TIMEOUT.as_secs())
 }

@@ -29,14 +29,9 @@ impl Filter {
             return match &p.event.kind {
                 EventKind::Signal { signal, .. } => *signal != libc::SIGCHLD,
                 EventKind::Fork { .. } => false,
-                EventKind::Syscall {
-                    name, ret, fd_path, ..
-                } => {
+                EventKind::Syscall { name, ret, fd_path, .. } => {
                     let quiet_error = name == "openat" && (*ret == -2 || *ret == -11);
-                    let control = matches!(
-                        name.as_str(),
-                        "kill" | "tgkill" | "mount" | "umount2" | "flock"
-                    );
+                    let control = matches!(name.as_str(), "kill" | "tgkill" | "mount" | "umount2" | "flock");
                     let on_socket = fd_path.as_deref().is_some_and(|p| p.starts_with("socket:"));
                     (*ret < 0 && !quiet_error) || control || on_socket
                 }
@@ -49,11 +44,7 @@ impl Filter {
 
 /// Events of `bundle` in merged order, filtered.
 pub fn merged<'a>(bundle: &'a Bundle, filter: &Filter) -> Vec<(&'a str, Placed<'a>)> {
-    let streams = bundle
-        .hosts
-        .iter()
-        .map(|h| (h.events.iter(), h.clock.clone()))
-        .collect();
+    let streams = bundle.hosts.iter().map(|h| (h.events.iter(), h.clock.clone())).collect();
     Merge::new(streams)
         .map(|p| (bundle.hosts[p.host].name.as_str(), p))
         .filter(|(host, p)| filter.keeps(host, p))
@@ -68,37 +59,16 @@ pub fn to_json(host: &str, p: &Placed<'_>) -> Value {
         "raw_ns": e.raw_ns, "earliest_ns": p.interval.earliest_ns, "latest_ns": p.interval.latest_ns,
     });
     let extra = match &e.kind {
-        EventKind::Syscall {
-            name,
-            args,
-            ret,
-            enter_ns,
-            fd_path,
-        } => json!({
+        EventKind::Syscall { name, args, ret, enter_ns, fd_path } => json!({
             "name": name, "ret": ret, "errno": (*ret < 0).then(|| errno_name(-ret)).flatten(),
             "args": args, "enter_ns": enter_ns, "duration_ns": e.raw_ns - enter_ns, "fd_path": fd_path,
         }),
-        EventKind::Signal {
-            signal,
-            sender_pid,
-            sender_comm,
-            target_pid,
-            target_comm,
-            phase,
-            result,
-        } => json!({
+        EventKind::Signal { signal, sender_pid, sender_comm, target_pid, target_comm, phase, result } => json!({
             "signal": signal_name(*signal), "sender_pid": sender_pid, "sender_comm": sender_comm,
             "target_pid": target_pid, "target_comm": target_comm, "phase": phase.as_str(), "result": result,
         }),
-        EventKind::Exec {
-            filename,
-            argv,
-            ppid,
-        } => json!({"filename": filename, "argv": argv, "ppid": ppid}),
-        EventKind::Fork {
-            parent_pid,
-            child_pid,
-        } => json!({"parent_pid": parent_pid, "child_pid": child_pid}),
+        EventKind::Exec { filename, argv, ppid } => json!({"filename": filename, "argv": argv, "ppid": ppid}),
+        EventKind::Fork { parent_pid, child_pid } => json!({"parent_pid": parent_pid, "child_pid": child_pid}),
         EventKind::Exit { exit_code } => json!({"exit_code": exit_code}),
         EventKind::Lost { count, location } => json!({"count": count, "where": location}),
         EventKind::Launch { name, role, argv } => json!({"name": name, "role": role, "argv": argv}),
@@ -119,48 +89,16 @@ pub fn to_text(host: &str, p: &Placed<'_>, origin_ns: i64) -> String {
     let mid = p.interval.midpoint_ns() - origin_ns;
     let err_us = (p.interval.latest_ns - p.interval.earliest_ns) / 2 / 1_000;
     let what = match &e.kind {
-        EventKind::Syscall {
-            name,
-            args,
-            ret,
-            enter_ns,
-            fd_path,
-        } => {
+        EventKind::Syscall { name, args, ret, enter_ns, fd_path } => {
             let shown: Vec<String> = args.iter().take(3).map(|a| format!("{a:#x}")).collect();
-            let result = if *ret < 0 {
-                format!("-1 {}", errno_name(-ret).unwrap_or("E?"))
-            } else {
-                ret.to_string()
-            };
-            let path = fd_path
-                .as_ref()
-                .map(|p| format!("  [{p}]"))
-                .unwrap_or_default();
-            format!(
-                "{name}({}) = {result}  ({} us){path}",
-                shown.join(", "),
-                (e.raw_ns - enter_ns) / 1_000
-            )
+            let result = if *ret < 0 { format!("-1 {}", errno_name(-ret).unwrap_or("E?")) } else { ret.to_string() };
+            let path = fd_path.as_ref().map(|p| format!("  [{p}]")).unwrap_or_default();
+            format!("{name}({}) = {result}  ({} us){path}", shown.join(", "), (e.raw_ns - enter_ns) / 1_000)
         }
-        EventKind::Signal {
-            signal,
-            sender_pid,
-            sender_comm,
-            target_pid,
-            target_comm,
-            phase,
-            ..
-        } => {
-            let sender = if *sender_pid == 0 {
-                "(sender not seen)".to_string()
-            } else {
-                format!("{sender_comm}[{sender_pid}]")
-            };
-            format!(
-                "{} {} {sender} -> {target_comm}[{target_pid}]",
-                signal_name(*signal),
-                phase.as_str()
-            )
+        EventKind::Signal { signal, sender_pid, sender_comm, target_pid, target_comm, phase, .. } => {
+            let sender =
+                if *sender_pid == 0 { "(sender not seen)".to_string() } else { format!("{sender_comm}[{sender_pid}]") };
+            format!("{} {} {sender} -> {target_comm}[{target_pid}]", signal_name(*signal), phase.as_str())
         }
         EventKind::Exec { filename, argv, .. } => format!("exec {filename} {}", argv.join(" ")),
         EventKind::Fork { child_pid, .. } => format!("fork -> {child_pid}"),
@@ -170,11 +108,7 @@ pub fn to_text(host: &str, p: &Placed<'_>, origin_ns: i64) -> String {
         EventKind::Output { stream, line, .. } => format!("{stream}: {line}"),
         EventKind::Gate { gate, action } => format!("gate {gate} {action}"),
     };
-    let what = if what.chars().count() > 120 {
-        format!("{}…", truncate(&what, 119))
-    } else {
-        what
-    };
+    let what = if what.chars().count() > 120 { format!("{}…", truncate(&what, 119)) } else { what };
     format!(
         "{:>10.3} ms ±{:<5} {:<8} {:>7} {:<14} {}",
         mid as f64 / 1e6,

@@ -54,21 +54,10 @@ impl Verdict {
 
 /// Decides the verdict from per-ordering counts.
 pub fn verdict(results: &[OrderingResult], wanted_runs: u32) -> Verdict {
-    let complete = results
-        .iter()
-        .all(|r| r.runs == wanted_runs && r.invalid == 0);
-    let guilty_always = results
-        .iter()
-        .filter(|r| r.expect_failure)
-        .all(|r| r.runs > 0 && r.failures == r.runs);
-    let others_never = results
-        .iter()
-        .filter(|r| !r.expect_failure)
-        .all(|r| r.failures == 0);
-    let guilty_never = results
-        .iter()
-        .filter(|r| r.expect_failure)
-        .all(|r| r.failures == 0);
+    let complete = results.iter().all(|r| r.runs == wanted_runs && r.invalid == 0);
+    let guilty_always = results.iter().filter(|r| r.expect_failure).all(|r| r.runs > 0 && r.failures == r.runs);
+    let others_never = results.iter().filter(|r| !r.expect_failure).all(|r| r.failures == 0);
+    let guilty_never = results.iter().filter(|r| r.expect_failure).all(|r| r.failures == 0);
     if complete && guilty_always && others_never {
         Verdict::Confirmed
     } else if complete && guilty_never {
@@ -104,9 +93,7 @@ pub async fn load(
     let mut session = Session::open(agents, capture_id).await?;
     for (host, observer) in session.observers() {
         if observer != "tracefs" {
-            progress(&format!(
-                "note: host {host} records without the kernel observer: {observer}"
-            ));
+            progress(&format!("note: host {host} records without the kernel observer: {observer}"));
         }
     }
     for i in 1..=repeat {
@@ -125,7 +112,10 @@ pub async fn verify(
     runs: u32,
 ) -> Result<(Session, Vec<OrderingResult>)> {
     let hypothesis = scenario.hypothesis.as_ref().ok_or_else(|| {
-        anyhow::anyhow!("scenario `{}` has no [hypothesis]; add one (cause, victim, effect_started, effect_done) to verify", scenario.name)
+        anyhow::anyhow!(
+            "scenario `{}` has no [hypothesis]; add one (cause, victim, effect_started, effect_done) to verify",
+            scenario.name
+        )
     })?;
     let mut session = Session::open(agents, capture_id).await?;
     let mut results = Vec::new();
@@ -153,11 +143,7 @@ async fn run_ordering(
     };
     for i in 1..=runs {
         let outcome = session.run(scenario, Some(ordering), vars).await?;
-        progress(&format!(
-            "[verify {} {i}/{runs}] {}",
-            ordering.name,
-            describe_run(&outcome)
-        ));
+        progress(&format!("[verify {} {i}/{runs}] {}", ordering.name, describe_run(&outcome)));
         if outcome.valid {
             result.runs += 1;
             result.failures += outcome.failed as u32;
@@ -174,11 +160,7 @@ pub fn table(results: &[OrderingResult], verdict: Verdict) -> String {
     let mut out = String::from("ordering  expected  failures  description\n");
     for r in results {
         let expected = if r.expect_failure { "fail" } else { "pass" };
-        let invalid = if r.invalid > 0 {
-            format!(" (+{} invalid)", r.invalid)
-        } else {
-            String::new()
-        };
+        let invalid = if r.invalid > 0 { format!(" (+{} invalid)", r.invalid) } else { String::new() };
         out.push_str(&format!(
             "{:<9} {:<9} {:>3}/{:<5} {}{}\n",
             r.name, expected, r.failures, r.runs, r.description, invalid
@@ -192,13 +174,7 @@ pub fn table(results: &[OrderingResult], verdict: Verdict) -> String {
 mod tests {
     use super::*;
 
-    fn r(
-        name: &str,
-        expect_failure: bool,
-        runs: u32,
-        failures: u32,
-        invalid: u32,
-    ) -> OrderingResult {
+    fn r(name: &str, expect_failure: bool, runs: u32, failures: u32, invalid: u32) -> OrderingResult {
         OrderingResult {
             name: name.into(),
             description: String::new(),
@@ -212,32 +188,14 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        let check = |results: &[OrderingResult], expected: Verdict| {
-            assert_eq!(verdict(results, 5), expected)
-        };
+        let check = |results: &[OrderingResult], expected: Verdict| assert_eq!(verdict(results, 5), expected);
         check(
-            &[
-                r("during", true, 5, 5, 0),
-                r("before", false, 5, 0, 0),
-                r("after", false, 5, 0, 0),
-            ],
+            &[r("during", true, 5, 5, 0), r("before", false, 5, 0, 0), r("after", false, 5, 0, 0)],
             Verdict::Confirmed,
         );
-        check(
-            &[r("during", true, 5, 4, 0), r("before", false, 5, 0, 0)],
-            Verdict::Inconclusive,
-        );
-        check(
-            &[r("during", true, 5, 5, 0), r("before", false, 5, 1, 0)],
-            Verdict::Inconclusive,
-        );
-        check(
-            &[r("during", true, 4, 4, 1), r("before", false, 5, 0, 0)],
-            Verdict::Inconclusive,
-        );
-        check(
-            &[r("during", true, 5, 0, 0), r("before", false, 5, 0, 0)],
-            Verdict::Refuted,
-        );
+        check(&[r("during", true, 5, 4, 0), r("before", false, 5, 0, 0)], Verdict::Inconclusive);
+        check(&[r("during", true, 5, 5, 0), r("before", false, 5, 1, 0)], Verdict::Inconclusive);
+        check(&[r("during", true, 4, 4, 1), r("before", false, 5, 0, 0)], Verdict::Inconclusive);
+        check(&[r("during", true, 5, 0, 0), r("before", false, 5, 0, 0)], Verdict::Refuted);
     }
 }

@@ -14,11 +14,7 @@ fn assert_bad_input(out: &Output, mentions: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line expected: {stderr}"
-    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line expected: {stderr}");
     for m in mentions {
         assert!(stderr.contains(m), "`{m}` missing from: {stderr}");
     }
@@ -26,17 +22,12 @@ fn assert_bad_input(out: &Output, mentions: &[&str]) {
 
 /// Compares with `tests/snapshots/NAME`; `UPDATE_SNAPSHOTS=1` rewrites it.
 fn check_snapshot(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, actual).unwrap();
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        actual, expected,
-        "snapshot {name} differs; rerun with UPDATE_SNAPSHOTS=1 if intended"
-    );
+    assert_eq!(actual, expected, "snapshot {name} differs; rerun with UPDATE_SNAPSHOTS=1 if intended");
 }
 
 #[test]
@@ -60,11 +51,7 @@ fn good_bundle(dir: &Path) -> Vec<u8> {
     let path = dir.join("good.heisen");
     bundle.write(&path).unwrap();
     let out = heisen(&["timeline", path.to_str().unwrap(), "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
     std::fs::read(&path).unwrap()
 }
@@ -95,15 +82,9 @@ fn timeline_refuses_damaged_bundles() {
     for (name, bytes, problem) in cases {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
-        assert_bad_input(
-            &heisen(&["timeline", path.to_str().unwrap()]),
-            &[name, problem],
-        );
+        assert_bad_input(&heisen(&["timeline", path.to_str().unwrap()]), &[name, problem]);
     }
-    assert_bad_input(
-        &heisen(&["timeline", "/nonexistent/x.heisen"]),
-        &["/nonexistent/x.heisen"],
-    );
+    assert_bad_input(&heisen(&["timeline", "/nonexistent/x.heisen"]), &["/nonexistent/x.heisen"]);
 }
 
 #[test]

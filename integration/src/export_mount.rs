@@ -16,9 +16,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyWrite, Request, WriteFlags,
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, MountOption,
+    OpenFlags, ReplyAttr, ReplyCreate, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, WriteFlags,
 };
 
 use crate::{io, Failure, Flags};
@@ -48,11 +47,7 @@ impl ExportFs {
             mtime: now,
             ctime: now,
             crtime: UNIX_EPOCH,
-            kind: if ino == ROOT {
-                FileType::Directory
-            } else {
-                FileType::RegularFile
-            },
+            kind: if ino == ROOT { FileType::Directory } else { FileType::RegularFile },
             perm: if ino == ROOT { 0o755 } else { 0o644 },
             nlink: if ino == ROOT { 2 } else { 1 },
             uid: self.uid,
@@ -83,9 +78,7 @@ impl Filesystem for ExportFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let files = self.files.lock().expect("files");
         match files.iter().position(|(n, _)| OsStr::new(n) == name) {
-            Some(i) if parent.0 == ROOT => {
-                reply.entry(&TTL, &self.attr(i as u64 + 2, files[i].1), Generation(0))
-            }
+            Some(i) if parent.0 == ROOT => reply.entry(&TTL, &self.attr(i as u64 + 2, files[i].1), Generation(0)),
             _ => reply.error(Errno::ENOENT),
         }
     }
@@ -156,13 +149,7 @@ impl Filesystem for ExportFs {
             }
         };
         let ino = i as u64 + 2;
-        reply.created(
-            &TTL,
-            &self.attr(ino, 0),
-            Generation(0),
-            FileHandle(ino),
-            FopenFlags::FOPEN_DIRECT_IO,
-        );
+        reply.created(&TTL, &self.attr(ino, 0), Generation(0), FileHandle(ino), FopenFlags::FOPEN_DIRECT_IO);
     }
 
     fn write(
@@ -180,9 +167,8 @@ impl Filesystem for ExportFs {
         match self.forward(data) {
             Ok(true) => {
                 let end = offset + data.len() as u64;
-                if let Some(f) = (ino.0 as usize)
-                    .checked_sub(2)
-                    .and_then(|i| self.files.lock().expect("files").get_mut(i).cloned())
+                if let Some(f) =
+                    (ino.0 as usize).checked_sub(2).and_then(|i| self.files.lock().expect("files").get_mut(i).cloned())
                 {
                     let i = ino.0 as usize - 2;
                     self.files.lock().expect("files")[i] = (f.0, f.1.max(end));
@@ -194,25 +180,11 @@ impl Filesystem for ExportFs {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         reply.ok();
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         reply.ok();
     }
 }
@@ -251,12 +223,7 @@ pub fn run(flags: &Flags<'_>) -> Result<(), Failure> {
     };
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-    let fs = ExportFs {
-        server: Mutex::new(stream),
-        files: Mutex::new(Vec::new()),
-        uid,
-        gid,
-    };
+    let fs = ExportFs { server: Mutex::new(stream), files: Mutex::new(Vec::new()), uid, gid };
     let mut config = Config::default();
     config.mount_options = vec![MountOption::FSName("heisen-export".into()), MountOption::RW];
     let session = match fuser::spawn_mount(fs, &mount, &config) {
@@ -265,9 +232,7 @@ pub fn run(flags: &Flags<'_>) -> Result<(), Failure> {
             Some(session)
         }
         Err(e) => {
-            println!(
-                "cannot mount the export with FUSE ({e}); writers talk to {server} directly; ready"
-            );
+            println!("cannot mount the export with FUSE ({e}); writers talk to {server} directly; ready");
             None
         }
     };

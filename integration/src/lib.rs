@@ -23,13 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod export_mount;
+pub mod hosts;
 
 /// Runs the guest program `args[0]` with the rest of `args`; returns its exit code.
 pub fn run(args: Vec<String>) -> i32 {
     let Some((name, rest)) = args.split_first() else {
-        eprintln!(
-            "usage: fixture NAME [ARGS...]; names: export-server, export-mount, writer, remount"
-        );
+        eprintln!("usage: fixture NAME [ARGS...]; names: export-server, export-mount, writer, remount");
         return 2;
     };
     name_process(name);
@@ -79,33 +78,23 @@ impl<'a> Flags<'a> {
     }
 
     fn get(&self, flag: &str) -> Option<&'a str> {
-        self.0
-            .iter()
-            .position(|a| a == flag)
-            .and_then(|i| self.0.get(i + 1))
-            .map(String::as_str)
+        self.0.iter().position(|a| a == flag).and_then(|i| self.0.get(i + 1)).map(String::as_str)
     }
 
     pub(crate) fn required(&self, flag: &str) -> Result<&'a str, Failure> {
-        self.get(flag)
-            .ok_or_else(|| Failure::usage(format!("missing {flag}")))
+        self.get(flag).ok_or_else(|| Failure::usage(format!("missing {flag}")))
     }
 
     fn number(&self, flag: &str, default: u64) -> Result<u64, Failure> {
         match self.get(flag) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| Failure::usage(format!("{flag} wants a number, got `{v}`"))),
+            Some(v) => v.parse().map_err(|_| Failure::usage(format!("{flag} wants a number, got `{v}`"))),
         }
     }
 }
 
 pub(crate) fn io(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |e| Failure {
-        code: 1,
-        message: format!("{what}: {e}"),
-    }
+    move |e| Failure { code: 1, message: format!("{what}: {e}") }
 }
 
 fn export_server(flags: &Flags<'_>) -> Result<(), Failure> {
@@ -116,8 +105,7 @@ fn export_server(flags: &Flags<'_>) -> Result<(), Failure> {
     let exports_file = dir.join("exports");
     std::fs::write(&exports_file, "/export *(rw)\n").map_err(io("write export list"))?;
     if let Some(pidfile) = flags.get("--pidfile") {
-        std::fs::write(pidfile, format!("{}\n", std::process::id()))
-            .map_err(io("write pidfile"))?;
+        std::fs::write(pidfile, format!("{}\n", std::process::id())).map_err(io("write pidfile"))?;
     }
     // Block SIGHUP in every thread; a dedicated thread takes it with sigwait, like a daemon's
     // reload loop. Threads spawned below inherit the mask.
@@ -146,13 +134,7 @@ fn export_server(flags: &Flags<'_>) -> Result<(), Failure> {
         println!("exports reloaded");
     });
     let listener = TcpListener::bind(listen).map_err(io("bind"))?;
-    println!(
-        "listening on {}",
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
-    );
+    println!("listening on {}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
     let mut client = 0u32;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -177,11 +159,7 @@ fn serve_writes(mut stream: TcpStream, exported: &AtomicBool, path: &std::path::
         if stream.read_exact(&mut chunk).is_err() {
             return;
         }
-        let status = if exported.load(Ordering::SeqCst) && file.write_all(&chunk).is_ok() {
-            0u8
-        } else {
-            13u8
-        };
+        let status = if exported.load(Ordering::SeqCst) && file.write_all(&chunk).is_ok() { 0u8 } else { 13u8 };
         if stream.write_all(&[status]).is_err() {
             return;
         }
@@ -218,15 +196,10 @@ fn writer(flags: &Flags<'_>) -> Result<(), Failure> {
     let chunks = flags.number("--chunks", 32)?;
     let size = flags.number("--chunk-size", 65536)? as usize;
     let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let refused = |k: u64| Failure {
-        code: 13,
-        message: format!("write {k} of {chunks} failed: Permission denied (EACCES)"),
-    };
+    let refused =
+        |k: u64| Failure { code: 13, message: format!("write {k} of {chunks} failed: Permission denied (EACCES)") };
     let file = flags.get("--file").map(std::path::PathBuf::from);
-    let mounted = file
-        .as_ref()
-        .and_then(|f| f.parent())
-        .is_some_and(export_mount::is_fuse_mount);
+    let mounted = file.as_ref().and_then(|f| f.parent()).is_some_and(export_mount::is_fuse_mount);
     if let (Some(path), true) = (&file, mounted) {
         // Through the export mount: the kernel returns the server's refusal from write(2).
         let out = std::fs::File::create(path).map_err(io("create file on the export"))?;
@@ -240,10 +213,7 @@ fn writer(flags: &Flags<'_>) -> Result<(), Failure> {
     } else {
         let server = flags.required("--server")?;
         if let Some(path) = &file {
-            println!(
-                "no export mount at {}; writing to {server} directly",
-                path.parent().unwrap_or(path).display()
-            );
+            println!("no export mount at {}; writing to {server} directly", path.parent().unwrap_or(path).display());
         }
         let mut stream = connect(server)?;
         let mut message = Vec::with_capacity(size + 4);
@@ -277,26 +247,16 @@ fn remount(flags: &Flags<'_>) -> Result<(), Failure> {
                 let seed = (nanos as u64) ^ ((std::process::id() as u64) << 20);
                 lo + (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % (hi.saturating_sub(lo) + 1)
             }
-            None => spec
-                .parse()
-                .map_err(|_| Failure::usage(format!("--delay-ms wants N or A..B, got `{spec}`")))?,
+            None => spec.parse().map_err(|_| Failure::usage(format!("--delay-ms wants N or A..B, got `{spec}`")))?,
         },
     };
     std::thread::sleep(Duration::from_millis(delay));
     let deadline = Instant::now() + Duration::from_secs(5);
     let pid: i32 = loop {
-        match std::fs::read_to_string(pidfile)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-        {
+        match std::fs::read_to_string(pidfile).ok().and_then(|t| t.trim().parse().ok()) {
             Some(pid) => break pid,
             None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            None => {
-                return Err(Failure {
-                    code: 1,
-                    message: format!("no pid in {pidfile}"),
-                })
-            }
+            None => return Err(Failure { code: 1, message: format!("no pid in {pidfile}") }),
         }
     };
     // SAFETY: kill has no memory preconditions.

@@ -3,30 +3,13 @@
 //! As root the hosts are network namespaces (veth + bridge) with the kernel observer; this is
 //! what CI runs. Without root the netns test says why it skipped and the loopback test still runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-/// The `heisen` binary of this workspace (built on demand if this test runs alone).
-fn heisen() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("heisen");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "heisen-coordinator", "--bin", "heisen"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building heisen failed");
-    }
-    bin
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+mod common;
+use common::{heisen, is_root};
 
 fn demo(extra: &[&str]) -> (Value, tempfile::TempDir) {
     let out = tempfile::tempdir().unwrap();
@@ -39,28 +22,19 @@ fn demo(extra: &[&str]) -> (Value, tempfile::TempDir) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert_eq!(result.status.code(), Some(0), "demo failed:\n{stderr}");
-    let json: Value = serde_json::from_slice(&result.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON ({e}): {stderr}"));
+    let json: Value = serde_json::from_slice(&result.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stderr}"));
     (json, out)
 }
 
 fn ordering<'a>(demo: &'a Value, name: &str) -> &'a Value {
-    demo["orderings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == name)
-        .unwrap()
+    demo["orderings"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()
 }
 
 fn check_verdict(demo: &Value) {
     assert_eq!(demo["story"], "mountd-sighup");
     assert_eq!(demo["verdict"], "confirmed", "{demo:#}");
     assert_eq!(demo["load"]["runs"], 20);
-    assert!(
-        demo["load"]["failures"].as_u64().unwrap() >= 1,
-        "the race must show under load: {demo:#}"
-    );
+    assert!(demo["load"]["failures"].as_u64().unwrap() >= 1, "the race must show under load: {demo:#}");
     let during = ordering(demo, "during");
     assert!(during["runs"].as_u64().unwrap() >= 5);
     assert_eq!(during["failures"], during["runs"]);
@@ -72,29 +46,17 @@ fn check_verdict(demo: &Value) {
 }
 
 fn timeline(bundle: &Path, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(heisen())
-        .arg("timeline")
-        .arg(bundle)
-        .arg("--json")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    let out = Command::new(heisen()).arg("timeline").arg(bundle).arg("--json").args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
 }
 
 #[test]
 fn story1_confirmed_on_netns_hosts() {
     if !is_root() {
-        eprintln!("SKIPPED story1_confirmed_on_netns_hosts: needs root for network namespaces and tracefs (CI runs as root)");
+        eprintln!(
+            "SKIPPED story1_confirmed_on_netns_hosts: needs root for network namespaces and tracefs (CI runs as root)"
+        );
         return;
     }
     let (demo, dir) = demo(&[]);
@@ -102,9 +64,7 @@ fn story1_confirmed_on_netns_hosts() {
     assert_eq!(demo["hosts"], "netns");
 
     // The excerpt shows the writer's refusal on the client and the SIGHUP with its sender on the server.
-    let excerpt = demo["timeline_excerpt"]
-        .as_array()
-        .expect("a failing load run's excerpt");
+    let excerpt = demo["timeline_excerpt"].as_array().expect("a failing load run's excerpt");
     let refusal = excerpt
         .iter()
         .find(|e| e["kind"] == "output" && e["line"].as_str().unwrap_or("").contains("EACCES"))
@@ -117,19 +77,13 @@ fn story1_confirmed_on_netns_hosts() {
     assert_eq!(sighup["host"], "server");
     assert_eq!(sighup["sender_comm"], "remount");
     assert_eq!(sighup["target_comm"], "export-server");
-    assert!(
-        sighup["earliest_ns"].as_i64() < refusal["latest_ns"].as_i64(),
-        "SIGHUP cannot come after the refusal"
-    );
+    assert!(sighup["earliest_ns"].as_i64() < refusal["latest_ns"].as_i64(), "SIGHUP cannot come after the refusal");
 
     // The whole bundle: the kernel saw the kill(2) and the writer's socket writes.
     let bundle = dir.path().join(demo["bundle"].as_str().unwrap());
     let run = refusal["run"].as_u64().unwrap().to_string();
     let events = timeline(&bundle, &["--run", &run]);
-    let kill = events
-        .iter()
-        .find(|e| e["kind"] == "syscall" && e["name"] == "kill")
-        .expect("kill syscall recorded");
+    let kill = events.iter().find(|e| e["kind"] == "syscall" && e["name"] == "kill").expect("kill syscall recorded");
     assert_eq!(kill["comm"], "remount");
     assert_eq!(kill["args"][1], 1);
     assert_eq!(kill["ret"], 0);
@@ -138,10 +92,7 @@ fn story1_confirmed_on_netns_hosts() {
         .iter()
         .find(|e| e["kind"] == "syscall" && e["name"] == "write" && e["errno"] == "EACCES")
         .expect("a write(2) returning EACCES");
-    assert_eq!(
-        (failed_write["host"].as_str(), failed_write["comm"].as_str()),
-        (Some("client"), Some("writer"))
-    );
+    assert_eq!((failed_write["host"].as_str(), failed_write["comm"].as_str()), (Some("client"), Some("writer")));
     // The path is resolved through /proc while the writer still runs (tracepoints cannot read
     // user memory); a writer that exited before the agent decoded the event has none.
     if let Some(path) = failed_write["fd_path"].as_str() {
@@ -153,28 +104,14 @@ fn story1_confirmed_on_netns_hosts() {
         .filter(|e| e["kind"] == "syscall" && e["host"] == "client")
         .filter(|e| e["fd_path"].as_str().unwrap_or("").starts_with("socket:"))
         .count();
-    assert!(
-        socket_writes >= 1,
-        "the mount's socket writes to the server recorded"
-    );
+    assert!(socket_writes >= 1, "the mount's socket writes to the server recorded");
     for e in &events {
-        for field in [
-            "host",
-            "seq",
-            "kind",
-            "pid",
-            "comm",
-            "raw_ns",
-            "earliest_ns",
-            "latest_ns",
-        ] {
+        for field in ["host", "seq", "kind", "pid", "comm", "raw_ns", "earliest_ns", "latest_ns"] {
             assert!(!e[field].is_null(), "{field} missing in {e}");
         }
     }
     // Only the client host's events when filtered.
-    assert!(timeline(&bundle, &["--host", "client"])
-        .iter()
-        .all(|e| e["host"] == "client"));
+    assert!(timeline(&bundle, &["--host", "client"]).iter().all(|e| e["host"] == "client"));
 }
 
 #[test]

@@ -37,14 +37,7 @@ impl Sink {
         let mut state = self.state.lock().expect("sink");
         let seq = state.next_seq;
         state.next_seq += 1;
-        state.batch.push(Event {
-            seq,
-            raw_ns: d.raw_ns,
-            pid: d.pid,
-            comm: d.comm,
-            run: d.run,
-            kind: d.kind,
-        });
+        state.batch.push(Event { seq, raw_ns: d.raw_ns, pid: d.pid, comm: d.comm, run: d.run, kind: d.kind });
         if state.batch.len() >= BATCH {
             self.flush_locked(&mut state);
         }
@@ -102,10 +95,7 @@ pub struct Capture {
 pub use crate::clock::now_ns;
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -125,12 +115,7 @@ impl Capture {
         let sink = Arc::new(Sink {
             store,
             capture: id.to_string(),
-            state: Mutex::new(SinkState {
-                next_seq,
-                batch: Vec::new(),
-                lost: 0,
-                store_error: None,
-            }),
+            state: Mutex::new(SinkState { next_seq, batch: Vec::new(), lost: 0, store_error: None }),
         });
         let syscalls: Vec<String> = if syscalls.is_empty() {
             DEFAULT_SYSCALLS.iter().map(|s| s.to_string()).collect()
@@ -155,15 +140,8 @@ impl Capture {
             (Some(instance), Scope::Launched) => Some(instance.restrict_to_pids()?),
             _ => None,
         };
-        let capture = Capture {
-            id: id.to_string(),
-            sink,
-            instance,
-            pid_filter,
-            reader: Mutex::new(None),
-            stopped,
-            observer,
-        };
+        let capture =
+            Capture { id: id.to_string(), sink, instance, pid_filter, reader: Mutex::new(None), stopped, observer };
         if let Some(instance) = &capture.instance {
             let pipe = instance.pipe()?;
             let mono_to_raw = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
@@ -200,11 +178,7 @@ impl Capture {
 
     /// Periodic flush (the reader only flushes when lines arrive) and overrun accounting.
     fn spawn_housekeeping(&self) {
-        let (sink, instance, stopped) = (
-            self.sink.clone(),
-            self.instance.clone(),
-            self.stopped.clone(),
-        );
+        let (sink, instance, stopped) = (self.sink.clone(), self.instance.clone(), self.stopped.clone());
         std::thread::spawn(move || {
             let mut seen_overruns = 0;
             while !stopped.load(Ordering::Relaxed) {
@@ -213,10 +187,7 @@ impl Capture {
                 if let Some(instance) = &instance {
                     let overruns = instance.overruns();
                     if overruns > seen_overruns {
-                        sink.record_loss(
-                            overruns - seen_overruns,
-                            "tracefs ring buffer overrun".into(),
-                        );
+                        sink.record_loss(overruns - seen_overruns, "tracefs ring buffer overrun".into());
                         seen_overruns = overruns;
                     }
                 }
@@ -233,13 +204,7 @@ impl Capture {
                 }
             }
         }
-        self.sink.push(Decoded {
-            raw_ns: now_ns(),
-            pid: note.pid,
-            comm: note.comm,
-            run: note.run,
-            kind: note.kind,
-        });
+        self.sink.push(Decoded { raw_ns: now_ns(), pid: note.pid, comm: note.comm, run: note.run, kind: note.kind });
     }
 
     /// The prepared bytes a launched child writes into the trace before exec, and the fd to write
@@ -271,7 +236,10 @@ impl Capture {
                 if handle.is_finished() {
                     let _ = handle.join();
                 } else {
-                    self.sink.record_loss(0, "trace reader did not reach the stop marker within 10 s; later events missing".into());
+                    self.sink.record_loss(
+                        0,
+                        "trace reader did not reach the stop marker within 10 s; later events missing".into(),
+                    );
                 }
             }
         }

@@ -21,9 +21,8 @@ static SKEW: OnceLock<Skew> = OnceLock::new();
 pub fn parse_skew(text: &str) -> Result<(i64, f64), String> {
     let mut parts = text.split(',');
     let offset = parts.next().unwrap_or("").trim();
-    let offset_ns = parse_duration_ns(offset).ok_or_else(|| {
-        format!("--clock-skew: `{offset}` is not an offset like +750ms, -300ms, 2s, 1500us, 0")
-    })?;
+    let offset_ns = parse_duration_ns(offset)
+        .ok_or_else(|| format!("--clock-skew: `{offset}` is not an offset like +750ms, -300ms, 2s, 1500us, 0"))?;
     let ppm = match parts.next().map(str::trim) {
         None => 0.0,
         Some(p) => p
@@ -43,9 +42,7 @@ fn parse_duration_ns(text: &str) -> Option<i64> {
         Some(rest) => (-1, rest),
         None => (1, text.strip_prefix('+').unwrap_or(text)),
     };
-    let split = body
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(body.len());
+    let split = body.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(body.len());
     let value: f64 = body[..split].parse().ok()?;
     let scale = match &body[split..] {
         "" if value == 0.0 => 1.0,
@@ -58,20 +55,15 @@ fn parse_duration_ns(text: &str) -> Option<i64> {
     Some(sign * (value * scale).round() as i64)
 }
 
-/// Installs the skew for this process (once, at start-up).
-pub fn install(offset_ns: i64, ppm: f64) {
-    let _ = SKEW.set(Skew {
-        offset_ns,
-        ppm,
-        origin_ns: true_now_ns(),
-    });
+/// Installs the skew for this process (once, at start-up) and returns it.
+pub fn install(offset_ns: i64, ppm: f64) -> Skew {
+    let skew = Skew { offset_ns, ppm, origin_ns: true_now_ns() };
+    let _ = SKEW.set(skew);
+    skew
 }
 
 fn true_now_ns() -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -81,9 +73,7 @@ fn true_now_ns() -> i64 {
 pub fn skewed(true_ns: i64) -> i64 {
     match SKEW.get() {
         None => true_ns,
-        Some(s) => {
-            true_ns + s.offset_ns + ((true_ns - s.origin_ns) as f64 * s.ppm * 1e-6).round() as i64
-        }
+        Some(s) => true_ns + s.offset_ns + ((true_ns - s.origin_ns) as f64 * s.ppm * 1e-6).round() as i64,
     }
 }
 

@@ -63,21 +63,11 @@ pub struct Filter {
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 
 fn stmt(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
 }
 
 fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    }
+    libc::sock_filter { code: code as u16, jt, jf, k }
 }
 
 impl Filter {
@@ -106,10 +96,7 @@ impl Filter {
     /// Installs the filter on the calling thread and returns the notification listener fd.
     /// Async-signal-safe: meant for `pre_exec` in a freshly forked child.
     pub fn install(&self) -> std::io::Result<RawFd> {
-        let prog = libc::sock_fprog {
-            len: self.program.len() as u16,
-            filter: self.program.as_ptr() as *mut _,
-        };
+        let prog = libc::sock_fprog { len: self.program.len() as u16, filter: self.program.as_ptr() as *mut _ };
         // SAFETY: getuid/prctl take no pointers; NO_NEW_PRIVS is required without CAP_SYS_ADMIN.
         unsafe {
             if libc::geteuid() != 0 && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
@@ -135,10 +122,7 @@ impl Filter {
 /// Sends `fd` over the unix socket `sock` (SCM_RIGHTS). Async-signal-safe.
 pub fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     let mut space = [0u8; 64];
     // SAFETY: CMSG_SPACE is a pure computation.
     let cmsg_space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
@@ -165,10 +149,7 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> std::io::Result<()> {
 /// Receives one fd sent with [`send_fd`].
 pub fn recv_fd(sock: RawFd) -> std::io::Result<OwnedFd> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     let mut space = [0u8; 64];
     // SAFETY: zeroed msghdr is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -179,10 +160,7 @@ pub fn recv_fd(sock: RawFd) -> std::io::Result<OwnedFd> {
     // SAFETY: msg points at live buffers; the kernel fills at most their sizes.
     let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n <= 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "child sent no seccomp listener fd",
-        ));
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "child sent no seccomp listener fd"));
     }
     // SAFETY: the kernel wrote a valid control message into `space` (checked non-null below).
     unsafe {
@@ -258,11 +236,7 @@ pub fn supervise(
     let fd = listener.as_raw_fd();
     let mut seen: Vec<u32> = vec![0; gates.len()];
     loop {
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         let ready = unsafe { libc::poll(&mut pfd, 1, 500) };
         if ready < 0 {
@@ -296,11 +270,7 @@ pub fn supervise(
         }
         if let Some(gate) = hold {
             let (hold_id, rx) = registry.register();
-            let held = Held {
-                hold_id,
-                gate,
-                pid: notif.pid as i32,
-            };
+            let held = Held { hold_id, gate, pid: notif.pid as i32 };
             on_hold(&held);
             let end = match rx.recv_timeout(timeout) {
                 Ok(()) => HoldEnd::Released,
@@ -359,11 +329,7 @@ mod tests {
         let notify = p.len() - 1;
         assert_eq!(p[notify].k, libc::SECCOMP_RET_USER_NOTIF);
         for (i, ins) in p.iter().enumerate().skip(4).take(2) {
-            assert_eq!(
-                i + 1 + ins.jt as usize,
-                notify,
-                "compare {i} jumps to notify"
-            );
+            assert_eq!(i + 1 + ins.jt as usize, notify, "compare {i} jumps to notify");
         }
     }
 }

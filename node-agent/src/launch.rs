@@ -52,8 +52,7 @@ pub struct LaunchSpec {
 
 /// Expands agent-side placeholders: `{fixture}` (this binary's guest programs) and `{workdir}`.
 pub fn expand(argv: &[String], workdir: &Path) -> Result<Vec<String>, String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the agent's own binary: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent's own binary: {e}"))?;
     let mut out = Vec::new();
     for arg in argv {
         if arg == "{fixture}" {
@@ -77,8 +76,7 @@ pub fn launch(
     std::fs::create_dir_all(&spec.workdir)
         .map_err(|e| format!("cannot create work dir {}: {e}", spec.workdir.display()))?;
     let argv = expand(&spec.argv, &spec.workdir)?;
-    let program = which(&argv[0])
-        .ok_or_else(|| format!("`{}` not found or not executable on this host", argv[0]))?;
+    let program = which(&argv[0]).ok_or_else(|| format!("`{}` not found or not executable on this host", argv[0]))?;
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&argv[1..])
         .current_dir(&spec.workdir)
@@ -92,46 +90,28 @@ pub fn launch(
         pid: 0,
         comm: spec.name.clone(),
         run: spec.run,
-        kind: EventKind::Launch {
-            name: spec.name.clone(),
-            role: spec.role.clone(),
-            argv: argv.clone(),
-        },
+        kind: EventKind::Launch { name: spec.name.clone(), role: spec.role.clone(), argv: argv.clone() },
     };
     let marker = capture.launch_marker(&launch_note);
     let pid_filter = capture.pid_filter_fd();
     let filter = if spec.gates.is_empty() {
         None
     } else {
-        Some(Filter::new(
-            &spec.gates.iter().map(|g| g.nr).collect::<Vec<_>>(),
-        ))
+        Some(Filter::new(&spec.gates.iter().map(|g| g.nr).collect::<Vec<_>>()))
     };
     let mut socks = [0; 2];
     if filter.is_some() {
         // SAFETY: socks is a valid out-array of two fds.
-        if unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                socks.as_mut_ptr(),
-            )
-        } != 0
+        if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, socks.as_mut_ptr()) }
+            != 0
         {
-            return Err(format!(
-                "socketpair for the gate listener failed: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(format!("socketpair for the gate listener failed: {}", std::io::Error::last_os_error()));
         }
     }
     // SAFETY: socketpair succeeded (or is unused), so both fds are ours to own.
     let (parent_sock, child_sock) = unsafe {
         if filter.is_some() {
-            (
-                Some(OwnedFd::from_raw_fd(socks[0])),
-                Some(OwnedFd::from_raw_fd(socks[1])),
-            )
+            (Some(OwnedFd::from_raw_fd(socks[0])), Some(OwnedFd::from_raw_fd(socks[1])))
         } else {
             (None, None)
         }
@@ -158,22 +138,17 @@ pub fn launch(
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", program.display()))?;
     drop(child_sock);
     let pid = child.id().map(|p| p as i32).unwrap_or(-1);
     if capture.launch_marker(&launch_note).is_none() {
         capture.note(AgentNote { pid, ..launch_note });
     }
-    let _ = life.send(Life::Started {
-        pid,
-        workdir: spec.workdir.clone(),
-    });
+    let _ = life.send(Life::Started { pid, workdir: spec.workdir.clone() });
 
     if let Some(sock) = parent_sock {
-        let listener = gate::recv_fd(sock.as_raw_fd())
-            .map_err(|e| format!("gate setup for {} failed: {e}", spec.name))?;
+        let listener =
+            gate::recv_fd(sock.as_raw_fd()).map_err(|e| format!("gate setup for {} failed: {e}", spec.name))?;
         let (name, run, timeout) = (spec.name.clone(), spec.run, spec.hold_timeout);
         let (cap_hold, cap_end) = (capture.clone(), capture.clone());
         let gates = spec.gates.clone();
@@ -189,10 +164,7 @@ pub fn launch(
                         pid: held.pid,
                         comm: name.clone(),
                         run,
-                        kind: EventKind::Gate {
-                            gate: held.gate.clone(),
-                            action: "held".into(),
-                        },
+                        kind: EventKind::Gate { gate: held.gate.clone(), action: "held".into() },
                     });
                     let notice = HoldNotice {
                         hold_id: held.hold_id,
@@ -207,19 +179,12 @@ pub fn launch(
                     }
                 },
                 |held, end| {
-                    let action = if end == HoldEnd::Released {
-                        "released"
-                    } else {
-                        "timeout"
-                    };
+                    let action = if end == HoldEnd::Released { "released" } else { "timeout" };
                     cap_end.note(AgentNote {
                         pid: held.pid,
                         comm: name_end.clone(),
                         run,
-                        kind: EventKind::Gate {
-                            gate: held.gate.clone(),
-                            action: action.into(),
-                        },
+                        kind: EventKind::Gate { gate: held.gate.clone(), action: action.into() },
                     });
                 },
             )
@@ -230,24 +195,8 @@ pub fn launch(
     let stderr = child.stderr.take().expect("piped stderr");
     let (name, run) = (spec.name.clone(), spec.run);
     tokio::spawn(async move {
-        let out = forward(
-            stdout,
-            "stdout",
-            name.clone(),
-            run,
-            pid,
-            capture.clone(),
-            life.clone(),
-        );
-        let err = forward(
-            stderr,
-            "stderr",
-            name.clone(),
-            run,
-            pid,
-            capture.clone(),
-            life.clone(),
-        );
+        let out = forward(stdout, "stdout", name.clone(), run, pid, capture.clone(), life.clone());
+        let err = forward(stderr, "stderr", name.clone(), run, pid, capture.clone(), life.clone());
         let (status, _, _) = tokio::join!(child.wait(), out, err);
         let (code, signal) = match status {
             Ok(status) => {
@@ -260,12 +209,7 @@ pub fn launch(
             }
             Err(_) => (-1, 0),
         };
-        capture.note(AgentNote {
-            pid,
-            comm: name,
-            run,
-            kind: EventKind::Exit { exit_code: code },
-        });
+        capture.note(AgentNote { pid, comm: name, run, kind: EventKind::Exit { exit_code: code } });
         let _ = life.send(Life::Exited { code, signal });
     });
     Ok(pid)
@@ -301,36 +245,22 @@ async fn forward(
             pid,
             comm: name.clone(),
             run,
-            kind: EventKind::Output {
-                name: name.clone(),
-                stream: which.into(),
-                line: short,
-            },
+            kind: EventKind::Output { name: name.clone(), stream: which.into(), line: short },
         });
-        let _ = life.send(Life::Output {
-            stream: which,
-            line,
-        });
+        let _ = life.send(Life::Output { stream: which, line });
     }
 }
 
 /// Resolves a program name like a shell would (absolute, relative, or on PATH).
 fn which(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
+    let executable =
+        |p: &Path| p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
     if program.contains('/') {
         let path = PathBuf::from(program);
         return executable(&path).then_some(path);
     }
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|p| executable(p))
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(program)).find(|p| executable(p))
 }
 
 /// Stops a launched process group: SIGTERM, then SIGKILL after `grace`.
@@ -355,10 +285,9 @@ pub async fn stop(pid: i32, grace: Duration) -> bool {
 /// Running (not gone, not a zombie waiting to be reaped).
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat.get(i + 2..i + 3))
-            .is_some_and(|state| state != "Z" && state != "X"),
+        Ok(stat) => {
+            stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)).is_some_and(|state| state != "Z" && state != "X")
+        }
         Err(_) => false,
     }
 }

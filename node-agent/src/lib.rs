@@ -59,10 +59,7 @@ pub use heisen_fixtures::run as run_fixture;
 /// Runs the agent until SIGINT/SIGTERM; returns the process exit code (2 on bad input).
 pub fn run(args: AgentArgs) -> i32 {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEISEN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEISEN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .try_init();
     let token = match &args.token_file {
@@ -73,10 +70,7 @@ pub fn run(args: AgentArgs) -> i32 {
                 return 2;
             }
             Err(e) => {
-                eprintln!(
-                    "heisen-agent: cannot read token file {}: {e}",
-                    path.display()
-                );
+                eprintln!("heisen-agent: cannot read token file {}: {e}", path.display());
                 return 2;
             }
         },
@@ -92,7 +86,14 @@ pub fn run(args: AgentArgs) -> i32 {
     }
     if let Some(spec) = &args.clock_skew {
         match clock::parse_skew(spec) {
-            Ok((offset_ns, ppm)) => clock::install(offset_ns, ppm),
+            Ok((offset_ns, ppm)) => {
+                let skew = clock::install(offset_ns, ppm);
+                // For tests that check the coordinator's estimate; never sent over the wire.
+                println!(
+                    "clock skew (testing option): offset_ns={} ppm={} origin_ns={}",
+                    skew.offset_ns, skew.ppm, skew.origin_ns
+                );
+            }
             Err(e) => {
                 eprintln!("heisen-agent: {e}");
                 return 2;
@@ -101,19 +102,13 @@ pub fn run(args: AgentArgs) -> i32 {
     }
     let name = args.name.clone().unwrap_or_else(hostname);
     if let Err(e) = std::fs::create_dir_all(&args.data) {
-        eprintln!(
-            "heisen-agent: cannot create data dir {}: {e}",
-            args.data.display()
-        );
+        eprintln!("heisen-agent: cannot create data dir {}: {e}", args.data.display());
         return 2;
     }
     let store = match heisen_recordings::Store::open(&args.data) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            eprintln!(
-                "heisen-agent: {e} (is another agent using --data {}?)",
-                args.data.display()
-            );
+            eprintln!("heisen-agent: {e} (is another agent using --data {}?)", args.data.display());
             return 2;
         }
     };
@@ -136,23 +131,13 @@ pub fn run(args: AgentArgs) -> i32 {
         capabilities: Some(capabilities()),
         pid: std::process::id(),
     };
-    let service = Arc::new(service::AgentService::new(
-        name.clone(),
-        args.data.clone(),
-        scope,
-        store,
-        info,
-    ));
+    let service = Arc::new(service::AgentService::new(name.clone(), args.data.clone(), scope, store, info));
     let code = runtime.block_on(serve(args.listen, token, service.clone()));
     service.stop_all();
     code
 }
 
-async fn serve(
-    listen: SocketAddr,
-    token: Option<String>,
-    service: Arc<service::AgentService>,
-) -> i32 {
+async fn serve(listen: SocketAddr, token: Option<String>, service: Arc<service::AgentService>) -> i32 {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -165,10 +150,7 @@ async fn serve(
     println!(
         "heisen-agent {} listening on {}",
         service.name,
-        listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default()
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
     let expected = token.map(|t| format!("Bearer {t}"));
     let check = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
@@ -176,7 +158,9 @@ async fn serve(
             None => Ok(req),
             Some(expected) => match req.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
                 Some(got) if got == expected => Ok(req),
-                Some(_) => Err(tonic::Status::unauthenticated("wrong token: pass the agent's token (heisen --token-file FILE)")),
+                Some(_) => Err(tonic::Status::unauthenticated(
+                    "wrong token: pass the agent's token (heisen --token-file FILE)",
+                )),
                 None => Err(tonic::Status::unauthenticated(
                     "this agent requires a token: pass heisen --token-file FILE with the agent's token",
                 )),
@@ -188,19 +172,15 @@ async fn serve(
         check,
     );
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
         }
     };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    match tonic::transport::Server::builder()
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-    {
+    match tonic::transport::Server::builder().add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("heisen-agent: server failed: {e}");
@@ -216,9 +196,7 @@ fn hostname() -> String {
 }
 
 fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
 fn capabilities() -> proto::Capabilities {
@@ -229,8 +207,7 @@ fn capabilities() -> proto::Capabilities {
         Ok(_) => (false, "not root: tracefs instances need root".to_string()),
         Err(e) => (false, e),
     };
-    let ptrace_scope =
-        std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
+    let ptrace_scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
     proto::Capabilities {
         root,
         kernel_tracing,

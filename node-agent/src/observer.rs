@@ -23,10 +23,8 @@ pub const BASE_EVENTS: &[&str] = &[
 ];
 
 /// Syscalls recorded when a capture names none.
-pub const DEFAULT_SYSCALLS: &[&str] = &[
-    "write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock",
-    "openat",
-];
+pub const DEFAULT_SYSCALLS: &[&str] =
+    &["write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "openat"];
 
 /// Which processes belong to this host.
 #[derive(Clone, Debug)]
@@ -40,9 +38,7 @@ pub enum Scope {
 impl Scope {
     /// The scope of the calling process's network namespace.
     pub fn own_netns() -> Scope {
-        Scope::Netns {
-            inode: netns_inode("self").unwrap_or(0),
-        }
+        Scope::Netns { inode: netns_inode("self").unwrap_or(0) }
     }
 }
 
@@ -123,9 +119,7 @@ impl Decoder {
         }
         let member = match &self.scope {
             Scope::Launched => self.run_of.contains_key(&pid),
-            Scope::Netns { inode } => {
-                !self.is_agent(pid) && netns_inode(&pid.to_string()) == Some(*inode)
-            }
+            Scope::Netns { inode } => !self.is_agent(pid) && netns_inode(&pid.to_string()) == Some(*inode),
         };
         // In Launched scope membership can still change (a launch marker arrives later), so only
         // netns answers are cached.
@@ -162,15 +156,7 @@ impl Decoder {
                 if !member {
                     return Step::Nothing;
                 }
-                self.event(
-                    line,
-                    parent,
-                    line.comm,
-                    EventKind::Fork {
-                        parent_pid: parent,
-                        child_pid: child,
-                    },
-                )
+                self.event(line, parent, line.comm, EventKind::Fork { parent_pid: parent, child_pid: child })
             }
             "sched_process_exec" => {
                 if !self.in_scope(line.pid) {
@@ -186,16 +172,7 @@ impl Decoder {
                     })
                     .unwrap_or_default();
                 let ppid = parent_of(line.pid).unwrap_or(0);
-                self.event(
-                    line,
-                    line.pid,
-                    line.comm,
-                    EventKind::Exec {
-                        filename,
-                        argv,
-                        ppid,
-                    },
-                )
+                self.event(line, line.pid, line.comm, EventKind::Exec { filename, argv, ppid })
             }
             "sched_process_exit" => {
                 let group_dead = !line.body.contains("group_dead=false");
@@ -208,8 +185,7 @@ impl Decoder {
                 self.event(line, line.pid, line.comm, EventKind::Exit { exit_code: -1 })
             }
             "signal_generate" => {
-                let (Some(sig), Some(target)) = (field(line.body, "sig"), field(line.body, "pid"))
-                else {
+                let (Some(sig), Some(target)) = (field(line.body, "sig"), field(line.body, "pid")) else {
                     return Step::Nothing;
                 };
                 let (sig, target) = (sig as i32, target as i32);
@@ -217,8 +193,7 @@ impl Decoder {
                     return Step::Nothing;
                 }
                 let target_comm = text_field(line.body, "comm", " pid=").unwrap_or_default();
-                self.last_sender
-                    .insert((target, sig), (line.pid, line.comm.to_string()));
+                self.last_sender.insert((target, sig), (line.pid, line.comm.to_string()));
                 let result = field(line.body, "res").unwrap_or(0) as i32;
                 self.event(
                     line,
@@ -242,10 +217,7 @@ impl Decoder {
                 if !self.in_scope(line.pid) {
                     return Step::Nothing;
                 }
-                let (sender_pid, sender_comm) = self
-                    .last_sender
-                    .remove(&(line.pid, sig))
-                    .unwrap_or((0, String::new()));
+                let (sender_pid, sender_comm) = self.last_sender.remove(&(line.pid, sig)).unwrap_or((0, String::new()));
                 self.event(
                     line,
                     line.pid,
@@ -289,13 +261,7 @@ impl Decoder {
                 line,
                 line.pid,
                 line.comm,
-                EventKind::Syscall {
-                    name: name.to_string(),
-                    args,
-                    ret,
-                    enter_ns,
-                    fd_path,
-                },
+                EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path },
             );
         }
         let args = line
@@ -305,14 +271,8 @@ impl Decoder {
             .split(", ")
             .filter_map(|arg| arg.split_once(": ").and_then(|(_, v)| parse_number(v)))
             .collect();
-        self.pending.insert(
-            line.pid,
-            (
-                name.to_string(),
-                args,
-                crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns),
-            ),
-        );
+        self.pending
+            .insert(line.pid, (name.to_string(), args, crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns)));
         Step::Nothing
     }
 
@@ -343,10 +303,7 @@ impl Decoder {
 }
 
 fn takes_fd(syscall: &str) -> bool {
-    matches!(
-        syscall,
-        "write" | "pwrite64" | "sendto" | "sendmsg" | "flock"
-    )
+    matches!(syscall, "write" | "pwrite64" | "sendto" | "sendmsg" | "flock")
 }
 
 /// `0x1f` or `31`.
@@ -395,11 +352,7 @@ mod tests {
     use crate::tracefs::parse_line;
 
     fn decode_all(decoder: &mut Decoder, lines: &[&str]) -> Vec<Step> {
-        lines
-            .iter()
-            .map(|l| decoder.decode(&parse_line(l).unwrap()))
-            .filter(|s| *s != Step::Nothing)
-            .collect()
+        lines.iter().map(|l| decoder.decode(&parse_line(l).unwrap())).filter(|s| *s != Step::Nothing).collect()
     }
 
     #[test]
@@ -409,11 +362,7 @@ mod tests {
             pid: 0,
             comm: "writer".into(),
             run: 3,
-            kind: EventKind::Launch {
-                name: "write".into(),
-                role: "step".into(),
-                argv: vec![],
-            },
+            kind: EventKind::Launch { name: "write".into(), role: "step".into(), argv: vec![] },
         })
         .unwrap();
         let steps = decode_all(
@@ -431,31 +380,18 @@ mod tests {
             ],
         );
         assert_eq!(steps.len(), 6, "{steps:#?}");
-        let Step::Event(write) = &steps[2] else {
-            panic!()
-        };
+        let Step::Event(write) = &steps[2] else { panic!() };
         assert_eq!((write.pid, write.run), (51, 3));
         assert_eq!(write.raw_ns, 1_001_000_009_000);
         assert!(
             matches!(&write.kind, EventKind::Syscall { name, ret: -13, args, enter_ns: 1_001_000_005_000, .. } if name == "write" && args[..] == [3, 0x7f, 0x10000])
         );
-        let Step::Event(generate) = &steps[3] else {
-            panic!()
-        };
+        let Step::Event(generate) = &steps[3] else { panic!() };
         assert!(
             matches!(&generate.kind, EventKind::Signal { sender_comm, target_pid: 51, target_comm, .. } if sender_comm == "kill er" && target_comm == "writer")
         );
-        let Step::Event(deliver) = &steps[4] else {
-            panic!()
-        };
-        assert!(matches!(
-            &deliver.kind,
-            EventKind::Signal {
-                sender_pid: 52,
-                phase: SignalPhase::Deliver,
-                ..
-            }
-        ));
+        let Step::Event(deliver) = &steps[4] else { panic!() };
+        assert!(matches!(&deliver.kind, EventKind::Signal { sender_pid: 52, phase: SignalPhase::Deliver, .. }));
         assert_eq!(steps[5], Step::Stop("7".into()));
     }
 
@@ -463,9 +399,6 @@ mod tests {
     fn fields_are_found_by_whole_key() {
         assert_eq!(field("comm=a pid=5 child_pid=6", "pid"), Some(5));
         assert_eq!(field("comm=a pid=5 child_pid=6", "child_pid"), Some(6));
-        assert_eq!(
-            text_field("sig=1 comm=my prog pid=3", "comm", " pid="),
-            Some("my prog".into())
-        );
+        assert_eq!(text_field("sig=1 comm=my prog pid=3", "comm", " pid="), Some("my prog".into()));
     }
 }

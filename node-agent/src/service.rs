@@ -32,13 +32,7 @@ pub struct AgentService {
 }
 
 impl AgentService {
-    pub fn new(
-        name: String,
-        data: PathBuf,
-        scope: Scope,
-        store: Arc<Store>,
-        info: proto::AgentInfo,
-    ) -> AgentService {
+    pub fn new(name: String, data: PathBuf, scope: Scope, store: Arc<Store>, info: proto::AgentInfo) -> AgentService {
         AgentService {
             name,
             data,
@@ -52,17 +46,9 @@ impl AgentService {
     }
 
     fn capture(&self, id: &str) -> Result<Arc<Capture>, Status> {
-        self.captures
-            .lock()
-            .expect("captures")
-            .get(id)
-            .cloned()
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "no capture `{id}` is recording on agent {}; call StartCapture first",
-                    self.name
-                ))
-            })
+        self.captures.lock().expect("captures").get(id).cloned().ok_or_else(|| {
+            Status::not_found(format!("no capture `{id}` is recording on agent {}; call StartCapture first", self.name))
+        })
     }
 
     fn status(&self, capture: &Capture, recording: bool) -> proto::CaptureStatus {
@@ -86,38 +72,22 @@ impl AgentService {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn valid_id(id: &str) -> Result<(), Status> {
-    if id.is_empty()
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(Status::invalid_argument(format!(
-            "capture id `{id}` must be non-empty [A-Za-z0-9_-]"
-        )));
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(Status::invalid_argument(format!("capture id `{id}` must be non-empty [A-Za-z0-9_-]")));
     }
     Ok(())
 }
 
 #[tonic::async_trait]
 impl proto::agent_server::Agent for AgentService {
-    async fn hello(
-        &self,
-        _: Request<proto::HelloRequest>,
-    ) -> Result<Response<proto::AgentInfo>, Status> {
+    async fn hello(&self, _: Request<proto::HelloRequest>) -> Result<Response<proto::AgentInfo>, Status> {
         Ok(Response::new(self.info.clone()))
     }
 
-    async fn clock_probe(
-        &self,
-        request: Request<proto::ProbeRequest>,
-    ) -> Result<Response<proto::ProbeReply>, Status> {
+    async fn clock_probe(&self, request: Request<proto::ProbeRequest>) -> Result<Response<proto::ProbeReply>, Status> {
         let t2 = now_ns();
         let t1 = request.into_inner().t1_ns;
-        Ok(Response::new(proto::ProbeReply {
-            t1_ns: t1,
-            t2_ns: t2,
-            t3_ns: now_ns(),
-        }))
+        Ok(Response::new(proto::ProbeReply { t1_ns: t1, t2_ns: t2, t3_ns: now_ns() }))
     }
 
     async fn start_capture(
@@ -131,19 +101,12 @@ impl proto::agent_server::Agent for AgentService {
         }
         let (store, name, scope) = (self.store.clone(), self.name.clone(), self.scope.clone());
         let id = req.capture_id.clone();
-        let capture = tokio::task::spawn_blocking(move || {
-            Capture::start(store, &id, &name, &req.syscalls, scope)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| {
-            Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name))
-        })?;
+        let capture = tokio::task::spawn_blocking(move || Capture::start(store, &id, &name, &req.syscalls, scope))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name)))?;
         let capture = Arc::new(capture);
-        self.captures
-            .lock()
-            .expect("captures")
-            .insert(req.capture_id, capture.clone());
+        self.captures.lock().expect("captures").insert(req.capture_id, capture.clone());
         Ok(Response::new(self.status(&capture, true)))
     }
 
@@ -153,9 +116,7 @@ impl proto::agent_server::Agent for AgentService {
     ) -> Result<Response<proto::CaptureStatus>, Status> {
         let capture = self.capture(&request.into_inner().capture_id)?;
         let c = capture.clone();
-        tokio::task::spawn_blocking(move || c.stop())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || c.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
         self.captures.lock().expect("captures").remove(&capture.id);
         Ok(Response::new(self.status(&capture, false)))
     }
@@ -190,17 +151,12 @@ impl proto::agent_server::Agent for AgentService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     type LaunchStream = BoxStream<proto::ProcessNotice>;
 
-    async fn launch(
-        &self,
-        request: Request<proto::LaunchRequest>,
-    ) -> Result<Response<Self::LaunchStream>, Status> {
+    async fn launch(&self, request: Request<proto::LaunchRequest>) -> Result<Response<Self::LaunchStream>, Status> {
         let req = request.into_inner();
         let capture = self.capture(&req.capture_id)?;
         if req.argv.is_empty() {
@@ -208,9 +164,8 @@ impl proto::agent_server::Agent for AgentService {
         }
         let mut gates = Vec::new();
         for g in &req.gates {
-            let nr = gate::syscall_number(&g.syscall).ok_or_else(|| {
-                Status::invalid_argument(format!("cannot gate syscall `{}`", g.syscall))
-            })?;
+            let nr = gate::syscall_number(&g.syscall)
+                .ok_or_else(|| Status::invalid_argument(format!("cannot gate syscall `{}`", g.syscall)))?;
             gates.push(gate::GatePoint {
                 id: g.id.clone(),
                 nr,
@@ -233,43 +188,24 @@ impl proto::agent_server::Agent for AgentService {
             workdir,
             env: req.env,
             gates,
-            hold_timeout: Duration::from_millis(if req.hold_timeout_ms == 0 {
-                30_000
-            } else {
-                req.hold_timeout_ms
-            }),
+            hold_timeout: Duration::from_millis(if req.hold_timeout_ms == 0 { 30_000 } else { req.hold_timeout_ms }),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        launch::launch(
-            spec,
-            capture,
-            self.holds.clone(),
-            self.gate_sender.clone(),
-            tx,
-        )
-        .map_err(|e| {
-            Status::failed_precondition(format!(
-                "launch of `{}` on {} failed: {e}",
-                req.name, self.name
-            ))
+        launch::launch(spec, capture, self.holds.clone(), self.gate_sender.clone(), tx).map_err(|e| {
+            Status::failed_precondition(format!("launch of `{}` on {} failed: {e}", req.name, self.name))
         })?;
         let stream = UnboundedReceiverStream::new(rx).map(|life| {
             use proto::process_notice::Notice;
             let notice = match life {
-                Life::Started { pid, workdir } => Notice::Started(proto::Started {
-                    pid,
-                    workdir: workdir.display().to_string(),
-                }),
-                Life::Output { stream, line } => Notice::Output(proto::Output {
-                    name: String::new(),
-                    stream: stream.into(),
-                    line,
-                }),
+                Life::Started { pid, workdir } => {
+                    Notice::Started(proto::Started { pid, workdir: workdir.display().to_string() })
+                }
+                Life::Output { stream, line } => {
+                    Notice::Output(proto::Output { name: String::new(), stream: stream.into(), line })
+                }
                 Life::Exited { code, signal } => Notice::Exited(proto::Exited { code, signal }),
             };
-            Ok(proto::ProcessNotice {
-                notice: Some(notice),
-            })
+            Ok(proto::ProcessNotice { notice: Some(notice) })
         });
         Ok(Response::new(Box::pin(stream)))
     }

@@ -15,33 +15,21 @@ pub fn available() -> Result<PathBuf, String> {
     let root = Path::new(TRACEFS);
     if let Err(e) = std::fs::read_dir(root) {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
-            return Err(format!(
-                "{TRACEFS} is not readable ({e}); the kernel observer needs root"
-            ));
+            return Err(format!("{TRACEFS} is not readable ({e}); the kernel observer needs root"));
         }
     }
     if !root.join("instances").is_dir() {
         // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
         let rc = unsafe {
-            libc::mount(
-                c"nodev".as_ptr(),
-                c"/sys/kernel/tracing".as_ptr(),
-                c"tracefs".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
+            libc::mount(c"nodev".as_ptr(), c"/sys/kernel/tracing".as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
         };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
-            return Err(format!(
-                "tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); run as root"
-            ));
+            return Err(format!("tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); run as root"));
         }
     }
     if !root.join("instances").is_dir() {
-        return Err(format!(
-            "{TRACEFS}/instances is missing: kernel without tracing instances"
-        ));
+        return Err(format!("{TRACEFS}/instances is missing: kernel without tracing instances"));
     }
     Ok(root.to_path_buf())
 }
@@ -67,20 +55,12 @@ impl Instance {
         while let Err(e) = std::fs::create_dir(&dir) {
             attempt += 1;
             if attempt >= 5 {
-                return Err(format!(
-                    "cannot create tracefs instance {}: {e}",
-                    dir.display()
-                ));
+                return Err(format!("cannot create tracefs instance {}: {e}", dir.display()));
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let instance_marker = || {
-            OpenOptions::new()
-                .write(true)
-                .open(dir.join("trace_marker"))
-        };
-        let marker = instance_marker()
-            .map_err(|e| format!("cannot open {}/trace_marker: {e}", dir.display()))?;
+        let instance_marker = || OpenOptions::new().write(true).open(dir.join("trace_marker"));
+        let marker = instance_marker().map_err(|e| format!("cannot open {}/trace_marker: {e}", dir.display()))?;
         let instance = Instance { dir, marker };
         instance.set("trace_clock", "mono")?;
         instance.set("buffer_size_kb", &buffer_kb.to_string())?;
@@ -94,12 +74,8 @@ impl Instance {
     }
 
     fn set(&self, file: &str, value: &str) -> Result<(), String> {
-        std::fs::write(self.dir.join(file), value).map_err(|e| {
-            format!(
-                "cannot write {value:?} to {}/{file}: {e}",
-                self.dir.display()
-            )
-        })
+        std::fs::write(self.dir.join(file), value)
+            .map_err(|e| format!("cannot write {value:?} to {}/{file}: {e}", self.dir.display()))
     }
 
     /// Restricts every event of the instance to pids that are added later (and their children,
@@ -142,10 +118,7 @@ impl Instance {
             .flat_map(|stats| {
                 stats
                     .lines()
-                    .filter_map(|l| {
-                        l.strip_prefix("overrun:")
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                    })
+                    .filter_map(|l| l.strip_prefix("overrun:").and_then(|v| v.trim().parse::<u64>().ok()))
                     .collect::<Vec<_>>()
             })
             .sum()
@@ -167,10 +140,7 @@ fn remove_stale(root: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix("heisen-")
-            .and_then(|rest| rest.rsplit('-').next())
-        else {
+        let Some(pid) = name.strip_prefix("heisen-").and_then(|rest| rest.rsplit('-').next()) else {
             continue;
         };
         if let Ok(pid) = pid.parse::<u32>() {
@@ -211,13 +181,7 @@ pub fn parse_line(line: &str) -> Option<TraceLine<'_>> {
     let split = rest.find([':', '(', ' '])?;
     let event = &rest[..split];
     let body = rest[split..].trim_start_matches(':').trim_start();
-    Some(TraceLine {
-        comm,
-        pid,
-        mono_ns,
-        event,
-        body,
-    })
+    Some(TraceLine { comm, pid, mono_ns, event, body })
 }
 
 /// Reads `pipe` line by line until `until` says stop, handing parsed lines to `handle`.
@@ -257,10 +221,7 @@ mod tests {
     fn parses_the_kernel_text_format() {
         let check = |line: &str, expected: (&str, i32, i64, &str, &str)| {
             let got = parse_line(line).unwrap();
-            assert_eq!(
-                (got.comm, got.pid, got.mono_ns, got.event, got.body),
-                expected
-            );
+            assert_eq!((got.comm, got.pid, got.mono_ns, got.event, got.body), expected);
         };
         check(
             "            bash-8284    [000] .....   834.794582: sys_write(fd: 1, buf: 0x560f690e5230, count: 2)",
@@ -276,23 +237,11 @@ mod tests {
         );
         check(
             "           <...>-12    [000] ...1.    10.000001: tracing_mark_write: heisen-stop:1",
-            (
-                "<...>",
-                12,
-                10_000_001_000,
-                "tracing_mark_write",
-                "heisen-stop:1",
-            ),
+            ("<...>", 12, 10_000_001_000, "tracing_mark_write", "heisen-stop:1"),
         );
         check(
             " tokio-rt-worker-12672   [000] ...1.  1636.709286: tracing_mark_write: heisen:{}",
-            (
-                "tokio-rt-worker",
-                12672,
-                1636_709_286_000,
-                "tracing_mark_write",
-                "heisen:{}",
-            ),
+            ("tokio-rt-worker", 12672, 1636_709_286_000, "tracing_mark_write", "heisen:{}"),
         );
         assert_eq!(parse_line("garbage"), None);
     }

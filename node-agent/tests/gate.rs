@@ -21,21 +21,9 @@ impl Drop for Running {
 
 async fn agent() -> (Running, AgentClient<Channel>) {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(AGENT)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--name",
-            "g",
-            "--scope",
-            "launched",
-            "--data",
-        ])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "g", "--scope", "launched", "--data"])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -76,10 +64,8 @@ async fn life(mut stream: tonic::Streaming<proto::ProcessNotice>) -> (Vec<String
     use proto::process_notice::Notice;
     let start = Instant::now();
     let mut lines = Vec::new();
-    while let Some(n) = tokio::time::timeout(Duration::from_secs(20), stream.message())
-        .await
-        .expect("process hung")
-        .unwrap()
+    while let Some(n) =
+        tokio::time::timeout(Duration::from_secs(20), stream.message()).await.expect("process hung").unwrap()
     {
         match n.notice {
             Some(Notice::Output(o)) => lines.push(o.line),
@@ -93,52 +79,20 @@ async fn life(mut stream: tonic::Streaming<proto::ProcessNotice>) -> (Vec<String
 #[tokio::test]
 async fn hold_is_released_by_timeout() {
     let (_agent, mut client) = agent().await;
-    client
-        .start_capture(proto::StartCaptureRequest {
-            capture_id: "t1".into(),
-            syscalls: vec![],
-        })
-        .await
-        .unwrap();
+    client.start_capture(proto::StartCaptureRequest { capture_id: "t1".into(), syscalls: vec![] }).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut notices = client
-        .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let stream = client
-        .launch(gated_echo("t1", 400))
-        .await
-        .unwrap()
-        .into_inner();
-    let notice = tokio::time::timeout(Duration::from_secs(10), notices.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
+    let stream = client.launch(gated_echo("t1", 400)).await.unwrap().into_inner();
+    let notice = tokio::time::timeout(Duration::from_secs(10), notices.message()).await.unwrap().unwrap().unwrap();
     assert_eq!(notice.gate, "echo:write#1");
     // Never released: the agent lets it go after 400 ms.
     let (lines, code, took) = life(stream).await;
-    assert_eq!(
-        (lines, code),
-        (vec!["held".to_string(), "free".to_string()], 0)
-    );
-    assert!(
-        took >= Duration::from_millis(350),
-        "released too early: {took:?}"
-    );
+    assert_eq!((lines, code), (vec!["held".to_string(), "free".to_string()], 0));
+    assert!(took >= Duration::from_millis(350), "released too early: {took:?}");
     drop(tx);
-    client
-        .stop_capture(proto::StopCaptureRequest {
-            capture_id: "t1".into(),
-        })
-        .await
-        .unwrap();
+    client.stop_capture(proto::StopCaptureRequest { capture_id: "t1".into() }).await.unwrap();
     let mut events = client
-        .stream_events(proto::StreamEventsRequest {
-            capture_id: "t1".into(),
-            from_seq: 0,
-        })
+        .stream_events(proto::StreamEventsRequest { capture_id: "t1".into(), from_seq: 0 })
         .await
         .unwrap()
         .into_inner();
@@ -154,36 +108,15 @@ async fn hold_is_released_by_timeout() {
 #[tokio::test]
 async fn holds_are_released_when_the_coordinator_goes_away() {
     let (_agent, mut client) = agent().await;
-    client
-        .start_capture(proto::StartCaptureRequest {
-            capture_id: "t2".into(),
-            syscalls: vec![],
-        })
-        .await
-        .unwrap();
+    client.start_capture(proto::StartCaptureRequest { capture_id: "t2".into(), syscalls: vec![] }).await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut notices = client
-        .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let stream = client
-        .launch(gated_echo("t2", 60_000))
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::timeout(Duration::from_secs(10), notices.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
+    let stream = client.launch(gated_echo("t2", 60_000)).await.unwrap().into_inner();
+    tokio::time::timeout(Duration::from_secs(10), notices.message()).await.unwrap().unwrap().unwrap();
     // The coordinator vanishes: its gate channel closes.
     drop(tx);
     drop(notices);
     let (lines, code, took) = life(stream).await;
     assert_eq!((lines.len(), code), (2, 0));
-    assert!(
-        took < Duration::from_secs(30),
-        "held until the hold timeout instead of the channel close: {took:?}"
-    );
+    assert!(took < Duration::from_secs(30), "held until the hold timeout instead of the channel close: {took:?}");
 }

@@ -10,11 +10,7 @@ use heisen_proto::HelloRequest;
 const AGENT: &str = env!("CARGO_BIN_EXE_heisen-agent");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Running(Child);
@@ -29,10 +25,7 @@ impl Drop for Running {
 fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "agent did not listen on port {port}"
-        );
+        assert!(Instant::now() < deadline, "agent did not listen on port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -58,15 +51,7 @@ fn calls_without_the_token_are_refused() {
     let port = free_port();
     let _agent = Running(
         Command::new(AGENT)
-            .args([
-                "--listen",
-                &format!("0.0.0.0:{port}"),
-                "--name",
-                "t",
-                "--scope",
-                "launched",
-                "--data",
-            ])
+            .args(["--listen", &format!("0.0.0.0:{port}"), "--name", "t", "--scope", "launched", "--data"])
             .arg(data.path().join("store"))
             .arg("--token-file")
             .arg(&token_file)
@@ -85,18 +70,11 @@ fn calls_without_the_token_are_refused() {
         assert!(refused.message().contains("token"), "{}", refused.message());
 
         let mut wrong = tonic::Request::new(HelloRequest {});
-        wrong
-            .metadata_mut()
-            .insert("authorization", "Bearer nope".parse().unwrap());
-        assert_eq!(
-            plain.hello(wrong).await.unwrap_err().code(),
-            tonic::Code::Unauthenticated
-        );
+        wrong.metadata_mut().insert("authorization", "Bearer nope".parse().unwrap());
+        assert_eq!(plain.hello(wrong).await.unwrap_err().code(), tonic::Code::Unauthenticated);
 
         let mut right = tonic::Request::new(HelloRequest {});
-        right
-            .metadata_mut()
-            .insert("authorization", "Bearer s3cret".parse().unwrap());
+        right.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
         let info = plain.hello(right).await.unwrap().into_inner();
         assert_eq!(info.name, "t");
         assert_eq!(info.protocol_version, heisen_proto::PROTOCOL_VERSION);

@@ -20,82 +20,43 @@ impl From<&rec::Event> for Event {
     fn from(e: &rec::Event) -> Self {
         use event::Kind;
         let kind = match &e.kind {
-            rec::EventKind::Syscall {
-                name,
-                args,
-                ret,
-                enter_ns,
-                fd_path,
-            } => Kind::Syscall(Syscall {
+            rec::EventKind::Syscall { name, args, ret, enter_ns, fd_path } => Kind::Syscall(Syscall {
                 name: name.clone(),
                 args: args.clone(),
                 ret: *ret,
                 enter_ns: *enter_ns,
                 fd_path: fd_path.clone().unwrap_or_default(),
             }),
-            rec::EventKind::Signal {
-                signal,
-                sender_pid,
-                sender_comm,
-                target_pid,
-                target_comm,
-                phase,
-                result,
-            } => Kind::Signal(Signal {
-                signal: *signal,
-                sender_pid: *sender_pid,
-                sender_comm: sender_comm.clone(),
-                target_pid: *target_pid,
-                target_comm: target_comm.clone(),
-                phase: phase.as_str().to_string(),
-                result: *result,
-            }),
-            rec::EventKind::Exec {
-                filename,
-                argv,
-                ppid,
-            } => Kind::Exec(Exec {
-                filename: filename.clone(),
-                argv: argv.clone(),
-                ppid: *ppid,
-            }),
-            rec::EventKind::Fork {
-                parent_pid,
-                child_pid,
-            } => Kind::Fork(Fork {
-                parent_pid: *parent_pid,
-                child_pid: *child_pid,
-            }),
-            rec::EventKind::Exit { exit_code } => Kind::Exit(Exit {
-                exit_code: *exit_code,
-            }),
-            rec::EventKind::Lost { count, location } => Kind::Lost(Lost {
-                count: *count,
-                r#where: location.clone(),
-            }),
-            rec::EventKind::Launch { name, role, argv } => Kind::Launch(Launch {
-                name: name.clone(),
-                role: role.clone(),
-                argv: argv.clone(),
-            }),
-            rec::EventKind::Output { name, stream, line } => Kind::Output(Output {
-                name: name.clone(),
-                stream: stream.clone(),
-                line: line.clone(),
-            }),
-            rec::EventKind::Gate { gate, action } => Kind::Gate(GateHold {
-                gate: gate.clone(),
-                action: action.clone(),
-            }),
+            rec::EventKind::Signal { signal, sender_pid, sender_comm, target_pid, target_comm, phase, result } => {
+                Kind::Signal(Signal {
+                    signal: *signal,
+                    sender_pid: *sender_pid,
+                    sender_comm: sender_comm.clone(),
+                    target_pid: *target_pid,
+                    target_comm: target_comm.clone(),
+                    phase: phase.as_str().to_string(),
+                    result: *result,
+                })
+            }
+            rec::EventKind::Exec { filename, argv, ppid } => {
+                Kind::Exec(Exec { filename: filename.clone(), argv: argv.clone(), ppid: *ppid })
+            }
+            rec::EventKind::Fork { parent_pid, child_pid } => {
+                Kind::Fork(Fork { parent_pid: *parent_pid, child_pid: *child_pid })
+            }
+            rec::EventKind::Exit { exit_code } => Kind::Exit(Exit { exit_code: *exit_code }),
+            rec::EventKind::Lost { count, location } => Kind::Lost(Lost { count: *count, r#where: location.clone() }),
+            rec::EventKind::Launch { name, role, argv } => {
+                Kind::Launch(Launch { name: name.clone(), role: role.clone(), argv: argv.clone() })
+            }
+            rec::EventKind::Output { name, stream, line } => {
+                Kind::Output(Output { name: name.clone(), stream: stream.clone(), line: line.clone() })
+            }
+            rec::EventKind::Gate { gate, action } => {
+                Kind::Gate(GateHold { gate: gate.clone(), action: action.clone() })
+            }
         };
-        Event {
-            seq: e.seq,
-            raw_ns: e.raw_ns,
-            pid: e.pid,
-            comm: e.comm.clone(),
-            run: e.run,
-            kind: Some(kind),
-        }
+        Event { seq: e.seq, raw_ns: e.raw_ns, pid: e.pid, comm: e.comm.clone(), run: e.run, kind: Some(kind) }
     }
 }
 
@@ -107,11 +68,7 @@ pub struct MissingKind {
 
 impl std::fmt::Display for MissingKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "event {} has no kind (agent newer than this coordinator?)",
-            self.seq
-        )
+        write!(f, "event {} has no kind (agent newer than this coordinator?)", self.seq)
     }
 }
 
@@ -134,52 +91,18 @@ impl TryFrom<Event> for rec::Event {
                 sender_comm: s.sender_comm,
                 target_pid: s.target_pid,
                 target_comm: s.target_comm,
-                phase: if s.phase == "deliver" {
-                    rec::SignalPhase::Deliver
-                } else {
-                    rec::SignalPhase::Generate
-                },
+                phase: if s.phase == "deliver" { rec::SignalPhase::Deliver } else { rec::SignalPhase::Generate },
                 result: s.result,
             },
-            Kind::Exec(x) => rec::EventKind::Exec {
-                filename: x.filename,
-                argv: x.argv,
-                ppid: x.ppid,
-            },
-            Kind::Fork(f) => rec::EventKind::Fork {
-                parent_pid: f.parent_pid,
-                child_pid: f.child_pid,
-            },
-            Kind::Exit(x) => rec::EventKind::Exit {
-                exit_code: x.exit_code,
-            },
-            Kind::Lost(l) => rec::EventKind::Lost {
-                count: l.count,
-                location: l.r#where,
-            },
-            Kind::Launch(l) => rec::EventKind::Launch {
-                name: l.name,
-                role: l.role,
-                argv: l.argv,
-            },
-            Kind::Output(o) => rec::EventKind::Output {
-                name: o.name,
-                stream: o.stream,
-                line: o.line,
-            },
-            Kind::Gate(g) => rec::EventKind::Gate {
-                gate: g.gate,
-                action: g.action,
-            },
+            Kind::Exec(x) => rec::EventKind::Exec { filename: x.filename, argv: x.argv, ppid: x.ppid },
+            Kind::Fork(f) => rec::EventKind::Fork { parent_pid: f.parent_pid, child_pid: f.child_pid },
+            Kind::Exit(x) => rec::EventKind::Exit { exit_code: x.exit_code },
+            Kind::Lost(l) => rec::EventKind::Lost { count: l.count, location: l.r#where },
+            Kind::Launch(l) => rec::EventKind::Launch { name: l.name, role: l.role, argv: l.argv },
+            Kind::Output(o) => rec::EventKind::Output { name: o.name, stream: o.stream, line: o.line },
+            Kind::Gate(g) => rec::EventKind::Gate { gate: g.gate, action: g.action },
         };
-        Ok(rec::Event {
-            seq: e.seq,
-            raw_ns: e.raw_ns,
-            pid: e.pid,
-            comm: e.comm,
-            run: e.run,
-            kind,
-        })
+        Ok(rec::Event { seq: e.seq, raw_ns: e.raw_ns, pid: e.pid, comm: e.comm, run: e.run, kind })
     }
 }
 
@@ -224,30 +147,14 @@ mod tests {
                 phase: rec::SignalPhase::Deliver,
                 result: 0,
             },
-            rec::EventKind::Lost {
-                count: 3,
-                location: "cpu0".into(),
-            },
-            rec::EventKind::Gate {
-                gate: "w:write#3".into(),
-                action: "held".into(),
-            },
+            rec::EventKind::Lost { count: 3, location: "cpu0".into() },
+            rec::EventKind::Gate { gate: "w:write#3".into(), action: "held".into() },
         ];
         for (seq, kind) in kinds.into_iter().enumerate() {
-            let event = rec::Event {
-                seq: seq as u64,
-                raw_ns: 42,
-                pid: 7,
-                comm: "c".into(),
-                run: 2,
-                kind,
-            };
+            let event = rec::Event { seq: seq as u64, raw_ns: 42, pid: 7, comm: "c".into(), run: 2, kind };
             let wire = Event::from(&event);
             assert_eq!(rec::Event::try_from(wire).unwrap(), event);
         }
-        assert_eq!(
-            rec::Event::try_from(Event::default()),
-            Err(MissingKind { seq: 0 })
-        );
+        assert_eq!(rec::Event::try_from(Event::default()), Err(MissingKind { seq: 0 }));
     }
 }

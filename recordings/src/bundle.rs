@@ -83,13 +83,8 @@ impl Bundle {
     /// Writes the bundle atomically (temporary file, fsync, rename): a crash leaves the old file or
     /// the new one, never half of one.
     pub fn write(&self, path: &Path) -> Result<(), RecordingsError> {
-        let io_err = |source| RecordingsError::Io {
-            op: "write bundle",
-            path: path.to_path_buf(),
-            source,
-        };
-        let payload =
-            serde_json::to_vec(self).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+        let io_err = |source| RecordingsError::Io { op: "write bundle", path: path.to_path_buf(), source };
+        let payload = serde_json::to_vec(self).map_err(|e| RecordingsError::Encode(e.to_string()))?;
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
         bytes.extend_from_slice(BUNDLE_MAGIC);
         bytes.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());
@@ -110,10 +105,7 @@ impl Bundle {
             path: path.to_path_buf(),
             source,
         })?;
-        Bundle::decode(&bytes).map_err(|problem| RecordingsError::BadBundle {
-            path: path.to_path_buf(),
-            problem,
-        })
+        Bundle::decode(&bytes).map_err(|problem| RecordingsError::BadBundle { path: path.to_path_buf(), problem })
     }
 
     fn decode(bytes: &[u8]) -> Result<Bundle, String> {
@@ -198,9 +190,6 @@ mod tests {
         let mut future = good.clone();
         future[8] = 99;
         check(&future, "newer");
-        check(
-            b"random bytes that are not a bundle at all",
-            "not a heisen bundle",
-        );
+        check(b"random bytes that are not a bundle at all", "not a heisen bundle");
     }
 }

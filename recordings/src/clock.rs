@@ -102,14 +102,7 @@ pub const ASSUMED_DRIFT_PPM: f64 = 200.0;
 impl ClockModel {
     /// The model of the coordinator's own clock.
     pub fn identity() -> ClockModel {
-        ClockModel {
-            offset_ns: 0,
-            error_ns: 0,
-            drift_ppm: 0.0,
-            ref_ns: 0,
-            drift_error_ppm: 0.0,
-            anchors: Vec::new(),
-        }
+        ClockModel { offset_ns: 0, error_ns: 0, drift_ppm: 0.0, ref_ns: 0, drift_error_ppm: 0.0, anchors: Vec::new() }
     }
 
     /// Fits the model from probe samples (any order, any number of bursts). `None` without samples.
@@ -140,10 +133,7 @@ impl ClockModel {
                 drift_ppm: 0.0,
                 ref_ns: first.at_ns(),
                 drift_error_ppm: ASSUMED_DRIFT_PPM,
-                anchors: vec![Anchor {
-                    at_ns: first.at_ns(),
-                    error_ns: e,
-                }],
+                anchors: vec![Anchor { at_ns: first.at_ns(), error_ns: e }],
             });
         }
         // Weighted least squares of offset against time, weights 1/e².
@@ -160,21 +150,14 @@ impl ClockModel {
             sxy += w * x * y;
         }
         let det = sw * sxx - sx * sx;
-        let slope = if det.abs() > f64::EPSILON {
-            (sw * sxy - sx * sy) / det
-        } else {
-            0.0
-        };
+        let slope = if det.abs() > f64::EPSILON { (sw * sxy - sx * sy) / det } else { 0.0 };
         let intercept = (sy - slope * sx) / sw;
         let line = |at: i64| first.offset_ns() as f64 + intercept + slope * (at - ref_ns) as f64;
         let anchors: Vec<Anchor> = best
             .iter()
             .map(|s| {
                 let residual = (s.offset_ns() as f64 - line(s.at_ns())).abs().ceil() as i64;
-                Anchor {
-                    at_ns: s.at_ns(),
-                    error_ns: half_delay(s) + residual,
-                }
+                Anchor { at_ns: s.at_ns(), error_ns: half_delay(s) + residual }
             })
             .collect();
         let (a, z) = (anchors[0], anchors[anchors.len() - 1]);
@@ -197,8 +180,7 @@ impl ClockModel {
     /// The error bound at coordinator time `at_ns`.
     pub fn error_at(&self, at_ns: i64) -> i64 {
         let grow = |from: &Anchor| {
-            from.error_ns
-                + (self.drift_error_ppm * 1e-6 * (at_ns - from.at_ns).abs() as f64).ceil() as i64
+            from.error_ns + (self.drift_error_ppm * 1e-6 * (at_ns - from.at_ns).abs() as f64).ceil() as i64
         };
         let (Some(first), Some(last)) = (self.anchors.first(), self.anchors.last()) else {
             return self.error_ns;
@@ -222,10 +204,7 @@ impl ClockModel {
         let since_ref = (raw_ns - self.offset_ns - self.ref_ns) as f64;
         let centre = self.ref_ns + (since_ref / (1.0 + self.drift_ppm * 1e-6)).round() as i64;
         let error = self.error_at(centre);
-        Interval {
-            earliest_ns: centre - error,
-            latest_ns: centre + error,
-        }
+        Interval { earliest_ns: centre - error, latest_ns: centre + error }
     }
 }
 
@@ -240,12 +219,7 @@ mod tests {
         let t2 = t1 + out_us * 1_000 + offset_us * 1_000;
         let t3 = t2 + 2_000;
         let t4 = t3 - offset_us * 1_000 + back_us * 1_000;
-        ProbeSample {
-            t1_ns: t1,
-            t2_ns: t2,
-            t3_ns: t3,
-            t4_ns: t4,
-        }
+        ProbeSample { t1_ns: t1, t2_ns: t2, t3_ns: t3, t4_ns: t4 }
     }
 
     /// Host clock `offset_us + ppm·t` ahead; bursts at the given times (µs) with asymmetric paths.
@@ -254,12 +228,7 @@ mod tests {
         for &at in bursts {
             for (i, (o, b)) in [(40, 10), (15, 20), (90, 5)].iter().enumerate() {
                 let t = at + i as i64 * 200;
-                out.push(probe(
-                    t,
-                    offset_us + (ppm * t as f64 * 1e-6).round() as i64,
-                    *o,
-                    *b,
-                ));
+                out.push(probe(t, offset_us + (ppm * t as f64 * 1e-6).round() as i64, *o, *b));
             }
         }
         out
@@ -308,52 +277,23 @@ mod tests {
             drift_ppm: 0.0,
             ref_ns: 0,
             drift_error_ppm: 1_000.0,
-            anchors: vec![
-                Anchor {
-                    at_ns: 0,
-                    error_ns: 10,
-                },
-                Anchor {
-                    at_ns: 1_000,
-                    error_ns: 30,
-                },
-            ],
+            anchors: vec![Anchor { at_ns: 0, error_ns: 10 }, Anchor { at_ns: 1_000, error_ns: 30 }],
         };
-        let got: Vec<i64> = [-1_000_000, 0, 500, 1_000, 1_001_000]
-            .iter()
-            .map(|t| model.error_at(*t))
-            .collect();
+        let got: Vec<i64> = [-1_000_000, 0, 500, 1_000, 1_001_000].iter().map(|t| model.error_at(*t)).collect();
         assert_eq!(got, vec![1_010, 10, 20, 30, 1_030]);
     }
 
     #[test]
     fn intervals_order_only_when_disjoint() {
-        let model = ClockModel {
-            offset_ns: 500,
-            error_ns: 10,
-            ..ClockModel::identity()
-        };
+        let model = ClockModel { offset_ns: 500, error_ns: 10, ..ClockModel::identity() };
         let a = model.interval(1000);
-        assert_eq!(
-            a,
-            Interval {
-                earliest_ns: 490,
-                latest_ns: 510
-            }
-        );
+        assert_eq!(a, Interval { earliest_ns: 490, latest_ns: 510 });
         let b = model.interval(1015);
         let c = model.interval(1030);
         assert!(a.overlaps(&b) && b.overlaps(&a));
         assert!(a.before(&c) && !c.before(&a) && !a.overlaps(&c));
-        let drifting = ClockModel {
-            offset_ns: 0,
-            drift_ppm: 1_000.0,
-            ..ClockModel::identity()
-        };
+        let drifting = ClockModel { offset_ns: 0, drift_ppm: 1_000.0, ..ClockModel::identity() };
         // 1000 ppm: after one second of coordinator time the host is 1 ms ahead.
-        assert_eq!(
-            drifting.interval(1_001_000_000).midpoint_ns(),
-            1_000_000_000
-        );
+        assert_eq!(drifting.interval(1_001_000_000).midpoint_ns(), 1_000_000_000);
     }
 }

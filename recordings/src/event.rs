@@ -52,11 +52,7 @@ pub enum EventKind {
         result: i32,
     },
     /// A successful execve: gives process lineage and what ran.
-    Exec {
-        filename: String,
-        argv: Vec<String>,
-        ppid: i32,
-    },
+    Exec { filename: String, argv: Vec<String>, ppid: i32 },
     /// A new task: the fork -> child causal edge.
     Fork { parent_pid: i32, child_pid: i32 },
     /// A process ended; `exit_code` is -1 when only the tracepoint saw it.
@@ -64,17 +60,9 @@ pub enum EventKind {
     /// Events dropped by the kernel buffer or the agent. Loss is never silent.
     Lost { count: u64, location: String },
     /// The agent launched a scenario process (service or step).
-    Launch {
-        name: String,
-        role: String,
-        argv: Vec<String>,
-    },
+    Launch { name: String, role: String, argv: Vec<String> },
     /// A line of a launched process's output (failure predicates may match it).
-    Output {
-        name: String,
-        stream: String,
-        line: String,
-    },
+    Output { name: String, stream: String, line: String },
     /// A gate held, released or timed out on a process.
     Gate { gate: String, action: String },
 }

@@ -14,32 +14,21 @@ mod store;
 use std::path::PathBuf;
 
 pub use bundle::{
-    bundle_path, Bundle, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC,
-    BUNDLE_VERSION,
+    bundle_path, Bundle, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC, BUNDLE_VERSION,
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use event::{errno_name, signal_name, signal_number, Event, EventKind, SignalPhase};
 pub use merge::{relation, Merge, Placed, Relation};
-pub use scenario::{
-    Failure, GateSpec, Hypothesis, OutputMatch, Process, Scenario, ScenarioError, GATEABLE_SYSCALLS,
-};
+pub use scenario::{Failure, GateSpec, Hypothesis, OutputMatch, Process, Scenario, ScenarioError, GATEABLE_SYSCALLS};
 pub use store::Store;
 
 /// Errors of the recordings layer, each naming the operation and the file.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingsError {
     #[error("{op} failed for {}: {source}", path.display())]
-    Store {
-        op: &'static str,
-        path: PathBuf,
-        source: sled::Error,
-    },
+    Store { op: &'static str, path: PathBuf, source: sled::Error },
     #[error("{op} failed for {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{}: {problem}", path.display())]
     BadBundle { path: PathBuf, problem: String },
     #[error("encoding failed: {0}")]

@@ -28,11 +28,7 @@ pub struct Merge<'a, I: Iterator<Item = &'a Event>> {
 
 impl<'a, I: Iterator<Item = &'a Event>> Merge<'a, I> {
     pub fn new(streams: Vec<(I, ClockModel)>) -> Self {
-        let mut merge = Merge {
-            pending: vec![None; streams.len()],
-            streams,
-            heads: BinaryHeap::new(),
-        };
+        let mut merge = Merge { pending: vec![None; streams.len()], streams, heads: BinaryHeap::new() };
         for host in 0..merge.streams.len() {
             merge.refill(host);
         }
@@ -54,16 +50,10 @@ impl<'a, I: Iterator<Item = &'a Event>> Iterator for Merge<'a, I> {
 
     fn next(&mut self) -> Option<Placed<'a>> {
         let Reverse((_, host, _)) = self.heads.pop()?;
-        let event = self.pending[host]
-            .take()
-            .expect("a head has a pending event");
+        let event = self.pending[host].take().expect("a head has a pending event");
         let interval = self.streams[host].1.interval(event.raw_ns);
         self.refill(host);
-        Some(Placed {
-            host,
-            event,
-            interval,
-        })
+        Some(Placed { host, event, interval })
     }
 }
 
@@ -79,11 +69,7 @@ pub enum Relation {
 /// Order of `a` relative to `b`: by sequence on one host, by disjoint intervals across hosts.
 pub fn relation(a: &Placed<'_>, b: &Placed<'_>) -> Relation {
     if a.host == b.host {
-        return if a.event.seq < b.event.seq {
-            Relation::Before
-        } else {
-            Relation::After
-        };
+        return if a.event.seq < b.event.seq { Relation::Before } else { Relation::After };
     }
     if a.interval.before(&b.interval) {
         Relation::Before
@@ -100,14 +86,7 @@ mod tests {
     use crate::EventKind;
 
     fn ev(seq: u64, raw_ns: i64) -> Event {
-        Event {
-            seq,
-            raw_ns,
-            pid: 1,
-            comm: String::new(),
-            run: 0,
-            kind: EventKind::Exit { exit_code: 0 },
-        }
+        Event { seq, raw_ns, pid: 1, comm: String::new(), run: 0, kind: EventKind::Exit { exit_code: 0 } }
     }
 
     #[test]
@@ -115,22 +94,10 @@ mod tests {
         let a = vec![ev(0, 100), ev(1, 300), ev(2, 250)]; // host clock stepped back: seq still wins
         let b = vec![ev(0, 1_200), ev(1, 1_280)]; // host b runs 1000 ns ahead
         let clocks = [
-            ClockModel {
-                offset_ns: 0,
-                error_ns: 5,
-                ..ClockModel::identity()
-            },
-            ClockModel {
-                offset_ns: 1_000,
-                error_ns: 5,
-                ..ClockModel::identity()
-            },
+            ClockModel { offset_ns: 0, error_ns: 5, ..ClockModel::identity() },
+            ClockModel { offset_ns: 1_000, error_ns: 5, ..ClockModel::identity() },
         ];
-        let merged: Vec<_> = Merge::new(vec![
-            (a.iter(), clocks[0].clone()),
-            (b.iter(), clocks[1].clone()),
-        ])
-        .collect();
+        let merged: Vec<_> = Merge::new(vec![(a.iter(), clocks[0].clone()), (b.iter(), clocks[1].clone())]).collect();
         let order: Vec<_> = merged.iter().map(|p| (p.host, p.event.seq)).collect();
         assert_eq!(order, vec![(0, 0), (1, 0), (1, 1), (0, 1), (0, 2)]);
         assert_eq!(relation(&merged[0], &merged[1]), Relation::Before);
@@ -138,9 +105,7 @@ mod tests {
         // b#1 at 280±5 and a#2 at 250±5: disjoint, ordered. a#1 at 300±5 vs b#1: ordered too.
         assert_eq!(relation(&merged[2], &merged[3]), Relation::Before);
         let near = [ev(5, 282)];
-        let near_b = Merge::new(vec![(near.iter(), clocks[0].clone())])
-            .next()
-            .unwrap();
+        let near_b = Merge::new(vec![(near.iter(), clocks[0].clone())]).next().unwrap();
         assert_eq!(relation(&near_b, &merged[2]).clone(), Relation::Concurrent);
     }
 }

@@ -138,9 +138,7 @@ struct RawLoad {
 
 impl Default for RawLoad {
     fn default() -> Self {
-        RawLoad {
-            repeat: Spanned::new(0..0, default_repeat_value()),
-        }
+        RawLoad { repeat: Spanned::new(0..0, default_repeat_value()) }
     }
 }
 
@@ -194,10 +192,8 @@ fn default_runs() -> u32 {
 }
 
 /// Syscalls a gate can hold (the agent's seccomp filter knows these).
-pub const GATEABLE_SYSCALLS: &[&str] = &[
-    "write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock",
-    "openat",
-];
+pub const GATEABLE_SYSCALLS: &[&str] =
+    &["write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "openat"];
 
 impl Scenario {
     /// Reads and checks a scenario file.
@@ -231,26 +227,16 @@ impl Scenario {
 
         let hosts: Vec<String> = raw.hosts.keys().cloned().collect();
         if hosts.is_empty() {
-            return Err(err(
-                None,
-                "hosts",
-                "at least one host is needed, e.g. `[hosts.server]`".into(),
-            ));
+            return Err(err(None, "hosts", "at least one host is needed, e.g. `[hosts.server]`".into()));
         }
-        let convert = |section: &str,
-                       map: BTreeMap<String, RawProcess>|
-         -> Result<Vec<Process>, ScenarioError> {
+        let convert = |section: &str, map: BTreeMap<String, RawProcess>| -> Result<Vec<Process>, ScenarioError> {
             let mut out = Vec::new();
             for (name, p) in map {
                 if !hosts.contains(p.host.get_ref()) {
                     return Err(err(
                         Some(p.host.span()),
                         &format!("{section}.{name}.host"),
-                        format!(
-                            "unknown host `{}`; the scenario's hosts are: {}",
-                            p.host.get_ref(),
-                            hosts.join(", ")
-                        ),
+                        format!("unknown host `{}`; the scenario's hosts are: {}", p.host.get_ref(), hosts.join(", ")),
                     ));
                 }
                 if p.command.get_ref().is_empty() {
@@ -260,12 +246,7 @@ impl Scenario {
                         "command is empty".into(),
                     ));
                 }
-                out.push(Process {
-                    name,
-                    host: p.host.into_inner(),
-                    command: p.command.into_inner(),
-                    ready: p.ready,
-                });
+                out.push(Process { name, host: p.host.into_inner(), command: p.command.into_inner(), ready: p.ready });
             }
             Ok(out)
         };
@@ -279,21 +260,13 @@ impl Scenario {
                 Err(err(
                     Some(s.span()),
                     key,
-                    format!(
-                        "unknown step `{}`; the scenario's steps are: {}",
-                        s.get_ref(),
-                        step_names.join(", ")
-                    ),
+                    format!("unknown step `{}`; the scenario's steps are: {}", s.get_ref(), step_names.join(", ")),
                 ))
             }
         };
 
         if *raw.load.repeat.get_ref() == 0 {
-            return Err(err(
-                Some(raw.load.repeat.span()),
-                "load.repeat",
-                "must be at least 1".into(),
-            ));
+            return Err(err(Some(raw.load.repeat.span()), "load.repeat", "must be at least 1".into()));
         }
         let exit_nonzero = match &raw.failure.exit {
             None => false,
@@ -313,17 +286,10 @@ impl Scenario {
                 "give `exit = \"nonzero\"` or `output = \"TEXT\"`".into(),
             ));
         }
-        let failure = Failure {
-            step: known_step(&raw.failure.step, "failure.step")?,
-            exit_nonzero,
-            output: raw.failure.output,
-        };
+        let failure =
+            Failure { step: known_step(&raw.failure.step, "failure.step")?, exit_nonzero, output: raw.failure.output };
 
-        let process_names: Vec<&str> = services
-            .iter()
-            .chain(steps.iter())
-            .map(|p| p.name.as_str())
-            .collect();
+        let process_names: Vec<&str> = services.iter().chain(steps.iter()).map(|p| p.name.as_str()).collect();
         let output_match = |m: RawOutputMatch, key: &str| -> Result<OutputMatch, ScenarioError> {
             if !process_names.contains(&m.process.get_ref().as_str()) {
                 return Err(err(
@@ -332,10 +298,7 @@ impl Scenario {
                     format!("unknown service or step `{}`", m.process.get_ref()),
                 ));
             }
-            Ok(OutputMatch {
-                process: m.process.into_inner(),
-                text: m.output,
-            })
+            Ok(OutputMatch { process: m.process.into_inner(), text: m.output })
         };
         let gate = |g: RawGate, key: &str| -> Result<GateSpec, ScenarioError> {
             let step = known_step(&g.step, &format!("{key}.step"))?;
@@ -353,11 +316,7 @@ impl Scenario {
             let signal = match g.signal {
                 None => None,
                 Some(s) => Some(crate::signal_number(s.get_ref()).ok_or_else(|| {
-                    err(
-                        Some(s.span()),
-                        &format!("{key}.signal"),
-                        format!("unknown signal `{}`", s.get_ref()),
-                    )
+                    err(Some(s.span()), &format!("{key}.signal"), format!("unknown signal `{}`", s.get_ref()))
                 })?),
             };
             Ok(GateSpec {
@@ -383,10 +342,7 @@ impl Scenario {
                     cause: gate(h.cause, "hypothesis.cause")?,
                     victim,
                     victim_count: h.victim_count.into_inner(),
-                    effect_started: output_match(
-                        h.effect_started,
-                        "hypothesis.effect_started.process",
-                    )?,
+                    effect_started: output_match(h.effect_started, "hypothesis.effect_started.process")?,
                     effect_done: output_match(h.effect_done, "hypothesis.effect_done.process")?,
                     runs: h.runs.max(1),
                 })
@@ -408,10 +364,7 @@ impl Scenario {
 
     /// The service or step called `name`.
     pub fn process(&self, name: &str) -> Option<&Process> {
-        self.services
-            .iter()
-            .chain(self.steps.iter())
-            .find(|p| p.name == name)
+        self.services.iter().chain(self.steps.iter()).find(|p| p.name == name)
     }
 }
 
@@ -482,9 +435,6 @@ effect_done = { process = "srv", output = "reloaded" }
             &GOOD.replace("ready =", "redy ="),
             "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`",
         );
-        check_err(
-            &GOOD.replace("[steps.k]", "[steps.k"),
-            "s.toml:11: syntax: invalid table header\nexpected `.`, `]`",
-        );
+        check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
     }
 }

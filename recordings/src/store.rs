@@ -18,26 +18,17 @@ impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Store, RecordingsError> {
         let path = dir.join("store");
-        let db = sled::open(&path).map_err(|source| RecordingsError::Store {
-            op: "open",
-            path: path.clone(),
-            source,
-        })?;
+        let db =
+            sled::open(&path).map_err(|source| RecordingsError::Store { op: "open", path: path.clone(), source })?;
         Ok(Store { db, path })
     }
 
     fn tree(&self, capture: &str) -> Result<sled::Tree, RecordingsError> {
-        self.db
-            .open_tree(format!("events/{capture}"))
-            .map_err(|e| self.err("open tree", e))
+        self.db.open_tree(format!("events/{capture}")).map_err(|e| self.err("open tree", e))
     }
 
     fn err(&self, op: &'static str, source: sled::Error) -> RecordingsError {
-        RecordingsError::Store {
-            op,
-            path: self.path.clone(),
-            source,
-        }
+        RecordingsError::Store { op, path: self.path.clone(), source }
     }
 
     /// Appends events (already numbered by the caller) as one batch.
@@ -45,8 +36,7 @@ impl Store {
         let tree = self.tree(capture)?;
         let mut batch = sled::Batch::default();
         for event in events {
-            let value =
-                bincode::serialize(event).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+            let value = bincode::serialize(event).map_err(|e| RecordingsError::Encode(e.to_string()))?;
             batch.insert(&event.seq.to_be_bytes(), value);
         }
         tree.apply_batch(batch).map_err(|e| self.err("append", e))
@@ -62,29 +52,19 @@ impl Store {
     }
 
     /// Up to `limit` events of `capture` starting at `from_seq`, in sequence order.
-    pub fn read(
-        &self,
-        capture: &str,
-        from_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<Event>, RecordingsError> {
+    pub fn read(&self, capture: &str, from_seq: u64, limit: usize) -> Result<Vec<Event>, RecordingsError> {
         let tree = self.tree(capture)?;
         let mut out = Vec::new();
         for item in tree.range(from_seq.to_be_bytes()..).take(limit) {
             let (_, value) = item.map_err(|e| self.err("read", e))?;
-            out.push(
-                bincode::deserialize(&value).map_err(|e| RecordingsError::Encode(e.to_string()))?,
-            );
+            out.push(bincode::deserialize(&value).map_err(|e| RecordingsError::Encode(e.to_string()))?);
         }
         Ok(out)
     }
 
     /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), RecordingsError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| self.err("flush", e))
+        self.db.flush().map(|_| ()).map_err(|e| self.err("flush", e))
     }
 }
 
@@ -100,14 +80,7 @@ mod tests {
     use crate::EventKind;
 
     fn event(seq: u64) -> Event {
-        Event {
-            seq,
-            raw_ns: seq as i64 * 10,
-            pid: 7,
-            comm: "w".into(),
-            run: 1,
-            kind: EventKind::Exit { exit_code: 0 },
-        }
+        Event { seq, raw_ns: seq as i64 * 10, pid: 7, comm: "w".into(), run: 1, kind: EventKind::Exit { exit_code: 0 } }
     }
 
     #[test]
@@ -116,19 +89,14 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             assert_eq!(store.next_seq("c1").unwrap(), 0);
-            store
-                .append("c1", &(0..300).map(event).collect::<Vec<_>>())
-                .unwrap();
+            store.append("c1", &(0..300).map(event).collect::<Vec<_>>()).unwrap();
             store.append("c2", &[event(0)]).unwrap();
             store.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.next_seq("c1").unwrap(), 300);
         let page = store.read("c1", 256, 100).unwrap();
-        assert_eq!(
-            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            (256..300).collect::<Vec<_>>()
-        );
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), (256..300).collect::<Vec<_>>());
         assert_eq!(store.read("c2", 0, 10).unwrap().len(), 1);
     }
 }

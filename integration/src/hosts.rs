@@ -1,0 +1,243 @@
+//! The multi-host harness: one agent per host, each in its own network namespace (veth pair into
+//! a bridge, addresses of our own in 10.213.N.0/24) when root, or on loopback ports otherwise.
+//! Used by `heisen demo`/`--local` and by the end-to-end tests. Everything is torn down on drop,
+//! including after errors. Only loopback and these namespaces' addresses are ever used.
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Harness errors are sentences for the user.
+pub type Result<T> = std::result::Result<T, String>;
+
+fn context<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// How the local hosts are isolated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Netns,
+    /// Loopback fallback, with the reason netns could not be used.
+    Loopback(String),
+}
+
+/// What to start.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Use loopback even when network namespaces are possible.
+    pub loopback: bool,
+    /// host -> `--clock-skew` value for its agent (a testing option of the agent).
+    pub skews: BTreeMap<String, String>,
+}
+
+/// Running local hosts.
+pub struct Hosts {
+    pub mode: Mode,
+    /// host -> agent address (HOST:PORT).
+    pub agents: BTreeMap<String, String>,
+    /// host -> address other hosts reach it at (for `{host:NAME}`).
+    pub host_addrs: BTreeMap<String, String>,
+    pub token: Option<String>,
+    children: Vec<Child>,
+    namespaces: Vec<String>,
+    bridge: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = context(Command::new("ip").args(args).output(), "cannot run `ip` (install iproute2: ./scripts/setup)")?;
+    if !out.status.success() {
+        return Err(format!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// Whether network namespaces can be used here, or why not.
+pub fn netns_possible() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root: network namespaces need CAP_SYS_ADMIN".into());
+    }
+    match Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(s) if s.success() => Ok(()),
+        _ => Err("`ip` (iproute2) is not installed; run ./scripts/setup".into()),
+    }
+}
+
+/// A free TCP port on loopback (bound and released; a tiny race is acceptable for local hosts).
+pub fn free_port() -> Result<u16> {
+    let listener = context(std::net::TcpListener::bind("127.0.0.1:0"), "cannot bind a loopback port")?;
+    Ok(context(listener.local_addr(), "no local address")?.port())
+}
+
+impl Hosts {
+    /// Starts one agent per host with `agent_cmd` (program and leading arguments, e.g.
+    /// `[heisen, agent]`); network namespaces when possible, loopback otherwise.
+    pub fn start(agent_cmd: &[PathBuf], hosts: &[String], options: &Options) -> Result<Hosts> {
+        let dir = context(tempfile::Builder::new().prefix("heisen-hosts-").tempdir(), "cannot create a temp dir")?;
+        let mode = if options.loopback {
+            Mode::Loopback("loopback requested".into())
+        } else {
+            match netns_possible() {
+                Ok(()) => Mode::Netns,
+                Err(why) => Mode::Loopback(why),
+            }
+        };
+        let mut started = Hosts {
+            mode: mode.clone(),
+            agents: BTreeMap::new(),
+            host_addrs: BTreeMap::new(),
+            token: None,
+            children: Vec::new(),
+            namespaces: Vec::new(),
+            bridge: None,
+            dir,
+        };
+        let id = 20 + std::process::id() % 200;
+        if mode == Mode::Netns {
+            started.bridge_up(id)?;
+        }
+        for (i, host) in hosts.iter().enumerate() {
+            let data = started.dir.path().join(format!("agent-{host}"));
+            let mut args: Vec<String> =
+                vec!["--name".into(), host.clone(), "--data".into(), data.display().to_string()];
+            if let Some(skew) = options.skews.get(host) {
+                args.push(format!("--clock-skew={skew}"));
+            }
+            let (listen, addr, ns) = match mode {
+                Mode::Netns => {
+                    let (ns, addr) = started.netns_host(id, i)?;
+                    args.extend(["--scope".into(), "netns".into(), "--token-file".into()]);
+                    args.push(started.dir.path().join("token").display().to_string());
+                    (format!("{addr}:7800"), addr, Some(ns))
+                }
+                Mode::Loopback(_) => {
+                    args.extend(["--scope".into(), "launched".into()]);
+                    (format!("127.0.0.1:{}", free_port()?), "127.0.0.1".to_string(), None)
+                }
+            };
+            args.extend(["--listen".into(), listen.clone()]);
+            let child = spawn_agent(agent_cmd, &args, ns.as_deref(), &started.log_path(host))?;
+            started.children.push(child);
+            started.agents.insert(host.clone(), listen);
+            started.host_addrs.insert(host.clone(), addr);
+        }
+        for (host, addr) in started.agents.clone() {
+            wait_listening(&addr, Duration::from_secs(15)).map_err(|e| {
+                let log = std::fs::read_to_string(started.log_path(&host)).unwrap_or_default();
+                format!("agent for host {host} did not come up: {e}; its log: {}", log.trim())
+            })?;
+        }
+        Ok(started)
+    }
+
+    /// The agent log of `host` (its stdout and stderr).
+    pub fn log_path(&self, host: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{host}.log"))
+    }
+
+    fn bridge_up(&mut self, id: u32) -> Result<()> {
+        let bridge = format!("hzbr{id}");
+        let _ = ip(&["link", "del", &bridge]);
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        self.bridge = Some(bridge.clone());
+        ip(&["addr", "add", &format!("10.213.{id}.1/24"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let token = format!("{nanos:x}{:x}", std::process::id());
+        context(std::fs::write(self.dir.path().join("token"), &token), "cannot write the token file")?;
+        self.token = Some(token);
+        Ok(())
+    }
+
+    /// Namespace `i` on the bridge: returns its name and address.
+    fn netns_host(&mut self, id: u32, i: usize) -> Result<(String, String)> {
+        let bridge = self.bridge.clone().expect("bridge is up");
+        let ns = format!("heisen{id}-{i}");
+        let _ = ip(&["netns", "del", &ns]);
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        let (outer, inner) = (format!("hz{id}v{i}a"), format!("hz{id}v{i}b"));
+        ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
+        ip(&["link", "set", &outer, "master", &bridge, "up"])?;
+        ip(&["link", "set", &inner, "netns", &ns])?;
+        let addr = format!("10.213.{id}.{}", i + 2);
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner])?;
+        ip(&["-n", &ns, "link", "set", &inner, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok((ns, addr))
+    }
+}
+
+/// Starts an agent, inside netns `ns` when given (setns before exec; mounts stay shared).
+fn spawn_agent(agent_cmd: &[PathBuf], args: &[String], ns: Option<&str>, log: &Path) -> Result<Child> {
+    let (program, leading) = agent_cmd.split_first().ok_or("no agent program given")?;
+    let log_file = context(std::fs::File::create(log), "cannot create an agent log")?;
+    let mut cmd = Command::new(program);
+    cmd.args(leading).args(args).stdin(Stdio::null());
+    cmd.stdout(context(log_file.try_clone(), "agent log")?).stderr(log_file);
+    let netns = match ns {
+        Some(ns) => {
+            Some(context(std::fs::File::open(format!("/run/netns/{ns}")), &format!("cannot open /run/netns/{ns}"))?)
+        }
+        None => None,
+    };
+    if let Some(file) = &netns {
+        let fd = file.as_raw_fd();
+        // SAFETY: setns on an fd opened before fork is async-signal-safe; `file` outlives spawn.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    context(cmd.spawn(), &format!("cannot start the agent {}", program.display()))
+}
+
+fn wait_listening(addr: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let sock: std::net::SocketAddr = context(addr.parse(), "bad agent address")?;
+    loop {
+        if std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("nothing listening on {addr} after {} s", timeout.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for child in &mut self.children {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        if let Some(bridge) = &self.bridge {
+            let _ = ip(&["link", "del", bridge]);
+        }
+    }
+}
