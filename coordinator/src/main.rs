@@ -3,6 +3,7 @@
 //! Exit codes: 0 success / confirmed, 1 refuted or failure where it should not be, 2 bad input
 //! or an unreachable dependency.
 
+mod bench;
 mod client;
 mod demo;
 
@@ -38,6 +39,9 @@ enum Command {
     Timeline(TimelineArgs),
     /// Show each agent's reachability, version, capabilities and clock offset.
     Agents(AgentsArgs),
+    /// Measure and print numbers (see docs/BENCHMARKS.md); build with --release.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run a heisen agent (same as the heisen-agent binary); used by local hosts.
     #[command(hide = true)]
     Agent(heisen_agent::AgentArgs),
@@ -142,6 +146,22 @@ struct TimelineArgs {
     json: bool,
 }
 
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// The k-way merge of synthetic per-host streams: events/s and peak memory.
+    Merge {
+        /// Events in all.
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Hosts (streams).
+        #[arg(long, default_value_t = 8)]
+        hosts: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args, Debug)]
 struct AgentsArgs {
     /// NAME=HOST:PORT (repeatable).
@@ -189,6 +209,22 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Verify(a) => verify_cmd(a).await,
         Command::Timeline(a) => timeline_cmd(a),
         Command::Agents(a) => agents_cmd(a).await,
+        Command::Bench(BenchCommand::Merge { events, hosts, json }) => {
+            let r = tokio::task::spawn_blocking(move || bench::merge(events, hosts)).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!("merge of {} events from {} hosts", r.events, r.hosts);
+                println!("  with generation   {:>12.0} events/s", r.events_per_s);
+                println!("  generation alone  {:>12.0} events/s", r.generate_events_per_s);
+                println!("  merge alone       {:>12.0} events/s   (aim: >= 20,000,000)", r.merge_only_events_per_s);
+                println!(
+                    "  peak RSS          {:>12} bytes after all, {} after a tenth",
+                    r.peak_rss_bytes, r.peak_rss_after_tenth_bytes
+                );
+            }
+            Ok(0)
+        }
         Command::Agent(_) => unreachable!("handled in main"),
     }
 }
@@ -337,14 +373,41 @@ pub fn clocks_json(bundle: &Bundle) -> serde_json::Value {
 fn timeline_cmd(a: TimelineArgs) -> Result<i32> {
     let bundle = Bundle::read(&a.bundle).map_err(|e| anyhow!("{e}"))?;
     let filter = timeline::Filter { hosts: a.host, run: a.run, kinds: a.kind, essentials: !a.all && !a.json };
-    let events = timeline::merged(&bundle, &filter);
+    let timeline = timeline::build(&bundle, &filter);
+    if timeline.violations > 0 {
+        eprintln!(
+            "warning: {} causal edge(s) contradict the clock intervals (clock violation); see `violates_clocks`",
+            timeline.violations
+        );
+    }
     if a.json {
-        let array: Vec<_> = events.iter().map(|(h, p)| timeline::to_json(h, p)).collect();
+        let array: Vec<_> = timeline
+            .events
+            .iter()
+            .map(|s| {
+                let mut v = timeline::to_json(s.host, &s.placed);
+                if let (serde_json::Value::Object(v), serde_json::Value::Object(facts)) =
+                    (&mut v, timeline::facts_json(s))
+                {
+                    v.extend(facts);
+                }
+                v
+            })
+            .collect();
         println!("{}", serde_json::to_string(&array)?);
     } else {
-        let origin = events.first().map(|(_, p)| p.interval.midpoint_ns()).unwrap_or(0);
-        for (host, p) in &events {
-            println!("{}", timeline::to_text(host, p, origin));
+        let origin = timeline.events.first().map(|s| s.placed.interval.midpoint_ns()).unwrap_or(0);
+        let mut previous: Option<(&str, u64)> = None;
+        for s in &timeline.events {
+            let concurrent = previous.is_some_and(|p| s.concurrent.contains(&p));
+            let marker = if concurrent { "≈" } else { " " };
+            let mut line = format!("{marker}{}", timeline::to_text(s.host, &s.placed, origin));
+            for (from, host, kind, bad) in s.caused_by.iter().filter(|(from, ..)| from.host != s.placed.host) {
+                let warn = if *bad { " CLOCK VIOLATION" } else { "" };
+                line.push_str(&format!("  <-{kind:?} {host}#{}{warn}", from.seq));
+            }
+            println!("{line}");
+            previous = Some((s.host, s.placed.event.seq));
         }
     }
     Ok(0)

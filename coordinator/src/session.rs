@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use heisen_proto as proto;
-use heisen_recordings::{Bundle, GateSpec, HostRecording, Process, RunOutcome, Scenario, ScenarioSource, StepOutcome};
+use heisen_recordings::{
+    Bundle, GateSpec, HostRecording, Mark, MarkKind, MessageEdge, Process, RunOutcome, Scenario, ScenarioSource,
+    StepOutcome,
+};
 use tokio::sync::mpsc;
 
 use crate::client::{self, Agent};
@@ -69,6 +72,10 @@ pub struct Session {
     started_ns: i64,
     next_run: u32,
     pub runs: Vec<RunOutcome>,
+    /// Causal edges made by the coordinator's own messages (it saw `from`, then caused `to`).
+    causal: Vec<MessageEdge>,
+    /// What the coordinator has observed so far in the current run, in order.
+    observed: Vec<Mark>,
 }
 
 impl Session {
@@ -85,6 +92,8 @@ impl Session {
             started_ns: client::now_ns(),
             next_run: 1,
             runs: Vec::new(),
+            causal: Vec::new(),
+            observed: Vec::new(),
         };
         for (name, agent) in session.agents.iter_mut() {
             let samples = agent.probe(8).await?;
@@ -238,6 +247,7 @@ impl Session {
     ) -> Result<RunOutcome> {
         let run = self.next_run;
         self.next_run += 1;
+        self.observed.clear();
         let mut notes = Vec::new();
         let mut service_pids = Vec::new();
         for service in &scenario.services {
@@ -299,27 +309,57 @@ impl Session {
         Ok(outcome)
     }
 
-    async fn act(&self, scenario: &Scenario, run: u32, action: &Action) -> Result<(), String> {
+    /// Notes that the coordinator has seen `what` on `host`.
+    fn observe(&mut self, host: &str, run: u32, what: MarkKind) {
+        self.observed.push(Mark { host: host.to_string(), run, what });
+    }
+
+    /// The coordinator is about to cause `to`: everything it has observed on other hosts precedes it.
+    fn cause(&mut self, to: Mark) {
+        let mut latest: BTreeMap<&str, &Mark> = BTreeMap::new();
+        for m in &self.observed {
+            latest.insert(m.host.as_str(), m);
+        }
+        let edges: Vec<MessageEdge> = latest
+            .into_values()
+            .filter(|m| m.host != to.host)
+            .map(|from| MessageEdge { from: from.clone(), to: to.clone() })
+            .collect();
+        self.causal.extend(edges);
+    }
+
+    async fn act(&mut self, scenario: &Scenario, run: u32, action: &Action) -> Result<(), String> {
         let host_of = |step: &str| scenario.process(step).map(|p| p.host.clone()).unwrap_or_default();
+        let gate_mark = |gate: &GateSpec, action: &str| MarkKind::Gate {
+            gate: proto::GatePoint::from(gate).id,
+            action: action.to_string(),
+        };
         match action {
             Action::Reached(gate) => {
-                self.wait_hold(&host_of(&gate.step), run, gate).await.ok_or_else(|| not_reached(gate))?;
+                let host = host_of(&gate.step);
+                self.wait_hold(&host, run, gate).await.ok_or_else(|| not_reached(gate))?;
+                self.observe(&host, run, gate_mark(gate, "held"));
             }
             Action::Release(gate) => {
                 let host = host_of(&gate.step);
                 let hold = self.wait_hold(&host, run, gate).await.ok_or_else(|| not_reached(gate))?;
+                self.observe(&host, run, gate_mark(gate, "held"));
+                self.cause(Mark { host: host.clone(), run, what: gate_mark(gate, "released") });
                 self.release(&host, run, gate, hold);
             }
             Action::Output(m) => {
                 if !self.wait_output(run, &m.process, &m.text, ACTION_TIMEOUT).await {
                     return Err(format!("{} never printed {:?}", m.process, m.text));
                 }
+                let what = MarkKind::Output { process: m.process.clone(), text: m.text.clone() };
+                self.observe(&host_of(&m.process), run, what);
             }
             Action::Exit(step) => {
                 let key = (run, step.clone());
                 self.wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit))
                     .await
                     .ok_or_else(|| format!("step {step} did not exit"))?;
+                self.observe(&host_of(step), run, MarkKind::Exit { process: step.clone() });
             }
         }
         Ok(())
@@ -399,6 +439,7 @@ impl Session {
             scenario: scenario.map(|s| ScenarioSource { path: scenario_path.to_string(), text: s.text.clone() }),
             hosts,
             runs: self.runs,
+            causal: self.causal,
         })
     }
 }

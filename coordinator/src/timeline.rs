@@ -1,7 +1,12 @@
 //! The merged timeline of a bundle, as text for people and as the JSON contract of
 //! `heisen timeline --json` (see PRODUCT.md: fields are only ever added).
 
-use heisen_recordings::{errno_name, signal_name, Bundle, EventKind, Merge, Placed};
+use std::collections::HashMap;
+
+use heisen_recordings::{
+    errno_name, recorded_edges, signal_name, violates_clocks, Bundle, EdgeKind, Event, EventKind, EventRef, Interval,
+    Merge, Order, Placed, Relation,
+};
 use serde_json::{json, Value};
 
 /// Which events to show.
@@ -15,7 +20,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn keeps(&self, host: &str, p: &Placed<'_>) -> bool {
+    fn keeps(&self, host: &str, p: &Placed<&Event>) -> bool {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h == host) {
             return false;
         }
@@ -42,17 +47,105 @@ impl Filter {
     }
 }
 
-/// Events of `bundle` in merged order, filtered.
-pub fn merged<'a>(bundle: &'a Bundle, filter: &Filter) -> Vec<(&'a str, Placed<'a>)> {
+/// A merged timeline with what the recording proves about order.
+pub struct Timeline<'a> {
+    /// The shown events, in merged order.
+    pub events: Vec<Shown<'a>>,
+    /// Edges whose clock intervals contradict them.
+    pub violations: usize,
+}
+
+/// One shown event with its order facts.
+pub struct Shown<'a> {
+    pub host: &'a str,
+    pub placed: Placed<&'a Event>,
+    /// Causal edges into this event: (source, kind, contradicts the clocks).
+    pub caused_by: Vec<(EventRef, &'a str, EdgeKind, bool)>,
+    /// Shown events on other hosts that nothing orders relative to this one.
+    pub concurrent: Vec<(&'a str, u64)>,
+}
+
+/// At most this many concurrent events are listed per event.
+const MAX_CONCURRENT: usize = 16;
+
+/// Events of `bundle` in merged order, filtered, with causal edges and concurrency.
+pub fn build<'a>(bundle: &'a Bundle, filter: &Filter) -> Timeline<'a> {
+    let hosts: Vec<(&str, &[Event])> = bundle.hosts.iter().map(|h| (h.name.as_str(), h.events.as_slice())).collect();
     let streams = bundle.hosts.iter().map(|h| (h.events.iter(), h.clock.clone())).collect();
-    Merge::new(streams)
-        .map(|p| (bundle.hosts[p.host].name.as_str(), p))
+    let all: Vec<Placed<&Event>> = Merge::new(streams).collect();
+    let interval: HashMap<EventRef, Interval> =
+        all.iter().map(|p| (EventRef { host: p.host, seq: p.event.seq }, p.interval)).collect();
+    let mut edges = recorded_edges(&hosts);
+    for m in &bundle.causal {
+        if let (Some(from), Some(to)) = (m.from.resolve(&hosts), m.to.resolve(&hosts)) {
+            edges.push(heisen_recordings::Edge { from, to, kind: EdgeKind::Message });
+        }
+    }
+    let order = Order::new(hosts.len(), &edges);
+    let mut into: HashMap<EventRef, Vec<(EventRef, &str, EdgeKind, bool)>> = HashMap::new();
+    let mut violations = 0;
+    for e in &edges {
+        let bad = match (interval.get(&e.from), interval.get(&e.to)) {
+            (Some(f), Some(t)) => violates_clocks(f, t),
+            _ => false,
+        };
+        violations += bad as usize;
+        into.entry(e.to).or_default().push((e.from, hosts[e.from.host].0, e.kind, bad));
+    }
+    let mut events: Vec<Shown<'a>> = all
+        .into_iter()
+        .map(|p| (hosts[p.host].0, p))
         .filter(|(host, p)| filter.keeps(host, p))
-        .collect()
+        .map(|(host, placed)| {
+            let at = EventRef { host: placed.host, seq: placed.event.seq };
+            Shown { host, caused_by: into.remove(&at).unwrap_or_default(), placed, concurrent: Vec::new() }
+        })
+        .collect();
+    // Intervals are bounded, so only neighbours within the widest interval can overlap.
+    let widest = events.iter().map(|s| s.placed.interval.latest_ns - s.placed.interval.earliest_ns).max().unwrap_or(0);
+    for i in 0..events.len() {
+        let centre = events[i].placed.interval.midpoint_ns();
+        let mut found = Vec::new();
+        for j in (0..i).rev().chain(i + 1..events.len()) {
+            let other = &events[j].placed;
+            if (other.interval.midpoint_ns() - centre).abs() > widest {
+                if j < i {
+                    continue;
+                }
+                break;
+            }
+            if other.host == events[i].placed.host || found.len() >= MAX_CONCURRENT {
+                continue;
+            }
+            let a =
+                (EventRef { host: events[i].placed.host, seq: events[i].placed.event.seq }, events[i].placed.interval);
+            let b = (EventRef { host: other.host, seq: other.event.seq }, other.interval);
+            if order.relation(a, b) == Relation::Concurrent {
+                found.push((events[j].host, other.event.seq));
+            }
+        }
+        events[i].concurrent = found;
+    }
+    Timeline { events, violations }
+}
+
+/// Events of `bundle` in merged order, filtered (without order facts).
+pub fn merged<'a>(bundle: &'a Bundle, filter: &Filter) -> Vec<(&'a str, Placed<&'a Event>)> {
+    build(bundle, filter).events.into_iter().map(|s| (s.host, s.placed)).collect()
+}
+
+/// The order facts of a shown event, added to its JSON.
+pub fn facts_json(shown: &Shown<'_>) -> Value {
+    json!({
+        "caused_by": shown.caused_by.iter().map(|(from, host, kind, bad)| json!({
+            "host": host, "seq": from.seq, "kind": kind, "violates_clocks": bad,
+        })).collect::<Vec<_>>(),
+        "concurrent": shown.concurrent.iter().map(|(host, seq)| json!({"host": host, "seq": seq})).collect::<Vec<_>>(),
+    })
 }
 
 /// One event as the JSON contract describes it.
-pub fn to_json(host: &str, p: &Placed<'_>) -> Value {
+pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
     let e = p.event;
     let mut v = json!({
         "host": host, "seq": e.seq, "kind": e.kind.name(), "pid": e.pid, "comm": e.comm, "run": e.run,
@@ -84,7 +177,7 @@ pub fn to_json(host: &str, p: &Placed<'_>) -> Value {
 }
 
 /// One event as a line of text: time relative to `origin_ns` with its uncertainty, host, process, what.
-pub fn to_text(host: &str, p: &Placed<'_>, origin_ns: i64) -> String {
+pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
     let e = p.event;
     let mid = p.interval.midpoint_ns() - origin_ns;
     let err_us = (p.interval.latest_ns - p.interval.earliest_ns) / 2 / 1_000;

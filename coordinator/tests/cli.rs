@@ -42,6 +42,7 @@ fn help_text() {
 /// A real (tiny) bundle written by the recordings crate's writer through `heisen`'s reader.
 fn good_bundle(dir: &Path) -> Vec<u8> {
     let bundle = heisen_recordings::Bundle {
+        causal: vec![],
         capture_id: "c".into(),
         started_ns: 0,
         scenario: None,

@@ -28,6 +28,9 @@ pub struct Bundle {
     pub scenario: Option<ScenarioSource>,
     pub hosts: Vec<HostRecording>,
     pub runs: Vec<RunOutcome>,
+    /// Causal edges the coordinator created by its own messages (see `Order`).
+    #[serde(default)]
+    pub causal: Vec<crate::MessageEdge>,
 }
 
 /// The scenario text as it was when captured.
@@ -153,6 +156,7 @@ mod tests {
 
     fn sample_bundle() -> Bundle {
         Bundle {
+            causal: vec![],
             capture_id: "c".into(),
             started_ns: 1,
             scenario: None,

@@ -197,12 +197,17 @@ impl ClockModel {
         ((1.0 - lambda) * l.error_ns as f64 + lambda * r.error_ns as f64).ceil() as i64
     }
 
-    /// Where a raw host timestamp lies on the coordinator's timeline.
-    pub fn interval(&self, raw_ns: i64) -> Interval {
+    /// The coordinator time of a raw host timestamp (the centre of its interval).
+    pub fn centre(&self, raw_ns: i64) -> i64 {
         // host = t + offset_ns + d·(t - ref) with d = drift_ppm·1e-6, solved for t relative to
         // ref (durations, so f64 keeps sub-nanosecond precision).
         let since_ref = (raw_ns - self.offset_ns - self.ref_ns) as f64;
-        let centre = self.ref_ns + (since_ref / (1.0 + self.drift_ppm * 1e-6)).round() as i64;
+        self.ref_ns + (since_ref / (1.0 + self.drift_ppm * 1e-6)).round() as i64
+    }
+
+    /// Where a raw host timestamp lies on the coordinator's timeline.
+    pub fn interval(&self, raw_ns: i64) -> Interval {
+        let centre = self.centre(raw_ns);
         let error = self.error_at(centre);
         Interval { earliest_ns: centre - error, latest_ns: centre + error }
     }

@@ -8,6 +8,7 @@ mod bundle;
 mod clock;
 mod event;
 mod merge;
+mod order;
 mod scenario;
 mod store;
 
@@ -18,7 +19,10 @@ pub use bundle::{
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use event::{errno_name, signal_name, signal_number, Event, EventKind, SignalPhase};
-pub use merge::{relation, Merge, Placed, Relation};
+pub use merge::{Merge, Placed};
+pub use order::{
+    recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,
+};
 pub use scenario::{Failure, GateSpec, Hypothesis, OutputMatch, Process, Scenario, ScenarioError, GATEABLE_SYSCALLS};
 pub use store::Store;
 

@@ -1,0 +1,101 @@
+//! `heisen bench`: measurements that print numbers (never asserts). Compare the figures in
+//! `docs/BENCHMARKS.md`, which records them with the machine and date.
+
+use std::time::Instant;
+
+use heisen_recordings::{Anchor, ClockModel, Event, EventKind, Merge};
+use serde::Serialize;
+
+/// Result of `heisen bench merge`.
+#[derive(Debug, Serialize)]
+pub struct MergeBench {
+    pub events: u64,
+    pub hosts: usize,
+    /// Events per second through the merge, synthetic generation included.
+    pub events_per_s: f64,
+    /// Events per second of generating the streams alone (the cost inside the figure above).
+    pub generate_events_per_s: f64,
+    /// The merge alone: total time minus generation time.
+    pub merge_only_events_per_s: f64,
+    /// Peak resident memory of the process after the run (VmHWM).
+    pub peak_rss_bytes: u64,
+    /// Peak resident memory after a warm-up merge of a tenth of the events: equal figures mean
+    /// memory does not grow with the number of events.
+    pub peak_rss_after_tenth_bytes: u64,
+}
+
+/// Host `h` of `hosts`: events every 100 ns of its own clock, which runs `h`·1 ms ahead and
+/// `h`·10 ppm fast; the clock model knows it within ±50 µs from 20 anchors.
+fn stream(h: usize, n: u64) -> (impl Iterator<Item = Event>, ClockModel) {
+    let offset = h as i64 * 1_000_000;
+    let ppm = h as f64 * 10.0;
+    let events = (0..n).map(move |i| {
+        let t = i as i64 * 100 * (h as i64 + 1);
+        Event {
+            seq: i,
+            raw_ns: t + offset + (t as f64 * ppm * 1e-6) as i64 + ((i * 7919) % 50) as i64,
+            pid: h as i32,
+            comm: String::new(),
+            run: 0,
+            kind: EventKind::Exit { exit_code: 0 },
+        }
+    });
+    let span = n as i64 * 100 * (h as i64 + 1);
+    let anchors = (0..20).map(|k| Anchor { at_ns: span / 20 * k, error_ns: 50_000 }).collect();
+    let model =
+        ClockModel { offset_ns: offset, error_ns: 50_000, drift_ppm: ppm, ref_ns: 0, drift_error_ppm: 1.0, anchors };
+    (events, model)
+}
+
+fn merge_once(events: u64, hosts: usize) -> (f64, u64) {
+    let per_host = events / hosts as u64;
+    let streams: Vec<_> = (0..hosts).map(|h| stream(h, per_host)).collect();
+    let start = Instant::now();
+    let mut checksum = 0u64;
+    for placed in Merge::new(streams) {
+        checksum = checksum.wrapping_add(placed.event.seq ^ placed.interval.earliest_ns as u64);
+    }
+    (start.elapsed().as_secs_f64(), std::hint::black_box(checksum))
+}
+
+fn generate_once(events: u64, hosts: usize) -> f64 {
+    let per_host = events / hosts as u64;
+    let start = Instant::now();
+    let mut checksum = 0i64;
+    for h in 0..hosts {
+        let (s, model) = stream(h, per_host);
+        for e in s {
+            checksum = checksum.wrapping_add(e.raw_ns ^ model.offset_ns);
+        }
+    }
+    std::hint::black_box(checksum);
+    start.elapsed().as_secs_f64()
+}
+
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+pub fn merge(events: u64, hosts: usize) -> MergeBench {
+    let hosts = hosts.max(1);
+    merge_once(events / 10, hosts);
+    let peak_rss_after_tenth_bytes = peak_rss_bytes();
+    let (merge_s, _) = merge_once(events, hosts);
+    let generate_s = generate_once(events, hosts);
+    let n = (events / hosts as u64 * hosts as u64) as f64;
+    MergeBench {
+        events: n as u64,
+        hosts,
+        events_per_s: n / merge_s,
+        generate_events_per_s: n / generate_s,
+        merge_only_events_per_s: n / (merge_s - generate_s).max(1e-9),
+        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_after_tenth_bytes,
+    }
+}

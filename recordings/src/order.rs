@@ -1,0 +1,308 @@
+//! Causal order across hosts: which events the recording proves ordered, and which it cannot.
+//!
+//! Same-host order is `(host, seq)`. Across hosts, `a` is before `b` when a path of causal edges
+//! leads from `a` to `b`, or when their clock intervals are disjoint; otherwise they are
+//! *concurrent* — the race candidates. Edges come from the recording itself (fork -> child,
+//! signal generation -> delivery) and from the coordinator's own messages (it released a hold on
+//! one host only after it had seen an event on another). An edge whose clock intervals say the
+//! opposite is a *clock violation*: reported, never silently "fixed".
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Event, EventKind, Interval, SignalPhase};
+
+/// An event by host index and sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventRef {
+    pub host: usize,
+    pub seq: u64,
+}
+
+/// Why one event must precede another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeKind {
+    /// fork -> the child's first event.
+    Fork,
+    /// signal generated -> signal delivered.
+    Signal,
+    /// the coordinator saw `from` before it sent the message that caused `to`.
+    Message,
+}
+
+/// `from` happened before `to`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Edge {
+    pub from: EventRef,
+    pub to: EventRef,
+    pub kind: EdgeKind,
+}
+
+/// An event named the way the coordinator knows it while a run goes on (it does not know
+/// sequence numbers yet): resolved to an [`EventRef`] when the bundle is read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    pub host: String,
+    pub run: u32,
+    pub what: MarkKind,
+}
+
+/// What a [`Mark`] refers to: the first matching event of the run on the host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarkKind {
+    Gate { gate: String, action: String },
+    Output { process: String, text: String },
+    Exit { process: String },
+}
+
+/// A coordinator message edge as recorded in the bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEdge {
+    pub from: Mark,
+    pub to: Mark,
+}
+
+impl Mark {
+    fn matches(&self, e: &Event) -> bool {
+        e.run == self.run
+            && match (&self.what, &e.kind) {
+                (MarkKind::Gate { gate, action }, EventKind::Gate { gate: g, action: a }) => gate == g && action == a,
+                (MarkKind::Output { process, text }, EventKind::Output { name, line, .. }) => {
+                    process == name && line.contains(text.as_str())
+                }
+                (MarkKind::Exit { process }, EventKind::Exit { exit_code }) => *exit_code >= 0 && e.comm == *process,
+                _ => false,
+            }
+    }
+
+    /// The event this mark names in `hosts` (names and events per host).
+    pub fn resolve(&self, hosts: &[(&str, &[Event])]) -> Option<EventRef> {
+        let host = hosts.iter().position(|(name, _)| *name == self.host)?;
+        hosts[host].1.iter().find(|e| self.matches(e)).map(|e| EventRef { host, seq: e.seq })
+    }
+}
+
+/// Edges the recording itself proves: fork -> child's first event, signal generation -> delivery.
+pub fn recorded_edges(hosts: &[(&str, &[Event])]) -> Vec<Edge> {
+    let mut edges = Vec::new();
+    for (host, (_, events)) in hosts.iter().enumerate() {
+        let at = |seq| EventRef { host, seq };
+        let mut waiting_child: std::collections::HashMap<i32, u64> = Default::default();
+        let mut waiting_signal: std::collections::HashMap<(i32, i32), u64> = Default::default();
+        for e in events.iter() {
+            if let Some(parent) = waiting_child.remove(&e.pid) {
+                edges.push(Edge { from: at(parent), to: at(e.seq), kind: EdgeKind::Fork });
+            }
+            match &e.kind {
+                EventKind::Fork { child_pid, .. } => {
+                    waiting_child.insert(*child_pid, e.seq);
+                }
+                EventKind::Signal { signal, target_pid, phase: SignalPhase::Generate, .. } => {
+                    waiting_signal.insert((*target_pid, *signal), e.seq);
+                }
+                EventKind::Signal { signal, target_pid, phase: SignalPhase::Deliver, .. } => {
+                    if let Some(from) = waiting_signal.remove(&(*target_pid, *signal)) {
+                        edges.push(Edge { from: at(from), to: at(e.seq), kind: EdgeKind::Signal });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    edges
+}
+
+/// What the recording can say about the order of two events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Relation {
+    Before,
+    After,
+    /// Nothing recorded orders them: a race candidate.
+    Concurrent,
+}
+
+/// The causal order of a capture: happens-before through edges, closed transitively.
+pub struct Order {
+    hosts: usize,
+    /// Per host, edge targets in seq order with, per host, the highest seq known to precede them
+    /// (-1: none), already taken as a running maximum along the host.
+    known: Vec<Vec<(u64, Vec<i64>)>>,
+}
+
+impl Order {
+    /// Closes `edges` transitively (vector clocks at edge targets, iterated to a fixed point).
+    pub fn new(hosts: usize, edges: &[Edge]) -> Order {
+        let mut known: Vec<Vec<(u64, Vec<i64>)>> = vec![Vec::new(); hosts];
+        for e in edges.iter().filter(|e| e.from.host < hosts && e.to.host < hosts) {
+            let list = &mut known[e.to.host];
+            let i = match list.binary_search_by_key(&e.to.seq, |(s, _)| *s) {
+                Ok(i) => i,
+                Err(i) => {
+                    let mut vc = vec![-1; hosts];
+                    vc[e.to.host] = e.to.seq as i64;
+                    list.insert(i, (e.to.seq, vc));
+                    i
+                }
+            };
+            let slot = &mut list[i].1[e.from.host];
+            *slot = (*slot).max(e.from.seq as i64);
+        }
+        let mut order = Order { hosts, known };
+        // Each pass carries knowledge one more hop; at most one pass per edge is ever needed.
+        for _ in 0..=edges.len() {
+            order.running_max();
+            let mut changed = false;
+            for e in edges.iter().filter(|e| e.from.host < hosts && e.to.host < hosts) {
+                let before = order.prefix(e.from.host, e.from.seq);
+                let i = order.known[e.to.host].binary_search_by_key(&e.to.seq, |(s, _)| *s).expect("target present");
+                for (h, v) in before.into_iter().enumerate() {
+                    let slot = &mut order.known[e.to.host][i].1[h];
+                    if v > *slot {
+                        *slot = v;
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        order.running_max();
+        order
+    }
+
+    fn running_max(&mut self) {
+        for list in &mut self.known {
+            for i in 1..list.len() {
+                let (head, tail) = list.split_at_mut(i);
+                let prev = &head[i - 1].1;
+                for (slot, p) in tail[0].1.iter_mut().zip(prev) {
+                    *slot = (*slot).max(*p);
+                }
+            }
+        }
+    }
+
+    /// Per host, the highest seq known to precede (or be) `seq` on `host`.
+    fn prefix(&self, host: usize, seq: u64) -> Vec<i64> {
+        let list = &self.known[host];
+        let i = list.partition_point(|(s, _)| *s <= seq);
+        let mut vc = if i == 0 { vec![-1; self.hosts] } else { list[i - 1].1.clone() };
+        vc[host] = vc[host].max(seq as i64);
+        vc
+    }
+
+    /// True when a causal path leads from `a` to `b` (or `a` precedes `b` on one host).
+    pub fn happens_before(&self, a: EventRef, b: EventRef) -> bool {
+        if a.host == b.host {
+            return a.seq < b.seq;
+        }
+        if b.host >= self.hosts || a.host >= self.hosts {
+            return false;
+        }
+        self.prefix(b.host, b.seq)[a.host] >= a.seq as i64
+    }
+
+    /// Order of `a` relative to `b`: causal paths first, then disjoint clock intervals.
+    pub fn relation(&self, a: (EventRef, Interval), b: (EventRef, Interval)) -> Relation {
+        if self.happens_before(a.0, b.0) {
+            Relation::Before
+        } else if self.happens_before(b.0, a.0) {
+            Relation::After
+        } else if a.1.before(&b.1) {
+            Relation::Before
+        } else if b.1.before(&a.1) {
+            Relation::After
+        } else {
+            Relation::Concurrent
+        }
+    }
+}
+
+/// An edge whose clock intervals put its effect strictly before its cause.
+pub fn violates_clocks(from: &Interval, to: &Interval) -> bool {
+    to.before(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(host: usize, seq: u64) -> EventRef {
+        EventRef { host, seq }
+    }
+
+    fn iv(earliest_ns: i64, latest_ns: i64) -> Interval {
+        Interval { earliest_ns, latest_ns }
+    }
+
+    /// Three hosts; a message chain 0#5 -> 1#3, then 1#4 -> 2#10.
+    fn chain() -> Order {
+        let m = |from, to| Edge { from, to, kind: EdgeKind::Message };
+        Order::new(3, &[m(r(0, 5), r(1, 3)), m(r(1, 4), r(2, 10))])
+    }
+
+    #[test]
+    fn happens_before_follows_paths_transitively() {
+        let order = chain();
+        let cases = [
+            (r(0, 5), r(1, 3), true),
+            (r(0, 4), r(1, 9), true),  // earlier on host 0, later on host 1
+            (r(0, 6), r(1, 3), false), // after the send
+            (r(1, 2), r(0, 9), false), // no edge back
+            (r(0, 1), r(2, 10), true), // two hops
+            (r(0, 1), r(2, 9), false), // before the second hop arrives
+            (r(1, 3), r(1, 4), true),
+            (r(2, 10), r(2, 10), false),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(order.happens_before(a, b), expected, "{a:?} -> {b:?}");
+        }
+    }
+
+    #[test]
+    fn relation_prefers_paths_then_disjoint_intervals() {
+        let order = chain();
+        let cases = [
+            // causal path wins even when the intervals overlap
+            ((r(0, 5), iv(100, 200)), (r(1, 3), iv(150, 250)), Relation::Before),
+            // no path, disjoint intervals
+            ((r(1, 0), iv(0, 10)), (r(0, 9), iv(20, 30)), Relation::Before),
+            ((r(1, 0), iv(20, 30)), (r(0, 9), iv(0, 10)), Relation::After),
+            // no path, overlapping intervals: concurrent
+            ((r(1, 0), iv(0, 25)), (r(0, 9), iv(20, 30)), Relation::Concurrent),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(order.relation(a, b), expected, "{a:?} vs {b:?}");
+        }
+        assert!(violates_clocks(&iv(100, 110), &iv(50, 60)));
+        assert!(!violates_clocks(&iv(100, 110), &iv(105, 160)));
+    }
+
+    #[test]
+    fn recorded_edges_link_forks_and_signals() {
+        let ev = |seq, pid, kind| Event { seq, raw_ns: seq as i64, pid, comm: String::new(), run: 0, kind };
+        let signal = |phase| EventKind::Signal {
+            signal: 1,
+            sender_pid: 10,
+            sender_comm: String::new(),
+            target_pid: 20,
+            target_comm: String::new(),
+            phase,
+            result: 0,
+        };
+        let events = vec![
+            ev(0, 10, EventKind::Fork { parent_pid: 10, child_pid: 11 }),
+            ev(1, 10, signal(SignalPhase::Generate)),
+            ev(2, 11, EventKind::Exit { exit_code: 0 }),
+            ev(3, 20, signal(SignalPhase::Deliver)),
+        ];
+        let edges = recorded_edges(&[("h", &events)]);
+        assert_eq!(
+            edges.iter().map(|e| (e.from.seq, e.to.seq, e.kind)).collect::<Vec<_>>(),
+            vec![(0, 2, EdgeKind::Fork), (1, 3, EdgeKind::Signal)]
+        );
+    }
+}
