@@ -169,6 +169,9 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
             json!({"name": name, "stream": stream, "line": line})
         }
         EventKind::Gate { gate, action } => json!({"gate": gate, "action": action}),
+        EventKind::Socket { local, remote, from_state, to_state } => {
+            json!({"local": local, "remote": remote, "from_state": from_state, "to_state": to_state})
+        }
     };
     if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
         v.extend(extra);
@@ -200,6 +203,9 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         EventKind::Launch { name, role, .. } => format!("launch {role} {name}"),
         EventKind::Output { stream, line, .. } => format!("{stream}: {line}"),
         EventKind::Gate { gate, action } => format!("gate {gate} {action}"),
+        EventKind::Socket { local, remote, from_state, to_state } => {
+            format!("tcp {local} -> {remote} {from_state} -> {to_state}")
+        }
     };
     let what = if what.chars().count() > 120 { format!("{}…", truncate(&what, 119)) } else { what };
     format!(

@@ -145,7 +145,12 @@ impl Capture {
         if let Some(instance) = &capture.instance {
             let pipe = instance.pipe()?;
             let mono_to_raw = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
-            let mut decoder = Decoder::new(scope, mono_to_raw);
+            let socket_addrs = match scope {
+                // Loopback hosts share addresses: a socket could not be told apart.
+                Scope::Launched => Vec::new(),
+                Scope::Netns { .. } => crate::observer::host_addresses(),
+            };
+            let mut decoder = Decoder::new(scope, mono_to_raw).with_socket_addresses(socket_addrs);
             let sink = capture.sink.clone();
             let stopped = capture.stopped.clone();
             let handle = std::thread::Builder::new()

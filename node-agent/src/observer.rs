@@ -20,7 +20,45 @@ pub const BASE_EVENTS: &[&str] = &[
     "sched/sched_process_exit",
     "signal/signal_generate",
     "signal/signal_deliver",
+    "sock/inet_sock_set_state",
 ];
+
+/// TCP transitions worth recording: each pairs with a transition of the peer socket, which gives
+/// a causal edge across hosts (see `heisen_recordings::recorded_edges`).
+const SOCKET_TRANSITIONS: &[(&str, &str)] = &[
+    ("SYN_SENT", "ESTABLISHED"),
+    ("SYN_RECV", "ESTABLISHED"),
+    ("ESTABLISHED", "FIN_WAIT1"),
+    ("ESTABLISHED", "CLOSE_WAIT"),
+    ("CLOSE_WAIT", "LAST_ACK"),
+    ("FIN_WAIT2", "TIME_WAIT"),
+];
+
+/// This host's IPv4 addresses other hosts can reach (loopback excluded: every namespace has one).
+pub fn host_addresses() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once below.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut cur = list;
+        while !cur.is_null() {
+            let addr = (*cur).ifa_addr;
+            if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(addr as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() && !ip.is_unspecified() {
+                    out.push(ip.to_string());
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
 
 /// Syscalls recorded when a capture names none.
 pub const DEFAULT_SYSCALLS: &[&str] =
@@ -92,6 +130,8 @@ pub struct Decoder {
     /// (thread, fd) -> path, resolved when `openat` returned the fd; used when the process is
     /// gone by the time a later syscall on that fd is decoded.
     fd_paths: HashMap<(i32, u64), String>,
+    /// Addresses that make a TCP socket this host's (empty: socket events are not recorded).
+    local_addrs: Vec<String>,
 }
 
 impl Decoder {
@@ -106,7 +146,36 @@ impl Decoder {
             pending: HashMap::new(),
             last_sender: HashMap::new(),
             fd_paths: HashMap::new(),
+            local_addrs: Vec::new(),
         }
+    }
+
+    /// Records TCP state changes of sockets bound to these addresses. They fire in softirq
+    /// context (any task's pid), so they are attributed by address, never by pid.
+    pub fn with_socket_addresses(mut self, addrs: Vec<String>) -> Decoder {
+        self.local_addrs = addrs;
+        self
+    }
+
+    fn socket(&mut self, line: &TraceLine<'_>) -> Step {
+        let body = line.body;
+        if self.local_addrs.is_empty() || !body.contains("protocol=IPPROTO_TCP") || !body.contains("family=AF_INET ") {
+            return Step::Nothing;
+        }
+        let field_text = |key: &str| text_field(body, key, " ").unwrap_or_default();
+        let saddr = field_text("saddr");
+        if !self.local_addrs.contains(&saddr) {
+            return Step::Nothing;
+        }
+        let from_state = field_text("oldstate").trim_start_matches("TCP_").to_string();
+        let to_state = field_text("newstate").trim_start_matches("TCP_").to_string();
+        if !SOCKET_TRANSITIONS.iter().any(|(f, t)| *f == from_state && *t == to_state) {
+            return Step::Nothing;
+        }
+        let local = format!("{saddr}:{}", field_text("sport"));
+        let remote = format!("{}:{}", field_text("daddr"), field_text("dport"));
+        let (pid, comm) = if self.in_scope(line.pid) { (line.pid, line.comm) } else { (0, "") };
+        self.event(line, pid, comm, EventKind::Socket { local, remote, from_state, to_state })
     }
 
     fn is_agent(&self, pid: i32) -> bool {
@@ -143,6 +212,7 @@ impl Decoder {
     pub fn decode(&mut self, line: &TraceLine<'_>) -> Step {
         match line.event {
             "tracing_mark_write" => self.marker(line),
+            "inet_sock_set_state" => self.socket(line),
             "sched_process_fork" => {
                 let parent = field(line.body, "pid").unwrap_or(line.pid as i64) as i32;
                 let Some(child) = field(line.body, "child_pid").map(|c| c as i32) else {

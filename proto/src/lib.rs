@@ -55,6 +55,12 @@ impl From<&rec::Event> for Event {
             rec::EventKind::Gate { gate, action } => {
                 Kind::Gate(GateHold { gate: gate.clone(), action: action.clone() })
             }
+            rec::EventKind::Socket { local, remote, from_state, to_state } => Kind::Socket(Socket {
+                local: local.clone(),
+                remote: remote.clone(),
+                from_state: from_state.clone(),
+                to_state: to_state.clone(),
+            }),
         };
         Event { seq: e.seq, raw_ns: e.raw_ns, pid: e.pid, comm: e.comm.clone(), run: e.run, kind: Some(kind) }
     }
@@ -101,6 +107,12 @@ impl TryFrom<Event> for rec::Event {
             Kind::Launch(l) => rec::EventKind::Launch { name: l.name, role: l.role, argv: l.argv },
             Kind::Output(o) => rec::EventKind::Output { name: o.name, stream: o.stream, line: o.line },
             Kind::Gate(g) => rec::EventKind::Gate { gate: g.gate, action: g.action },
+            Kind::Socket(s) => rec::EventKind::Socket {
+                local: s.local,
+                remote: s.remote,
+                from_state: s.from_state,
+                to_state: s.to_state,
+            },
         };
         Ok(rec::Event { seq: e.seq, raw_ns: e.raw_ns, pid: e.pid, comm: e.comm, run: e.run, kind })
     }
@@ -149,6 +161,12 @@ mod tests {
             },
             rec::EventKind::Lost { count: 3, location: "cpu0".into() },
             rec::EventKind::Gate { gate: "w:write#3".into(), action: "held".into() },
+            rec::EventKind::Socket {
+                local: "10.0.0.2:7070".into(),
+                remote: "10.0.0.3:4242".into(),
+                from_state: "SYN_RECV".into(),
+                to_state: "ESTABLISHED".into(),
+            },
         ];
         for (seq, kind) in kinds.into_iter().enumerate() {
             let event = rec::Event { seq: seq as u64, raw_ns: 42, pid: 7, comm: "c".into(), run: 2, kind };

@@ -65,6 +65,10 @@ pub enum EventKind {
     Output { name: String, stream: String, line: String },
     /// A gate held, released or timed out on a process.
     Gate { gate: String, action: String },
+    /// A TCP state change of a socket of this host (`inet_sock_set_state`). Recorded for the
+    /// transitions that pair with the peer's across hosts (connect/accept, FIN exchange), which
+    /// give causal edges matched by address tuple.
+    Socket { local: String, remote: String, from_state: String, to_state: String },
 }
 
 /// Where a signal event was observed.
@@ -96,6 +100,7 @@ impl EventKind {
             EventKind::Launch { .. } => "launch",
             EventKind::Output { .. } => "output",
             EventKind::Gate { .. } => "gate",
+            EventKind::Socket { .. } => "socket",
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum EdgeKind {
     Fork,
     /// signal generated -> signal delivered.
     Signal,
+    /// a TCP segment: the sender's state change -> the peer's (matched by address tuple).
+    Tcp,
     /// the coordinator saw `from` before it sent the message that caused `to`.
     Message,
 }
@@ -83,9 +85,49 @@ impl Mark {
     }
 }
 
-/// Edges the recording itself proves: fork -> child's first event, signal generation -> delivery.
+/// TCP transitions that send a segment, and the peer's transition that receives it:
+/// the final ACK of the handshake, the first FIN, the second FIN.
+const TCP_PAIRS: &[((&str, &str), (&str, &str))] = &[
+    (("SYN_SENT", "ESTABLISHED"), ("SYN_RECV", "ESTABLISHED")),
+    (("ESTABLISHED", "FIN_WAIT1"), ("ESTABLISHED", "CLOSE_WAIT")),
+    (("CLOSE_WAIT", "LAST_ACK"), ("FIN_WAIT2", "TIME_WAIT")),
+];
+
+/// Cross-host TCP edges: a sender's transition -> the first later-unmatched transition of the
+/// socket with the mirrored address tuple, on any host.
+fn tcp_edges(hosts: &[(&str, &[Event])]) -> Vec<Edge> {
+    type Key<'a> = (&'a str, &'a str, &'a str, &'a str);
+    let mut receivers: std::collections::HashMap<Key<'_>, std::collections::VecDeque<EventRef>> = Default::default();
+    let mut senders: Vec<(Key<'_>, EventRef)> = Vec::new();
+    for (host, (_, events)) in hosts.iter().enumerate() {
+        for e in events.iter() {
+            if let EventKind::Socket { local, remote, from_state, to_state } = &e.kind {
+                let at = EventRef { host, seq: e.seq };
+                for ((sf, st), (rf, rt)) in TCP_PAIRS {
+                    if from_state == sf && to_state == st {
+                        // What the peer's socket will record: its local is our remote.
+                        senders.push(((remote.as_str(), local.as_str(), rf, rt), at));
+                    }
+                    if from_state == rf && to_state == rt {
+                        receivers.entry((local.as_str(), remote.as_str(), rf, rt)).or_default().push_back(at);
+                    }
+                }
+            }
+        }
+    }
+    senders
+        .into_iter()
+        .filter_map(|(key, from)| {
+            let to = receivers.get_mut(&key)?.pop_front()?;
+            Some(Edge { from, to, kind: EdgeKind::Tcp })
+        })
+        .collect()
+}
+
+/// Edges the recording itself proves: fork -> child's first event, signal generation -> delivery,
+/// and TCP segments between sockets of different hosts.
 pub fn recorded_edges(hosts: &[(&str, &[Event])]) -> Vec<Edge> {
-    let mut edges = Vec::new();
+    let mut edges = tcp_edges(hosts);
     for (host, (_, events)) in hosts.iter().enumerate() {
         let at = |seq| EventRef { host, seq };
         let mut waiting_child: std::collections::HashMap<i32, u64> = Default::default();
@@ -279,6 +321,41 @@ mod tests {
         }
         assert!(violates_clocks(&iv(100, 110), &iv(50, 60)));
         assert!(!violates_clocks(&iv(100, 110), &iv(105, 160)));
+    }
+
+    #[test]
+    fn tcp_edges_pair_mirrored_tuples_across_hosts() {
+        let sock = |seq, local: &str, remote: &str, from: &str, to: &str| Event {
+            seq,
+            raw_ns: 0,
+            pid: 0,
+            comm: String::new(),
+            run: 0,
+            kind: EventKind::Socket {
+                local: local.into(),
+                remote: remote.into(),
+                from_state: from.into(),
+                to_state: to.into(),
+            },
+        };
+        let (c, s) = ("10.0.0.3:4000", "10.0.0.2:7070");
+        let client = vec![
+            sock(0, c, s, "SYN_SENT", "ESTABLISHED"),
+            sock(1, c, s, "ESTABLISHED", "FIN_WAIT1"),
+            sock(2, c, s, "FIN_WAIT2", "TIME_WAIT"),
+        ];
+        let server = vec![
+            sock(0, s, c, "SYN_RECV", "ESTABLISHED"),
+            sock(1, s, "10.0.0.9:1", "SYN_RECV", "ESTABLISHED"), // another client
+            sock(2, s, c, "ESTABLISHED", "CLOSE_WAIT"),
+            sock(3, s, c, "CLOSE_WAIT", "LAST_ACK"),
+        ];
+        let edges = recorded_edges(&[("client", &client), ("server", &server)]);
+        let got: Vec<_> = edges.iter().map(|e| ((e.from.host, e.from.seq), (e.to.host, e.to.seq), e.kind)).collect();
+        assert_eq!(
+            got,
+            vec![((0, 0), (1, 0), EdgeKind::Tcp), ((0, 1), (1, 2), EdgeKind::Tcp), ((1, 3), (0, 2), EdgeKind::Tcp)]
+        );
     }
 
     #[test]
