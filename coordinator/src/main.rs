@@ -160,6 +160,21 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Recording and gating costs side by side: untraced, heisen's observer, strace, gates.
+    Record {
+        /// One-byte writes of the storm workload.
+        #[arg(long, default_value_t = 1_000_000)]
+        storm_writes: u64,
+        /// MiB of the load workload (written in 64 KiB chunks).
+        #[arg(long, default_value_t = 1024)]
+        load_mib: u64,
+        /// Writes for the rows where every write traps to a supervisor.
+        #[arg(long, default_value_t = 100_000)]
+        trapped_writes: u64,
+        /// Print JSON (one object per row).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -209,8 +224,18 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Verify(a) => verify_cmd(a).await,
         Command::Timeline(a) => timeline_cmd(a),
         Command::Agents(a) => agents_cmd(a).await,
+        Command::Bench(BenchCommand::Record { storm_writes, load_mib, trapped_writes, json }) => {
+            let sizes = bench::record::Sizes { storm_writes, load_mib, trapped_writes };
+            let rows = bench::record::record(&sizes, |what| verify::progress(&format!("bench: {what}"))).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print!("{}", bench::record::table(&rows));
+            }
+            Ok(0)
+        }
         Command::Bench(BenchCommand::Merge { events, hosts, json }) => {
-            let r = tokio::task::spawn_blocking(move || bench::merge(events, hosts)).await?;
+            let r = tokio::task::spawn_blocking(move || bench::merge::merge(events, hosts)).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

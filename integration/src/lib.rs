@@ -24,11 +24,14 @@ use std::time::{Duration, Instant};
 
 mod export_mount;
 pub mod hosts;
+mod workloads;
 
 /// Runs the guest program `args[0]` with the rest of `args`; returns its exit code.
 pub fn run(args: Vec<String>) -> i32 {
     let Some((name, rest)) = args.split_first() else {
-        eprintln!("usage: fixture NAME [ARGS...]; names: export-server, export-mount, writer, remount");
+        eprintln!(
+            "usage: fixture NAME [ARGS...]; names: export-server, export-mount, writer, remount, storm, load, getppid"
+        );
         return 2;
     };
     name_process(name);
@@ -37,8 +40,11 @@ pub fn run(args: Vec<String>) -> i32 {
         "writer" => writer(&Flags::new(rest)),
         "remount" => remount(&Flags::new(rest)),
         "export-mount" => export_mount::run(&Flags::new(rest)),
+        "storm" => workloads::storm(&Flags::new(rest)),
+        "load" => workloads::load(&Flags::new(rest)),
+        "getppid" => workloads::getppid(&Flags::new(rest)),
         other => Err(Failure::usage(format!(
-            "unknown fixture `{other}`; names: export-server, export-mount, writer, remount"
+            "unknown fixture `{other}`; names: export-server, export-mount, writer, remount, storm, load, getppid"
         ))),
     };
     match result {
@@ -85,7 +91,7 @@ impl<'a> Flags<'a> {
         self.get(flag).ok_or_else(|| Failure::usage(format!("missing {flag}")))
     }
 
-    fn number(&self, flag: &str, default: u64) -> Result<u64, Failure> {
+    pub(crate) fn number(&self, flag: &str, default: u64) -> Result<u64, Failure> {
         match self.get(flag) {
             None => Ok(default),
             Some(v) => v.parse().map_err(|_| Failure::usage(format!("{flag} wants a number, got `{v}`"))),
@@ -179,7 +185,7 @@ pub(crate) fn connect(addr: &str) -> Result<TcpStream, Failure> {
 }
 
 /// Writes all of `bytes` to `fd` with as few `write(2)` calls as the kernel allows.
-fn write_all_raw(fd: i32, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_all_raw(fd: i32, bytes: &[u8]) -> std::io::Result<()> {
     let mut sent = 0;
     while sent < bytes.len() {
         // SAFETY: fd is open for the caller's lifetime; the slice is live and in bounds.

@@ -223,6 +223,15 @@ impl HoldRegistry {
     }
 }
 
+/// Asks the kernel to wake the held task on the CPU of the supervisor that answers it
+/// (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`): cross-CPU wake-ups dominate a hold/release round trip
+/// on this kind of machine (KERNEL.md). Best effort: older kernels refuse the flag.
+pub fn sync_wake_up(listener: RawFd) {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    // SAFETY: SET_FLAGS takes the flags by value; the fd is a seccomp listener.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) };
+}
+
 /// Serves one launched process's seccomp notifications until every task using the filter is
 /// gone. `on_hold` is told of each hold (to notify the coordinator); `on_end` of how it ended.
 pub fn supervise(
@@ -234,6 +243,7 @@ pub fn supervise(
     on_end: impl Fn(&Held, HoldEnd),
 ) {
     let fd = listener.as_raw_fd();
+    sync_wake_up(fd);
     let mut seen: Vec<u32> = vec![0; gates.len()];
     loop {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };

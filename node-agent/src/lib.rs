@@ -6,7 +6,7 @@
 
 mod capture;
 mod clock;
-mod gate;
+pub mod gate;
 mod launch;
 mod observer;
 mod service;

@@ -1,0 +1,391 @@
+//! `heisen bench record`: what observing and gating cost, side by side in one run, as ratios to
+//! the untraced workload. Workloads are guest programs that time their own loop:
+//! `storm` (one-byte writes to /dev/null) and `load` (a file written in 64 KiB chunks).
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use heisen_agent::gate::{self, Filter, GatePoint, HoldRegistry};
+use heisen_proto as proto;
+use serde::Serialize;
+
+use crate::client::Agent;
+
+/// One row of the table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub workload: String,
+    pub method: String,
+    pub ns_per_syscall: f64,
+    pub ratio_vs_untraced: f64,
+    /// Events the method failed to record (None: the method records nothing of ours).
+    pub events_lost: Option<u64>,
+    /// The target this row is held to, in words, and whether it is met.
+    pub target: String,
+    pub met: Option<bool>,
+}
+
+/// Sizes of the workloads.
+pub struct Sizes {
+    pub storm_writes: u64,
+    pub load_mib: u64,
+    /// Writes for the rows where every write traps to a supervisor (slow by design).
+    pub trapped_writes: u64,
+}
+
+fn exe() -> Result<PathBuf> {
+    std::env::current_exe().context("cannot find the heisen binary")
+}
+
+/// `elapsed_ns=N calls=M` from a workload's output.
+fn parse(output: &str) -> Result<(f64, u64)> {
+    let line = output
+        .lines()
+        .find(|l| l.starts_with("elapsed_ns="))
+        .ok_or_else(|| anyhow!("workload printed no timing: {output}"))?;
+    let mut ns = 0.0;
+    let mut calls = 0;
+    for part in line.split_whitespace() {
+        if let Some(v) = part.strip_prefix("elapsed_ns=") {
+            ns = v.parse()?;
+        } else if let Some(v) = part.strip_prefix("calls=") {
+            calls = v.parse()?;
+        }
+    }
+    Ok((ns / calls.max(1) as f64, calls))
+}
+
+fn run(cmd: &mut Command) -> Result<(f64, u64)> {
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        return Err(anyhow!("{cmd:?} failed: {}", out.status));
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn workload_args(workload: &str, sizes: &Sizes, dir: &Path, trapped: bool) -> Vec<String> {
+    match workload {
+        "storm" => {
+            let n = if trapped { sizes.trapped_writes } else { sizes.storm_writes };
+            vec!["fixture".into(), "storm".into(), "--writes".into(), n.to_string()]
+        }
+        _ => vec![
+            "fixture".into(),
+            "load".into(),
+            "--mib".into(),
+            sizes.load_mib.to_string(),
+            "--file".into(),
+            dir.join("load.dat").display().to_string(),
+        ],
+    }
+}
+
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t with CPU 0 set; sched_setaffinity on the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Runs the workload with a seccomp filter trapping `nrs`, served by `serve` (or by nobody, when
+/// the workload never makes those calls).
+fn run_gated(args: &[String], nrs: &[i64], pinned: bool, serve: Option<fn(OwnedFd)>) -> Result<(f64, u64)> {
+    let filter = Filter::new(nrs);
+    let mut socks = [0; 2];
+    // SAFETY: socks is a valid out-array of two fds.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, socks.as_mut_ptr()) } != 0 {
+        return Err(anyhow!("socketpair: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just created and are owned here.
+    let (parent, child) = unsafe { (OwnedFd::from_raw_fd(socks[0]), OwnedFd::from_raw_fd(socks[1])) };
+    let child_fd = child.as_raw_fd();
+    let mut cmd = Command::new(exe()?);
+    cmd.args(args).stdout(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (sched_setaffinity, seccomp, sendmsg, close).
+    unsafe {
+        cmd.pre_exec(move || {
+            if pinned {
+                pin_to_cpu0();
+            }
+            let listener = filter.install()?;
+            gate::send_fd(child_fd, listener)?;
+            libc::close(listener);
+            Ok(())
+        });
+    }
+    let proc = cmd.spawn().context("cannot start the gated workload")?;
+    drop(child);
+    let listener = gate::recv_fd(parent.as_raw_fd())?;
+    let server = serve.map(|serve| {
+        std::thread::spawn(move || {
+            if pinned {
+                pin_to_cpu0();
+            }
+            serve(listener)
+        })
+    });
+    let out = proc.wait_with_output()?;
+    if let Some(server) = server {
+        let _ = server.join();
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// heisen's gate supervisor with a gate that never holds: every write is a notification answered
+/// at once, i.e. the hold/release round trip without the coordinator's decision time.
+fn heisen_supervisor(listener: OwnedFd) {
+    let never = GatePoint {
+        id: "never".into(),
+        nr: libc::SYS_write,
+        nth: u32::MAX,
+        arg_index: None,
+        arg_equals: None,
+        arg_at_least: None,
+    };
+    gate::supervise(
+        listener,
+        vec![never],
+        Arc::new(HoldRegistry::default()),
+        Duration::from_secs(1),
+        |_| {},
+        |_, _| {},
+    );
+}
+
+/// The baseline: the least a seccomp user-notification supervisor can do.
+fn bare_supervisor(listener: OwnedFd) {
+    let fd = listener.as_raw_fd();
+    gate::sync_wake_up(fd);
+    loop {
+        // SAFETY: zeroed notification buffer as the kernel requires; fd is the listener.
+        let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) } < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return; // every task using the filter is gone
+        }
+        let mut resp = libc::seccomp_notif_resp {
+            id: notif.id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        // SAFETY: a response for the notification just received.
+        unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    }
+}
+
+/// Runs the workload through a local agent with the kernel observer recording it; returns its
+/// cost per syscall, the write events the agent failed to store, and the events stored per second.
+async fn run_observed(agent: &mut Agent, args: &[String], capture: &str) -> Result<(f64, u64, u64, f64)> {
+    agent.start_capture(capture).await?;
+    let start = Instant::now();
+    let mut argv = vec!["{fixture}".to_string()];
+    argv.extend(args.iter().skip(1).cloned());
+    let req = proto::LaunchRequest {
+        capture_id: capture.into(),
+        run: 1,
+        name: "bench".into(),
+        role: "step".into(),
+        argv,
+        ..Default::default()
+    };
+    let mut stream = agent.rpc.launch(req).await.map_err(|s| agent.err("launch", s))?.into_inner();
+    let mut output = String::new();
+    while let Some(n) = stream.message().await.map_err(|s| agent.err("launch", s))? {
+        match n.notice {
+            Some(proto::process_notice::Notice::Output(o)) => {
+                output.push_str(&o.line);
+                output.push('\n');
+            }
+            Some(proto::process_notice::Notice::Exited(_)) => break,
+            _ => {}
+        }
+    }
+    let status = agent.stop_capture(capture).await?;
+    let elapsed = start.elapsed().as_secs_f64();
+    let (ns, calls) = parse(&output)?;
+    let events = agent.pull(capture).await?;
+    let writes = events
+        .iter()
+        .filter(|e| matches!(&e.kind, heisen_recordings::EventKind::Syscall { name, .. } if name == "write"))
+        .filter(|e| e.comm == "storm" || e.comm == "load")
+        .count() as u64;
+    let lost = calls.saturating_sub(writes).max(status.lost);
+    Ok((ns, lost, status.events, status.events as f64 / elapsed))
+}
+
+fn row(workload: &str, method: &str, ns: f64, base: f64, lost: Option<u64>, target: &str, met: Option<bool>) -> Row {
+    Row {
+        workload: workload.into(),
+        method: method.into(),
+        ns_per_syscall: ns,
+        ratio_vs_untraced: ns / base,
+        events_lost: lost,
+        target: target.into(),
+        met,
+    }
+}
+
+/// All rows. `progress` is told what runs now.
+pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> {
+    let dir = tempfile::tempdir()?;
+    let heisen = exe()?;
+    let hosts = heisen_fixtures::hosts::Hosts::start(
+        &[heisen.clone(), "agent".into()],
+        &["bench".to_string()],
+        &heisen_fixtures::hosts::Options { loopback: true, ..Default::default() },
+    )
+    .map_err(|e| anyhow!(e))?;
+    let mut agent = Agent::connect("bench", &hosts.agents["bench"], None).await?;
+    let observer = agent.info.capabilities.as_ref().is_some_and(|c| c.kernel_tracing);
+    let strace = Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let mut rows = Vec::new();
+    for workload in ["storm", "load"] {
+        let args = workload_args(workload, sizes, dir.path(), false);
+        progress(&format!("{workload}: untraced"));
+        let (base, _) = run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
+        rows.push(row(workload, "untraced", base, base, None, "", None));
+        if observer {
+            progress(&format!("{workload}: heisen kernel observer"));
+            let (ns, lost, _, per_s) = run_observed(&mut agent, &args, &format!("bench-{workload}")).await?;
+            let limit = if workload == "storm" { 3.0 } else { 1.10 };
+            let target = format!("<= {limit}x untraced, 0 lost");
+            let r = row(
+                workload,
+                "heisen observer (tracefs, sled)",
+                ns,
+                base,
+                Some(lost),
+                &target,
+                Some(ns / base <= limit && lost == 0),
+            );
+            rows.push(r);
+            if workload == "storm" {
+                let method = format!("ingest into sled: {per_s:.0} events/s");
+                let ingest =
+                    row(workload, &method, 1e9 / per_s, 1.0, Some(lost), ">= 1,000,000 events/s", Some(per_s >= 1e6));
+                rows.push(Row { ratio_vs_untraced: f64::NAN, ..ingest });
+            }
+        }
+        if strace {
+            for (method, extra, pinned) in [
+                ("strace -f", vec!["-f", "-e", "trace=write"], false),
+                ("strace -f, pinned to one CPU", vec!["-f", "-e", "trace=write"], true),
+                ("strace --seccomp-bpf -f", vec!["--seccomp-bpf", "-f", "-e", "trace=write"], false),
+            ] {
+                progress(&format!("{workload}: {method}"));
+                let out = dir.path().join("strace.out");
+                let mut cmd = Command::new("strace");
+                cmd.args(&extra).arg("-o").arg(&out).arg(&heisen).args(&args).stdout(Stdio::piped());
+                if pinned {
+                    // SAFETY: sched_setaffinity is async-signal-safe; strace and its child inherit it.
+                    unsafe {
+                        cmd.pre_exec(|| {
+                            pin_to_cpu0();
+                            Ok(())
+                        });
+                    }
+                }
+                let (ns, _) = run(&mut cmd)?;
+                rows.push(row(workload, method, ns, base, Some(0), "", None));
+            }
+            let observed = rows
+                .iter()
+                .find(|r| r.workload == workload && r.method.starts_with("heisen observer"))
+                .map(|r| r.ns_per_syscall);
+            let strace_pinned = rows
+                .iter()
+                .find(|r| r.workload == workload && r.method == "strace -f, pinned to one CPU")
+                .map(|r| r.ns_per_syscall);
+            if let (Some(ours), Some(theirs), "storm") = (observed, strace_pinned, workload) {
+                let speedup = theirs / ours;
+                let method = format!("heisen vs strace -f pinned: {speedup:.1}x faster");
+                rows.push(Row {
+                    ratio_vs_untraced: f64::NAN,
+                    ..row(workload, &method, ours, base, None, ">= 25x faster", Some(speedup >= 25.0))
+                });
+            }
+        }
+        progress(&format!("{workload}: gate on a syscall it does not make"));
+        let (ns, _) = run_gated(&args, &[libc::SYS_flock], false, None)?;
+        rows.push(row(
+            workload,
+            "gate, syscall not made (filter path)",
+            ns,
+            base,
+            None,
+            "<= +50 ns per syscall",
+            Some(ns - base <= 50.0),
+        ));
+    }
+    // Hold/release round trips: every write traps to a supervisor.
+    let args = workload_args("storm", sizes, dir.path(), true);
+    let (base, _) = run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
+    for pinned in [true, false] {
+        let how = if pinned { "pinned to one CPU" } else { "unpinned" };
+        progress(&format!("hold/release round trips, {how}"));
+        let (bare, _) = run_gated(&args, &[libc::SYS_write], pinned, Some(bare_supervisor))?;
+        let (ours, _) = run_gated(&args, &[libc::SYS_write], pinned, Some(heisen_supervisor))?;
+        rows.push(row("storm", &format!("bare seccomp supervisor, {how}"), bare, base, None, "", None));
+        let target = format!("<= 1.5x bare ({:.0} ns)", 1.5 * bare);
+        rows.push(row(
+            "storm",
+            &format!("heisen gate hold/release, {how}"),
+            ours,
+            base,
+            None,
+            &target,
+            Some(ours <= 1.5 * bare),
+        ));
+    }
+    // The tax on a process heisen does not trace, while it records another.
+    progress("getppid in an unrelated process, without and with the observer recording");
+    let getppid = ["fixture".to_string(), "getppid".into(), "--calls".into(), sizes.storm_writes.to_string()];
+    let (idle, _) = run(Command::new(&heisen).args(&getppid).stdout(Stdio::piped()))?;
+    rows.push(row("getppid", "untraced, observer idle", idle, idle, None, "", None));
+    if observer {
+        agent.start_capture("bench-tax").await?;
+        let (busy, _) = run(Command::new(&heisen).args(&getppid).stdout(Stdio::piped()))?;
+        agent.stop_capture("bench-tax").await?;
+        rows.push(row(
+            "getppid",
+            "untraced, observer recording",
+            busy,
+            idle,
+            None,
+            "<= +60 ns per syscall",
+            Some(busy - idle <= 60.0),
+        ));
+    }
+    drop(hosts);
+    Ok(rows)
+}
+
+/// The table as text.
+pub fn table(rows: &[Row]) -> String {
+    let mut out =
+        format!("{:<9} {:<42} {:>12} {:>9} {:>8}  {}\n", "workload", "method", "ns/syscall", "ratio", "lost", "target");
+    for r in rows {
+        let lost = r.events_lost.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+        let ratio = if r.ratio_vs_untraced.is_finite() { format!("{:.2}x", r.ratio_vs_untraced) } else { "-".into() };
+        let verdict = match r.met {
+            Some(true) => " (met)",
+            Some(false) => " (MISSED)",
+            None => "",
+        };
+        out.push_str(&format!(
+            "{:<9} {:<42} {:>12.1} {:>9} {:>8}  {}{}\n",
+            r.workload, r.method, r.ns_per_syscall, ratio, lost, r.target, verdict
+        ));
+    }
+    out
+}

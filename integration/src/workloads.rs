@@ -1,0 +1,54 @@
+//! Benchmark workloads: each runs its loop and prints `elapsed_ns=N calls=M`, timing only the
+//! loop, so a tracer's start-up and tear-down are not counted against the syscalls.
+
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use crate::{io, Failure, Flags};
+
+fn report(start: Instant, calls: u64) {
+    println!("elapsed_ns={} calls={calls}", start.elapsed().as_nanos());
+}
+
+/// `storm --writes N`: N one-byte writes to /dev/null.
+pub fn storm(flags: &Flags<'_>) -> Result<(), Failure> {
+    let n = flags.number("--writes", 1_000_000)?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null").map_err(io("open /dev/null"))?;
+    let byte = [0u8; 1];
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: valid fd and a one-byte live buffer.
+        unsafe { libc::write(null.as_raw_fd(), byte.as_ptr().cast(), 1) };
+    }
+    report(start, n);
+    Ok(())
+}
+
+/// `load --mib M --file PATH`: M MiB written in 64 KiB chunks (the story-1 writer's load).
+pub fn load(flags: &Flags<'_>) -> Result<(), Failure> {
+    let mib = flags.number("--mib", 1024)?;
+    let path = flags.required("--file")?;
+    let file = std::fs::File::create(path).map_err(io("create load file"))?;
+    let chunk = vec![0x5au8; 65536];
+    let n = mib * 16;
+    let start = Instant::now();
+    for _ in 0..n {
+        crate::write_all_raw(file.as_raw_fd(), &chunk).map_err(io("write"))?;
+    }
+    report(start, n);
+    drop(file);
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// `getppid --calls N`: the cheapest syscall, for the tax on processes heisen does not trace.
+pub fn getppid(flags: &Flags<'_>) -> Result<(), Failure> {
+    let n = flags.number("--calls", 1_000_000)?;
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: getppid has no preconditions.
+        std::hint::black_box(unsafe { libc::getppid() });
+    }
+    report(start, n);
+    Ok(())
+}
