@@ -80,6 +80,97 @@ impl Sink {
     }
 }
 
+/// Where the reader thread gets events from.
+enum Reader {
+    /// The text `trace_pipe` (fallback; `HEISEN_TRACE_READER=text`).
+    Text(std::io::BufReader<std::fs::File>),
+    /// Every CPU's `trace_pipe_raw`, with the formats of the enabled events by id.
+    Raw(Arc<Instance>, std::collections::HashMap<u16, crate::rawtrace::Format>),
+}
+
+/// The reader thread: decode every event in time order into the sink until the stop marker.
+fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &AtomicBool) {
+    let mut last_flush = Instant::now();
+    let mut take = |line: crate::tracefs::TraceLine<'_>| {
+        match decoder.decode(&line) {
+            Step::Event(event) => sink.push(event),
+            Step::Stop(_) => return false,
+            Step::Nothing => {}
+        }
+        if last_flush.elapsed() > Duration::from_millis(20) {
+            sink.flush();
+            last_flush = Instant::now();
+        }
+        true
+    };
+    match reader {
+        Reader::Text(pipe) => {
+            let unparsed = tracefs::read_lines(pipe, stopped, take);
+            if unparsed > 0 {
+                sink.record_loss(unparsed, "unparsed trace lines".into());
+            }
+        }
+        Reader::Raw(instance, formats) => {
+            let mut comms = CommCache::default();
+            let result = crate::rawtrace::read_records(&instance.dir(), instance.page_size(), stopped, |record| {
+                let Some(format) = formats.get(&record.id) else { return true };
+                let line = crate::tracefs::TraceLine {
+                    comm: std::borrow::Cow::Owned(comms.get(record.pid)),
+                    pid: record.pid,
+                    mono_ns: record.mono_ns,
+                    event: &format.name,
+                    body: crate::tracefs::Body::Raw { format, data: &record.data },
+                };
+                take(line)
+            });
+            match result {
+                Ok(0) => {}
+                Ok(pages) => sink.record_loss(0, format!("{pages} ring-buffer pages reported missed events")),
+                Err(e) => sink.record_loss(0, format!("raw trace reader failed: {e}")),
+            }
+        }
+    }
+    sink.flush();
+}
+
+/// Task names by pid (raw records carry none), re-read from /proc at most every 20 ms per pid so
+/// a rename (exec, prctl) shows up promptly without a read per event. For a task that is gone,
+/// the kernel's own record of names it saw while tracing (`saved_cmdlines`) is asked: that is
+/// the name at the task's last traced event, which the text format shows too.
+#[derive(Default)]
+struct CommCache {
+    by_pid: std::collections::HashMap<i32, (String, Instant)>,
+    saved: std::collections::HashMap<i32, String>,
+    saved_at: Option<Instant>,
+}
+
+impl CommCache {
+    fn get(&mut self, pid: i32) -> String {
+        if pid == 0 {
+            return "<idle>".into();
+        }
+        if let Some((comm, at)) = self.by_pid.get(&pid) {
+            if at.elapsed() < Duration::from_millis(20) {
+                return comm.clone();
+            }
+        }
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            let comm = comm.trim_end().to_string();
+            self.by_pid.insert(pid, (comm.clone(), Instant::now()));
+            return comm;
+        }
+        if self.saved_at.is_none_or(|at| at.elapsed() > Duration::from_millis(5)) || !self.saved.contains_key(&pid) {
+            self.saved = tracefs::saved_cmdlines();
+            self.saved_at = Some(Instant::now());
+        }
+        self.saved
+            .get(&pid)
+            .cloned()
+            .or_else(|| self.by_pid.get(&pid).map(|(c, _)| c.clone()))
+            .unwrap_or_else(|| "<...>".into())
+    }
+}
+
 /// One capture being recorded.
 pub struct Capture {
     pub id: String,
@@ -143,37 +234,24 @@ impl Capture {
         let capture =
             Capture { id: id.to_string(), sink, instance, pid_filter, reader: Mutex::new(None), stopped, observer };
         if let Some(instance) = &capture.instance {
-            let pipe = instance.pipe()?;
             let mono_to_raw = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
             let socket_addrs = match scope {
                 // Loopback hosts share addresses: a socket could not be told apart.
                 Scope::Launched => Vec::new(),
                 Scope::Netns { .. } => crate::observer::host_addresses(),
             };
-            let mut decoder = Decoder::new(scope, mono_to_raw).with_socket_addresses(socket_addrs);
-            let sink = capture.sink.clone();
-            let stopped = capture.stopped.clone();
+            let decoder = Decoder::new(scope, mono_to_raw).with_socket_addresses(socket_addrs);
+            let text_reader =
+                std::env::var("HEISEN_TRACE_READER").is_ok_and(|v| v == "text") || !instance.has_raw_pipes();
+            let reader = if text_reader {
+                Reader::Text(instance.pipe()?)
+            } else {
+                Reader::Raw(instance.clone(), crate::rawtrace::formats(&instance.root(), &events))
+            };
+            let (sink, stopped) = (capture.sink.clone(), capture.stopped.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("trace-{id}"))
-                .spawn(move || {
-                    let mut last_flush = Instant::now();
-                    let unparsed = tracefs::read_lines(pipe, &stopped, |line| {
-                        match decoder.decode(&line) {
-                            Step::Event(event) => sink.push(event),
-                            Step::Stop(_) => return false,
-                            Step::Nothing => {}
-                        }
-                        if last_flush.elapsed() > Duration::from_millis(20) {
-                            sink.flush();
-                            last_flush = Instant::now();
-                        }
-                        true
-                    });
-                    if unparsed > 0 {
-                        sink.record_loss(unparsed, "unparsed trace lines".into());
-                    }
-                    sink.flush();
-                })
+                .spawn(move || read_trace(reader, decoder, &sink, &stopped))
                 .map_err(|e| format!("cannot start the trace reader thread: {e}"))?;
             *capture.reader.lock().expect("reader") = Some(handle);
             capture.spawn_housekeeping();

@@ -9,6 +9,7 @@ mod clock;
 pub mod gate;
 mod launch;
 mod observer;
+mod rawtrace;
 mod service;
 mod tracefs;
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use heisen_recordings::{EventKind, SignalPhase};
 use serde::{Deserialize, Serialize};
 
-use crate::tracefs::TraceLine;
+use crate::tracefs::{SyscallPart, TraceLine};
 
 /// Tracepoints the observer enables besides the syscall set.
 pub const BASE_EVENTS: &[&str] = &[
@@ -158,11 +158,12 @@ impl Decoder {
     }
 
     fn socket(&mut self, line: &TraceLine<'_>) -> Step {
-        let body = line.body;
-        if self.local_addrs.is_empty() || !body.contains("protocol=IPPROTO_TCP") || !body.contains("family=AF_INET ") {
+        let tcp_v4 = matches!(line.text("protocol").as_deref(), Some("IPPROTO_TCP") | Some("6"))
+            && matches!(line.text("family").as_deref(), Some("AF_INET") | Some("2"));
+        if self.local_addrs.is_empty() || !tcp_v4 {
             return Step::Nothing;
         }
-        let field_text = |key: &str| text_field(body, key, " ").unwrap_or_default();
+        let field_text = |key: &str| line.text(key).unwrap_or_default();
         let saddr = field_text("saddr");
         if !self.local_addrs.contains(&saddr) {
             return Step::Nothing;
@@ -174,8 +175,9 @@ impl Decoder {
         }
         let local = format!("{saddr}:{}", field_text("sport"));
         let remote = format!("{}:{}", field_text("daddr"), field_text("dport"));
-        let (pid, comm) = if self.in_scope(line.pid) { (line.pid, line.comm) } else { (0, "") };
-        self.event(line, pid, comm, EventKind::Socket { local, remote, from_state, to_state })
+        let in_scope = self.in_scope(line.pid);
+        let (pid, comm) = if in_scope { (line.pid, line.comm.to_string()) } else { (0, String::new()) };
+        self.event(line, pid, &comm, EventKind::Socket { local, remote, from_state, to_state })
     }
 
     fn is_agent(&self, pid: i32) -> bool {
@@ -214,8 +216,8 @@ impl Decoder {
             "tracing_mark_write" => self.marker(line),
             "inet_sock_set_state" => self.socket(line),
             "sched_process_fork" => {
-                let parent = field(line.body, "pid").unwrap_or(line.pid as i64) as i32;
-                let Some(child) = field(line.body, "child_pid").map(|c| c as i32) else {
+                let parent = line.int("parent_pid").unwrap_or(line.pid as i64) as i32;
+                let Some(child) = line.int("child_pid").map(|c| c as i32) else {
                     return Step::Nothing;
                 };
                 let member = self.in_scope(parent);
@@ -226,13 +228,13 @@ impl Decoder {
                 if !member {
                     return Step::Nothing;
                 }
-                self.event(line, parent, line.comm, EventKind::Fork { parent_pid: parent, child_pid: child })
+                self.event(line, parent, &line.comm, EventKind::Fork { parent_pid: parent, child_pid: child })
             }
             "sched_process_exec" => {
                 if !self.in_scope(line.pid) {
                     return Step::Nothing;
                 }
-                let filename = text_field(line.body, "filename", " pid=").unwrap_or_default();
+                let filename = line.text("filename").unwrap_or_default();
                 let argv = std::fs::read(format!("/proc/{}/cmdline", line.pid))
                     .map(|raw| {
                         raw.split(|b| *b == 0)
@@ -242,33 +244,33 @@ impl Decoder {
                     })
                     .unwrap_or_default();
                 let ppid = parent_of(line.pid).unwrap_or(0);
-                self.event(line, line.pid, line.comm, EventKind::Exec { filename, argv, ppid })
+                self.event(line, line.pid, &line.comm, EventKind::Exec { filename, argv, ppid })
             }
             "sched_process_exit" => {
-                let group_dead = !line.body.contains("group_dead=false");
+                let group_dead = line.flag("group_dead").unwrap_or(true);
                 let member = self.in_scope(line.pid);
                 self.pending.remove(&line.pid);
                 self.fd_paths.retain(|(pid, _), _| *pid != line.pid);
                 if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
                     return Step::Nothing; // the launcher reports launched processes' exit codes
                 }
-                self.event(line, line.pid, line.comm, EventKind::Exit { exit_code: -1 })
+                self.event(line, line.pid, &line.comm, EventKind::Exit { exit_code: -1 })
             }
             "signal_generate" => {
-                let (Some(sig), Some(target)) = (field(line.body, "sig"), field(line.body, "pid")) else {
+                let (Some(sig), Some(target)) = (line.int("sig"), line.int("pid")) else {
                     return Step::Nothing;
                 };
                 let (sig, target) = (sig as i32, target as i32);
                 if !(self.in_scope(line.pid) || self.in_scope(target)) {
                     return Step::Nothing;
                 }
-                let target_comm = text_field(line.body, "comm", " pid=").unwrap_or_default();
+                let target_comm = line.text("comm").unwrap_or_default();
                 self.last_sender.insert((target, sig), (line.pid, line.comm.to_string()));
-                let result = field(line.body, "res").unwrap_or(0) as i32;
+                let result = line.int("result").unwrap_or(0) as i32;
                 self.event(
                     line,
                     line.pid,
-                    line.comm,
+                    &line.comm,
                     EventKind::Signal {
                         signal: sig,
                         sender_pid: line.pid,
@@ -281,7 +283,7 @@ impl Decoder {
                 )
             }
             "signal_deliver" => {
-                let Some(sig) = field(line.body, "sig").map(|s| s as i32) else {
+                let Some(sig) = line.int("sig").map(|s| s as i32) else {
                     return Step::Nothing;
                 };
                 if !self.in_scope(line.pid) {
@@ -291,7 +293,7 @@ impl Decoder {
                 self.event(
                     line,
                     line.pid,
-                    line.comm,
+                    &line.comm,
                     EventKind::Signal {
                         signal: sig,
                         sender_pid,
@@ -312,45 +314,51 @@ impl Decoder {
         if !self.in_scope(line.pid) {
             return Step::Nothing;
         }
-        if let Some(ret) = line.body.strip_prefix("-> ") {
-            let Some((enter_name, args, enter_ns)) = self.pending.remove(&line.pid) else {
-                return Step::Nothing;
-            };
-            if enter_name != name {
-                return Step::Nothing;
+        match line.syscall() {
+            Some(SyscallPart::Exit(ret)) => {
+                let Some((enter_name, args, enter_ns)) = self.pending.remove(&line.pid) else {
+                    return Step::Nothing;
+                };
+                if enter_name != name {
+                    return Step::Nothing;
+                }
+                let resolve = |fd: u64| {
+                    std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok().map(|p| p.display().to_string())
+                };
+                let fd_path = if takes_fd(name) {
+                    args.first().and_then(|fd| resolve(*fd).or_else(|| self.fd_paths.get(&(line.pid, *fd)).cloned()))
+                } else if name == "openat" && ret >= 0 {
+                    let path = resolve(ret as u64);
+                    if let Some(path) = &path {
+                        self.fd_paths.insert((line.pid, ret as u64), path.clone());
+                    }
+                    path
+                } else {
+                    None
+                };
+                let comm = line.comm.to_string();
+                self.event(
+                    line,
+                    line.pid,
+                    &comm,
+                    EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path },
+                )
             }
-            let ret = parse_number(ret).map(|v| v as i64).unwrap_or(0);
-            let fd_path = if takes_fd(name) {
-                args.first()
-                    .and_then(|fd| std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok())
-                    .map(|p| p.display().to_string())
-            } else {
-                None
-            };
-            return self.event(
-                line,
-                line.pid,
-                line.comm,
-                EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path },
-            );
+            Some(SyscallPart::Enter(args)) => {
+                let enter_ns = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
+                self.pending.insert(line.pid, (name.to_string(), args, enter_ns));
+                Step::Nothing
+            }
+            None => Step::Nothing,
         }
-        let args = line
-            .body
-            .trim_start_matches('(')
-            .trim_end_matches(')')
-            .split(", ")
-            .filter_map(|arg| arg.split_once(": ").and_then(|(_, v)| parse_number(v)))
-            .collect();
-        self.pending
-            .insert(line.pid, (name.to_string(), args, crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns)));
-        Step::Nothing
     }
 
     fn marker(&mut self, line: &TraceLine<'_>) -> Step {
-        if let Some(token) = line.body.strip_prefix("heisen-stop:") {
+        let Some(text) = line.marker() else { return Step::Nothing };
+        if let Some(token) = text.strip_prefix("heisen-stop:") {
             return Step::Stop(token.trim().to_string());
         }
-        let Some(json) = line.body.strip_prefix("heisen:") else {
+        let Some(json) = text.strip_prefix("heisen:") else {
             return Step::Nothing;
         };
         let Ok(note) = serde_json::from_str::<AgentNote>(json.trim()) else {
@@ -374,41 +382,6 @@ impl Decoder {
 
 fn takes_fd(syscall: &str) -> bool {
     matches!(syscall, "write" | "pwrite64" | "sendto" | "sendmsg" | "flock")
-}
-
-/// `0x1f` or `31`.
-fn parse_number(text: &str) -> Option<u64> {
-    let text = text.trim();
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse::<i64>().ok().map(|v| v as u64),
-    }
-}
-
-/// Integer value of ` key=value` in a tracepoint body.
-fn field(body: &str, key: &str) -> Option<i64> {
-    let start = find_key(body, key)?;
-    body[start..].split(' ').next()?.parse().ok()
-}
-
-/// Text value of `key=` running up to `until` (values like comm may contain spaces).
-fn text_field(body: &str, key: &str, until: &str) -> Option<String> {
-    let start = find_key(body, key)?;
-    let rest = &body[start..];
-    Some(rest[..rest.find(until).unwrap_or(rest.len())].to_string())
-}
-
-fn find_key(body: &str, key: &str) -> Option<usize> {
-    let pattern = format!("{key}=");
-    let mut from = 0;
-    while let Some(i) = body[from..].find(&pattern) {
-        let at = from + i;
-        if at == 0 || body.as_bytes()[at - 1] == b' ' {
-            return Some(at + pattern.len());
-        }
-        from = at + pattern.len();
-    }
-    None
 }
 
 fn parent_of(pid: i32) -> Option<i32> {
@@ -467,8 +440,9 @@ mod tests {
 
     #[test]
     fn fields_are_found_by_whole_key() {
-        assert_eq!(field("comm=a pid=5 child_pid=6", "pid"), Some(5));
-        assert_eq!(field("comm=a pid=5 child_pid=6", "child_pid"), Some(6));
-        assert_eq!(text_field("sig=1 comm=my prog pid=3", "comm", " pid="), Some("my prog".into()));
+        use crate::tracefs::{text_int, text_value};
+        assert_eq!(text_int("comm=a pid=5 child_pid=6", "pid"), Some(5));
+        assert_eq!(text_int("comm=a pid=5 child_pid=6", "child_pid"), Some(6));
+        assert_eq!(text_value("sig=1 comm=my prog pid=3", "comm", " pid="), Some("my prog".into()));
     }
 }

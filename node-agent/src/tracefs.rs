@@ -63,6 +63,12 @@ impl Instance {
         let marker = instance_marker().map_err(|e| format!("cannot open {}/trace_marker: {e}", dir.display()))?;
         let instance = Instance { dir, marker };
         instance.set("trace_clock", "mono")?;
+        // Remember more task names (global; only ever raised): raw records carry no comm.
+        let cmdlines = root.join("saved_cmdlines_size");
+        if std::fs::read_to_string(&cmdlines).ok().and_then(|v| v.trim().parse::<u32>().ok()).is_some_and(|n| n < 8192)
+        {
+            let _ = std::fs::write(&cmdlines, "8192");
+        }
         instance.set("buffer_size_kb", &buffer_kb.to_string())?;
         for event in events {
             let path = format!("events/{event}/enable");
@@ -101,6 +107,30 @@ impl Instance {
         self.marker.as_raw_fd()
     }
 
+    /// The instance's directory.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    /// The tracefs mount the instance lives in (event formats are read there).
+    pub fn root(&self) -> PathBuf {
+        self.dir.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(TRACEFS))
+    }
+
+    /// True when every CPU's raw pipe is there (the binary reader can be used).
+    pub fn has_raw_pipes(&self) -> bool {
+        self.dir.join("per_cpu/cpu0/trace_pipe_raw").exists()
+    }
+
+    /// Bytes of one ring-buffer page (`buffer_subbuf_size_kb`; 4 KiB on kernels without it).
+    pub fn page_size(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("buffer_subbuf_size_kb"))
+            .ok()
+            .and_then(|kb| kb.trim().parse::<usize>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(4096)
+    }
+
     /// Opens the instance's `trace_pipe` for a reader thread.
     pub fn pipe(&self) -> Result<BufReader<File>, String> {
         let path = self.dir.join("trace_pipe");
@@ -133,6 +163,17 @@ impl Drop for Instance {
     }
 }
 
+/// The kernel's pid -> comm record of tasks it traced (`saved_cmdlines`).
+pub fn saved_cmdlines() -> std::collections::HashMap<i32, String> {
+    let text = std::fs::read_to_string(Path::new(TRACEFS).join("saved_cmdlines")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (pid, comm) = l.split_once(' ')?;
+            Some((pid.parse().ok()?, comm.to_string()))
+        })
+        .collect()
+}
+
 /// Removes `heisen-*-PID` instances whose agent PID is no longer alive.
 fn remove_stale(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root.join("instances")) else {
@@ -152,15 +193,177 @@ fn remove_stale(root: &Path) {
     }
 }
 
-/// One parsed line of `trace_pipe`.
+/// One trace event, from the text `trace_pipe` or a raw record.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TraceLine<'a> {
-    pub comm: &'a str,
+    pub comm: std::borrow::Cow<'a, str>,
     pub pid: i32,
     /// CLOCK_MONOTONIC nanoseconds (the text format carries microseconds).
     pub mono_ns: i64,
+    /// The event name; syscalls are `sys_NAME` for both enter and exit.
     pub event: &'a str,
-    pub body: &'a str,
+    pub body: Body<'a>,
+}
+
+/// An event's fields: the text after the event name, or a raw record with its layout.
+#[derive(Debug)]
+pub enum Body<'a> {
+    Text(&'a str),
+    Raw { format: &'a crate::rawtrace::Format, data: &'a [u8] },
+}
+
+impl PartialEq for Body<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Body::Text(a), Body::Text(b)) => a == b,
+            (Body::Raw { data: a, .. }, Body::Raw { data: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Body<'_> {}
+
+/// Half of a syscall.
+pub enum SyscallPart {
+    Enter(Vec<u64>),
+    Exit(i64),
+}
+
+/// The text format's key for a raw field name, where they differ.
+fn text_key(key: &str) -> &str {
+    match key {
+        "result" => "res",
+        "parent_pid" => "pid",
+        _ => key,
+    }
+}
+
+const TCP_STATES: [&str; 13] = [
+    "",
+    "TCP_ESTABLISHED",
+    "TCP_SYN_SENT",
+    "TCP_SYN_RECV",
+    "TCP_FIN_WAIT1",
+    "TCP_FIN_WAIT2",
+    "TCP_TIME_WAIT",
+    "TCP_CLOSE",
+    "TCP_CLOSE_WAIT",
+    "TCP_LAST_ACK",
+    "TCP_LISTEN",
+    "TCP_CLOSING",
+    "TCP_NEW_SYN_RECV",
+];
+
+impl TraceLine<'_> {
+    /// An integer field (raw names: `result`, `parent_pid`, ...).
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match &self.body {
+            Body::Text(body) => text_int(body, text_key(key)),
+            Body::Raw { format, data } => crate::rawtrace::int(data, format.field(key)?),
+        }
+    }
+
+    /// A text field: comm, filename, addresses (dotted), TCP states (`TCP_...`).
+    pub fn text(&self, key: &str) -> Option<String> {
+        match &self.body {
+            Body::Text(body) => {
+                let until = if key == "comm" || key == "filename" { " pid=" } else { " " };
+                text_value(body, key, until)
+            }
+            Body::Raw { format, data } => {
+                let f = format.field(key)?;
+                if key.ends_with("state") {
+                    return Some(TCP_STATES.get(crate::rawtrace::int(data, f)? as usize)?.to_string());
+                }
+                if f.array && f.size == 4 && key.ends_with("addr") {
+                    let b = data.get(f.offset..f.offset + 4)?;
+                    return Some(format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]));
+                }
+                if f.array || f.data_loc {
+                    return crate::rawtrace::string(data, f);
+                }
+                crate::rawtrace::int(data, f).map(|v| v.to_string())
+            }
+        }
+    }
+
+    /// A boolean field (`group_dead`); `None` when absent.
+    pub fn flag(&self, key: &str) -> Option<bool> {
+        match &self.body {
+            Body::Text(body) => text_value(body, key, " ").map(|v| v == "true" || v == "1"),
+            Body::Raw { .. } => self.int(key).map(|v| v != 0),
+        }
+    }
+
+    /// Enter (arguments) or exit (return value) of a `sys_*` event.
+    pub fn syscall(&self) -> Option<SyscallPart> {
+        match &self.body {
+            Body::Text(body) => match body.strip_prefix("-> ") {
+                Some(ret) => Some(SyscallPart::Exit(parse_number(ret)? as i64)),
+                None => Some(SyscallPart::Enter(
+                    body.trim_start_matches('(')
+                        .trim_end_matches(')')
+                        .split(", ")
+                        .filter_map(|arg| arg.split_once(": ").and_then(|(_, v)| parse_number(v)))
+                        .collect(),
+                )),
+            },
+            Body::Raw { format, data } if format.exit => Some(SyscallPart::Exit(self.int("ret")?)),
+            Body::Raw { format, data } if format.enter => Some(SyscallPart::Enter(
+                format
+                    .fields
+                    .iter()
+                    .filter(|f| !f.name.starts_with("common_") && f.name != "__syscall_nr")
+                    .filter_map(|f| crate::rawtrace::int(data, f).map(|v| v as u64))
+                    .collect(),
+            )),
+            Body::Raw { .. } => None,
+        }
+    }
+
+    /// The text of a `trace_marker` write.
+    pub fn marker(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.body {
+            Body::Text(body) => Some(std::borrow::Cow::Borrowed(body)),
+            Body::Raw { .. } => self.text("buf").map(std::borrow::Cow::Owned),
+        }
+    }
+}
+
+/// `0x1f` or `31` (the text format prints small values in decimal).
+pub fn parse_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse::<i64>().ok().map(|v| v as u64),
+    }
+}
+
+/// Integer value of ` key=value` in a text body.
+pub fn text_int(body: &str, key: &str) -> Option<i64> {
+    let start = find_key(body, key)?;
+    body[start..].split(' ').next()?.parse().ok()
+}
+
+/// Text value of `key=` running up to `until` (values like comm may contain spaces).
+pub fn text_value(body: &str, key: &str, until: &str) -> Option<String> {
+    let start = find_key(body, key)?;
+    let rest = &body[start..];
+    Some(rest[..rest.find(until).unwrap_or(rest.len())].to_string())
+}
+
+fn find_key(body: &str, key: &str) -> Option<usize> {
+    let pattern = format!("{key}=");
+    let mut from = 0;
+    while let Some(i) = body[from..].find(&pattern) {
+        let at = from + i;
+        if at == 0 || body.as_bytes()[at - 1] == b' ' {
+            return Some(at + pattern.len());
+        }
+        from = at + pattern.len();
+    }
+    None
 }
 
 /// Parses `COMM-PID [CPU] FLAGS SECS.USECS: EVENT: BODY` (or `EVENT(args)` / `EVENT -> ret` for
@@ -181,7 +384,7 @@ pub fn parse_line(line: &str) -> Option<TraceLine<'_>> {
     let split = rest.find([':', '(', ' '])?;
     let event = &rest[..split];
     let body = rest[split..].trim_start_matches(':').trim_start();
-    Some(TraceLine { comm, pid, mono_ns, event, body })
+    Some(TraceLine { comm: std::borrow::Cow::Borrowed(comm), pid, mono_ns, event, body: Body::Text(body) })
 }
 
 /// Reads `pipe` line by line until `until` says stop, handing parsed lines to `handle`.
@@ -221,7 +424,10 @@ mod tests {
     fn parses_the_kernel_text_format() {
         let check = |line: &str, expected: (&str, i32, i64, &str, &str)| {
             let got = parse_line(line).unwrap();
-            assert_eq!((got.comm, got.pid, got.mono_ns, got.event, got.body), expected);
+            assert_eq!(
+                (got.comm.as_ref(), got.pid, got.mono_ns, got.event, got.body),
+                (expected.0, expected.1, expected.2, expected.3, Body::Text(expected.4))
+            );
         };
         check(
             "            bash-8284    [000] .....   834.794582: sys_write(fd: 1, buf: 0x560f690e5230, count: 2)",
