@@ -114,6 +114,7 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
             let mut comms = CommCache::default();
             let result = crate::rawtrace::read_records(&instance.dir(), instance.page_size(), stopped, |record| {
                 let Some(format) = formats.get(&record.id) else { return true };
+                comms.follow(format, &record.data);
                 let line = crate::tracefs::TraceLine {
                     comm: std::borrow::Cow::Owned(comms.get(record.pid)),
                     pid: record.pid,
@@ -145,12 +146,32 @@ struct CommCache {
 }
 
 impl CommCache {
+    /// Keeps names exact across renames and execs, which the kernel reports as events.
+    fn follow(&mut self, format: &crate::rawtrace::Format, data: &[u8]) {
+        use crate::rawtrace::{int, string};
+        let pid_of = |key: &str| format.field(key).and_then(|f| int(data, f)).map(|p| p as i32);
+        match format.name.as_str() {
+            "task_rename" => {
+                if let (Some(pid), Some(comm)) = (pid_of("pid"), format.field("newcomm").and_then(|f| string(data, f)))
+                {
+                    self.by_pid.insert(pid, (comm, Instant::now() + Duration::from_secs(3600)));
+                }
+            }
+            "sched_process_exec" => {
+                if let Some(pid) = pid_of("pid") {
+                    self.by_pid.remove(&pid);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn get(&mut self, pid: i32) -> String {
         if pid == 0 {
             return "<idle>".into();
         }
         if let Some((comm, at)) = self.by_pid.get(&pid) {
-            if at.elapsed() < Duration::from_millis(20) {
+            if *at > Instant::now() || at.elapsed() < Duration::from_millis(20) {
                 return comm.clone();
             }
         }

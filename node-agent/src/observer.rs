@@ -21,6 +21,8 @@ pub const BASE_EVENTS: &[&str] = &[
     "signal/signal_generate",
     "signal/signal_deliver",
     "sock/inet_sock_set_state",
+    // Renames (prctl PR_SET_NAME): raw records carry no comm, so the reader follows renames.
+    "task/task_rename",
 ];
 
 /// TCP transitions worth recording: each pairs with a transition of the peer socket, which gives
@@ -325,8 +327,17 @@ impl Decoder {
                 let resolve = |fd: u64| {
                     std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok().map(|p| p.display().to_string())
                 };
+                // One /proc lookup per (task, fd), not per event: a storm of writes on one fd
+                // costs one readlink. openat refreshes the entry when an fd number is reused.
                 let fd_path = if takes_fd(name) {
-                    args.first().and_then(|fd| resolve(*fd).or_else(|| self.fd_paths.get(&(line.pid, *fd)).cloned()))
+                    args.first().and_then(|fd| match self.fd_paths.get(&(line.pid, *fd)) {
+                        Some(path) => Some(path.clone()),
+                        None => {
+                            let path = resolve(*fd)?;
+                            self.fd_paths.insert((line.pid, *fd), path.clone());
+                            Some(path)
+                        }
+                    })
                 } else if name == "openat" && ret >= 0 {
                     let path = resolve(ret as u64);
                     if let Some(path) = &path {

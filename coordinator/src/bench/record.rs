@@ -251,7 +251,9 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     let mut rows = Vec::new();
     for workload in ["storm", "load"] {
         let args = workload_args(workload, sizes, dir.path(), false);
-        progress(&format!("{workload}: untraced"));
+        progress(&format!("{workload}: untraced (after a warm-up run)"));
+        // The first run pays cold costs (page cache for the load's file) the others do not.
+        run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
         let (base, _) = run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
         rows.push(row(workload, "untraced", base, base, None, "", None));
         if observer {
@@ -317,15 +319,10 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         }
         progress(&format!("{workload}: gate on a syscall it does not make"));
         let (ns, _) = run_gated(&args, &[libc::SYS_flock], false, None)?;
-        rows.push(row(
-            workload,
-            "gate, syscall not made (filter path)",
-            ns,
-            base,
-            None,
-            "<= +50 ns per syscall",
-            Some(ns - base <= 50.0),
-        ));
+        // Judged on the storm's cheap syscalls; on 64 KiB writes 50 ns is below the noise.
+        let (target, met) =
+            if workload == "storm" { ("<= +50 ns per syscall", Some(ns - base <= 50.0)) } else { ("", None) };
+        rows.push(row(workload, "gate, syscall not made (filter path)", ns, base, None, target, met));
     }
     // Hold/release round trips: every write traps to a supervisor.
     let args = workload_args("storm", sizes, dir.path(), true);
