@@ -328,7 +328,7 @@ impl Decoder {
                     std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok().map(|p| p.display().to_string())
                 };
                 // One /proc lookup per (task, fd), not per event: a storm of writes on one fd
-                // costs one readlink. openat refreshes the entry when an fd number is reused.
+                // costs one readlink. openat forgets the entry when an fd number is reused.
                 let fd_path = if takes_fd(name) {
                     args.first().and_then(|fd| match self.fd_paths.get(&(line.pid, *fd)) {
                         Some(path) => Some(path.clone()),
@@ -339,11 +339,10 @@ impl Decoder {
                         }
                     })
                 } else if name == "openat" && ret >= 0 {
-                    let path = resolve(ret as u64);
-                    if let Some(path) = &path {
-                        self.fd_paths.insert((line.pid, ret as u64), path.clone());
-                    }
-                    path
+                    // The fd number is new (or reused): forget what it named. Its own path cannot be
+                    // read back reliably here, /proc may already show a later file on that number.
+                    self.fd_paths.remove(&(line.pid, ret as u64));
+                    None
                 } else {
                     None
                 };
