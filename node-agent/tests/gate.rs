@@ -10,7 +10,8 @@ use tonic::transport::Channel;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_heisen-agent");
 
-struct Running(Child, tempfile::TempDir);
+/// The agent process and its data dir, kept alive together.
+struct Running(Child, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Running {
     fn drop(&mut self) {

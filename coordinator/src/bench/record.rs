@@ -164,8 +164,9 @@ fn bare_supervisor(listener: OwnedFd) {
     let fd = listener.as_raw_fd();
     gate::sync_wake_up(fd);
     loop {
-        // SAFETY: zeroed notification buffer as the kernel requires; fd is the listener.
+        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before RECV.
         let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is the listener; notif is a correctly sized out-buffer.
         if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) } < 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                 continue;
