@@ -107,6 +107,12 @@ impl Agent {
         Ok(self.rpc.stop_capture(req).await.map_err(|s| self.err("stop capture", s))?.into_inner())
     }
 
+    /// The host's environment now (`at` says what for: `start`, `run 3`, `end`).
+    pub async fn snapshot(&mut self, capture: &str, at: &str) -> Result<heisen_recordings::Environment> {
+        let req = proto::SnapshotRequest { at: at.into(), capture_id: capture.into() };
+        Ok(self.rpc.snapshot(req).await.map_err(|s| self.err("environment snapshot", s))?.into_inner().into())
+    }
+
     /// Pulls every stored event of a capture.
     pub async fn pull(&mut self, capture: &str) -> Result<Vec<Event>> {
         let req = proto::StreamEventsRequest { capture_id: capture.into(), from_seq: 0 };

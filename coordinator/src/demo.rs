@@ -11,17 +11,20 @@ use crate::{DemoArgs, Hosts, Target};
 use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
 
 /// Stories with an embedded scenario.
-pub const STORIES: &[(&str, &str)] =
-    &[("mountd-sighup", include_str!("../../recordings/scenarios/mountd-sighup.toml"))];
+pub const STORIES: &[(&str, &str)] = &[
+    ("mountd-sighup", include_str!("../../recordings/scenarios/mountd-sighup.toml")),
+    ("statd-flock", include_str!("../../recordings/scenarios/statd-flock.toml")),
+];
 
 pub async fn run(args: &DemoArgs) -> Result<i32> {
-    let (story, json_out, out, load_runs, runs) =
-        (args.story.as_str(), args.json, args.out.as_path(), args.load_runs, args.runs);
+    let (story, json_out, out) = (args.story.as_str(), args.json, args.out.as_path());
     let text = STORIES.iter().find(|(name, _)| *name == story).map(|(_, t)| *t).ok_or_else(|| {
         let names: Vec<_> = STORIES.iter().map(|(n, _)| *n).collect();
         anyhow!("unknown story `{story}`; stories with a demo: {}", names.join(", "))
     })?;
     let scenario = Scenario::parse(&format!("<embedded {story}.toml>"), text).map_err(|e| anyhow!("{e}"))?;
+    let load_runs = args.load_runs.unwrap_or(scenario.repeat).max(1);
+    let runs = args.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs())).unwrap_or(5).max(1);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
     let target =
@@ -42,6 +45,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
     let load_failures = load_bundle.runs.iter().filter(|r| r.failed).count();
 
     let excerpt = excerpt(&load_bundle);
+    let differences = host_differences(&load_bundle);
 
     progress(&format!("phase 2/3: verifying the hypothesis, {runs} runs per ordering"));
     let (session, results) =
@@ -64,6 +68,13 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
             "clocks": crate::clocks_json(&load_bundle),
             "verify_bundle": verify_path,
             "timeline_excerpt": excerpt.as_ref().map(|(_, events)| events.clone()),
+            "diff": differences.as_ref().map(|(a, b, d)| serde_json::json!({
+                "a": a, "b": b,
+                "differences": d.iter().map(|x| serde_json::json!({
+                    "category": x.category, "subject": x.subject, "a": x.a, "b": x.b, "score": x.score,
+                    "summary": x.summary(a, b),
+                })).collect::<Vec<_>>(),
+            })),
         });
         println!("{v}");
     } else {
@@ -81,10 +92,27 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
             }
             None => println!("\n(no failing load run to show)"),
         }
+        if let Some((a, b, d)) = &differences {
+            println!("\nenvironment differences, {a} vs {b} (heisen diff):");
+            if d.is_empty() {
+                println!("  none");
+            }
+            for (i, x) in d.iter().take(5).enumerate() {
+                println!("  {}. {}", i + 1, x.summary(a, b));
+            }
+        }
         println!("\nverification ({runs} runs per ordering, bundle {}):", verify_path.display());
         print!("{}", verify::table(&results, verdict));
     }
     Ok(verdict.exit_code())
+}
+
+/// `heisen diff` of a two-host capture, at its first failing run: (host a, host b, differences).
+fn host_differences(bundle: &Bundle) -> Option<(String, String, Vec<crate::diff::Difference>)> {
+    let [a, b] = bundle.hosts.as_slice() else { return None };
+    let ea = crate::diff::pick(bundle, &a.name, None).ok()?;
+    let eb = crate::diff::pick(bundle, &b.name, None).ok()?;
+    Some((a.name.clone(), b.name.clone(), crate::diff::compare(ea, eb)))
 }
 
 /// The essential events of the first failing run: signals with sender, errors, the writer's last

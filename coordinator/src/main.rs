@@ -6,6 +6,7 @@
 mod bench;
 mod client;
 mod demo;
+mod diff;
 
 mod schedule;
 mod session;
@@ -37,6 +38,9 @@ enum Command {
     Verify(VerifyArgs),
     /// Show a bundle's merged timeline.
     Timeline(TimelineArgs),
+    /// Environment differences (mounts, daemons, crontabs, interfaces) between two hosts of a
+    /// capture, or one host in two captures, most suspicious first.
+    Diff(DiffArgs),
     /// Show each agent's reachability, version, capabilities and clock offset.
     Agents(AgentsArgs),
     /// Measure and print numbers (see docs/BENCHMARKS.md); build with --release.
@@ -68,7 +72,7 @@ pub struct Target {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// The story to run.
+    /// The story to run: mountd-sighup or statd-flock.
     #[arg(default_value = "mountd-sighup")]
     pub story: String,
     /// Print one JSON object instead of text.
@@ -80,12 +84,12 @@ pub struct DemoArgs {
     /// Where bundles are written.
     #[arg(long, default_value = "heisen-out")]
     pub out: PathBuf,
-    /// Load runs (without gates).
-    #[arg(long, default_value_t = 20)]
-    pub load_runs: u32,
-    /// Runs per ordering in the verification.
-    #[arg(long, default_value_t = 5)]
-    pub runs: u32,
+    /// Load runs (without gates); default: the scenario's load.repeat.
+    #[arg(long)]
+    pub load_runs: Option<u32>,
+    /// Runs per ordering in the verification; default: the hypothesis's `runs`.
+    #[arg(long)]
+    pub runs: Option<u32>,
     /// Testing option: skew a host's agent clock, e.g. server=+750ms,100ppm (repeatable).
     #[arg(long = "skew", value_name = "HOST=OFFSET[,DRIFTppm]", allow_hyphen_values = true)]
     pub skews: Vec<String>,
@@ -142,6 +146,24 @@ struct TimelineArgs {
     #[arg(long)]
     all: bool,
     /// Print a JSON array of events.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct DiffArgs {
+    /// Bundle file (A).
+    a: PathBuf,
+    /// A second bundle (B): compare one host across the two captures.
+    b: Option<PathBuf>,
+    /// The two hosts to compare within one bundle (default: its only two hosts), or with two
+    /// bundles the host to compare (default: the only host they share). Repeat or comma-separate.
+    #[arg(long, value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// Which snapshot: `start`, `end` or `run:N` (default: the first failing run, else `start`).
+    #[arg(long)]
+    at: Option<String>,
+    /// Print JSON.
     #[arg(long)]
     json: bool,
 }
@@ -224,6 +246,7 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Verify(a) => verify_cmd(a).await,
         Command::Timeline(a) => timeline_cmd(a),
         Command::Agents(a) => agents_cmd(a).await,
+        Command::Diff(a) => diff_cmd(a),
         Command::Bench(BenchCommand::Record { storm_writes, load_mib, trapped_writes, json }) => {
             let sizes = bench::record::Sizes { storm_writes, load_mib, trapped_writes };
             let rows = bench::record::record(&sizes, |what| verify::progress(&format!("bench: {what}"))).await?;
@@ -363,7 +386,7 @@ async fn run(a: RunArgs) -> Result<i32> {
 
 async fn verify_cmd(a: VerifyArgs) -> Result<i32> {
     let scenario = load_scenario(&a.scenario)?;
-    let runs = a.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs)).unwrap_or(5).max(1);
+    let runs = a.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs())).unwrap_or(5).max(1);
     let hosts = connect(&scenario, &a.target).await?;
     let (session, results) =
         verify::verify(hosts.agents, &scenario, &hosts.vars, &capture_id(&scenario.name, "verify"), runs).await?;
@@ -433,6 +456,84 @@ fn timeline_cmd(a: TimelineArgs) -> Result<i32> {
             }
             println!("{line}");
             previous = Some((s.host, s.placed.event.seq));
+        }
+    }
+    Ok(0)
+}
+
+fn diff_cmd(a: DiffArgs) -> Result<i32> {
+    let bundle_a = Bundle::read(&a.a).map_err(|e| anyhow!("{e}"))?;
+    let bundle_b = match &a.b {
+        Some(path) => Some(Bundle::read(path).map_err(|e| anyhow!("{e}"))?),
+        None => None,
+    };
+    let at = a.at.as_deref();
+    // (label, environment) of each side.
+    let (side_a, side_b) = match &bundle_b {
+        None => {
+            let names: Vec<String> = if a.hosts.is_empty() {
+                bundle_a.hosts.iter().map(|h| h.name.clone()).collect()
+            } else {
+                a.hosts.clone()
+            };
+            let [ha, hb] = names.as_slice() else {
+                return Err(anyhow!(
+                    "{} has hosts {}; name the two to compare with --hosts A,B",
+                    a.a.display(),
+                    bundle_a.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            };
+            let ea = diff::pick(&bundle_a, ha, at).map_err(|e| anyhow!(e))?;
+            let eb = diff::pick(&bundle_a, hb, at).map_err(|e| anyhow!(e))?;
+            ((ha.clone(), ea), (hb.clone(), eb))
+        }
+        Some(bundle_b) => {
+            let host = match a.hosts.as_slice() {
+                [h] => h.clone(),
+                [] => {
+                    let shared: Vec<_> = bundle_a
+                        .hosts
+                        .iter()
+                        .filter(|h| bundle_b.host(&h.name).is_some())
+                        .map(|h| h.name.clone())
+                        .collect();
+                    match shared.as_slice() {
+                        [only] => only.clone(),
+                        _ => {
+                            return Err(anyhow!(
+                                "the bundles share hosts [{}]; name one with --hosts NAME",
+                                shared.join(", ")
+                            ))
+                        }
+                    }
+                }
+                _ => return Err(anyhow!("with two bundles, --hosts names one host")),
+            };
+            let ea = diff::pick(&bundle_a, &host, at).map_err(|e| anyhow!(e))?;
+            let eb = diff::pick(bundle_b, &host, at).map_err(|e| anyhow!(e))?;
+            ((format!("{host}@{}", bundle_a.capture_id), ea), (format!("{host}@{}", bundle_b.capture_id), eb))
+        }
+    };
+    let differences = diff::compare(side_a.1, side_b.1);
+    if a.json {
+        let v = serde_json::json!({
+            "a": {"name": side_a.0, "at": side_a.1.at},
+            "b": {"name": side_b.0, "at": side_b.1.at},
+            "differences": differences.iter().enumerate().map(|(i, d)| {
+                let mut v = serde_json::to_value(d).unwrap_or_default();
+                v["rank"] = serde_json::json!(i + 1);
+                v["summary"] = serde_json::json!(d.summary(&side_a.0, &side_b.0));
+                v
+            }).collect::<Vec<_>>(),
+        });
+        println!("{v}");
+    } else {
+        println!("{} ({}) vs {} ({}):", side_a.0, side_a.1.at, side_b.0, side_b.1.at);
+        if differences.is_empty() {
+            println!("  no differences in mounts, daemons, crontabs, interfaces, kernel or sysctls");
+        }
+        for (i, d) in differences.iter().enumerate() {
+            println!("{:>3}. {}", i + 1, d.summary(&side_a.0, &side_b.0));
         }
     }
     Ok(0)

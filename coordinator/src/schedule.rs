@@ -3,7 +3,7 @@
 //! A schedule is a sequence of actions over gate points on any host. The coordinator executes it;
 //! the agents only hold and release.
 
-use heisen_recordings::{GateSpec, Hypothesis, OutputMatch};
+use heisen_recordings::{During, GateSpec, Hypothesis, OutputMatch, Scenario, StateHypothesis};
 
 /// One step of a schedule.
 #[derive(Clone, Debug)]
@@ -21,22 +21,71 @@ pub enum Action {
 /// A named ordering: which gates to install and in which order to release them.
 #[derive(Clone, Debug)]
 pub struct Ordering {
-    pub name: &'static str,
+    pub name: String,
     /// What the ordering is, in words, for the verdict table.
     pub description: String,
     pub gates: Vec<GateSpec>,
     pub actions: Vec<Action>,
     /// True for the hypothesis ordering (it should fail every time), false for the alternatives.
     pub expect_failure: bool,
+    /// Environment variants on in this ordering's runs (their services run).
+    pub variants: Vec<String>,
+}
+
+/// The orderings that confirm or refute a scenario's hypothesis.
+pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
+    match h {
+        Hypothesis::During(d) => {
+            let mut out = orderings(d);
+            for o in &mut out {
+                o.variants = scenario.default_variants();
+            }
+            out
+        }
+        Hypothesis::State(s) => state_orderings(scenario, s),
+    }
+}
+
+/// A state hypothesis: the same runs with the variant on and off; no gates.
+fn state_orderings(scenario: &Scenario, h: &StateHypothesis) -> Vec<Ordering> {
+    let others: Vec<String> = scenario.default_variants().into_iter().filter(|v| *v != h.variant).collect();
+    let what = scenario
+        .variants
+        .iter()
+        .find(|v| v.name == h.variant)
+        .map(|v| if v.description.is_empty() { v.name.clone() } else { v.description.clone() })
+        .unwrap_or_else(|| h.variant.clone());
+    let with = Ordering {
+        name: format!("with-{}", h.variant),
+        description: format!("{what}: on"),
+        gates: vec![],
+        actions: vec![],
+        expect_failure: h.fails_when_on,
+        variants: others.iter().cloned().chain([h.variant.clone()]).collect(),
+    };
+    let without = Ordering {
+        name: format!("without-{}", h.variant),
+        description: format!("{what}: off"),
+        gates: vec![],
+        actions: vec![],
+        expect_failure: !h.fails_when_on,
+        variants: others,
+    };
+    // The guilty ordering first, as for `during`.
+    if h.fails_when_on {
+        vec![with, without]
+    } else {
+        vec![without, with]
+    }
 }
 
 /// The hypothesis ordering (`during`) and its alternatives (`before`, `after`).
-pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
+pub fn orderings(h: &During) -> Vec<Ordering> {
     let first = GateSpec { nth: 1, ..h.victim.clone() };
     let cause = describe(&h.cause);
     vec![
         Ordering {
-            name: "during",
+            name: "during".into(),
             description: format!("{cause} held until {} is in flight", describe(&h.victim)),
             gates: vec![h.cause.clone(), h.victim.clone()],
             actions: vec![
@@ -46,9 +95,10 @@ pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
                 Action::Release(h.victim.clone()),
             ],
             expect_failure: true,
+            variants: vec![],
         },
         Ordering {
-            name: "before",
+            name: "before".into(),
             description: format!("{cause} and its effect complete before {}", describe(&first)),
             gates: vec![h.cause.clone(), first.clone()],
             actions: vec![
@@ -57,13 +107,15 @@ pub fn orderings(h: &Hypothesis) -> Vec<Ordering> {
                 Action::Release(first),
             ],
             expect_failure: false,
+            variants: vec![],
         },
         Ordering {
-            name: "after",
+            name: "after".into(),
             description: format!("{cause} after the last of {} {}s (step exited)", h.victim_count, h.victim.syscall),
             gates: vec![h.cause.clone()],
             actions: vec![Action::Exit(h.victim.step.clone()), Action::Release(h.cause.clone())],
             expect_failure: false,
+            variants: vec![],
         },
     ]
 }
@@ -88,9 +140,10 @@ mod tests {
             nth,
             signal: None,
             fd_at_least: None,
+            path: None,
         };
         let out = |t: &str| OutputMatch { process: "srv".into(), text: t.into() };
-        let h = Hypothesis {
+        let h = During {
             cause: GateSpec { signal: Some(1), ..gate("remount", "kill", 1) },
             victim: gate("write", "write", 16),
             victim_count: 32,
@@ -99,7 +152,8 @@ mod tests {
             runs: 5,
         };
         let o = orderings(&h);
-        let names: Vec<_> = o.iter().map(|o| (o.name, o.expect_failure, o.gates.len(), o.actions.len())).collect();
+        let names: Vec<_> =
+            o.iter().map(|o| (o.name.as_str(), o.expect_failure, o.gates.len(), o.actions.len())).collect();
         assert_eq!(names, vec![("during", true, 2, 4), ("before", false, 2, 3), ("after", false, 1, 2)]);
         assert_eq!(o[1].gates[1].nth, 1);
         assert_eq!(o[0].description, "remount's kill(SIGHUP) held until write's write #16 is in flight");

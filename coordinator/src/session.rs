@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use heisen_proto as proto;
 use heisen_recordings::{
-    Bundle, GateSpec, HostRecording, Mark, MarkKind, MessageEdge, Process, RunOutcome, Scenario, ScenarioSource,
-    StepOutcome,
+    Bundle, Environment, GateSpec, HostRecording, Mark, MarkKind, MessageEdge, Process, RunOutcome, Scenario,
+    ScenarioSource, StepOutcome,
 };
 use tokio::sync::mpsc;
 
@@ -76,6 +76,8 @@ pub struct Session {
     causal: Vec<MessageEdge>,
     /// What the coordinator has observed so far in the current run, in order.
     observed: Vec<Mark>,
+    /// Environment snapshots per host: start, each run once its services are up, end.
+    environments: BTreeMap<String, Vec<Environment>>,
 }
 
 impl Session {
@@ -94,11 +96,14 @@ impl Session {
             runs: Vec::new(),
             causal: Vec::new(),
             observed: Vec::new(),
+            environments: BTreeMap::new(),
         };
         for (name, agent) in session.agents.iter_mut() {
             let samples = agent.probe(8).await?;
             session.probes.lock().expect("probes").insert(name.clone(), samples);
             let status = agent.start_capture(capture_id).await?;
+            let env = agent.snapshot(capture_id, "start").await?;
+            session.environments.entry(name.clone()).or_default().push(env);
             session.observers.insert(name.clone(), status.observer);
             let (tx, rx) = mpsc::unbounded_channel();
             tx.send(proto::GateCommand {
@@ -250,7 +255,9 @@ impl Session {
         self.observed.clear();
         let mut notes = Vec::new();
         let mut service_pids = Vec::new();
-        for service in &scenario.services {
+        let variants = ordering.map(|o| o.variants.clone()).unwrap_or_else(|| scenario.default_variants());
+        let services = scenario.services.iter().filter(|s| s.variant.as_ref().is_none_or(|v| variants.contains(v)));
+        for service in services {
             let pid = self.launch(service, "service", run, &[], vars).await?;
             service_pids.push((service.host.clone(), pid));
             if let Some(ready) = &service.ready {
@@ -258,6 +265,9 @@ impl Session {
                     notes.push(format!("service {} never printed {ready:?}", service.name));
                 }
             }
+        }
+        if notes.is_empty() {
+            self.snapshot_all(&format!("run {run}")).await;
         }
         let gates = ordering.map(|o| o.gates.clone()).unwrap_or_default();
         if notes.is_empty() {
@@ -307,6 +317,17 @@ impl Session {
         let outcome = self.outcome(scenario, run, ordering, notes);
         self.runs.push(outcome.clone());
         Ok(outcome)
+    }
+
+    /// Takes an environment snapshot on every host. A host that cannot answer only loses its
+    /// snapshot (the run goes on; `diff` says what is missing).
+    async fn snapshot_all(&mut self, at: &str) {
+        for (name, agent) in self.agents.iter_mut() {
+            match agent.snapshot(&self.capture_id, at).await {
+                Ok(env) => self.environments.entry(name.clone()).or_default().push(env),
+                Err(e) => tracing::warn!(host = %name, error = %e, "no environment snapshot"),
+            }
+        }
     }
 
     /// Notes that the coordinator has seen `what` on `host`.
@@ -416,6 +437,7 @@ impl Session {
         if let Some(prober) = self.prober.take() {
             prober.abort();
         }
+        self.snapshot_all("end").await;
         let mut hosts = Vec::new();
         for (name, agent) in self.agents.iter_mut() {
             let mut samples = self.probes.lock().expect("probes").remove(name).unwrap_or_default();
@@ -431,6 +453,7 @@ impl Session {
                 probes: samples,
                 events,
                 lost: status.lost,
+                environments: self.environments.remove(name).unwrap_or_default(),
             });
         }
         Ok(Bundle {

@@ -172,6 +172,15 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
         EventKind::Socket { local, remote, from_state, to_state } => {
             json!({"local": local, "remote": remote, "from_state": from_state, "to_state": to_state})
         }
+        EventKind::Lock { call, op, fd, path, ret, enter_ns } => json!({
+            "call": call, "op": op, "fd": fd, "path": path, "ret": ret,
+            "errno": (*ret < 0).then(|| errno_name(-ret)).flatten(),
+            "enter_ns": enter_ns, "blocked_ns": e.raw_ns - enter_ns,
+        }),
+        EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm } => json!({
+            "op": op, "source": source, "target": target, "fstype": fstype, "options": options,
+            "by_pid": by_pid, "by_comm": by_comm,
+        }),
     };
     if let (Value::Object(v), Value::Object(extra)) = (&mut v, extra) {
         v.extend(extra);
@@ -206,6 +215,14 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         EventKind::Socket { local, remote, from_state, to_state } => {
             format!("tcp {local} -> {remote} {from_state} -> {to_state}")
         }
+        EventKind::Lock { call, op, path, ret, enter_ns, .. } => {
+            let result = if *ret < 0 { format!("-1 {}", errno_name(-ret).unwrap_or("E?")) } else { ret.to_string() };
+            let path = path.as_deref().unwrap_or("(path unknown)");
+            format!("lock {call}({op}) {path} = {result}  (blocked {})", duration(e.raw_ns - enter_ns))
+        }
+        EventKind::Mount { op, source, target, fstype, options, .. } => {
+            format!("{op} {source} on {target} type {fstype} ({options})")
+        }
     };
     let what = if what.chars().count() > 120 { format!("{}…", truncate(&what, 119)) } else { what };
     format!(
@@ -217,6 +234,17 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         truncate(&e.comm, 14),
         what
     )
+}
+
+/// A duration in the unit that reads best (`12 us`, `1.503 s`).
+fn duration(ns: i64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.3} s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.3} ms", ns as f64 / 1e6)
+    } else {
+        format!("{} us", ns / 1_000)
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

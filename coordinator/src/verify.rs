@@ -8,7 +8,7 @@ use heisen_recordings::{RunOutcome, Scenario};
 use serde::Serialize;
 
 use crate::client::Agent;
-use crate::schedule::{orderings, Ordering};
+use crate::schedule::{for_scenario, Ordering};
 use crate::session::{Placeholders, Session};
 
 /// Failure counts of one ordering.
@@ -113,13 +113,13 @@ pub async fn verify(
 ) -> Result<(Session, Vec<OrderingResult>)> {
     let hypothesis = scenario.hypothesis.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
-            "scenario `{}` has no [hypothesis]; add one (cause, victim, effect_started, effect_done) to verify",
+            "scenario `{}` has no [hypothesis]; add one (cause + victim + effects, or variant + fails_when) to verify",
             scenario.name
         )
     })?;
     let mut session = Session::open(agents, capture_id).await?;
     let mut results = Vec::new();
-    for ordering in orderings(hypothesis) {
+    for ordering in for_scenario(scenario, hypothesis) {
         results.push(run_ordering(&mut session, scenario, &ordering, vars, runs).await?);
     }
     Ok((session, results))
@@ -157,12 +157,13 @@ async fn run_ordering(
 
 /// The verdict table as text.
 pub fn table(results: &[OrderingResult], verdict: Verdict) -> String {
-    let mut out = String::from("ordering  expected  failures  description\n");
+    let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0).max(8);
+    let mut out = format!("{:<width$}  expected  failures  description\n", "ordering");
     for r in results {
         let expected = if r.expect_failure { "fail" } else { "pass" };
         let invalid = if r.invalid > 0 { format!(" (+{} invalid)", r.invalid) } else { String::new() };
         out.push_str(&format!(
-            "{:<9} {:<9} {:>3}/{:<5} {}{}\n",
+            "{:<width$}  {:<9} {:>3}/{:<5} {}{}\n",
             r.name, expected, r.failures, r.runs, r.description, invalid
         ));
     }

@@ -165,15 +165,17 @@ impl Hosts {
         ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
         ip(&["link", "set", &outer, "master", &bridge, "up"])?;
         ip(&["link", "set", &inner, "netns", &ns])?;
+        // Every host calls its link eth0, like real machines: interface names never differ by construction.
+        ip(&["-n", &ns, "link", "set", &inner, "name", "eth0"])?;
         let addr = format!("10.213.{id}.{}", i + 2);
-        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", &inner])?;
-        ip(&["-n", &ns, "link", "set", &inner, "up"])?;
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         Ok((ns, addr))
     }
 }
 
-/// Starts an agent, inside netns `ns` when given (setns before exec; mounts stay shared).
+/// Starts an agent, inside netns `ns` and a mount namespace of its own when given.
 fn spawn_agent(agent_cmd: &[PathBuf], args: &[String], ns: Option<&str>, log: &Path) -> Result<Child> {
     let (program, leading) = agent_cmd.split_first().ok_or("no agent program given")?;
     let log_file = context(std::fs::File::create(log), "cannot create an agent log")?;
@@ -193,6 +195,22 @@ fn spawn_agent(agent_cmd: &[PathBuf], args: &[String], ns: Option<&str>, log: &P
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(move || {
                 if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // Its own mount namespace, so host mount tables can differ (story 3). Mounts of
+                // the machine still show inside (slave propagation); the host's own never leak out.
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let root = c"/";
+                if libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_SLAVE,
+                    std::ptr::null(),
+                ) != 0
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -14,6 +14,8 @@
 //!   refused chunk makes the writer's own `write(2)` fail with EACCES.
 //! - `remount`: the "other test": after its own work (`--delay-ms`, e.g. `0..300` picks a delay
 //!   from its pid and the clock) it signals the server named by a pidfile with SIGHUP.
+//!
+//! Story 5 (statd-flock): `statd`, `lockd`, `php-worker`; see `statd_flock.rs`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -24,14 +26,17 @@ use std::time::{Duration, Instant};
 
 mod export_mount;
 pub mod hosts;
+mod statd_flock;
 mod workloads;
+
+/// The guest programs.
+const NAMES: &[&str] =
+    &["export-server", "export-mount", "writer", "remount", "statd", "lockd", "php-worker", "storm", "load", "getppid"];
 
 /// Runs the guest program `args[0]` with the rest of `args`; returns its exit code.
 pub fn run(args: Vec<String>) -> i32 {
     let Some((name, rest)) = args.split_first() else {
-        eprintln!(
-            "usage: fixture NAME [ARGS...]; names: export-server, export-mount, writer, remount, storm, load, getppid"
-        );
+        eprintln!("usage: fixture NAME [ARGS...]; names: {}", NAMES.join(", "));
         return 2;
     };
     name_process(name);
@@ -43,9 +48,10 @@ pub fn run(args: Vec<String>) -> i32 {
         "storm" => workloads::storm(&Flags::new(rest)),
         "load" => workloads::load(&Flags::new(rest)),
         "getppid" => workloads::getppid(&Flags::new(rest)),
-        other => Err(Failure::usage(format!(
-            "unknown fixture `{other}`; names: export-server, export-mount, writer, remount, storm, load, getppid"
-        ))),
+        "statd" => statd_flock::statd(&Flags::new(rest)),
+        "lockd" => statd_flock::lockd(&Flags::new(rest)),
+        "php-worker" => statd_flock::php_worker(&Flags::new(rest)),
+        other => Err(Failure::usage(format!("unknown fixture `{other}`; names: {}", NAMES.join(", ")))),
     };
     match result {
         Ok(()) => 0,

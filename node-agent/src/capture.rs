@@ -192,6 +192,19 @@ impl CommCache {
     }
 }
 
+/// Writes an agent note into the trace (ordered by the kernel's clock with everything else), or
+/// straight into the sink when there is no trace.
+fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
+    if let Some(instance) = instance {
+        if let Ok(json) = serde_json::to_string(&note) {
+            if instance.mark(&format!("heisen:{json}")).is_ok() {
+                return;
+            }
+        }
+    }
+    sink.push(Decoded { raw_ns: now_ns(), pid: note.pid, comm: note.comm, run: note.run, kind: note.kind });
+}
+
 /// One capture being recorded.
 pub struct Capture {
     pub id: String,
@@ -222,6 +235,7 @@ impl Capture {
         agent_name: &str,
         syscalls: &[String],
         scope: Scope,
+        workdir: &std::path::Path,
     ) -> Result<Capture, String> {
         let next_seq = store.next_seq(id).map_err(|e| e.to_string())?;
         let sink = Arc::new(Sink {
@@ -254,6 +268,11 @@ impl Capture {
         };
         let capture =
             Capture { id: id.to_string(), sink, instance, pid_filter, reader: Mutex::new(None), stopped, observer };
+        // Loopback hosts share the machine's mount table: only their own work directory is theirs.
+        capture.spawn_mount_watcher(match scope {
+            Scope::Launched => Some(workdir.to_path_buf()),
+            Scope::Netns { .. } => None,
+        });
         if let Some(instance) = &capture.instance {
             let mono_to_raw = clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC);
             let socket_addrs = match scope {
@@ -301,14 +320,21 @@ impl Capture {
 
     /// Records a note from the agent (launch, output, gate, exit code).
     pub fn note(&self, note: AgentNote) {
-        if let Some(instance) = &self.instance {
-            if let Ok(json) = serde_json::to_string(&note) {
-                if instance.mark(&format!("heisen:{json}")).is_ok() {
-                    return;
-                }
-            }
+        write_note(self.instance.as_deref(), &self.sink, note);
+    }
+
+    /// Starts the mount watcher: changes of this host's mount table become notes in the trace,
+    /// which the decoder attributes to the mount syscall that made them.
+    fn spawn_mount_watcher(&self, only_under: Option<std::path::PathBuf>) {
+        let (sink, instance, stopped) = (self.sink.clone(), self.instance.clone(), self.stopped.clone());
+        let spawned = std::thread::Builder::new().name(format!("mounts-{}", self.id)).spawn(move || {
+            crate::environment::watch_mounts(stopped, only_under, |kind| {
+                write_note(instance.as_deref(), &sink, AgentNote { pid: 0, comm: String::new(), run: 0, kind });
+            })
+        });
+        if let Err(e) = spawned {
+            self.sink.record_loss(0, format!("mount watcher could not start: {e}"));
         }
-        self.sink.push(Decoded { raw_ns: now_ns(), pid: note.pid, comm: note.comm, run: note.run, kind: note.kind });
     }
 
     /// The prepared bytes a launched child writes into the trace before exec, and the fd to write

@@ -22,12 +22,21 @@ pub struct GatePoint {
     pub arg_index: Option<usize>,
     pub arg_equals: Option<u64>,
     pub arg_at_least: Option<u64>,
+    /// Only calls whose path argument is this path (read from the caller's memory).
+    pub path: Option<String>,
 }
 
 impl GatePoint {
-    fn matches(&self, nr: i64, args: &[u64; 6]) -> bool {
+    /// Whether a trapped call matches; `read_path` reads a string argument of the caller.
+    fn matches(&self, nr: i64, args: &[u64; 6], read_path: impl Fn(u64) -> Option<String>) -> bool {
         if nr != self.nr {
             return false;
+        }
+        if let Some(path) = &self.path {
+            let Some(i) = path_argument(nr) else { return false };
+            if read_path(args[i]).as_deref() != Some(path.as_str()) {
+                return false;
+            }
         }
         let Some(i) = self.arg_index.filter(|i| *i < 6) else {
             return true;
@@ -35,6 +44,41 @@ impl GatePoint {
         let value = args[i];
         self.arg_equals.is_none_or(|v| value == v) && self.arg_at_least.is_none_or(|v| value >= v)
     }
+}
+
+/// Which argument of a gateable syscall is its path.
+fn path_argument(nr: i64) -> Option<usize> {
+    match nr {
+        libc::SYS_openat | libc::SYS_mount | libc::SYS_mkdirat | libc::SYS_symlinkat => Some(1),
+        libc::SYS_umount2 | libc::SYS_mkdir | libc::SYS_symlink => Some(0),
+        _ => None,
+    }
+}
+
+/// Reads a NUL-terminated string of at most 4 KiB at `addr` in process `pid`'s memory.
+fn read_string(pid: i32, addr: u64) -> Option<String> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < 4096 {
+        // Never read across a page boundary in one call: the next page may be unmapped.
+        let chunk = (4096 - (at % 4096)) as usize;
+        let mut buf = vec![0u8; chunk.min(256)];
+        let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+        let remote = libc::iovec { iov_base: at as *mut libc::c_void, iov_len: buf.len() };
+        // SAFETY: `local` points at `buf`, which is live and as long as declared.
+        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            return None;
+        }
+        let got = &buf[..n as usize];
+        if let Some(end) = got.iter().position(|b| *b == 0) {
+            out.extend_from_slice(&got[..end]);
+            return String::from_utf8(out).ok();
+        }
+        out.extend_from_slice(got);
+        at += n as u64;
+    }
+    None
 }
 
 /// Syscall number for a gateable syscall name (x86_64).
@@ -50,6 +94,10 @@ pub fn syscall_number(name: &str) -> Option<i64> {
         "umount2" => libc::SYS_umount2,
         "flock" => libc::SYS_flock,
         "openat" => libc::SYS_openat,
+        "mkdir" => libc::SYS_mkdir,
+        "mkdirat" => libc::SYS_mkdirat,
+        "symlink" => libc::SYS_symlink,
+        "symlinkat" => libc::SYS_symlinkat,
         _ => return None,
     })
 }
@@ -270,8 +318,18 @@ pub fn supervise(
         let nr = notif.data.nr as i64;
         let args = notif.data.args;
         let mut hold = None;
+        let pid = notif.pid as i32;
+        // The path is read while the caller is stopped in the trap; checking the notification is
+        // still valid afterwards makes sure the memory read was of that caller.
+        let read_path = |addr: u64| {
+            let path = read_string(pid, addr)?;
+            let mut id = notif.id;
+            // SAFETY: ID_VALID reads the u64 id from a valid pointer.
+            let valid = unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) } == 0;
+            valid.then_some(path)
+        };
         for (i, gate) in gates.iter().enumerate() {
-            if gate.matches(nr, &args) {
+            if gate.matches(nr, &args, read_path) {
                 seen[i] += 1;
                 if seen[i] == gate.nth && hold.is_none() {
                     hold = Some(gate.id.clone());
@@ -316,10 +374,12 @@ mod tests {
             arg_index: Some(1),
             arg_equals: Some(1),
             arg_at_least: None,
+            path: None,
         };
-        assert!(sighup.matches(libc::SYS_kill, &[42, 1, 0, 0, 0, 0]));
-        assert!(!sighup.matches(libc::SYS_kill, &[42, 15, 0, 0, 0, 0]));
-        assert!(!sighup.matches(libc::SYS_write, &[42, 1, 0, 0, 0, 0]));
+        let no_path = |_| None;
+        assert!(sighup.matches(libc::SYS_kill, &[42, 1, 0, 0, 0, 0], no_path));
+        assert!(!sighup.matches(libc::SYS_kill, &[42, 15, 0, 0, 0, 0], no_path));
+        assert!(!sighup.matches(libc::SYS_write, &[42, 1, 0, 0, 0, 0], no_path));
         let socket_write = GatePoint {
             id: "w".into(),
             nr: libc::SYS_write,
@@ -327,9 +387,31 @@ mod tests {
             arg_index: Some(0),
             arg_equals: None,
             arg_at_least: Some(3),
+            path: None,
         };
-        assert!(socket_write.matches(libc::SYS_write, &[3, 0, 0, 0, 0, 0]));
-        assert!(!socket_write.matches(libc::SYS_write, &[1, 0, 0, 0, 0, 0]));
+        assert!(socket_write.matches(libc::SYS_write, &[3, 0, 0, 0, 0, 0], no_path));
+        assert!(!socket_write.matches(libc::SYS_write, &[1, 0, 0, 0, 0, 0], no_path));
+        let mount_table = GatePoint {
+            id: "o".into(),
+            nr: libc::SYS_openat,
+            nth: 1,
+            arg_index: None,
+            arg_equals: None,
+            arg_at_least: None,
+            path: Some("/proc/self/mountinfo".into()),
+        };
+        let at = |p: &'static str| move |_| Some(p.to_string());
+        assert!(mount_table.matches(libc::SYS_openat, &[0; 6], at("/proc/self/mountinfo")));
+        assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], at("/etc/ld.so.cache")));
+        assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], no_path));
+    }
+
+    #[test]
+    fn strings_are_read_from_a_process_memory() {
+        let text = c"/proc/self/mountinfo";
+        let pid = std::process::id() as i32;
+        assert_eq!(read_string(pid, text.as_ptr() as u64).as_deref(), Some("/proc/self/mountinfo"));
+        assert_eq!(read_string(pid, 8), None, "an unmapped address reads nothing");
     }
 
     #[test]

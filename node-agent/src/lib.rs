@@ -6,6 +6,7 @@
 
 mod capture;
 mod clock;
+mod environment;
 pub mod gate;
 mod launch;
 mod observer;
@@ -45,6 +46,10 @@ pub struct AgentArgs {
     /// recover the skew from its clock probes.
     #[arg(long, value_name = "OFFSET[,DRIFTppm]", allow_hyphen_values = true)]
     pub clock_skew: Option<String>,
+    /// A directory of crontabs to snapshot besides the system ones (`/etc/crontab`, `/etc/cron.d`,
+    /// `/var/spool/cron/crontabs`), e.g. the `-c` directory of a busybox crond. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub crontab_dir: Vec<PathBuf>,
 }
 
 /// `--scope` values.
@@ -132,7 +137,8 @@ pub fn run(args: AgentArgs) -> i32 {
         capabilities: Some(capabilities()),
         pid: std::process::id(),
     };
-    let service = Arc::new(service::AgentService::new(name.clone(), args.data.clone(), scope, store, info));
+    let sources = environment::Sources { scope: scope.clone(), crontab_dirs: args.crontab_dir.clone() };
+    let service = Arc::new(service::AgentService::new(name.clone(), args.data.clone(), sources, store, info));
     let code = runtime.block_on(serve(args.listen, token, service.clone()));
     service.stop_all();
     code

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use heisen_recordings::{EventKind, SignalPhase};
+use heisen_recordings::{fcntl_lock_cmd, flock_op_name, EventKind, SignalPhase};
 use serde::{Deserialize, Serialize};
 
 use crate::tracefs::{SyscallPart, TraceLine};
@@ -64,7 +64,7 @@ pub fn host_addresses() -> Vec<String> {
 
 /// Syscalls recorded when a capture names none.
 pub const DEFAULT_SYSCALLS: &[&str] =
-    &["write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "openat"];
+    &["write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "fcntl", "openat"];
 
 /// Which processes belong to this host.
 #[derive(Clone, Debug)]
@@ -134,7 +134,13 @@ pub struct Decoder {
     fd_paths: HashMap<(i32, u64), String>,
     /// Addresses that make a TCP socket this host's (empty: socket events are not recorded).
     local_addrs: Vec<String>,
+    /// The last successful mount/umount2 in scope (pid, comm, host ns): the mount watcher's
+    /// next change is attributed to it.
+    last_mount_call: Option<(i32, String, i64)>,
 }
+
+/// How long after a mount syscall a mount-table change is still attributed to it.
+const MOUNT_ATTRIBUTION_NS: i64 = 2_000_000_000;
 
 impl Decoder {
     pub fn new(scope: Scope, mono_to_raw_ns: i64) -> Decoder {
@@ -149,6 +155,7 @@ impl Decoder {
             last_sender: HashMap::new(),
             fd_paths: HashMap::new(),
             local_addrs: Vec::new(),
+            last_mount_call: None,
         }
     }
 
@@ -347,6 +354,16 @@ impl Decoder {
                     None
                 };
                 let comm = line.comm.to_string();
+                if matches!(name, "mount" | "umount2") && ret == 0 {
+                    let at = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
+                    self.last_mount_call = Some((line.pid, comm.clone(), at));
+                }
+                if let Some(kind) = lock_event(name, &args, ret, enter_ns, &fd_path) {
+                    return self.event(line, line.pid, &comm, kind);
+                }
+                if name == "fcntl" {
+                    return Step::Nothing; // not a lock command
+                }
                 self.event(
                     line,
                     line.pid,
@@ -356,6 +373,15 @@ impl Decoder {
             }
             Some(SyscallPart::Enter(args)) => {
                 let enter_ns = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
+                // A lock call can block for long and its process may exit right after it returns:
+                // name the fd while the call is still in progress.
+                if name == "flock" || (name == "fcntl" && args.get(1).and_then(|c| fcntl_lock_cmd(*c)).is_some()) {
+                    if let Some(fd) = args.first() {
+                        if let Ok(path) = std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)) {
+                            self.fd_paths.insert((line.pid, *fd), path.display().to_string());
+                        }
+                    }
+                }
                 self.pending.insert(line.pid, (name.to_string(), args, enter_ns));
                 Step::Nothing
             }
@@ -374,6 +400,9 @@ impl Decoder {
         let Ok(note) = serde_json::from_str::<AgentNote>(json.trim()) else {
             return Step::Nothing;
         };
+        if let EventKind::Mount { op, source, target, fstype, options, .. } = note.kind {
+            return self.mount_change(line, op, source, target, fstype, options);
+        }
         let pid = if note.pid == 0 { line.pid } else { note.pid };
         if let EventKind::Launch { name, .. } = &note.kind {
             self.run_of.insert(pid, note.run);
@@ -390,8 +419,45 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    /// A change the mount watcher saw, attributed to the mount syscall just before it, if any.
+    fn mount_change(
+        &mut self,
+        line: &TraceLine<'_>,
+        op: String,
+        source: String,
+        target: String,
+        fstype: String,
+        options: String,
+    ) -> Step {
+        let at = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
+        let (by_pid, by_comm) = match &self.last_mount_call {
+            Some((pid, comm, when)) if at - when <= MOUNT_ATTRIBUTION_NS => (*pid, comm.clone()),
+            _ => (0, String::new()),
+        };
+        Step::Event(Decoded {
+            raw_ns: at,
+            pid: by_pid,
+            comm: by_comm.clone(),
+            run: self.run_of.get(&by_pid).copied().unwrap_or(0),
+            kind: EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm },
+        })
+    }
+}
+
+/// A lock call as a lock event; None for other syscalls and for fcntl commands that are not locks.
+fn lock_event(name: &str, args: &[u64], ret: i64, enter_ns: i64, path: &Option<String>) -> Option<EventKind> {
+    let fd = *args.first()?;
+    let op = match name {
+        "flock" => flock_op_name(*args.get(1)?),
+        "fcntl" => fcntl_lock_cmd(*args.get(1)?)?.to_string(),
+        _ => return None,
+    };
+    Some(EventKind::Lock { call: name.to_string(), op, fd, path: path.clone(), ret, enter_ns })
+}
+
 fn takes_fd(syscall: &str) -> bool {
-    matches!(syscall, "write" | "pwrite64" | "sendto" | "sendmsg" | "flock")
+    matches!(syscall, "write" | "pwrite64" | "sendto" | "sendmsg" | "flock" | "fcntl")
 }
 
 fn parent_of(pid: i32) -> Option<i32> {

@@ -24,6 +24,8 @@ pub struct AgentService {
     pub name: String,
     pub data: PathBuf,
     pub scope: Scope,
+    /// What environment snapshots look at.
+    pub sources: crate::environment::Sources,
     pub store: Arc<Store>,
     pub info: proto::AgentInfo,
     captures: Mutex<HashMap<String, Arc<Capture>>>,
@@ -32,11 +34,18 @@ pub struct AgentService {
 }
 
 impl AgentService {
-    pub fn new(name: String, data: PathBuf, scope: Scope, store: Arc<Store>, info: proto::AgentInfo) -> AgentService {
+    pub fn new(
+        name: String,
+        data: PathBuf,
+        sources: crate::environment::Sources,
+        store: Arc<Store>,
+        info: proto::AgentInfo,
+    ) -> AgentService {
         AgentService {
             name,
             data,
-            scope,
+            scope: sources.scope.clone(),
+            sources,
             store,
             info,
             captures: Mutex::new(HashMap::new()),
@@ -59,6 +68,11 @@ impl AgentService {
             lost: capture.sink.lost(),
             observer: capture.observer.clone(),
         }
+    }
+
+    /// Where a capture's launched processes run (`{workdir}`).
+    pub fn workdir(&self, capture_id: &str) -> PathBuf {
+        self.data.join("work").join(capture_id)
     }
 
     /// Stops every capture (agent shutdown), so nothing recorded is lost.
@@ -101,10 +115,12 @@ impl proto::agent_server::Agent for AgentService {
         }
         let (store, name, scope) = (self.store.clone(), self.name.clone(), self.scope.clone());
         let id = req.capture_id.clone();
-        let capture = tokio::task::spawn_blocking(move || Capture::start(store, &id, &name, &req.syscalls, scope))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name)))?;
+        let workdir = self.workdir(&id);
+        let capture =
+            tokio::task::spawn_blocking(move || Capture::start(store, &id, &name, &req.syscalls, scope, &workdir))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name)))?;
         let capture = Arc::new(capture);
         self.captures.lock().expect("captures").insert(req.capture_id, capture.clone());
         Ok(Response::new(self.status(&capture, true)))
@@ -119,6 +135,19 @@ impl proto::agent_server::Agent for AgentService {
         tokio::task::spawn_blocking(move || c.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
         self.captures.lock().expect("captures").remove(&capture.id);
         Ok(Response::new(self.status(&capture, false)))
+    }
+
+    async fn snapshot(&self, request: Request<proto::SnapshotRequest>) -> Result<Response<proto::Environment>, Status> {
+        let req = request.into_inner();
+        if !req.capture_id.is_empty() {
+            valid_id(&req.capture_id)?;
+        }
+        let workdir = if req.capture_id.is_empty() { self.data.clone() } else { self.workdir(&req.capture_id) };
+        let sources = self.sources.clone();
+        let env = tokio::task::spawn_blocking(move || crate::environment::snapshot(&req.at, &workdir, &sources))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(proto::Environment::from(&env)))
     }
 
     type StreamEventsStream = BoxStream<proto::Event>;
@@ -173,13 +202,10 @@ impl proto::agent_server::Agent for AgentService {
                 arg_index: g.arg_index.map(|i| i as usize),
                 arg_equals: g.arg_equals,
                 arg_at_least: g.arg_at_least,
+                path: g.path.clone(),
             });
         }
-        let workdir = if req.workdir.is_empty() {
-            self.data.join("work").join(&req.capture_id)
-        } else {
-            PathBuf::from(&req.workdir)
-        };
+        let workdir = if req.workdir.is_empty() { self.workdir(&req.capture_id) } else { PathBuf::from(&req.workdir) };
         let spec = LaunchSpec {
             run: req.run,
             name: req.name.clone(),

@@ -61,8 +61,93 @@ impl From<&rec::Event> for Event {
                 from_state: from_state.clone(),
                 to_state: to_state.clone(),
             }),
+            rec::EventKind::Lock { call, op, fd, path, ret, enter_ns } => Kind::Lock(Lock {
+                call: call.clone(),
+                op: op.clone(),
+                fd: *fd,
+                path: path.clone().unwrap_or_default(),
+                ret: *ret,
+                enter_ns: *enter_ns,
+            }),
+            rec::EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm } => Kind::Mount(Mount {
+                op: op.clone(),
+                source: source.clone(),
+                target: target.clone(),
+                fstype: fstype.clone(),
+                options: options.clone(),
+                by_pid: *by_pid,
+                by_comm: by_comm.clone(),
+            }),
         };
         Event { seq: e.seq, raw_ns: e.raw_ns, pid: e.pid, comm: e.comm.clone(), run: e.run, kind: Some(kind) }
+    }
+}
+
+impl From<&rec::Environment> for Environment {
+    fn from(e: &rec::Environment) -> Self {
+        Environment {
+            at: e.at.clone(),
+            raw_ns: e.raw_ns,
+            kernel: e.kernel.clone(),
+            workdir: e.workdir.clone(),
+            mounts: e
+                .mounts
+                .iter()
+                .map(|m| MountEntry {
+                    target: m.target.clone(),
+                    source: m.source.clone(),
+                    fstype: m.fstype.clone(),
+                    options: m.options.clone(),
+                })
+                .collect(),
+            crontabs: e.crontabs.iter().map(|c| Crontab { path: c.path.clone(), lines: c.lines.clone() }).collect(),
+            daemons: e
+                .daemons
+                .iter()
+                .map(|d| Daemon { pid: d.pid, comm: d.comm.clone(), cmdline: d.cmdline.clone() })
+                .collect(),
+            interfaces: e
+                .interfaces
+                .iter()
+                .map(|i| Interface { name: i.name.clone(), state: i.state.clone(), addresses: i.addresses.clone() })
+                .collect(),
+            sysctls: e.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        }
+    }
+}
+
+impl From<Environment> for rec::Environment {
+    fn from(e: Environment) -> Self {
+        rec::Environment {
+            at: e.at,
+            raw_ns: e.raw_ns,
+            kernel: e.kernel,
+            workdir: e.workdir,
+            mounts: e
+                .mounts
+                .into_iter()
+                .map(|m| rec::MountEntry { target: m.target, source: m.source, fstype: m.fstype, options: m.options })
+                .collect(),
+            crontabs: e.crontabs.into_iter().map(|c| rec::Crontab { path: c.path, lines: c.lines }).collect(),
+            daemons: e
+                .daemons
+                .into_iter()
+                .map(|d| rec::Daemon { pid: d.pid, comm: d.comm, cmdline: d.cmdline })
+                .collect(),
+            interfaces: e
+                .interfaces
+                .into_iter()
+                .map(|i| rec::Interface { name: i.name, state: i.state, addresses: i.addresses })
+                .collect(),
+            sysctls: e
+                .sysctls
+                .into_iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (kv, String::new()),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -113,6 +198,23 @@ impl TryFrom<Event> for rec::Event {
                 from_state: s.from_state,
                 to_state: s.to_state,
             },
+            Kind::Lock(l) => rec::EventKind::Lock {
+                call: l.call,
+                op: l.op,
+                fd: l.fd,
+                path: Some(l.path).filter(|p| !p.is_empty()),
+                ret: l.ret,
+                enter_ns: l.enter_ns,
+            },
+            Kind::Mount(m) => rec::EventKind::Mount {
+                op: m.op,
+                source: m.source,
+                target: m.target,
+                fstype: m.fstype,
+                options: m.options,
+                by_pid: m.by_pid,
+                by_comm: m.by_comm,
+            },
         };
         Ok(rec::Event { seq: e.seq, raw_ns: e.raw_ns, pid: e.pid, comm: e.comm, run: e.run, kind })
     }
@@ -126,12 +228,16 @@ impl From<&rec::GateSpec> for GatePoint {
             (None, None) => (None, None, None),
         };
         GatePoint {
-            id: format!("{}:{}#{}", g.step, g.syscall, g.nth),
+            id: match &g.path {
+                Some(path) => format!("{}:{}({path})#{}", g.step, g.syscall, g.nth),
+                None => format!("{}:{}#{}", g.step, g.syscall, g.nth),
+            },
             syscall: g.syscall.clone(),
             nth: g.nth,
             arg_index,
             arg_equals,
             arg_at_least,
+            path: g.path.clone(),
         }
     }
 }
@@ -167,6 +273,23 @@ mod tests {
                 from_state: "SYN_RECV".into(),
                 to_state: "ESTABLISHED".into(),
             },
+            rec::EventKind::Lock {
+                call: "flock".into(),
+                op: "LOCK_EX".into(),
+                fd: 3,
+                path: Some("/var/lib/app.lock".into()),
+                ret: -4,
+                enter_ns: 1,
+            },
+            rec::EventKind::Mount {
+                op: "mount".into(),
+                source: "tmpfs".into(),
+                target: "/dev/shm".into(),
+                fstype: "tmpfs".into(),
+                options: "rw".into(),
+                by_pid: 9,
+                by_comm: "mount".into(),
+            },
         ];
         for (seq, kind) in kinds.into_iter().enumerate() {
             let event = rec::Event { seq: seq as u64, raw_ns: 42, pid: 7, comm: "c".into(), run: 2, kind };
@@ -174,5 +297,26 @@ mod tests {
             assert_eq!(rec::Event::try_from(wire).unwrap(), event);
         }
         assert_eq!(rec::Event::try_from(Event::default()), Err(MissingKind { seq: 0 }));
+    }
+
+    #[test]
+    fn environments_round_trip_through_the_wire() {
+        let env = rec::Environment {
+            at: "run 2".into(),
+            raw_ns: 5,
+            kernel: "6.18".into(),
+            workdir: "/w".into(),
+            mounts: vec![rec::MountEntry {
+                target: "/dev/shm".into(),
+                source: "tmpfs".into(),
+                fstype: "tmpfs".into(),
+                options: "rw".into(),
+            }],
+            crontabs: vec![rec::Crontab { path: "/c/root".into(), lines: vec!["* * * * * x".into()] }],
+            daemons: vec![rec::Daemon { pid: 3, comm: "statd".into(), cmdline: "statd -F".into() }],
+            interfaces: vec![rec::Interface { name: "lo".into(), state: "unknown".into(), addresses: vec![] }],
+            sysctls: vec![("kernel.pid_max".into(), "4194304".into())],
+        };
+        assert_eq!(rec::Environment::from(Environment::from(&env)), env);
     }
 }

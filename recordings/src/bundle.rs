@@ -54,6 +54,9 @@ pub struct HostRecording {
     /// Events in host sequence order.
     pub events: Vec<Event>,
     pub lost: u64,
+    /// Environment snapshots: capture start, each run once its services are up, capture end.
+    #[serde(default)]
+    pub environments: Vec<crate::Environment>,
 }
 
 /// How one run of the scenario ended.

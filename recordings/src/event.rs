@@ -69,6 +69,59 @@ pub enum EventKind {
     /// transitions that pair with the peer's across hosts (connect/accept, FIN exchange), which
     /// give causal edges matched by address tuple.
     Socket { local: String, remote: String, from_state: String, to_state: String },
+    /// A file-lock call (`flock`, or `fcntl` with a lock command) and its outcome. `raw_ns` is
+    /// the return; `enter_ns` the call, so the time spent blocked is their difference.
+    Lock {
+        /// `flock` or `fcntl`.
+        call: String,
+        /// `LOCK_EX`, `LOCK_SH|LOCK_NB`, `LOCK_UN`, `F_SETLKW`, ...
+        op: String,
+        fd: u64,
+        /// The locked file when /proc could resolve the fd at the call.
+        path: Option<String>,
+        ret: i64,
+        enter_ns: i64,
+    },
+    /// A change of this host's mount table, seen by the mount watcher. `by_pid`/`by_comm` name the
+    /// process whose mount syscall made it when the kernel observer saw one (0/empty otherwise).
+    Mount {
+        /// `mount`, `umount` or `remount`.
+        op: String,
+        source: String,
+        target: String,
+        fstype: String,
+        options: String,
+        by_pid: i32,
+        by_comm: String,
+    },
+}
+
+/// `flock(2)` operation bits in words (`2|4` -> `LOCK_EX|LOCK_NB`).
+pub fn flock_op_name(op: u64) -> String {
+    let mut parts = Vec::new();
+    match op & !4 {
+        1 => parts.push("LOCK_SH".to_string()),
+        2 => parts.push("LOCK_EX".to_string()),
+        8 => parts.push("LOCK_UN".to_string()),
+        other => parts.push(format!("op {other}")),
+    }
+    if op & 4 != 0 {
+        parts.push("LOCK_NB".into());
+    }
+    parts.join("|")
+}
+
+/// `fcntl(2)` lock commands in words; None for commands that are not locks.
+pub fn fcntl_lock_cmd(cmd: u64) -> Option<&'static str> {
+    Some(match cmd {
+        5 => "F_GETLK",
+        6 => "F_SETLK",
+        7 => "F_SETLKW",
+        36 => "F_OFD_GETLK",
+        37 => "F_OFD_SETLK",
+        38 => "F_OFD_SETLKW",
+        _ => return None,
+    })
 }
 
 /// Where a signal event was observed.
@@ -101,6 +154,8 @@ impl EventKind {
             EventKind::Output { .. } => "output",
             EventKind::Gate { .. } => "gate",
             EventKind::Socket { .. } => "socket",
+            EventKind::Lock { .. } => "lock",
+            EventKind::Mount { .. } => "mount",
         }
     }
 }
@@ -177,5 +232,9 @@ mod tests {
         assert_eq!(signal_number("SIGBOGUS"), None);
         assert_eq!(errno_name(13), Some("EACCES"));
         assert_eq!(errno_name(9999), None);
+        assert_eq!(flock_op_name(2 | 4), "LOCK_EX|LOCK_NB");
+        assert_eq!(flock_op_name(1), "LOCK_SH");
+        assert_eq!(fcntl_lock_cmd(7), Some("F_SETLKW"));
+        assert_eq!(fcntl_lock_cmd(3), None);
     }
 }

@@ -6,6 +6,7 @@
 
 mod bundle;
 mod clock;
+mod env;
 mod event;
 mod merge;
 mod order;
@@ -18,12 +19,16 @@ pub use bundle::{
     bundle_path, Bundle, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC, BUNDLE_VERSION,
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
-pub use event::{errno_name, signal_name, signal_number, Event, EventKind, SignalPhase};
+pub use env::{crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry};
+pub use event::{errno_name, fcntl_lock_cmd, flock_op_name, signal_name, signal_number, Event, EventKind, SignalPhase};
 pub use merge::{Merge, Placed};
 pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,
 };
-pub use scenario::{Failure, GateSpec, Hypothesis, OutputMatch, Process, Scenario, ScenarioError, GATEABLE_SYSCALLS};
+pub use scenario::{
+    During, Failure, GateSpec, Hypothesis, OutputMatch, Process, Scenario, ScenarioError, StateHypothesis, Variant,
+    GATEABLE_SYSCALLS,
+};
 pub use store::Store;
 
 /// Errors of the recordings layer, each naming the operation and the file.

@@ -23,8 +23,21 @@ pub struct Scenario {
     pub repeat: u32,
     pub failure: Failure,
     pub hypothesis: Option<Hypothesis>,
+    /// Environment variants: named pieces of state (a daemon running, a mount present) that a run
+    /// can have or not.
+    pub variants: Vec<Variant>,
     /// The file's text, kept so bundles carry the scenario verbatim.
     pub text: String,
+}
+
+/// A piece of environment state a run can have or not: the services tied to it run only when
+/// it is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Variant {
+    pub name: String,
+    pub description: String,
+    /// On in load runs (`heisen run`).
+    pub default: bool,
 }
 
 /// A service or step: a command on a host.
@@ -35,6 +48,10 @@ pub struct Process {
     pub command: Vec<String>,
     /// Services: an output substring that means "ready".
     pub ready: Option<String>,
+    /// Services: started only after these services are ready.
+    pub after: Vec<String>,
+    /// Services: started only in runs where this variant is on.
+    pub variant: Option<String>,
 }
 
 /// When a run counts as failed.
@@ -57,11 +74,40 @@ pub struct GateSpec {
     pub signal: Option<i32>,
     /// Only calls whose first argument (fd) is at least this (e.g. 3: not stdio).
     pub fd_at_least: Option<u64>,
+    /// Only calls on this path (openat, mount, mkdir, ...: the path argument).
+    pub path: Option<String>,
+}
+
+/// What `verify` is asked to confirm.
+#[derive(Clone, Debug)]
+pub enum Hypothesis {
+    /// A cause lands *during* the victim's operations (story 1).
+    During(Box<During>),
+    /// The failure depends on a piece of environment state (story 5's absent status daemon).
+    State(StateHypothesis),
+}
+
+impl Hypothesis {
+    /// How many times verify runs each ordering.
+    pub fn runs(&self) -> u32 {
+        match self {
+            Hypothesis::During(h) => h.runs,
+            Hypothesis::State(h) => h.runs,
+        }
+    }
+}
+
+/// The failure happens exactly when `variant` is on (`fails_when_on`) or off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateHypothesis {
+    pub variant: String,
+    pub fails_when_on: bool,
+    pub runs: u32,
 }
 
 /// An ordering hypothesis: the cause (e.g. a SIGHUP) lands *during* the victim's operations.
 #[derive(Clone, Debug)]
-pub struct Hypothesis {
+pub struct During {
     pub cause: GateSpec,
     pub victim: GateSpec,
     /// The victim step's last occurrence number (for "after").
@@ -115,6 +161,17 @@ struct RawScenario {
     load: RawLoad,
     failure: RawFailure,
     hypothesis: Option<RawHypothesis>,
+    #[serde(default)]
+    variants: BTreeMap<String, RawVariant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    default: bool,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +184,8 @@ struct RawProcess {
     host: Spanned<String>,
     command: Spanned<Vec<String>>,
     ready: Option<String>,
+    after: Option<Spanned<Vec<String>>>,
+    variant: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +225,7 @@ struct RawGate {
     nth: Option<u32>,
     signal: Option<Spanned<String>>,
     fd_at_least: Option<u64>,
+    path: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,11 +238,15 @@ struct RawOutputMatch {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHypothesis {
-    cause: RawGate,
-    victim: RawGate,
-    victim_count: Spanned<u32>,
-    effect_started: RawOutputMatch,
-    effect_done: RawOutputMatch,
+    // `during`: a cause lands while the victim's operations are in flight.
+    cause: Option<RawGate>,
+    victim: Option<RawGate>,
+    victim_count: Option<Spanned<u32>>,
+    effect_started: Option<RawOutputMatch>,
+    effect_done: Option<RawOutputMatch>,
+    // `state`: the failure depends on a variant being on or off.
+    variant: Option<Spanned<String>>,
+    fails_when: Option<Spanned<String>>,
     #[serde(default = "default_runs")]
     runs: u32,
 }
@@ -192,8 +256,22 @@ fn default_runs() -> u32 {
 }
 
 /// Syscalls a gate can hold (the agent's seccomp filter knows these).
-pub const GATEABLE_SYSCALLS: &[&str] =
-    &["write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "openat"];
+pub const GATEABLE_SYSCALLS: &[&str] = &[
+    "write",
+    "pwrite64",
+    "sendto",
+    "sendmsg",
+    "kill",
+    "tgkill",
+    "mount",
+    "umount2",
+    "flock",
+    "openat",
+    "mkdir",
+    "mkdirat",
+    "symlink",
+    "symlinkat",
+];
 
 impl Scenario {
     /// Reads and checks a scenario file.
@@ -246,12 +324,52 @@ impl Scenario {
                         "command is empty".into(),
                     ));
                 }
-                out.push(Process { name, host: p.host.into_inner(), command: p.command.into_inner(), ready: p.ready });
+                if section == "steps" && (p.after.is_some() || p.variant.is_some()) {
+                    let span = p.after.as_ref().map(|a| a.span()).or(p.variant.as_ref().map(|v| v.span()));
+                    return Err(err(
+                        span,
+                        &format!("steps.{name}"),
+                        "`after` and `variant` are for services; steps of a run start together".into(),
+                    ));
+                }
+                if let Some(v) = &p.variant {
+                    if !raw.variants.contains_key(v.get_ref()) {
+                        let known: Vec<_> = raw.variants.keys().cloned().collect();
+                        return Err(err(
+                            Some(v.span()),
+                            &format!("{section}.{name}.variant"),
+                            format!(
+                                "unknown variant `{}`; declare it as [variants.{}] (declared: {})",
+                                v.get_ref(),
+                                v.get_ref(),
+                                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                            ),
+                        ));
+                    }
+                }
+                out.push(Process {
+                    name,
+                    host: p.host.into_inner(),
+                    command: p.command.into_inner(),
+                    ready: p.ready,
+                    after: p.after.map(|a| a.into_inner()).unwrap_or_default(),
+                    variant: p.variant.map(|v| v.into_inner()),
+                });
             }
             Ok(out)
         };
+        let after_spans: BTreeMap<String, Range<usize>> =
+            raw.services.iter().filter_map(|(n, p)| Some((n.clone(), p.after.as_ref()?.span()))).collect();
         let services = convert("services", raw.services)?;
+        let services = start_order(services).map_err(|(name, problem)| {
+            err(after_spans.get(&name).cloned(), &format!("services.{name}.after"), problem)
+        })?;
         let steps = convert("steps", raw.steps)?;
+        let variants: Vec<Variant> = raw
+            .variants
+            .into_iter()
+            .map(|(name, v)| Variant { name, description: v.description, default: v.default })
+            .collect();
         let step_names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
         let known_step = |s: &Spanned<String>, key: &str| -> Result<String, ScenarioError> {
             if step_names.contains(&s.get_ref().as_str()) {
@@ -325,27 +443,70 @@ impl Scenario {
                 nth: g.nth.unwrap_or(1).max(1),
                 signal,
                 fd_at_least: g.fd_at_least,
+                path: g.path,
             })
         };
         let hypothesis = match raw.hypothesis {
             None => None,
-            Some(h) => {
-                let victim = gate(h.victim, "hypothesis.victim")?;
-                if *h.victim_count.get_ref() < victim.nth {
+            Some(h) if h.variant.is_some() => {
+                let variant = h.variant.expect("checked");
+                if !variants.iter().any(|v| &v.name == variant.get_ref()) {
                     return Err(err(
-                        Some(h.victim_count.span()),
+                        Some(variant.span()),
+                        "hypothesis.variant",
+                        format!(
+                            "unknown variant `{}`; declare it as [variants.{}]",
+                            variant.get_ref(),
+                            variant.get_ref()
+                        ),
+                    ));
+                }
+                let fails_when_on = match h.fails_when.as_ref().map(|f| f.get_ref().as_str()) {
+                    Some("on") => true,
+                    Some("off") => false,
+                    _ => {
+                        return Err(err(
+                            h.fails_when.as_ref().map(|f| f.span()).or(Some(variant.span())),
+                            "hypothesis.fails_when",
+                            "say when the failure happens: \"on\" or \"off\" (the variant present or absent)".into(),
+                        ))
+                    }
+                };
+                Some(Hypothesis::State(StateHypothesis {
+                    variant: variant.into_inner(),
+                    fails_when_on,
+                    runs: h.runs.max(1),
+                }))
+            }
+            Some(h) => {
+                let missing = |what: &str| {
+                    err(
+                        None,
+                        &format!("hypothesis.{what}"),
+                        "missing; a hypothesis is either `variant` + `fails_when`, or `cause`, `victim`, \
+                         `victim_count`, `effect_started`, `effect_done`"
+                            .into(),
+                    )
+                };
+                let victim = gate(h.victim.ok_or_else(|| missing("victim"))?, "hypothesis.victim")?;
+                let victim_count = h.victim_count.ok_or_else(|| missing("victim_count"))?;
+                if *victim_count.get_ref() < victim.nth {
+                    return Err(err(
+                        Some(victim_count.span()),
                         "hypothesis.victim_count",
                         format!("must be at least victim.nth ({})", victim.nth),
                     ));
                 }
-                Some(Hypothesis {
-                    cause: gate(h.cause, "hypothesis.cause")?,
+                let started = h.effect_started.ok_or_else(|| missing("effect_started"))?;
+                let done = h.effect_done.ok_or_else(|| missing("effect_done"))?;
+                Some(Hypothesis::During(Box::new(During {
+                    cause: gate(h.cause.ok_or_else(|| missing("cause"))?, "hypothesis.cause")?,
                     victim,
-                    victim_count: h.victim_count.into_inner(),
-                    effect_started: output_match(h.effect_started, "hypothesis.effect_started.process")?,
-                    effect_done: output_match(h.effect_done, "hypothesis.effect_done.process")?,
+                    victim_count: victim_count.into_inner(),
+                    effect_started: output_match(started, "hypothesis.effect_started.process")?,
+                    effect_done: output_match(done, "hypothesis.effect_done.process")?,
                     runs: h.runs.max(1),
-                })
+                })))
             }
         };
 
@@ -358,14 +519,40 @@ impl Scenario {
             repeat: raw.load.repeat.into_inner(),
             failure,
             hypothesis,
+            variants,
             text: text.to_string(),
         })
+    }
+
+    /// The variants on in a load run (their `default`).
+    pub fn default_variants(&self) -> Vec<String> {
+        self.variants.iter().filter(|v| v.default).map(|v| v.name.clone()).collect()
     }
 
     /// The service or step called `name`.
     pub fn process(&self, name: &str) -> Option<&Process> {
         self.services.iter().chain(self.steps.iter()).find(|p| p.name == name)
     }
+}
+
+/// Services in start order: each after the services its `after` names (then by name).
+/// Errors name the service and the problem (unknown name or a cycle).
+fn start_order(services: Vec<Process>) -> Result<Vec<Process>, (String, String)> {
+    let names: Vec<String> = services.iter().map(|p| p.name.clone()).collect();
+    for p in &services {
+        if let Some(unknown) = p.after.iter().find(|a| !names.contains(a)) {
+            return Err((p.name.clone(), format!("unknown service `{unknown}`; services: {}", names.join(", "))));
+        }
+    }
+    let mut left = services;
+    let mut out: Vec<Process> = Vec::new();
+    while !left.is_empty() {
+        let Some(i) = left.iter().position(|p| p.after.iter().all(|a| out.iter().any(|o| &o.name == a))) else {
+            return Err((left[0].name.clone(), "services wait for each other in a cycle".into()));
+        };
+        out.push(left.remove(i));
+    }
+    Ok(out)
 }
 
 /// 1-based line number of byte `offset` in `text`.
@@ -411,10 +598,56 @@ effect_done = { process = "srv", output = "reloaded" }
         let s = Scenario::parse("s.toml", GOOD).unwrap();
         assert_eq!(s.hosts, vec!["a", "b"]);
         assert_eq!(s.repeat, 20);
-        let h = s.hypothesis.unwrap();
+        let Some(Hypothesis::During(h)) = s.hypothesis else { panic!("a during hypothesis") };
         assert_eq!(h.cause.signal, Some(1));
         assert_eq!(h.victim.nth, 3);
         assert_eq!(h.effect_started.process, "srv");
+    }
+
+    const STATE: &str = r#"name = "t"
+[hosts.a]
+[variants.statd]
+description = "the status daemon runs"
+[services.lockd]
+host = "a"
+command = ["lockd"]
+after = ["statd"]
+[services.statd]
+host = "a"
+command = ["statd"]
+variant = "statd"
+[steps.w]
+host = "a"
+command = ["w"]
+[failure]
+step = "w"
+exit = "nonzero"
+[hypothesis]
+variant = "statd"
+fails_when = "off"
+"#;
+
+    #[test]
+    fn state_hypotheses_variants_and_service_order() {
+        let s = Scenario::parse("s.toml", STATE).unwrap();
+        let order: Vec<_> = s.services.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(order, vec!["statd", "lockd"], "lockd waits for statd");
+        assert_eq!(s.services[0].variant.as_deref(), Some("statd"));
+        assert!(s.default_variants().is_empty());
+        let Some(Hypothesis::State(h)) = s.hypothesis else { panic!("a state hypothesis") };
+        assert_eq!((h.variant.as_str(), h.fails_when_on, h.runs), ("statd", false, 5));
+        check_err(
+            &STATE.replace("variant = \"statd\"\n[steps", "variant = \"nfs\"\n[steps"),
+            "s.toml:12: services.statd.variant: unknown variant `nfs`; declare it as [variants.nfs] (declared: statd)",
+        );
+        check_err(
+            &STATE.replace("after = [\"statd\"]", "after = [\"lockd\"]"),
+            "s.toml:8: services.lockd.after: services wait for each other in a cycle",
+        );
+        check_err(
+            &STATE.replace("fails_when = \"off\"", "fails_when = \"never\""),
+            "s.toml:21: hypothesis.fails_when: say when the failure happens: \"on\" or \"off\" (the variant present or absent)",
+        );
     }
 
     #[test]
@@ -433,7 +666,7 @@ effect_done = { process = "srv", output = "reloaded" }
         );
         check_err(
             &GOOD.replace("ready =", "redy ="),
-            "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`",
+            "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`",
         );
         check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
     }

@@ -148,6 +148,7 @@ fn heisen_supervisor(listener: OwnedFd) {
         arg_index: None,
         arg_equals: None,
         arg_at_least: None,
+        path: None,
     };
     gate::supervise(
         listener,
