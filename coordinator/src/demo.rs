@@ -13,6 +13,7 @@ use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
 /// Stories with an embedded scenario.
 pub const STORIES: &[(&str, &str)] = &[
     ("mountd-sighup", include_str!("../../recordings/scenarios/mountd-sighup.toml")),
+    ("butterfly", include_str!("../../recordings/scenarios/butterfly.toml")),
     ("statd-flock", include_str!("../../recordings/scenarios/statd-flock.toml")),
 ];
 
@@ -23,6 +24,13 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
         anyhow!("unknown story `{story}`; stories with a demo: {}", names.join(", "))
     })?;
     let scenario = Scenario::parse(&format!("<embedded {story}.toml>"), text).map_err(|e| anyhow!("{e}"))?;
+    // SAFETY: geteuid has no preconditions.
+    if story == "butterfly" && unsafe { libc::geteuid() } != 0 {
+        return Err(anyhow!(
+            "story butterfly mounts tmpfs file systems on its build hosts, which needs root (CAP_SYS_ADMIN); \
+             run it as root"
+        ));
+    }
     let load_runs = args.load_runs.unwrap_or(scenario.repeat).max(1);
     let runs = args.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs())).unwrap_or(5).max(1);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;

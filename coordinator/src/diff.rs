@@ -20,7 +20,8 @@ pub struct Difference {
     pub a: String,
     pub b: String,
     /// Higher is more suspicious: state that programs act on (mounts, daemons, crontabs) ranks
-    /// above plumbing (interfaces) and identity (kernel, sysctls).
+    /// above plumbing (interfaces) and identity (kernel, sysctls). A different file system under
+    /// a path ranks first: it changes what every program there reads and writes.
     pub score: u32,
 }
 
@@ -111,7 +112,7 @@ fn mounts(a: &Environment, b: &Environment, out: &mut Vec<Difference>) {
         // alone (ro/rw aside) rarely do.
         let score = match (ma, mb) {
             (Some(x), Some(y)) if x.fstype == y.fstype => 50,
-            _ => 90,
+            _ => 95,
         };
         out.push(Difference {
             category: "mount",

@@ -72,7 +72,7 @@ pub struct Target {
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// The story to run: mountd-sighup or statd-flock.
+    /// The story to run: mountd-sighup, butterfly or statd-flock.
     #[arg(default_value = "mountd-sighup")]
     pub story: String,
     /// Print one JSON object instead of text.

@@ -3,7 +3,7 @@
 //! A schedule is a sequence of actions over gate points on any host. The coordinator executes it;
 //! the agents only hold and release.
 
-use heisen_recordings::{During, GateSpec, Hypothesis, OutputMatch, Scenario, StateHypothesis};
+use heisen_recordings::{During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Scenario, StateHypothesis};
 
 /// One step of a schedule.
 #[derive(Clone, Debug)]
@@ -43,7 +43,62 @@ pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
             out
         }
         Hypothesis::State(s) => state_orderings(scenario, s),
+        Hypothesis::Order(o) => order_orderings(scenario, o),
     }
+}
+
+/// An order hypothesis: `first` released and done before `then` is released, the reverse, and,
+/// when `first`'s step belongs to a variant, a run without it ("never").
+fn order_orderings(scenario: &Scenario, h: &OrderHypothesis) -> Vec<Ordering> {
+    let defaults = scenario.default_variants();
+    let first_variant = scenario.process(&h.first.step).and_then(|p| p.variant.clone());
+    let mut with_first = defaults.clone();
+    if let Some(v) = &first_variant {
+        if !with_first.contains(v) {
+            with_first.push(v.clone());
+        }
+    }
+    let gates = vec![h.first.clone(), h.then.clone()];
+    let (first, then) = (describe(&h.first), describe(&h.then));
+    let mut out = vec![
+        Ordering {
+            name: format!("{}-first", h.first.step),
+            description: format!("{first} completes before {then}"),
+            gates: gates.clone(),
+            actions: vec![
+                Action::Release(h.first.clone()),
+                Action::Exit(h.first.step.clone()),
+                Action::Release(h.then.clone()),
+            ],
+            expect_failure: !h.fails_when_after,
+            variants: with_first.clone(),
+        },
+        Ordering {
+            name: format!("{}-first", h.then.step),
+            description: format!("{then} and its step complete before {first}"),
+            gates,
+            actions: vec![
+                Action::Release(h.then.clone()),
+                Action::Exit(h.then.step.clone()),
+                Action::Release(h.first.clone()),
+            ],
+            expect_failure: h.fails_when_after,
+            variants: with_first,
+        },
+    ];
+    if let Some(v) = first_variant {
+        out.push(Ordering {
+            name: format!("without-{v}"),
+            description: format!("{} never runs (variant {v} off)", h.first.step),
+            gates: vec![],
+            actions: vec![],
+            expect_failure: h.fails_when_after,
+            variants: defaults.into_iter().filter(|d| *d != v).collect(),
+        });
+    }
+    // The guilty ordering first.
+    out.sort_by_key(|o| !o.expect_failure);
+    out
 }
 
 /// A state hypothesis: the same runs with the variant on and off; no gates.
@@ -122,6 +177,9 @@ pub fn orderings(h: &During) -> Vec<Ordering> {
 
 /// `remount's kill(SIGHUP)`, `write's write #16`.
 pub fn describe(g: &GateSpec) -> String {
+    if let Some(path) = &g.path {
+        return format!("{}'s {}({path})", g.step, g.syscall);
+    }
     match g.signal {
         Some(sig) => format!("{}'s {}({})", g.step, g.syscall, heisen_recordings::signal_name(sig)),
         None => format!("{}'s {} #{}", g.step, g.syscall, g.nth),

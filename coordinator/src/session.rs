@@ -32,10 +32,11 @@ pub struct Placeholders {
 }
 
 impl Placeholders {
-    pub fn expand(&self, argv: &[String]) -> Vec<String> {
+    /// Expands `{port}`, `{run}` (the run number) and `{host:NAME}`.
+    pub fn expand(&self, argv: &[String], run: u32) -> Vec<String> {
         argv.iter()
             .map(|a| {
-                let mut a = a.replace("{port}", &self.port.to_string());
+                let mut a = a.replace("{port}", &self.port.to_string()).replace("{run}", &run.to_string());
                 for (name, addr) in &self.host_addrs {
                     a = a.replace(&format!("{{host:{name}}}"), addr);
                 }
@@ -160,7 +161,7 @@ impl Session {
             run,
             name: p.name.clone(),
             role: role.into(),
-            argv: vars.expand(&p.command),
+            argv: vars.expand(&p.command, run),
             workdir: String::new(),
             env: Default::default(),
             gates: gates.iter().filter(|g| g.step == p.name).map(proto::GatePoint::from).collect(),
@@ -256,7 +257,9 @@ impl Session {
         let mut notes = Vec::new();
         let mut service_pids = Vec::new();
         let variants = ordering.map(|o| o.variants.clone()).unwrap_or_else(|| scenario.default_variants());
-        let services = scenario.services.iter().filter(|s| s.variant.as_ref().is_none_or(|v| variants.contains(v)));
+        let on = |p: &&Process| p.variant.as_ref().is_none_or(|v| variants.contains(v));
+        let services = scenario.services.iter().filter(on);
+        let steps: Vec<&Process> = scenario.steps.iter().filter(on).collect();
         for service in services {
             let pid = self.launch(service, "service", run, &[], vars).await?;
             service_pids.push((service.host.clone(), pid));
@@ -271,7 +274,7 @@ impl Session {
         }
         let gates = ordering.map(|o| o.gates.clone()).unwrap_or_default();
         if notes.is_empty() {
-            for step in &scenario.steps {
+            for step in &steps {
                 self.launch(step, "step", run, &gates, vars).await?;
             }
             if let Some(ordering) = ordering {
@@ -302,7 +305,7 @@ impl Session {
                     });
                 }
             }
-            for step in &scenario.steps {
+            for step in &steps {
                 let key = (run, step.name.clone());
                 if self.wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit)).await.is_none() {
                     notes.push(format!("step {} did not exit within {} s; stopped", step.name, STEP_TIMEOUT.as_secs()));
@@ -398,9 +401,11 @@ impl Session {
 
     fn outcome(&self, scenario: &Scenario, run: u32, ordering: Option<&Ordering>, notes: Vec<String>) -> RunOutcome {
         let s = self.shared.lock().expect("shared");
+        // Steps of a variant that was off in this run were never launched.
         let steps: Vec<StepOutcome> = scenario
             .steps
             .iter()
+            .filter(|step| s.procs.contains_key(&(run, step.name.clone())))
             .map(|step| {
                 let p = s.procs.get(&(run, step.name.clone()));
                 let lines = p.map(|p| p.lines.clone()).unwrap_or_default();

@@ -36,7 +36,10 @@ impl Filter {
                 EventKind::Fork { .. } => false,
                 EventKind::Syscall { name, ret, fd_path, .. } => {
                     let quiet_error = name == "openat" && (*ret == -2 || *ret == -11);
-                    let control = matches!(name.as_str(), "kill" | "tgkill" | "mount" | "umount2" | "flock");
+                    let control = matches!(
+                        name.as_str(),
+                        "kill" | "tgkill" | "mount" | "umount2" | "flock" | "mkdir" | "symlink"
+                    );
                     let on_socket = fd_path.as_deref().is_some_and(|p| p.starts_with("socket:"));
                     (*ret < 0 && !quiet_error) || control || on_socket
                 }

@@ -15,6 +15,7 @@
 //! - `remount`: the "other test": after its own work (`--delay-ms`, e.g. `0..300` picks a delay
 //!   from its pid and the clock) it signals the server named by a pidfile with SIGHUP.
 //!
+//! Story 3 (butterfly): `tmpfs-mount`, `tidy-mounts`, `postinst`; see `butterfly.rs`.
 //! Story 5 (statd-flock): `statd`, `lockd`, `php-worker`; see `statd_flock.rs`.
 
 use std::io::{Read, Write};
@@ -24,14 +25,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod butterfly;
 mod export_mount;
 pub mod hosts;
 mod statd_flock;
 mod workloads;
 
 /// The guest programs.
-const NAMES: &[&str] =
-    &["export-server", "export-mount", "writer", "remount", "statd", "lockd", "php-worker", "storm", "load", "getppid"];
+const NAMES: &[&str] = &[
+    "export-server",
+    "export-mount",
+    "writer",
+    "remount",
+    "tmpfs-mount",
+    "tidy-mounts",
+    "postinst",
+    "statd",
+    "lockd",
+    "php-worker",
+    "storm",
+    "load",
+    "getppid",
+];
 
 /// Runs the guest program `args[0]` with the rest of `args`; returns its exit code.
 pub fn run(args: Vec<String>) -> i32 {
@@ -48,6 +63,9 @@ pub fn run(args: Vec<String>) -> i32 {
         "storm" => workloads::storm(&Flags::new(rest)),
         "load" => workloads::load(&Flags::new(rest)),
         "getppid" => workloads::getppid(&Flags::new(rest)),
+        "tmpfs-mount" => butterfly::tmpfs_mount(&Flags::new(rest)),
+        "tidy-mounts" => butterfly::tidy_mounts(&Flags::new(rest)),
+        "postinst" => butterfly::postinst(&Flags::new(rest)),
         "statd" => statd_flock::statd(&Flags::new(rest)),
         "lockd" => statd_flock::lockd(&Flags::new(rest)),
         "php-worker" => statd_flock::php_worker(&Flags::new(rest)),

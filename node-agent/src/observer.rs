@@ -63,8 +63,10 @@ pub fn host_addresses() -> Vec<String> {
 }
 
 /// Syscalls recorded when a capture names none.
-pub const DEFAULT_SYSCALLS: &[&str] =
-    &["write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "fcntl", "openat"];
+pub const DEFAULT_SYSCALLS: &[&str] = &[
+    "write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "fcntl", "openat",
+    "mkdir", "symlink",
+];
 
 /// Which processes belong to this host.
 #[derive(Clone, Debug)]

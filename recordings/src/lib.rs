@@ -26,8 +26,8 @@ pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,
 };
 pub use scenario::{
-    During, Failure, GateSpec, Hypothesis, OutputMatch, Process, Scenario, ScenarioError, StateHypothesis, Variant,
-    GATEABLE_SYSCALLS,
+    During, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process, Scenario, ScenarioError,
+    StateHypothesis, Variant, GATEABLE_SYSCALLS,
 };
 pub use store::Store;
 

@@ -85,6 +85,19 @@ pub enum Hypothesis {
     During(Box<During>),
     /// The failure depends on a piece of environment state (story 5's absent status daemon).
     State(StateHypothesis),
+    /// The failure depends on whether one event comes before another (story 3's mount before
+    /// the mount table is read).
+    Order(OrderHypothesis),
+}
+
+/// `first` must come before `then` for the run to pass (`fails_when_after`), or must not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderHypothesis {
+    pub first: GateSpec,
+    pub then: GateSpec,
+    /// True: the failure happens when `first` comes after `then` (or never).
+    pub fails_when_after: bool,
+    pub runs: u32,
 }
 
 impl Hypothesis {
@@ -93,6 +106,7 @@ impl Hypothesis {
         match self {
             Hypothesis::During(h) => h.runs,
             Hypothesis::State(h) => h.runs,
+            Hypothesis::Order(h) => h.runs,
         }
     }
 }
@@ -244,6 +258,9 @@ struct RawHypothesis {
     victim_count: Option<Spanned<u32>>,
     effect_started: Option<RawOutputMatch>,
     effect_done: Option<RawOutputMatch>,
+    // `order`: the failure depends on whether `first` comes before `then`.
+    first: Option<RawGate>,
+    then: Option<RawGate>,
     // `state`: the failure depends on a variant being on or off.
     variant: Option<Spanned<String>>,
     fails_when: Option<Spanned<String>>,
@@ -324,12 +341,11 @@ impl Scenario {
                         "command is empty".into(),
                     ));
                 }
-                if section == "steps" && (p.after.is_some() || p.variant.is_some()) {
-                    let span = p.after.as_ref().map(|a| a.span()).or(p.variant.as_ref().map(|v| v.span()));
+                if let (true, Some(after)) = (section == "steps", &p.after) {
                     return Err(err(
-                        span,
-                        &format!("steps.{name}"),
-                        "`after` and `variant` are for services; steps of a run start together".into(),
+                        Some(after.span()),
+                        &format!("steps.{name}.after"),
+                        "`after` is for services; the steps of a run start together (order them with gates)".into(),
                     ));
                 }
                 if let Some(v) = &p.variant {
@@ -478,13 +494,36 @@ impl Scenario {
                     runs: h.runs.max(1),
                 }))
             }
+            Some(h) if h.first.is_some() || h.then.is_some() => {
+                let missing = |what: &str| {
+                    err(
+                        None,
+                        &format!("hypothesis.{what}"),
+                        "missing; an order hypothesis names `first` and `then`".into(),
+                    )
+                };
+                let first = gate(h.first.ok_or_else(|| missing("first"))?, "hypothesis.first")?;
+                let then = gate(h.then.ok_or_else(|| missing("then"))?, "hypothesis.then")?;
+                let fails_when_after =
+                    match h.fails_when.as_ref().map(|f| f.get_ref().as_str()) {
+                        Some("after") => true,
+                        Some("before") => false,
+                        _ => return Err(err(
+                            h.fails_when.as_ref().map(|f| f.span()),
+                            "hypothesis.fails_when",
+                            "say when the failure happens: \"after\" (first comes after then, or never) or \"before\""
+                                .into(),
+                        )),
+                    };
+                Some(Hypothesis::Order(OrderHypothesis { first, then, fails_when_after, runs: h.runs.max(1) }))
+            }
             Some(h) => {
                 let missing = |what: &str| {
                     err(
                         None,
                         &format!("hypothesis.{what}"),
-                        "missing; a hypothesis is either `variant` + `fails_when`, or `cause`, `victim`, \
-                         `victim_count`, `effect_started`, `effect_done`"
+                        "missing; a hypothesis is `variant` + `fails_when`, `first` + `then` + `fails_when`, or \
+                         `cause`, `victim`, `victim_count`, `effect_started`, `effect_done`"
                             .into(),
                     )
                 };
