@@ -14,6 +14,7 @@ use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
 pub const STORIES: &[(&str, &str)] = &[
     ("mountd-sighup", include_str!("../../recordings/scenarios/mountd-sighup.toml")),
     ("butterfly", include_str!("../../recordings/scenarios/butterfly.toml")),
+    ("cron-twin", include_str!("../../recordings/scenarios/cron-twin.toml")),
     ("statd-flock", include_str!("../../recordings/scenarios/statd-flock.toml")),
 ];
 
@@ -25,18 +26,30 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
     })?;
     let scenario = Scenario::parse(&format!("<embedded {story}.toml>"), text).map_err(|e| anyhow!("{e}"))?;
     // SAFETY: geteuid has no preconditions.
-    if story == "butterfly" && unsafe { libc::geteuid() } != 0 {
-        return Err(anyhow!(
-            "story butterfly mounts tmpfs file systems on its build hosts, which needs root (CAP_SYS_ADMIN); \
-             run it as root"
-        ));
+    let root = unsafe { libc::geteuid() } == 0;
+    let needs_root = match story {
+        "butterfly" => Some("it mounts tmpfs file systems on its build hosts (CAP_SYS_ADMIN)"),
+        "cron-twin" => Some("its hosts run real cron daemons for root and tell each other apart by address (netns)"),
+        _ => None,
+    };
+    if let (Some(why), false) = (needs_root, root) {
+        return Err(anyhow!("story {story} needs root: {why}; run it as root"));
+    }
+    if let (Some(why), true) = (needs_root, args.loopback) {
+        return Err(anyhow!("story {story} cannot run on loopback hosts: {why}"));
     }
     let load_runs = args.load_runs.unwrap_or(scenario.repeat).max(1);
     let runs = args.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs())).unwrap_or(5).max(1);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
 
-    let target =
-        Target { agents: vec![], local: true, loopback: args.loopback, skews: args.skews.clone(), token_file: None };
+    let target = Target {
+        agents: vec![],
+        local: true,
+        loopback: args.loopback,
+        skews: args.skews.clone(),
+        token_file: None,
+        shared: None,
+    };
     let Hosts { agents, vars, harness } = crate::connect(&scenario, &target).await?;
     let harness: LocalHosts = harness.expect("local hosts");
     let mode = match &harness.mode {

@@ -68,6 +68,10 @@ pub struct Target {
     /// File with the agents' shared token.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// A directory every host sees at the same path (an NFS share): `{shared}` in scenarios.
+    /// Local hosts get one of their own.
+    #[arg(long, value_name = "DIR")]
+    pub shared: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -342,7 +346,19 @@ async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
             ip.unwrap_or_else(|| addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default()),
         );
     }
-    let vars = session::Placeholders { host_addrs, port: heisen_fixtures::hosts::free_port().map_err(|e| anyhow!(e))? };
+    let shared = match (&target.shared, &harness) {
+        (Some(dir), _) => Some(dir.display().to_string()),
+        (None, Some(h)) => Some(h.shared_dir().map_err(|e| anyhow!(e))?.display().to_string()),
+        (None, None) => None,
+    };
+    if shared.is_none() && scenario.text.contains("{shared}") {
+        return Err(anyhow!(
+            "scenario `{}` uses {{shared}}: pass --shared DIR, a directory every host sees at the same path",
+            scenario.name
+        ));
+    }
+    let port = heisen_fixtures::hosts::free_port().map_err(|e| anyhow!(e))?;
+    let vars = session::Placeholders { host_addrs, port, shared };
     Ok(Hosts { agents, vars, harness })
 }
 

@@ -50,8 +50,10 @@ pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
 /// An order hypothesis: `first` released and done before `then` is released, the reverse, and,
 /// when `first`'s step belongs to a variant, a run without it ("never").
 fn order_orderings(scenario: &Scenario, h: &OrderHypothesis) -> Vec<Ordering> {
-    let defaults = scenario.default_variants();
-    let first_variant = scenario.process(&h.first.step).and_then(|p| p.variant.clone());
+    let defaults = h.variants.clone().unwrap_or_else(|| scenario.default_variants());
+    let variant_of = |step: &str| scenario.process(step).and_then(|p| p.variant.clone());
+    // "Never" means first's step alone left out: only when its variant is its own.
+    let first_variant = variant_of(&h.first.step).filter(|v| variant_of(&h.then.step).as_ref() != Some(v));
     let mut with_first = defaults.clone();
     if let Some(v) = &first_variant {
         if !with_first.contains(v) {

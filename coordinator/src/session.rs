@@ -29,6 +29,8 @@ const PROBE_PERIOD: Duration = Duration::from_millis(500);
 pub struct Placeholders {
     pub host_addrs: BTreeMap<String, String>,
     pub port: u16,
+    /// `{shared}`: a directory every host sees at the same path.
+    pub shared: Option<String>,
 }
 
 impl Placeholders {
@@ -37,6 +39,9 @@ impl Placeholders {
         argv.iter()
             .map(|a| {
                 let mut a = a.replace("{port}", &self.port.to_string()).replace("{run}", &run.to_string());
+                if let Some(shared) = &self.shared {
+                    a = a.replace("{shared}", shared);
+                }
                 for (name, addr) in &self.host_addrs {
                     a = a.replace(&format!("{{host:{name}}}"), addr);
                 }

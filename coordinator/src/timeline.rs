@@ -180,6 +180,10 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
             "errno": (*ret < 0).then(|| errno_name(-ret)).flatten(),
             "enter_ns": enter_ns, "blocked_ns": e.raw_ns - enter_ns,
         }),
+        EventKind::Cron { phase, crontab, crontab_line, command, job_pid, exit_code } => json!({
+            "phase": phase, "crontab": crontab, "crontab_line": crontab_line, "command": command,
+            "job_pid": job_pid, "exit_code": exit_code,
+        }),
         EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm } => json!({
             "op": op, "source": source, "target": target, "fstype": fstype, "options": options,
             "by_pid": by_pid, "by_comm": by_comm,
@@ -225,6 +229,17 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         }
         EventKind::Mount { op, source, target, fstype, options, .. } => {
             format!("{op} {source} on {target} type {fstype} ({options})")
+        }
+        EventKind::Cron { phase, crontab, crontab_line, command, exit_code, .. } => {
+            let line = if crontab_line.is_empty() {
+                format!("(no crontab line matched) {command}")
+            } else {
+                format!("{crontab}: {crontab_line}")
+            };
+            match exit_code {
+                Some(code) => format!("cron job {phase} exit {code}  {line}"),
+                None => format!("cron job {phase}  {line}"),
+            }
         }
     };
     let what = if what.chars().count() > 120 { format!("{}…", truncate(&what, 119)) } else { what };

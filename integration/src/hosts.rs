@@ -74,6 +74,14 @@ pub fn free_port() -> Result<u16> {
 }
 
 impl Hosts {
+    /// A directory every local host sees at the same path (`{shared}` in scenarios), like an
+    /// NFS share mounted on every machine.
+    pub fn shared_dir(&self) -> Result<std::path::PathBuf> {
+        let dir = self.dir.path().join("shared");
+        context(std::fs::create_dir_all(&dir), "cannot create the shared directory")?;
+        Ok(dir)
+    }
+
     /// Starts one agent per host with `agent_cmd` (program and leading arguments, e.g.
     /// `[heisen, agent]`); network namespaces when possible, loopback otherwise.
     pub fn start(agent_cmd: &[PathBuf], hosts: &[String], options: &Options) -> Result<Hosts> {

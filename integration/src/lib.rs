@@ -16,6 +16,7 @@
 //!   from its pid and the clock) it signals the server named by a pidfile with SIGHUP.
 //!
 //! Story 3 (butterfly): `tmpfs-mount`, `tidy-mounts`, `postinst`; see `butterfly.rs`.
+//! Story 4 (cron-twin): `cron-host` (busybox crond), `pickup`, `submit`; see `cron_twin.rs`.
 //! Story 5 (statd-flock): `statd`, `lockd`, `php-worker`; see `statd_flock.rs`.
 
 use std::io::{Read, Write};
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod butterfly;
+mod cron_twin;
 mod export_mount;
 pub mod hosts;
 mod statd_flock;
@@ -40,6 +42,9 @@ const NAMES: &[&str] = &[
     "tmpfs-mount",
     "tidy-mounts",
     "postinst",
+    "crond",
+    "pickup",
+    "submit",
     "statd",
     "lockd",
     "php-worker",
@@ -66,6 +71,9 @@ pub fn run(args: Vec<String>) -> i32 {
         "tmpfs-mount" => butterfly::tmpfs_mount(&Flags::new(rest)),
         "tidy-mounts" => butterfly::tidy_mounts(&Flags::new(rest)),
         "postinst" => butterfly::postinst(&Flags::new(rest)),
+        "cron-host" => cron_twin::cron_host(&Flags::new(rest)),
+        "pickup" => cron_twin::pickup(&Flags::new(rest)),
+        "submit" => cron_twin::submit(&Flags::new(rest)),
         "statd" => statd_flock::statd(&Flags::new(rest)),
         "lockd" => statd_flock::lockd(&Flags::new(rest)),
         "php-worker" => statd_flock::php_worker(&Flags::new(rest)),

@@ -94,6 +94,7 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
     let mut take = |line: crate::tracefs::TraceLine<'_>| {
         match decoder.decode(&line) {
             Step::Event(event) => sink.push(event),
+            Step::Events(events) => events.into_iter().for_each(|e| sink.push(e)),
             Step::Stop(_) => return false,
             Step::Nothing => {}
         }
@@ -236,6 +237,7 @@ impl Capture {
         syscalls: &[String],
         scope: Scope,
         workdir: &std::path::Path,
+        crontab_dirs: &[std::path::PathBuf],
     ) -> Result<Capture, String> {
         let next_seq = store.next_seq(id).map_err(|e| e.to_string())?;
         let sink = Arc::new(Sink {
@@ -280,7 +282,9 @@ impl Capture {
                 Scope::Launched => Vec::new(),
                 Scope::Netns { .. } => crate::observer::host_addresses(),
             };
-            let decoder = Decoder::new(scope, mono_to_raw).with_socket_addresses(socket_addrs);
+            let decoder = Decoder::new(scope, mono_to_raw)
+                .with_socket_addresses(socket_addrs)
+                .with_crontab_dirs(crontab_dirs.to_vec());
             let text_reader =
                 std::env::var("HEISEN_TRACE_READER").is_ok_and(|v| v == "text") || !instance.has_raw_pipes();
             let reader = if text_reader {

@@ -53,7 +53,7 @@ pub fn snapshot(at: &str, workdir: &Path, sources: &Sources) -> Environment {
     }
 }
 
-fn crontabs(extra: &[PathBuf]) -> Vec<Crontab> {
+pub(crate) fn crontabs(extra: &[PathBuf]) -> Vec<Crontab> {
     let mut files = Vec::new();
     for place in SYSTEM_CRONTABS.iter().map(PathBuf::from).chain(extra.iter().cloned()) {
         if place.is_dir() {

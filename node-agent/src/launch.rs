@@ -59,7 +59,9 @@ pub fn expand(argv: &[String], workdir: &Path) -> Result<Vec<String>, String> {
             out.push(exe.display().to_string());
             out.push("fixture".into());
         } else {
-            out.push(arg.replace("{workdir}", &workdir.display().to_string()));
+            // Inside a longer argument (a shell command, a crontab line) it becomes the two words.
+            let fixture = format!("{} fixture", exe.display());
+            out.push(arg.replace("{workdir}", &workdir.display().to_string()).replace("{fixture}", &fixture));
         }
     }
     Ok(out)

@@ -23,7 +23,12 @@ pub const BASE_EVENTS: &[&str] = &[
     "sock/inet_sock_set_state",
     // Renames (prctl PR_SET_NAME): raw records carry no comm, so the reader follows renames.
     "task/task_rename",
+    // The exit status a process asks for (sched_process_exit carries none).
+    "syscalls/sys_enter_exit_group",
 ];
+
+/// Names of cron daemons: an exec whose parent has one of these names is a cron job.
+const CRON_DAEMONS: &[&str] = &["crond", "cron"];
 
 /// TCP transitions worth recording: each pairs with a transition of the peer socket, which gives
 /// a causal edge across hosts (see `heisen_recordings::recorded_edges`).
@@ -114,6 +119,8 @@ pub struct Decoded {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Event(Decoded),
+    /// Several events from one trace record (an exec that is also a cron job's start).
+    Events(Vec<Decoded>),
     Nothing,
     /// The stop marker with this token.
     Stop(String),
@@ -139,6 +146,12 @@ pub struct Decoder {
     /// The last successful mount/umount2 in scope (pid, comm, host ns): the mount watcher's
     /// next change is attributed to it.
     last_mount_call: Option<(i32, String, i64)>,
+    /// Exit status each process passed to exit_group, for its exit event.
+    exit_codes: HashMap<i32, i32>,
+    /// Cron jobs in progress: pid -> (crontab, line, command).
+    cron_jobs: HashMap<i32, (String, String, String)>,
+    /// Crontab directories besides the system ones and the cron daemon's own `-c DIR`.
+    crontab_dirs: Vec<std::path::PathBuf>,
 }
 
 /// How long after a mount syscall a mount-table change is still attributed to it.
@@ -158,7 +171,53 @@ impl Decoder {
             fd_paths: HashMap::new(),
             local_addrs: Vec::new(),
             last_mount_call: None,
+            exit_codes: HashMap::new(),
+            cron_jobs: HashMap::new(),
+            crontab_dirs: Vec::new(),
         }
+    }
+
+    /// Also looks for cron jobs' lines in these crontab directories.
+    pub fn with_crontab_dirs(mut self, dirs: Vec<std::path::PathBuf>) -> Decoder {
+        self.crontab_dirs = dirs;
+        self
+    }
+
+    /// An exec under a cron daemon: the job's start, matched to its crontab line.
+    fn cron_start(&mut self, pid: i32, ppid: i32, argv: &[String]) -> Option<EventKind> {
+        let parent = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?;
+        if !CRON_DAEMONS.contains(&parent.trim_end()) {
+            return None;
+        }
+        // Cron runs `sh -c COMMAND`.
+        let command = match argv {
+            [_, flag, command, ..] if flag == "-c" => command.clone(),
+            _ => argv.join(" "),
+        };
+        let mut dirs = self.crontab_dirs.clone();
+        // busybox crond -c DIR: the daemon's own crontab directory.
+        let daemon_args: Vec<String> = std::fs::read(format!("/proc/{ppid}/cmdline"))
+            .map(|raw| raw.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+            .unwrap_or_default();
+        if let Some(i) = daemon_args.iter().position(|a| a == "-c") {
+            if let Some(dir) = daemon_args.get(i + 1) {
+                dirs.push(dir.into());
+            }
+        }
+        let (crontab, line) = crate::environment::crontabs(&dirs)
+            .into_iter()
+            .flat_map(|c| c.lines.into_iter().map(move |l| (c.path.clone(), l)))
+            .find(|(path, line)| heisen_recordings::crontab_command(path, line).as_deref() == Some(command.trim()))
+            .unwrap_or_default();
+        self.cron_jobs.insert(pid, (crontab.clone(), line.clone(), command.clone()));
+        Some(EventKind::Cron {
+            phase: "start".into(),
+            crontab,
+            crontab_line: line,
+            command,
+            job_pid: pid,
+            exit_code: None,
+        })
     }
 
     /// Records TCP state changes of sockets bound to these addresses. They fire in softirq
@@ -246,7 +305,7 @@ impl Decoder {
                     return Step::Nothing;
                 }
                 let filename = line.text("filename").unwrap_or_default();
-                let argv = std::fs::read(format!("/proc/{}/cmdline", line.pid))
+                let argv: Vec<String> = std::fs::read(format!("/proc/{}/cmdline", line.pid))
                     .map(|raw| {
                         raw.split(|b| *b == 0)
                             .filter(|a| !a.is_empty())
@@ -255,17 +314,41 @@ impl Decoder {
                     })
                     .unwrap_or_default();
                 let ppid = parent_of(line.pid).unwrap_or(0);
-                self.event(line, line.pid, &line.comm, EventKind::Exec { filename, argv, ppid })
+                let cron = self.cron_start(line.pid, ppid, &argv);
+                let exec = self.event(line, line.pid, &line.comm, EventKind::Exec { filename, argv, ppid });
+                match (exec, cron) {
+                    (Step::Event(exec), Some(kind)) => {
+                        let Step::Event(start) = self.event(line, line.pid, &line.comm, kind) else { unreachable!() };
+                        Step::Events(vec![exec, start])
+                    }
+                    (exec, _) => exec,
+                }
             }
             "sched_process_exit" => {
                 let group_dead = line.flag("group_dead").unwrap_or(true);
                 let member = self.in_scope(line.pid);
                 self.pending.remove(&line.pid);
                 self.fd_paths.retain(|(pid, _), _| *pid != line.pid);
+                let exit_code = self.exit_codes.remove(&line.pid).unwrap_or(-1);
                 if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
                     return Step::Nothing; // the launcher reports launched processes' exit codes
                 }
-                self.event(line, line.pid, &line.comm, EventKind::Exit { exit_code: -1 })
+                let exit = self.event(line, line.pid, &line.comm, EventKind::Exit { exit_code });
+                match (exit, self.cron_jobs.remove(&line.pid)) {
+                    (Step::Event(exit), Some((crontab, crontab_line, command))) => {
+                        let kind = EventKind::Cron {
+                            phase: "end".into(),
+                            crontab,
+                            crontab_line,
+                            command,
+                            job_pid: line.pid,
+                            exit_code: Some(exit_code),
+                        };
+                        let Step::Event(end) = self.event(line, line.pid, &line.comm, kind) else { unreachable!() };
+                        Step::Events(vec![exit, end])
+                    }
+                    (exit, _) => exit,
+                }
             }
             "signal_generate" => {
                 let (Some(sig), Some(target)) = (line.int("sig"), line.int("pid")) else {
@@ -323,6 +406,13 @@ impl Decoder {
 
     fn syscall(&mut self, line: &TraceLine<'_>, name: &str) -> Step {
         if !self.in_scope(line.pid) {
+            return Step::Nothing;
+        }
+        if name == "exit_group" {
+            // Never returns: keep the status for the process's exit event.
+            if let Some(SyscallPart::Enter(args)) = line.syscall() {
+                self.exit_codes.insert(line.pid, (args.first().copied().unwrap_or(0) & 0xff) as i32);
+            }
             return Step::Nothing;
         }
         match line.syscall() {

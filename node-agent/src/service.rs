@@ -116,11 +116,13 @@ impl proto::agent_server::Agent for AgentService {
         let (store, name, scope) = (self.store.clone(), self.name.clone(), self.scope.clone());
         let id = req.capture_id.clone();
         let workdir = self.workdir(&id);
-        let capture =
-            tokio::task::spawn_blocking(move || Capture::start(store, &id, &name, &req.syscalls, scope, &workdir))
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?
-                .map_err(|e| Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name)))?;
+        let crontab_dirs = self.sources.crontab_dirs.clone();
+        let capture = tokio::task::spawn_blocking(move || {
+            Capture::start(store, &id, &name, &req.syscalls, scope, &workdir, &crontab_dirs)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name)))?;
         let capture = Arc::new(capture);
         self.captures.lock().expect("captures").insert(req.capture_id, capture.clone());
         Ok(Response::new(self.status(&capture, true)))

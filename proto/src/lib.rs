@@ -69,6 +69,14 @@ impl From<&rec::Event> for Event {
                 ret: *ret,
                 enter_ns: *enter_ns,
             }),
+            rec::EventKind::Cron { phase, crontab, crontab_line, command, job_pid, exit_code } => Kind::Cron(Cron {
+                phase: phase.clone(),
+                crontab: crontab.clone(),
+                crontab_line: crontab_line.clone(),
+                command: command.clone(),
+                job_pid: *job_pid,
+                exit_code: *exit_code,
+            }),
             rec::EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm } => Kind::Mount(Mount {
                 op: op.clone(),
                 source: source.clone(),
@@ -206,6 +214,14 @@ impl TryFrom<Event> for rec::Event {
                 ret: l.ret,
                 enter_ns: l.enter_ns,
             },
+            Kind::Cron(c) => rec::EventKind::Cron {
+                phase: c.phase,
+                crontab: c.crontab,
+                crontab_line: c.crontab_line,
+                command: c.command,
+                job_pid: c.job_pid,
+                exit_code: c.exit_code,
+            },
             Kind::Mount(m) => rec::EventKind::Mount {
                 op: m.op,
                 source: m.source,
@@ -280,6 +296,14 @@ mod tests {
                 path: Some("/var/lib/app.lock".into()),
                 ret: -4,
                 enter_ns: 1,
+            },
+            rec::EventKind::Cron {
+                phase: "end".into(),
+                crontab: "/c/root".into(),
+                crontab_line: "* * * * * pickup".into(),
+                command: "pickup".into(),
+                job_pid: 4,
+                exit_code: Some(3),
             },
             rec::EventKind::Mount {
                 op: "mount".into(),

@@ -122,6 +122,19 @@ pub fn crontab_jobs(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The command of a crontab job line: what follows the schedule (five fields or an `@keyword`)
+/// and, in system crontabs (`/etc/crontab`, `/etc/cron.d/*`), the user field.
+pub fn crontab_command(path: &str, line: &str) -> Option<String> {
+    let system = path == "/etc/crontab" || path.starts_with("/etc/cron.d/");
+    let mut rest = line.trim_start();
+    let fields = if rest.starts_with('@') { 1 } else { 5 } + usize::from(system);
+    for _ in 0..fields {
+        let end = rest.find(char::is_whitespace)?;
+        rest = rest[end..].trim_start();
+    }
+    (!rest.is_empty()).then(|| rest.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +155,17 @@ mod tests {
     fn crontab_jobs_skip_comments_and_settings() {
         let text = "# m h dom mon dow command\nSHELL=/bin/sh\n\n* * * * * /usr/bin/pickup --dir /spool\n@reboot x\n";
         assert_eq!(crontab_jobs(text), vec!["* * * * * /usr/bin/pickup --dir /spool", "@reboot x"]);
+    }
+
+    #[test]
+    fn crontab_commands_follow_the_schedule_and_system_user_field() {
+        assert_eq!(crontab_command("/c/root", "*/5 * * * *  pickup --spool /s").as_deref(), Some("pickup --spool /s"));
+        assert_eq!(
+            crontab_command("/etc/crontab", "17 * * * * root cd / && run-parts").as_deref(),
+            Some("cd / && run-parts")
+        );
+        assert_eq!(crontab_command("/c/root", "@hourly x y").as_deref(), Some("x y"));
+        assert_eq!(crontab_command("/c/root", "* * * *"), None);
     }
 
     #[test]

@@ -82,6 +82,21 @@ pub enum EventKind {
         ret: i64,
         enter_ns: i64,
     },
+    /// A job a cron daemon started (`start`, at the exec under the cron parent) or that ended
+    /// (`end`, with its exit code), matched to the crontab line whose command it runs.
+    Cron {
+        /// `start` or `end`.
+        phase: String,
+        /// The crontab file, or empty when no line matched.
+        crontab: String,
+        /// The whole crontab line (schedule and command), or empty when no line matched.
+        crontab_line: String,
+        /// The command the daemon ran (`sh -c COMMAND`).
+        command: String,
+        job_pid: i32,
+        /// At `end`: the job's exit status (-1 when killed or unknown).
+        exit_code: Option<i32>,
+    },
     /// A change of this host's mount table, seen by the mount watcher. `by_pid`/`by_comm` name the
     /// process whose mount syscall made it when the kernel observer saw one (0/empty otherwise).
     Mount {
@@ -156,6 +171,7 @@ impl EventKind {
             EventKind::Socket { .. } => "socket",
             EventKind::Lock { .. } => "lock",
             EventKind::Mount { .. } => "mount",
+            EventKind::Cron { .. } => "cron",
         }
     }
 }

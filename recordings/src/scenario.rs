@@ -98,6 +98,9 @@ pub struct OrderHypothesis {
     /// True: the failure happens when `first` comes after `then` (or never).
     pub fails_when_after: bool,
     pub runs: u32,
+    /// Variants on in verify runs (default: the scenario's defaults), e.g. running by hand what
+    /// cron runs in load runs, so gates can hold it.
+    pub variants: Option<Vec<String>>,
 }
 
 impl Hypothesis {
@@ -261,6 +264,7 @@ struct RawHypothesis {
     // `order`: the failure depends on whether `first` comes before `then`.
     first: Option<RawGate>,
     then: Option<RawGate>,
+    variants: Option<Spanned<Vec<String>>>,
     // `state`: the failure depends on a variant being on or off.
     variant: Option<Spanned<String>>,
     fails_when: Option<Spanned<String>>,
@@ -515,7 +519,22 @@ impl Scenario {
                                 .into(),
                         )),
                     };
-                Some(Hypothesis::Order(OrderHypothesis { first, then, fails_when_after, runs: h.runs.max(1) }))
+                if let Some(vs) = &h.variants {
+                    if let Some(unknown) = vs.get_ref().iter().find(|v| !variants.iter().any(|d| &d.name == *v)) {
+                        return Err(err(
+                            Some(vs.span()),
+                            "hypothesis.variants",
+                            format!("unknown variant `{unknown}`; declare it as [variants.{unknown}]"),
+                        ));
+                    }
+                }
+                Some(Hypothesis::Order(OrderHypothesis {
+                    first,
+                    then,
+                    fails_when_after,
+                    runs: h.runs.max(1),
+                    variants: h.variants.map(|v| v.into_inner()),
+                }))
             }
             Some(h) => {
                 let missing = |what: &str| {
