@@ -40,6 +40,13 @@ pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
+/// Which processes' syscalls a capture records (empty: every process of the host).
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub comms: Vec<String>,
+    pub pids: Vec<i32>,
+}
+
 impl Agent {
     /// Connects and says hello; errors name the host and address and say what to check.
     pub async fn connect(name: &str, addr: &str, token: Option<&str>) -> Result<Agent> {
@@ -97,8 +104,13 @@ impl Agent {
         anyhow!("{op} failed on agent {} ({}): {}", self.name, self.addr, status.message())
     }
 
-    pub async fn start_capture(&mut self, capture: &str) -> Result<proto::CaptureStatus> {
-        let req = proto::StartCaptureRequest { capture_id: capture.into(), syscalls: vec![] };
+    pub async fn start_capture(&mut self, capture: &str, selection: &Selection) -> Result<proto::CaptureStatus> {
+        let req = proto::StartCaptureRequest {
+            capture_id: capture.into(),
+            syscalls: vec![],
+            comms: selection.comms.clone(),
+            pids: selection.pids.clone(),
+        };
         Ok(self.rpc.start_capture(req).await.map_err(|s| self.err("start capture", s))?.into_inner())
     }
 

@@ -36,6 +36,11 @@ enum Command {
     Run(RunArgs),
     /// Enforce the scenario's hypothesis ordering and its alternatives K times each; print the verdict.
     Verify(VerifyArgs),
+    /// Record ad hoc on agents that are already running, until a duration passes or Ctrl-C.
+    ///
+    /// Production style: no scenario. Syscalls are recorded for the processes --comm/--pid
+    /// select (all without them); signals, exec/exit, mounts, cron jobs and file locks host-wide.
+    Capture(CaptureArgs),
     /// Show a bundle's merged timeline.
     Timeline(TimelineArgs),
     /// Environment differences (mounts, daemons, crontabs, interfaces) between two hosts of a
@@ -155,6 +160,32 @@ struct TimelineArgs {
 }
 
 #[derive(Args, Debug)]
+struct CaptureArgs {
+    /// A running agent: NAME=HOST:PORT (repeat per host).
+    #[arg(long = "agent", value_name = "NAME=ADDR", required = true)]
+    agents: Vec<String>,
+    /// File with the agents' shared token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Stop after this long (e.g. 30s, 5m, 500ms); without it, record until Ctrl-C.
+    #[arg(long = "for", value_name = "DURATION")]
+    duration: Option<String>,
+    /// Record syscalls of processes with this name (repeatable). Signals, exec/exit, mounts,
+    /// cron jobs and file locks are recorded for every process regardless.
+    #[arg(long)]
+    comm: Vec<String>,
+    /// Record syscalls of this pid (repeatable).
+    #[arg(long)]
+    pid: Vec<i32>,
+    /// Bundle file to write (default: heisen-out/CAPTURE.heisen).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct DiffArgs {
     /// Bundle file (A).
     a: PathBuf,
@@ -251,6 +282,7 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Timeline(a) => timeline_cmd(a),
         Command::Agents(a) => agents_cmd(a).await,
         Command::Diff(a) => diff_cmd(a),
+        Command::Capture(a) => capture_cmd(a).await,
         Command::Bench(BenchCommand::Record { storm_writes, load_mib, trapped_writes, json }) => {
             let sizes = bench::record::Sizes { storm_writes, load_mib, trapped_writes };
             let rows = bench::record::record(&sizes, |what| verify::progress(&format!("bench: {what}"))).await?;
@@ -473,6 +505,87 @@ fn timeline_cmd(a: TimelineArgs) -> Result<i32> {
             println!("{line}");
             previous = Some((s.host, s.placed.event.seq));
         }
+    }
+    Ok(0)
+}
+
+/// `30s`, `5m`, `500ms`, `2h` or plain seconds.
+fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let bad = || anyhow!("--for `{text}`: want a duration like 30s, 5m, 500ms or 2h");
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, ""), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+async fn capture_cmd(a: CaptureArgs) -> Result<i32> {
+    let duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    let token = read_token(&a.token_file)?;
+    let mut agents = BTreeMap::new();
+    for (name, addr) in parse_agents(&a.agents)? {
+        agents.insert(name.clone(), client::Agent::connect(&name, &addr, token.as_deref()).await?);
+    }
+    let selection = client::Selection { comms: a.comm.clone(), pids: a.pid.clone() };
+    let id = capture_id("capture", "adhoc");
+    let mut session = session::Session::open_selected(agents, &id, &selection).await?;
+    for (host, observer) in session.observers() {
+        if observer != "tracefs" {
+            verify::progress(&format!("note: host {host} records without the kernel observer: {observer}"));
+        }
+    }
+    let until = match duration {
+        Some(d) => format!("for {:.1} s", d.as_secs_f64()),
+        None => "until Ctrl-C".to_string(),
+    };
+    verify::progress(&format!("capture {id}: recording {until}"));
+    let started = std::time::Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let stopped_by = loop {
+        let left = duration.map(|d| d.saturating_sub(started.elapsed()));
+        if left.is_some_and(|l| l.is_zero()) {
+            break "time";
+        }
+        let tick = left.unwrap_or(std::time::Duration::from_secs(1)).min(std::time::Duration::from_secs(1));
+        tokio::select! {
+            _ = &mut ctrl_c => break "Ctrl-C",
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let counts = session.counts().await;
+        let shown: Vec<String> = counts
+            .iter()
+            .map(|(host, n)| match n {
+                Ok(n) => format!("{host} {n} events"),
+                Err(_) => format!("{host} UNREACHABLE"),
+            })
+            .collect();
+        eprint!("\r[{:>4} s] {}   ", started.elapsed().as_secs(), shown.join("  "));
+    };
+    eprintln!();
+    verify::progress(&format!("stopped by {stopped_by}; pulling every host's events"));
+    let bundle = session.close(None, "").await?;
+    let path = write_bundle(&bundle, a.out)?;
+    let per_host: Vec<_> = bundle
+        .hosts
+        .iter()
+        .map(|h| serde_json::json!({"name": h.name, "events": h.events.len(), "lost": h.lost, "observer": h.observer}))
+        .collect();
+    if a.json {
+        println!("{}", serde_json::json!({"capture": bundle.capture_id, "bundle": path, "hosts": per_host}));
+    } else {
+        for h in &bundle.hosts {
+            println!("{:<12} {:>8} events, {} lost ({})", h.name, h.events.len(), h.lost, h.observer);
+        }
+        println!("bundle: {}", path.display());
     }
     Ok(0)
 }

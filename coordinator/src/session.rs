@@ -89,6 +89,15 @@ pub struct Session {
 impl Session {
     /// Starts capture `capture_id` on every agent and opens the gate channels.
     pub async fn open(agents: BTreeMap<String, Agent>, capture_id: &str) -> Result<Session> {
+        Session::open_selected(agents, capture_id, &client::Selection::default()).await
+    }
+
+    /// Like `open`, recording syscalls only of the selected processes (ad-hoc captures).
+    pub async fn open_selected(
+        agents: BTreeMap<String, Agent>,
+        capture_id: &str,
+        selection: &client::Selection,
+    ) -> Result<Session> {
         let mut session = Session {
             capture_id: capture_id.to_string(),
             agents,
@@ -107,7 +116,7 @@ impl Session {
         for (name, agent) in session.agents.iter_mut() {
             let samples = agent.probe(8).await?;
             session.probes.lock().expect("probes").insert(name.clone(), samples);
-            let status = agent.start_capture(capture_id).await?;
+            let status = agent.start_capture(capture_id, selection).await?;
             let env = agent.snapshot(capture_id, "start").await?;
             session.environments.entry(name.clone()).or_default().push(env);
             session.observers.insert(name.clone(), status.observer);
@@ -148,6 +157,16 @@ impl Session {
                 }
             }
         }));
+    }
+
+    /// Each host's recorded event count so far (StartCapture of a running capture reports it).
+    pub async fn counts(&mut self) -> BTreeMap<String, Result<u64>> {
+        let mut out = BTreeMap::new();
+        for (name, agent) in self.agents.iter_mut() {
+            let status = agent.start_capture(&self.capture_id, &client::Selection::default()).await;
+            out.insert(name.clone(), status.map(|s| s.events));
+        }
+        out
     }
 
     /// What each host's observer is ("tracefs" or why not).

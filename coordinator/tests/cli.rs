@@ -112,3 +112,16 @@ fn unreachable_agents_are_named() {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["reachable"], false);
 }
+
+#[test]
+fn capture_and_diff_refuse_bad_input() {
+    let out = heisen(&["capture", "--agent", "a=127.0.0.1:1", "--for", "soon"]);
+    assert_bad_input(&out, &["--for `soon`", "30s"]);
+    let out = heisen(&["capture", "--agent", "a=127.0.0.1:1", "--for", "1s"]);
+    assert_bad_input(&out, &["agent a", "127.0.0.1:1", "unreachable"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("b.heisen");
+    std::fs::write(&bundle, good_bundle(dir.path())).unwrap();
+    let out = heisen(&["diff", bundle.to_str().unwrap(), "--hosts", "nope,a"]);
+    assert_bad_input(&out, &["no host `nope`"]);
+}

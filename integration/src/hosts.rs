@@ -43,6 +43,7 @@ pub struct Hosts {
     pub token: Option<String>,
     children: Vec<Child>,
     namespaces: Vec<String>,
+    host_netns: BTreeMap<String, String>,
     bridge: Option<String>,
     dir: tempfile::TempDir,
 }
@@ -82,6 +83,17 @@ impl Hosts {
         Ok(dir)
     }
 
+    /// The network namespace a host's agent runs in (netns mode), e.g. to run a program there
+    /// with `ip netns exec`.
+    pub fn netns(&self, host: &str) -> Option<&str> {
+        self.host_netns.get(host).map(String::as_str)
+    }
+
+    /// The file holding the agents' token (netns mode).
+    pub fn token_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("token")
+    }
+
     /// Starts one agent per host with `agent_cmd` (program and leading arguments, e.g.
     /// `[heisen, agent]`); network namespaces when possible, loopback otherwise.
     pub fn start(agent_cmd: &[PathBuf], hosts: &[String], options: &Options) -> Result<Hosts> {
@@ -101,6 +113,7 @@ impl Hosts {
             token: None,
             children: Vec::new(),
             namespaces: Vec::new(),
+            host_netns: BTreeMap::new(),
             bridge: None,
             dir,
         };
@@ -118,6 +131,7 @@ impl Hosts {
             let (listen, addr, ns) = match mode {
                 Mode::Netns => {
                     let (ns, addr) = started.netns_host(id, i)?;
+                    started.host_netns.insert(host.clone(), ns.clone());
                     args.extend(["--scope".into(), "netns".into(), "--token-file".into()]);
                     args.push(started.dir.path().join("token").display().to_string());
                     (format!("{addr}:7800"), addr, Some(ns))

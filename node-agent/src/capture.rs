@@ -147,20 +147,35 @@ struct CommCache {
 }
 
 impl CommCache {
-    /// Keeps names exact across renames and execs, which the kernel reports as events.
+    /// Keeps names exact across forks, execs and renames, which the kernel reports as events:
+    /// a short-lived process (`nginx -s reload`) is often gone before /proc can be asked, and a
+    /// name the kernel gave is never stale the way a reused pid's /proc entry or
+    /// `saved_cmdlines` slot can be.
     fn follow(&mut self, format: &crate::rawtrace::Format, data: &[u8]) {
         use crate::rawtrace::{int, string};
         let pid_of = |key: &str| format.field(key).and_then(|f| int(data, f)).map(|p| p as i32);
+        let text = |key: &str| format.field(key).and_then(|f| string(data, f));
+        let known = Instant::now() + Duration::from_secs(3600);
         match format.name.as_str() {
             "task_rename" => {
-                if let (Some(pid), Some(comm)) = (pid_of("pid"), format.field("newcomm").and_then(|f| string(data, f)))
-                {
-                    self.by_pid.insert(pid, (comm, Instant::now() + Duration::from_secs(3600)));
+                if let (Some(pid), Some(comm)) = (pid_of("pid"), text("newcomm")) {
+                    self.by_pid.insert(pid, (comm, known));
+                }
+            }
+            "sched_process_fork" => {
+                if let (Some(pid), Some(comm)) = (pid_of("child_pid"), text("child_comm")) {
+                    self.by_pid.insert(pid, (comm, known));
                 }
             }
             "sched_process_exec" => {
-                if let Some(pid) = pid_of("pid") {
-                    self.by_pid.remove(&pid);
+                if let (Some(pid), Some(filename)) = (pid_of("pid"), text("filename")) {
+                    // The kernel names an exec'd task after its file, cut to 15 bytes.
+                    let base = filename.rsplit('/').next().unwrap_or(&filename);
+                    let mut end = base.len().min(15);
+                    while !base.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    self.by_pid.insert(pid, (base[..end].to_string(), known));
                 }
             }
             _ => {}
@@ -206,6 +221,30 @@ fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
     sink.push(Decoded { raw_ns: now_ns(), pid: note.pid, comm: note.comm, run: note.run, kind: note.kind });
 }
 
+/// Syscalls recorded for every process even when a capture selects processes: file locks (the
+/// lock recorder) and mount calls (they attribute mount-table changes).
+const HOST_WIDE_SYSCALLS: &[&str] = &["flock", "fcntl", "mount", "umount2"];
+
+/// Which processes' syscalls an ad-hoc capture records (empty: all of the host's).
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    pub comms: Vec<String>,
+    pub pids: Vec<i32>,
+}
+
+impl Selection {
+    /// The tracefs filter expression, or None to record every process.
+    pub fn filter(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .comms
+            .iter()
+            .map(|c| format!("comm == \"{}\"", c.replace(['"', '\\'], "")))
+            .chain(self.pids.iter().map(|p| format!("common_pid == {p}")))
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" || "))
+    }
+}
+
 /// One capture being recorded.
 pub struct Capture {
     pub id: String,
@@ -238,6 +277,7 @@ impl Capture {
         scope: Scope,
         workdir: &std::path::Path,
         crontab_dirs: &[std::path::PathBuf],
+        selection: &Selection,
     ) -> Result<Capture, String> {
         let next_seq = store.next_seq(id).map_err(|e| e.to_string())?;
         let sink = Arc::new(Sink {
@@ -264,6 +304,13 @@ impl Capture {
                 (None, format!("none ({reason})"))
             }
         };
+        if let (Some(instance), Some(expression)) = (&instance, selection.filter()) {
+            for name in syscalls.iter().filter(|s| !HOST_WIDE_SYSCALLS.contains(&s.as_str())) {
+                for part in ["enter", "exit"] {
+                    instance.filter(&format!("syscalls/sys_{part}_{name}"), &expression)?;
+                }
+            }
+        }
         let pid_filter = match (&instance, &scope) {
             (Some(instance), Scope::Launched) => Some(instance.restrict_to_pids()?),
             _ => None,

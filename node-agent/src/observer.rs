@@ -250,6 +250,17 @@ impl Decoder {
         self.event(line, pid, &comm, EventKind::Socket { local, remote, from_state, to_state })
     }
 
+    /// Re-reads a process's network namespace when it is still there; a process already gone
+    /// keeps what was known (inherited at fork), so short-lived processes are not lost.
+    fn refresh_scope(&mut self, pid: i32) {
+        if let Scope::Netns { inode } = self.scope {
+            if let Some(now) = netns_inode(&pid.to_string()) {
+                let member = now == inode && !self.is_agent(pid);
+                self.in_scope.insert(pid, member);
+            }
+        }
+    }
+
     fn is_agent(&self, pid: i32) -> bool {
         pid == self.agent_pid || std::path::Path::new(&format!("/proc/self/task/{pid}")).exists()
     }
@@ -290,6 +301,9 @@ impl Decoder {
                 let Some(child) = line.int("child_pid").map(|c| c as i32) else {
                     return Step::Nothing;
                 };
+                // A process can enter the host's namespace (setns, `ip netns exec`) after its
+                // membership was cached: ask again for the parent as it forks.
+                self.refresh_scope(parent);
                 let member = self.in_scope(parent);
                 if let Some(run) = self.run_of.get(&parent).copied() {
                     self.run_of.insert(child, run);
@@ -301,6 +315,7 @@ impl Decoder {
                 self.event(line, parent, &line.comm, EventKind::Fork { parent_pid: parent, child_pid: child })
             }
             "sched_process_exec" => {
+                self.refresh_scope(line.pid); // see fork: entered after setns
                 if !self.in_scope(line.pid) {
                     return Step::Nothing;
                 }

@@ -117,8 +117,9 @@ impl proto::agent_server::Agent for AgentService {
         let id = req.capture_id.clone();
         let workdir = self.workdir(&id);
         let crontab_dirs = self.sources.crontab_dirs.clone();
+        let selection = crate::capture::Selection { comms: req.comms.clone(), pids: req.pids.clone() };
         let capture = tokio::task::spawn_blocking(move || {
-            Capture::start(store, &id, &name, &req.syscalls, scope, &workdir, &crontab_dirs)
+            Capture::start(store, &id, &name, &req.syscalls, scope, &workdir, &crontab_dirs, &selection)
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?

@@ -96,6 +96,11 @@ impl Instance {
             .map_err(|e| format!("cannot open set_event_pid: {e}"))
     }
 
+    /// Sets an event's in-kernel filter (e.g. `comm == "flock" || common_pid == 42`).
+    pub fn filter(&self, event: &str, expression: &str) -> Result<(), String> {
+        self.set(&format!("events/{event}/filter"), expression)
+    }
+
     /// Writes a marker line into the trace, ordered with kernel events by the kernel's clock.
     pub fn mark(&self, text: &str) -> std::io::Result<()> {
         (&self.marker).write_all(text.as_bytes())

@@ -188,7 +188,7 @@ fn bare_supervisor(listener: OwnedFd) {
 /// Runs the workload through a local agent with the kernel observer recording it; returns its
 /// cost per syscall, the write events the agent failed to store, and the events stored per second.
 async fn run_observed(agent: &mut Agent, args: &[String], capture: &str) -> Result<(f64, u64, u64, f64)> {
-    agent.start_capture(capture).await?;
+    agent.start_capture(capture, &Default::default()).await?;
     let start = Instant::now();
     let mut argv = vec!["{fixture}".to_string()];
     argv.extend(args.iter().skip(1).cloned());
@@ -352,7 +352,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     let (idle, _) = run(Command::new(&heisen).args(&getppid).stdout(Stdio::piped()))?;
     rows.push(row("getppid", "untraced, observer idle", idle, idle, None, "", None));
     if observer {
-        agent.start_capture("bench-tax").await?;
+        agent.start_capture("bench-tax", &Default::default()).await?;
         let (busy, _) = run(Command::new(&heisen).args(&getppid).stdout(Stdio::piped()))?;
         agent.stop_capture("bench-tax").await?;
         rows.push(row(

@@ -1,0 +1,121 @@
+//! Ad-hoc capture against software this project did not write: util-linux `flock` contention
+//! between two shells and nginx (Debian's nginx-light, installed by ./scripts/setup) reloaded by
+//! its own `nginx -s reload`, on a netns host whose agent is already running. `heisen capture`
+//! records it; `heisen timeline --json` must show the blocked lock with its path and the reload
+//! signal with sender and target.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use heisen_fixtures::hosts::{Hosts, Mode, Options};
+use serde_json::Value;
+
+mod common;
+use common::{heisen, is_root};
+
+fn in_netns(ns: &str, script: &str) -> std::process::Output {
+    Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().expect("run ip netns exec")
+}
+
+#[test]
+fn capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload() {
+    if !is_root() {
+        eprintln!("SKIPPED capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload: needs root for a netns host and tracefs (CI runs as root)");
+        return;
+    }
+    for tool in ["flock", "nginx"] {
+        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success();
+        assert!(found, "{tool} is missing: ./scripts/setup installs it (util-linux, nginx-light)");
+    }
+    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
+    assert_eq!(hosts.mode, Mode::Netns);
+    let ns = hosts.netns("box").unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("adhoc.heisen");
+
+    // nginx with a config of our own: loopback port, pid file and logs in the temp dir.
+    let prefix = work.path().join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).unwrap();
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  \
+             server {{ listen 127.0.0.1:18080; }}\n}}\n",
+            p = prefix.display()
+        ),
+    )
+    .unwrap();
+    let nginx = format!("nginx -p {} -c {}", prefix.display(), conf.display());
+
+    let mut capture = Command::new(heisen())
+        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
+        .arg(hosts.token_file())
+        .args(["--for", "8s", "--comm", "flock", "--comm", "nginx", "--json", "--out"])
+        .arg(&bundle)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500)); // capture started on the agent
+
+    let lock = work.path().join("spool.lock");
+    let out = in_netns(
+        &ns,
+        &format!(
+            "flock {l} -c 'sleep 1.5' & sleep 0.3; flock {l} -c true; wait; \
+             {nginx} && sleep 0.5 && cp {p}/nginx.pid {p}/master.pid && {nginx} -s reload && sleep 0.5 && \
+             {nginx} -s quit",
+            l = lock.display(),
+            p = prefix.display()
+        ),
+    );
+    assert!(out.status.success(), "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = capture.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "capture did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = capture.wait_with_output().unwrap();
+    assert!(status.success(), "capture failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("box ") && stderr.contains(" events"), "a live counter per host: {stderr}");
+
+    eprintln!("capture: {}\n{stderr}", String::from_utf8_lossy(&output.stdout));
+    let events = timeline(&bundle);
+    // The second shell's flock(LOCK_EX) blocked about 1.2 s on the file the first one held.
+    let blocked = events
+        .iter()
+        .filter(|e| e["kind"] == "lock" && e["comm"] == "flock" && e["op"] == "LOCK_EX" && e["ret"] == 0)
+        .max_by_key(|e| e["blocked_ns"].as_i64().unwrap_or(0))
+        .unwrap_or_else(|| panic!("no flock(LOCK_EX) recorded: {:#?}", kinds(&events)));
+    assert_eq!(blocked["path"].as_str(), Some(lock.to_str().unwrap()), "{blocked}");
+    let waited = blocked["blocked_ns"].as_i64().unwrap();
+    assert!(waited > 800_000_000, "the second flock waited for the first: {waited} ns");
+
+    // nginx -s reload: a SIGHUP from the reloading nginx process to the master nginx.
+    let reload = events
+        .iter()
+        .find(|e| e["kind"] == "signal" && e["signal"] == "SIGHUP" && e["phase"] == "generate")
+        .unwrap_or_else(|| panic!("no SIGHUP recorded: {:#?}", kinds(&events)));
+    assert_eq!(reload["sender_comm"], "nginx", "{reload}");
+    assert_eq!(reload["target_comm"], "nginx", "{reload}");
+    assert_ne!(reload["sender_pid"], reload["target_pid"], "{reload}");
+    let master: i64 = std::fs::read_to_string(prefix.join("master.pid")).unwrap().trim().parse().unwrap();
+    assert_eq!(reload["target_pid"].as_i64(), Some(master), "the target is the master from nginx's pid file");
+}
+
+fn timeline(bundle: &Path) -> Vec<Value> {
+    let out = Command::new(heisen()).arg("timeline").arg(bundle).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+fn kinds(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| format!("{} {} {}", e["kind"], e["comm"], e["name"])).collect()
+}
