@@ -35,54 +35,47 @@ fn unmount(target: &str) {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT arrives (taken with sigwait, so no handler races).
-fn wait_for_stop() {
-    // SAFETY: sigset manipulation on a local; sigwait with a valid set and out-pointer.
+/// Blocks SIGTERM and SIGINT in this thread, so they wait for [`wait_for_stop`] instead of
+/// killing the process midway (a stop during mounting still unmounts).
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask on this thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let mut sig = 0;
-        libc::sigwait(&set, &mut sig);
+        set
     }
+}
+
+/// Waits (sigwait, no handler races) for a signal of `set`, blocked by [`block_stop_signals`].
+fn wait_for_stop(set: &libc::sigset_t) {
+    let mut sig = 0;
+    // SAFETY: a valid, initialised set and out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
 }
 
 pub(crate) fn tmpfs_mount(flags: &Flags<'_>) -> Result<(), Failure> {
     let target = PathBuf::from(flags.required("--target")?);
     let hold = flags.0.iter().any(|a| a == "--hold");
-    if hold {
-        // Block the stop signals before anything else, so a stop during mounting still unmounts.
-        wait_for_stop_prepare();
-    }
+    let stop = hold.then(block_stop_signals);
     mount_tmpfs(&target)?;
     println!("mounted tmpfs on {}", target.display());
-    if hold {
+    if let Some(stop) = stop {
         println!("ready");
-        wait_for_stop();
+        wait_for_stop(&stop);
         unmount(&target.display().to_string());
         println!("unmounted {}", target.display());
     }
     Ok(())
 }
 
-fn wait_for_stop_prepare() {
-    // SAFETY: as in wait_for_stop.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
 pub(crate) fn tidy_mounts(flags: &Flags<'_>) -> Result<(), Failure> {
     let under = PathBuf::from(flags.required("--under")?);
-    wait_for_stop_prepare();
+    let stop = block_stop_signals();
     println!("ready");
-    wait_for_stop();
+    wait_for_stop(&stop);
     let table = std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read mount table"))?;
     let mut targets: Vec<String> = table
         .lines()

@@ -11,21 +11,6 @@ use serde_json::Value;
 mod common;
 use common::{heisen, is_root};
 
-fn demo(extra: &[&str]) -> (Value, tempfile::TempDir) {
-    let out = tempfile::tempdir().unwrap();
-    let result = Command::new(heisen())
-        .args(["demo", "--json", "--out"])
-        .arg(out.path())
-        .args(extra)
-        .current_dir(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(0), "demo failed:\n{stderr}");
-    let json: Value = serde_json::from_slice(&result.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stderr}"));
-    (json, out)
-}
-
 fn ordering<'a>(demo: &'a Value, name: &str) -> &'a Value {
     demo["orderings"].as_array().unwrap().iter().find(|o| o["name"] == name).unwrap()
 }
@@ -59,7 +44,7 @@ fn story1_confirmed_on_netns_hosts() {
         );
         return;
     }
-    let (demo, dir) = demo(&[]);
+    let (demo, dir) = common::demo(&[]);
     check_verdict(&demo);
     assert_eq!(demo["hosts"], "netns");
 
@@ -116,7 +101,7 @@ fn story1_confirmed_on_netns_hosts() {
 
 #[test]
 fn story1_confirmed_on_loopback() {
-    let (demo, _dir) = demo(&["--loopback"]);
+    let (demo, _dir) = common::demo(&["--loopback"]);
     check_verdict(&demo);
     assert!(
         demo["hosts"].as_str().unwrap().starts_with("loopback ("),

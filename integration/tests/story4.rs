@@ -25,16 +25,7 @@ fn story4_confirmed_on_netns_hosts() {
         eprintln!("SKIPPED story4_confirmed_on_netns_hosts: needs root for cron daemons and network namespaces (CI runs as root)");
         return;
     }
-    let out = tempfile::tempdir().unwrap();
-    let result = Command::new(heisen())
-        .args(["demo", "cron-twin", "--json", "--runs", "3", "--out"])
-        .arg(out.path())
-        .current_dir(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(0), "demo failed:\n{stderr}");
-    let demo: Value = serde_json::from_slice(&result.stdout).unwrap();
+    let (demo, _dir) = common::demo(&["cron-twin", "--runs", "3"]);
     assert_eq!(demo["verdict"], "confirmed", "{demo:#}");
     let orderings = demo["orderings"].as_array().unwrap();
     let count = |name: &str| {

@@ -13,21 +13,6 @@ use serde_json::Value;
 mod common;
 use common::{heisen, is_root};
 
-fn demo(extra: &[&str]) -> (Value, tempfile::TempDir) {
-    let out = tempfile::tempdir().unwrap();
-    let result = Command::new(heisen())
-        .args(["demo", "statd-flock", "--json", "--load-runs", "2", "--runs", "3", "--out"])
-        .arg(out.path())
-        .args(extra)
-        .current_dir(out.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert_eq!(result.status.code(), Some(0), "demo failed:\n{stderr}");
-    let json: Value = serde_json::from_slice(&result.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stderr}"));
-    (json, out)
-}
-
 fn check_verdict(demo: &Value) {
     assert_eq!(demo["story"], "statd-flock");
     assert_eq!(demo["verdict"], "confirmed", "{demo:#}");
@@ -72,7 +57,7 @@ fn story5_confirmed_on_netns_hosts() {
         );
         return;
     }
-    let (demo, _dir) = demo(&[]);
+    let (demo, _dir) = common::demo(&["statd-flock", "--load-runs", "2", "--runs", "3"]);
     check_verdict(&demo);
     assert_eq!(demo["hosts"], "netns");
     let bundle = load_bundle(&demo);
@@ -106,7 +91,7 @@ fn story5_confirmed_on_netns_hosts() {
 
 #[test]
 fn story5_confirmed_on_loopback_hosts() {
-    let (demo, _dir) = demo(&["--loopback"]);
+    let (demo, _dir) = common::demo(&["statd-flock", "--load-runs", "2", "--runs", "3", "--loopback"]);
     check_verdict(&demo);
     assert!(demo["hosts"].as_str().unwrap().starts_with("loopback"), "{}", demo["hosts"]);
     check_diff(&load_bundle(&demo));

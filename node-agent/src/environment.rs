@@ -127,7 +127,7 @@ fn parent_of(pid: i32) -> Option<i32> {
 
 /// Interfaces of this network namespace from `getifaddrs` (netlink), which, unlike a `/sys`
 /// mounted by another namespace, always describes the caller's own namespace.
-fn interfaces() -> Vec<Interface> {
+pub(crate) fn interfaces() -> Vec<Interface> {
     let mut by_name: BTreeMap<String, Interface> = BTreeMap::new();
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once below.

@@ -43,28 +43,11 @@ const SOCKET_TRANSITIONS: &[(&str, &str)] = &[
 
 /// This host's IPv4 addresses other hosts can reach (loopback excluded: every namespace has one).
 pub fn host_addresses() -> Vec<String> {
-    let mut out = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list`, which is walked read-only and freed once below.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
-        }
-        let mut cur = list;
-        while !cur.is_null() {
-            let addr = (*cur).ifa_addr;
-            if !addr.is_null() && (*addr).sa_family as i32 == libc::AF_INET {
-                let sin = &*(addr as *const libc::sockaddr_in);
-                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_loopback() && !ip.is_unspecified() {
-                    out.push(ip.to_string());
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(list);
-    }
-    out
+    crate::environment::interfaces()
+        .into_iter()
+        .flat_map(|i| i.addresses)
+        .filter(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback() && !ip.is_unspecified()))
+        .collect()
 }
 
 /// Syscalls recorded when a capture names none.

@@ -26,3 +26,21 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+#[allow(dead_code)] // not every test binary runs a demo
+/// Runs `heisen demo --json --out TMP ARGS...` in a fresh directory; it must exit 0. Returns its
+/// JSON and the directory (kept alive for the bundles in it).
+pub fn demo(args: &[&str]) -> (serde_json::Value, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let result = Command::new(heisen())
+        .args(["demo", "--json", "--out"])
+        .arg(out.path())
+        .args(args)
+        .current_dir(out.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(0), "demo failed:\n{stderr}");
+    let json = serde_json::from_slice(&result.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {stderr}"));
+    (json, out)
+}
