@@ -177,6 +177,11 @@ struct CaptureArgs {
     /// Record syscalls of this pid (repeatable).
     #[arg(long)]
     pid: Vec<i32>,
+    /// Also attach the ptrace recorder to process PID on HOST: decoded arguments (paths,
+    /// flags), but it perturbs the process (a blocked epoll_wait returns EINTR) and slows every
+    /// syscall it makes; the attach is recorded. Repeatable.
+    #[arg(long, value_name = "HOST=PID")]
+    ptrace: Vec<String>,
     /// Bundle file to write (default: heisen-out/CAPTURE.heisen).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -252,6 +257,9 @@ fn main() {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let mut args = std::env::args();
+    if std::env::args().nth(1).as_deref() == Some("ptrace-record") {
+        std::process::exit(heisen_agent::run_ptrace_recorder(args.skip(2).collect()));
+    }
     if std::env::args().nth(1).as_deref() == Some("fixture") {
         args.next();
         args.next();
@@ -536,7 +544,28 @@ async fn capture_cmd(a: CaptureArgs) -> Result<i32> {
     }
     let selection = client::Selection { comms: a.comm.clone(), pids: a.pid.clone() };
     let id = capture_id("capture", "adhoc");
+    let mut traced = Vec::new();
+    for spec in &a.ptrace {
+        let parsed = spec.split_once('=').and_then(|(h, p)| Some((h.to_string(), p.parse::<i32>().ok()?)));
+        let Some((host, pid)) = parsed else {
+            return Err(anyhow!("--ptrace `{spec}` must be HOST=PID"));
+        };
+        if !agents.contains_key(&host) {
+            return Err(anyhow!("--ptrace `{spec}`: no --agent named {host}"));
+        }
+        traced.push((host, pid));
+    }
     let mut session = session::Session::open_selected(agents, &id, &selection).await?;
+    for (host, pid) in &traced {
+        let tracer = match session.attach(host, *pid).await {
+            Ok(tracer) => tracer,
+            Err(e) => {
+                let _ = session.close(None, "").await; // stop recording everywhere before giving up
+                return Err(e);
+            }
+        };
+        verify::progress(&format!("ptrace recorder [{tracer}] attached to pid {pid} on {host} (this perturbs it)"));
+    }
     for (host, observer) in session.observers() {
         if observer != "tracefs" {
             verify::progress(&format!("note: host {host} records without the kernel observer: {observer}"));

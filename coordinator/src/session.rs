@@ -169,6 +169,14 @@ impl Session {
         out
     }
 
+    /// Attaches the ptrace recorder to `pid` on `host` for the rest of the capture.
+    pub async fn attach(&mut self, host: &str, pid: i32) -> Result<i32> {
+        let mut agent = self.agent(host)?;
+        let req = proto::AttachRequest { capture_id: self.capture_id.clone(), pid };
+        let reply = agent.rpc.attach(req).await.map_err(|s| agent.err(&format!("attach to pid {pid}"), s))?;
+        Ok(reply.into_inner().tracer_pid)
+    }
+
     /// What each host's observer is ("tracefs" or why not).
     pub fn observers(&self) -> &BTreeMap<String, String> {
         &self.observers

@@ -184,6 +184,13 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
             "phase": phase, "crontab": crontab, "crontab_line": crontab_line, "command": command,
             "job_pid": job_pid, "exit_code": exit_code,
         }),
+        EventKind::Attach { tracer, tracer_pid, target_pid, phase, how } => json!({
+            "tracer": tracer, "tracer_pid": tracer_pid, "target_pid": target_pid, "phase": phase, "how": how,
+        }),
+        EventKind::Traced { name, args, ret, enter_ns } => json!({
+            "name": name, "ret": ret, "errno": (*ret < 0 && *ret >= -4095).then(|| errno_name(-ret)).flatten(),
+            "args": args, "enter_ns": enter_ns, "duration_ns": e.raw_ns - enter_ns, "decoded": true,
+        }),
         EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm } => json!({
             "op": op, "source": source, "target": target, "fstype": fstype, "options": options,
             "by_pid": by_pid, "by_comm": by_comm,
@@ -229,6 +236,17 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         }
         EventKind::Mount { op, source, target, fstype, options, .. } => {
             format!("{op} {source} on {target} type {fstype} ({options})")
+        }
+        EventKind::Attach { tracer, tracer_pid, target_pid, phase, .. } => {
+            format!("{tracer} {phase} by [{tracer_pid}] -> [{target_pid}]")
+        }
+        EventKind::Traced { name, args, ret, enter_ns } => {
+            let result = if (-4095..0).contains(ret) {
+                format!("-1 {}", errno_name(-ret).unwrap_or("E?"))
+            } else {
+                ret.to_string()
+            };
+            format!("{name}({}) = {result}  ({} us, ptrace)", args.join(", "), (e.raw_ns - enter_ns) / 1_000)
         }
         EventKind::Cron { phase, crontab, crontab_line, command, exit_code, .. } => {
             let line = if crontab_line.is_empty() {

@@ -117,10 +117,7 @@ impl Hosts {
             bridge: None,
             dir,
         };
-        let id = 20 + std::process::id() % 200;
-        if mode == Mode::Netns {
-            started.bridge_up(id)?;
-        }
+        let id = if mode == Mode::Netns { started.bridge_up()? } else { 0 };
         for (i, host) in hosts.iter().enumerate() {
             let data = started.dir.path().join(format!("agent-{host}"));
             let mut args: Vec<String> =
@@ -161,10 +158,26 @@ impl Hosts {
         self.dir.path().join(format!("agent-{host}.log"))
     }
 
-    fn bridge_up(&mut self, id: u32) -> Result<()> {
-        let bridge = format!("hzbr{id}");
-        let _ = ip(&["link", "del", &bridge]);
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
+    /// Claims a free id (bridge `hzbrID`, subnet 10.213.ID.0/24) and brings its bridge up.
+    /// A bridge that exists belongs to another harness (another test, in this process or not):
+    /// never delete it, take the next id.
+    fn bridge_up(&mut self) -> Result<u32> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let start = std::process::id() + NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) * 7;
+        let mut claimed = None;
+        for k in 0..200 {
+            let id = 20 + (start + k) % 200;
+            let bridge = format!("hzbr{id}");
+            match ip(&["link", "add", &bridge, "type", "bridge"]) {
+                Ok(_) => {
+                    claimed = Some((id, bridge));
+                    break;
+                }
+                Err(e) if e.contains("File exists") => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let (id, bridge) = claimed.ok_or("no free bridge id in 20..220 (stale hzbr* links?)")?;
         self.bridge = Some(bridge.clone());
         ip(&["addr", "add", &format!("10.213.{id}.1/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
@@ -173,7 +186,7 @@ impl Hosts {
         let token = format!("{nanos:x}{:x}", std::process::id());
         context(std::fs::write(self.dir.path().join("token"), &token), "cannot write the token file")?;
         self.token = Some(token);
-        Ok(())
+        Ok(id)
     }
 
     /// Namespace `i` on the bridge: returns its name and address.

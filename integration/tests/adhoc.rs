@@ -119,3 +119,61 @@ fn timeline(bundle: &Path) -> Vec<Value> {
 fn kinds(events: &[Value]) -> Vec<String> {
     events.iter().map(|e| format!("{} {} {}", e["kind"], e["comm"], e["name"])).collect()
 }
+
+#[test]
+fn ptrace_recorder_decodes_paths_and_records_its_attach() {
+    if !is_root() {
+        eprintln!("SKIPPED ptrace_recorder_decodes_paths_and_records_its_attach: needs root for a netns host and tracefs (CI runs as root)");
+        return;
+    }
+    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
+    let ns = hosts.netns("box").unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("traced.heisen");
+    // A process already running on the host: a shell that reads a file every 100 ms.
+    let mut target = Command::new("ip")
+        .args(["netns", "exec", &ns, "sh", "-c", "while true; do cat /etc/hostname >/dev/null; sleep 0.1; done"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // `ip netns exec` execs the shell in place, so the child's pid is the shell's.
+    let pid = target.id();
+    let out = Command::new(heisen())
+        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
+        .arg(hosts.token_file())
+        .args(["--for", "2s", "--comm", "none-selected", "--ptrace", &format!("box={pid}"), "--json", "--out"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let still_running = target.try_wait().unwrap().is_none();
+    let _ = target.kill();
+    let _ = target.wait();
+    assert!(out.status.success(), "capture failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(still_running, "the traced shell survives attach and detach");
+
+    let events = timeline(&bundle);
+    let attach = |phase: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == "attach" && e["phase"] == phase)
+            .unwrap_or_else(|| panic!("no {phase} event: {:#?}", kinds(&events)))
+            .clone()
+    };
+    let (on, off) = (attach("attach"), attach("detach"));
+    assert_eq!(on["target_pid"].as_u64(), Some(pid as u64));
+    assert!(on["seq"].as_u64() < off["seq"].as_u64());
+    // The children the shell forks are followed; their paths are decoded exactly.
+    let read = events
+        .iter()
+        .find(|e| e["decoded"] == true && e["name"] == "openat" && e["args"][1] == "\"/etc/hostname\"")
+        .unwrap_or_else(|| panic!("no decoded openat of /etc/hostname: {:#?}", kinds(&events)));
+    assert_eq!(read["comm"], "cat");
+    assert!(read["ret"].as_i64().unwrap() >= 0, "{read}");
+    assert_eq!(read["args"][2], "O_RDONLY", "{read}");
+    // The recorder's own noise (a SIGCHLD to it at every stop) is not on the timeline.
+    let tracer = on["tracer_pid"].clone();
+    assert!(
+        !events.iter().any(|e| e["kind"] == "signal" && e["target_pid"] == tracer),
+        "signals to the recorder itself are left out"
+    );
+}

@@ -254,6 +254,8 @@ pub struct Capture {
     pid_filter: Option<std::fs::File>,
     reader: Mutex<Option<JoinHandle<()>>>,
     stopped: Arc<AtomicBool>,
+    /// ptrace recorder processes attached during this capture; stopped (detached) at stop.
+    tracers: Mutex<Vec<std::process::Child>>,
     pub observer: String,
 }
 
@@ -315,8 +317,16 @@ impl Capture {
             (Some(instance), Scope::Launched) => Some(instance.restrict_to_pids()?),
             _ => None,
         };
-        let capture =
-            Capture { id: id.to_string(), sink, instance, pid_filter, reader: Mutex::new(None), stopped, observer };
+        let capture = Capture {
+            id: id.to_string(),
+            sink,
+            instance,
+            pid_filter,
+            reader: Mutex::new(None),
+            stopped,
+            tracers: Mutex::new(Vec::new()),
+            observer,
+        };
         // Loopback hosts share the machine's mount table: only their own work directory is theirs.
         capture.spawn_mount_watcher(match scope {
             Scope::Launched => Some(workdir.to_path_buf()),
@@ -402,10 +412,49 @@ impl Capture {
         self.pid_filter.as_ref().map(|f| f.as_raw_fd())
     }
 
+    /// Attaches the ptrace recorder (a helper process of this binary) to `pid`; its decoded calls
+    /// and its attach/detach go into this capture's trace. Returns the recorder's pid.
+    pub fn attach_ptrace(&self, pid: i32) -> Result<i32, String> {
+        let instance =
+            self.instance.as_ref().ok_or("the ptrace recorder writes into the kernel trace, which is off here")?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent's own binary: {e}"))?;
+        let mut child = std::process::Command::new(exe)
+            .args(["ptrace-record", "--pid", &pid.to_string(), "--marker"])
+            .arg(instance.dir().join("trace_marker"))
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the ptrace recorder: {e}"))?;
+        // A recorder that cannot attach exits at once: say why instead of pretending.
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut why = String::new();
+            if let Some(mut err) = child.stderr.take() {
+                use std::io::Read;
+                let _ = err.read_to_string(&mut why);
+            }
+            return Err(format!("ptrace recorder for pid {pid} ended ({status}): {}", why.trim()));
+        }
+        let tracer = child.id() as i32;
+        self.tracers.lock().expect("tracers").push(child);
+        Ok(tracer)
+    }
+
     /// Stops recording: every event traced before this call is stored when it returns.
     pub fn stop(&self) {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
+        }
+        // Detach ptrace recorders first, so their detach notes land before the stop marker.
+        for mut tracer in self.tracers.lock().expect("tracers").drain(..) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(tracer.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(tracer.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = tracer.kill();
+            let _ = tracer.wait();
         }
         if let Some(instance) = &self.instance {
             let _ = instance.mark(&format!("heisen-stop:{}", self.id));

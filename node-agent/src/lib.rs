@@ -10,6 +10,7 @@ mod environment;
 pub mod gate;
 mod launch;
 mod observer;
+mod ptrace;
 mod rawtrace;
 mod service;
 mod tracefs;
@@ -57,6 +58,11 @@ pub struct AgentArgs {
 pub enum ScopeArg {
     Netns,
     Launched,
+}
+
+/// The ptrace recorder's helper process (`ptrace-record --pid PID --marker PATH`).
+pub fn run_ptrace_recorder(args: Vec<String>) -> i32 {
+    ptrace::run(&args)
 }
 
 /// Guest programs shipped with the agent (`{fixture}` in scenarios).

@@ -135,6 +135,9 @@ pub struct Decoder {
     cron_jobs: HashMap<i32, (String, String, String)>,
     /// Crontab directories besides the system ones and the cron daemon's own `-c DIR`.
     crontab_dirs: Vec<std::path::PathBuf>,
+    /// Our ptrace recorders: every stop of a tracee sends them a SIGCHLD, which is the
+    /// recorder's own noise, not the traced program's behaviour.
+    tracers: std::collections::HashSet<i32>,
 }
 
 /// How long after a mount syscall a mount-table change is still attributed to it.
@@ -157,6 +160,7 @@ impl Decoder {
             exit_codes: HashMap::new(),
             cron_jobs: HashMap::new(),
             crontab_dirs: Vec::new(),
+            tracers: std::collections::HashSet::new(),
         }
     }
 
@@ -353,6 +357,9 @@ impl Decoder {
                     return Step::Nothing;
                 };
                 let (sig, target) = (sig as i32, target as i32);
+                if sig == libc::SIGCHLD && self.tracers.contains(&target) {
+                    return Step::Nothing;
+                }
                 if !(self.in_scope(line.pid) || self.in_scope(target)) {
                     return Step::Nothing;
                 }
@@ -493,17 +500,24 @@ impl Decoder {
         if let EventKind::Mount { op, source, target, fstype, options, .. } = note.kind {
             return self.mount_change(line, op, source, target, fstype, options);
         }
+        if let EventKind::Attach { tracer_pid, .. } = &note.kind {
+            // From now on the recorder's own syscalls and signals are not the host's behaviour.
+            self.tracers.insert(*tracer_pid);
+            self.in_scope.insert(*tracer_pid, false);
+        }
         let pid = if note.pid == 0 { line.pid } else { note.pid };
         if let EventKind::Launch { name, .. } = &note.kind {
             self.run_of.insert(pid, note.run);
             self.launched_roots.insert(pid, name.clone());
             self.in_scope.insert(pid, true);
         }
+        // Notes of other recorders (ptrace) do not know the run: the process's lineage does.
+        let run = if note.run == 0 { self.run_of.get(&pid).copied().unwrap_or(0) } else { note.run };
         Step::Event(Decoded {
             raw_ns: crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns),
             pid,
             comm: note.comm,
-            run: note.run,
+            run,
             kind: note.kind,
         })
     }

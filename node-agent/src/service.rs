@@ -153,6 +153,19 @@ impl proto::agent_server::Agent for AgentService {
         Ok(Response::new(proto::Environment::from(&env)))
     }
 
+    async fn attach(&self, request: Request<proto::AttachRequest>) -> Result<Response<proto::AttachReply>, Status> {
+        let req = request.into_inner();
+        let capture = self.capture(&req.capture_id)?;
+        if req.pid <= 0 {
+            return Err(Status::invalid_argument(format!("pid {} is not a process", req.pid)));
+        }
+        let tracer = tokio::task::spawn_blocking(move || capture.attach_ptrace(req.pid))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::failed_precondition(format!("cannot attach on {}: {e}", self.name)))?;
+        Ok(Response::new(proto::AttachReply { tracer_pid: tracer }))
+    }
+
     type StreamEventsStream = BoxStream<proto::Event>;
 
     async fn stream_events(

@@ -77,6 +77,16 @@ impl From<&rec::Event> for Event {
                 job_pid: *job_pid,
                 exit_code: *exit_code,
             }),
+            rec::EventKind::Attach { tracer, tracer_pid, target_pid, phase, how } => Kind::Attach(Attach {
+                tracer: tracer.clone(),
+                tracer_pid: *tracer_pid,
+                target_pid: *target_pid,
+                phase: phase.clone(),
+                how: how.clone(),
+            }),
+            rec::EventKind::Traced { name, args, ret, enter_ns } => {
+                Kind::Traced(Traced { name: name.clone(), args: args.clone(), ret: *ret, enter_ns: *enter_ns })
+            }
             rec::EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm } => Kind::Mount(Mount {
                 op: op.clone(),
                 source: source.clone(),
@@ -222,6 +232,14 @@ impl TryFrom<Event> for rec::Event {
                 job_pid: c.job_pid,
                 exit_code: c.exit_code,
             },
+            Kind::Attach(a) => rec::EventKind::Attach {
+                tracer: a.tracer,
+                tracer_pid: a.tracer_pid,
+                target_pid: a.target_pid,
+                phase: a.phase,
+                how: a.how,
+            },
+            Kind::Traced(t) => rec::EventKind::Traced { name: t.name, args: t.args, ret: t.ret, enter_ns: t.enter_ns },
             Kind::Mount(m) => rec::EventKind::Mount {
                 op: m.op,
                 source: m.source,
@@ -295,6 +313,19 @@ mod tests {
                 fd: 3,
                 path: Some("/var/lib/app.lock".into()),
                 ret: -4,
+                enter_ns: 1,
+            },
+            rec::EventKind::Attach {
+                tracer: "ptrace".into(),
+                tracer_pid: 5,
+                target_pid: 6,
+                phase: "attach".into(),
+                how: "seize".into(),
+            },
+            rec::EventKind::Traced {
+                name: "openat".into(),
+                args: vec!["AT_FDCWD".into(), "\"/etc/hostname\"".into()],
+                ret: 3,
                 enter_ns: 1,
             },
             rec::EventKind::Cron {

@@ -97,6 +97,21 @@ pub enum EventKind {
         /// At `end`: the job's exit status (-1 when killed or unknown).
         exit_code: Option<i32>,
     },
+    /// A tracer attached to or detached from a process. Attaching perturbs (a blocked
+    /// `epoll_wait` returns EINTR), so every attach heisen makes is on the timeline.
+    Attach {
+        /// `ptrace`.
+        tracer: String,
+        tracer_pid: i32,
+        target_pid: i32,
+        /// `attach` or `detach`.
+        phase: String,
+        /// The mechanism, in words.
+        how: String,
+    },
+    /// A syscall seen by the ptrace recorder, with its arguments decoded while the caller was
+    /// stopped (paths, flags in words). `raw_ns` is the return; `enter_ns` the call.
+    Traced { name: String, args: Vec<String>, ret: i64, enter_ns: i64 },
     /// A change of this host's mount table, seen by the mount watcher. `by_pid`/`by_comm` name the
     /// process whose mount syscall made it when the kernel observer saw one (0/empty otherwise).
     Mount {
@@ -172,6 +187,8 @@ impl EventKind {
             EventKind::Lock { .. } => "lock",
             EventKind::Mount { .. } => "mount",
             EventKind::Cron { .. } => "cron",
+            EventKind::Attach { .. } => "attach",
+            EventKind::Traced { .. } => "syscall",
         }
     }
 }
