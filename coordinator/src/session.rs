@@ -198,6 +198,7 @@ impl Session {
             env: Default::default(),
             gates: gates.iter().filter(|g| g.step == p.name).map(proto::GatePoint::from).collect(),
             hold_timeout_ms: HOLD_TIMEOUT_MS,
+            ptrace: p.ptrace,
         };
         let mut stream =
             agent.rpc.launch(req).await.map_err(|s| agent.err(&format!("launch {}", p.name), s))?.into_inner();

@@ -177,3 +177,42 @@ fn ptrace_recorder_decodes_paths_and_records_its_attach() {
         "signals to the recorder itself are left out"
     );
 }
+
+#[test]
+fn a_scenario_step_can_ask_for_the_ptrace_recorder() {
+    if !is_root() {
+        eprintln!("SKIPPED a_scenario_step_can_ask_for_the_ptrace_recorder: needs root for netns hosts and tracefs (CI runs as root)");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let scenario = work.path().join("traced.toml");
+    std::fs::write(
+        &scenario,
+        "name = \"traced\"\n[hosts.box]\n[steps.reader]\nhost = \"box\"\nptrace = true\n\
+         command = [\"sh\", \"-c\", \"sleep 0.5; cat /etc/hostname\"]\n[load]\nrepeat = 1\n\
+         [failure]\nstep = \"reader\"\nexit = \"nonzero\"\n",
+    )
+    .unwrap();
+    let bundle = work.path().join("traced.heisen");
+    let out = Command::new(heisen())
+        .arg("run")
+        .arg(&scenario)
+        .args(["--local", "--json", "--out"])
+        .arg(&bundle)
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let events = timeline(&bundle);
+    let attach = events
+        .iter()
+        .find(|e| e["kind"] == "attach" && e["phase"] == "attach")
+        .unwrap_or_else(|| panic!("no attach: {:#?}", kinds(&events)));
+    assert_eq!(attach["run"], 1, "the attach belongs to the run of the step it traces");
+    let read = events
+        .iter()
+        .find(|e| e["decoded"] == true && e["name"] == "openat" && e["args"][1] == "\"/etc/hostname\"")
+        .unwrap_or_else(|| panic!("no decoded openat: {:#?}", kinds(&events)));
+    assert_eq!(read["run"], 1);
+    assert!(read["seq"].as_u64() > attach["seq"].as_u64());
+}

@@ -233,9 +233,19 @@ impl proto::agent_server::Agent for AgentService {
             hold_timeout: Duration::from_millis(if req.hold_timeout_ms == 0 { 30_000 } else { req.hold_timeout_ms }),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        launch::launch(spec, capture, self.holds.clone(), self.gate_sender.clone(), tx).map_err(|e| {
+        let traced = req.ptrace.then(|| capture.clone());
+        let pid = launch::launch(spec, capture, self.holds.clone(), self.gate_sender.clone(), tx).map_err(|e| {
             Status::failed_precondition(format!("launch of `{}` on {} failed: {e}", req.name, self.name))
         })?;
+        if let Some(capture) = traced {
+            // Attached right after the start: the first calls before the attach are not decoded.
+            let attached = tokio::task::spawn_blocking(move || capture.attach_ptrace(pid))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            if let Err(e) = attached {
+                tracing::warn!(process = %req.name, error = %e, "ptrace recorder not attached");
+            }
+        }
         let stream = UnboundedReceiverStream::new(rx).map(|life| {
             use proto::process_notice::Notice;
             let notice = match life {

@@ -52,6 +52,8 @@ pub struct Process {
     pub after: Vec<String>,
     /// Services: started only in runs where this variant is on.
     pub variant: Option<String>,
+    /// Record this process with the ptrace recorder too (decoded arguments; perturbs it).
+    pub ptrace: bool,
 }
 
 /// When a run counts as failed.
@@ -203,6 +205,8 @@ struct RawProcess {
     ready: Option<String>,
     after: Option<Spanned<Vec<String>>>,
     variant: Option<Spanned<String>>,
+    #[serde(default)]
+    ptrace: bool,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +378,7 @@ impl Scenario {
                     ready: p.ready,
                     after: p.after.map(|a| a.into_inner()).unwrap_or_default(),
                     variant: p.variant.map(|v| v.into_inner()),
+                    ptrace: p.ptrace,
                 });
             }
             Ok(out)
@@ -724,7 +729,7 @@ fails_when = "off"
         );
         check_err(
             &GOOD.replace("ready =", "redy ="),
-            "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`",
+            "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`, `ptrace`",
         );
         check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
     }
