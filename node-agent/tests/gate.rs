@@ -80,7 +80,10 @@ async fn life(mut stream: tonic::Streaming<proto::ProcessNotice>) -> (Vec<String
 #[tokio::test]
 async fn hold_is_released_by_timeout() {
     let (_agent, mut client) = agent().await;
-    client.start_capture(proto::StartCaptureRequest { capture_id: "t1".into(), ..Default::default() }).await.unwrap();
+    client
+        .start_capture(proto::StartCaptureRequest { capture_id: "t1".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|s| panic!("StartCapture failed: code {:?}: {}", s.code(), s.message()));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
     let stream = client.launch(gated_echo("t1", 400)).await.unwrap().into_inner();
@@ -109,7 +112,10 @@ async fn hold_is_released_by_timeout() {
 #[tokio::test]
 async fn holds_are_released_when_the_coordinator_goes_away() {
     let (_agent, mut client) = agent().await;
-    client.start_capture(proto::StartCaptureRequest { capture_id: "t2".into(), ..Default::default() }).await.unwrap();
+    client
+        .start_capture(proto::StartCaptureRequest { capture_id: "t2".into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|s| panic!("StartCapture failed: code {:?}: {}", s.code(), s.message()));
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
     let stream = client.launch(gated_echo("t2", 60_000)).await.unwrap().into_inner();
