@@ -216,3 +216,33 @@ fn a_scenario_step_can_ask_for_the_ptrace_recorder() {
     assert_eq!(read["run"], 1);
     assert!(read["seq"].as_u64() > attach["seq"].as_u64());
 }
+
+#[test]
+fn ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle() {
+    if !is_root() {
+        eprintln!("SKIPPED ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle: needs root for a netns host (CI runs as root)");
+        return;
+    }
+    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("interrupted.heisen");
+    let capture = Command::new(heisen())
+        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
+        .arg(hosts.token_file())
+        .args(["--json", "--out"])
+        .arg(&bundle)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+    let out = capture.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("stopped by Ctrl-C"), "{stderr}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["hosts"][0]["name"], "box");
+    timeline(&bundle); // the bundle is there and readable
+}
