@@ -60,9 +60,16 @@ pub enum ScopeArg {
     Launched,
 }
 
-/// The ptrace recorder's helper process (`ptrace-record --pid PID --marker PATH`).
-pub fn run_ptrace_recorder(args: Vec<String>) -> i32 {
-    ptrace::run(&args)
+/// The helper modes of the agent's binary, which the agent starts as processes of its own:
+/// `fixture NAME ...` (the story guest programs, `{fixture}` in scenarios) and `ptrace-record
+/// --pid PID --marker PATH` (the ptrace recorder). Returns the exit code when `args` (without
+/// the program name) names one, None otherwise. Both `heisen-agent` and `heisen` call this first.
+pub fn run_helper(args: &[String]) -> Option<i32> {
+    match args.split_first() {
+        Some((mode, rest)) if mode == "fixture" => Some(run_fixture(rest.to_vec())),
+        Some((mode, rest)) if mode == "ptrace-record" => Some(ptrace::run(rest)),
+        _ => None,
+    }
 }
 
 /// Guest programs shipped with the agent (`{fixture}` in scenarios).

@@ -2,14 +2,9 @@
 use clap::Parser;
 
 fn main() {
-    let mut args = std::env::args();
-    if std::env::args().nth(1).as_deref() == Some("ptrace-record") {
-        std::process::exit(heisen_agent::run_ptrace_recorder(args.skip(2).collect()));
-    }
-    if std::env::args().nth(1).as_deref() == Some("fixture") {
-        args.next();
-        args.next();
-        std::process::exit(heisen_agent::run_fixture(args.collect()));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(code) = heisen_agent::run_helper(&args) {
+        std::process::exit(code);
     }
     std::process::exit(heisen_agent::run(heisen_agent::AgentArgs::parse()));
 }
