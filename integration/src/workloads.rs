@@ -6,6 +6,13 @@ use std::time::Instant;
 
 use crate::{io, Failure, Flags};
 
+/// `--start-after-ms N`: wait before the timed loop (a tracer attaching to a running process
+/// gets the time to do so; the wait is not timed).
+fn start_after(flags: &Flags<'_>) -> Result<(), Failure> {
+    std::thread::sleep(std::time::Duration::from_millis(flags.number("--start-after-ms", 0)?));
+    Ok(())
+}
+
 fn report(start: Instant, calls: u64) {
     println!("elapsed_ns={} calls={calls}", start.elapsed().as_nanos());
 }
@@ -15,6 +22,7 @@ pub fn storm(flags: &Flags<'_>) -> Result<(), Failure> {
     let n = flags.number("--writes", 1_000_000)?;
     let null = std::fs::OpenOptions::new().write(true).open("/dev/null").map_err(io("open /dev/null"))?;
     let byte = [0u8; 1];
+    start_after(flags)?;
     let start = Instant::now();
     for _ in 0..n {
         // SAFETY: valid fd and a one-byte live buffer.
@@ -31,6 +39,7 @@ pub fn load(flags: &Flags<'_>) -> Result<(), Failure> {
     let file = std::fs::File::create(path).map_err(io("create load file"))?;
     let chunk = vec![0x5au8; 65536];
     let n = mib * 16;
+    start_after(flags)?;
     let start = Instant::now();
     for _ in 0..n {
         crate::write_all_raw(file.as_raw_fd(), &chunk).map_err(io("write"))?;

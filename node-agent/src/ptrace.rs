@@ -43,11 +43,14 @@ extern "C" fn on_stop(_: libc::c_int) {
 /// Where notes go: the capture's trace marker, or stdout (one JSON note per line) without one.
 struct Out {
     marker: Option<std::fs::File>,
+    /// Task names, read from /proc once per task and again after it execs.
+    comms: HashMap<i32, String>,
 }
 
 impl Out {
     fn note(&mut self, pid: i32, kind: EventKind) {
-        let note = AgentNote { pid, comm: comm_of(pid), run: 0, kind };
+        let comm = self.comms.entry(pid).or_insert_with(|| comm_of(pid)).clone();
+        let note = AgentNote { pid, comm, run: 0, kind };
         let Ok(json) = serde_json::to_string(&note) else { return };
         match &mut self.marker {
             Some(m) => {
@@ -78,7 +81,7 @@ pub fn run(args: &[String]) -> i32 {
         return 2;
     };
     let marker = get("--marker").and_then(|p| std::fs::OpenOptions::new().write(true).open(p).ok());
-    let mut out = Out { marker };
+    let mut out = Out { marker, comms: HashMap::new() };
     // SAFETY: plain handlers that only store an atomic; no SA_RESTART, so waitpid returns EINTR.
     unsafe {
         let mut action: libc::sigaction = std::mem::zeroed();
@@ -215,7 +218,11 @@ fn on_syscall_stop(tid: i32, traced: &mut HashMap<i32, Option<Entered>>, out: &m
         }
         PTRACE_SYSCALL_INFO_EXIT => {
             let Some(Some(Entered { enter_ns, name, args })) = traced.insert(tid, None) else { return };
+            let exec = name == "execve" && info.data[0] == 0;
             out.note(tid, EventKind::Traced { name, args, ret: info.data[0] as i64, enter_ns });
+            if exec {
+                out.comms.remove(&tid); // renamed by the exec
+            }
         }
         _ => {}
     }

@@ -85,6 +85,38 @@ fn workload_args(workload: &str, sizes: &Sizes, dir: &Path, trapped: bool) -> Ve
     }
 }
 
+/// Runs the workload with heisen's ptrace recorder attached before its timed loop starts; the
+/// recorder's notes go to /dev/null (no capture), so this is the tracing and decoding cost.
+fn run_ptrace_recorded(heisen: &Path, args: &[String], pinned: bool) -> Result<(f64, u64)> {
+    let pin = |cmd: &mut Command| {
+        if pinned {
+            // SAFETY: sched_setaffinity is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    pin_to_cpu0();
+                    Ok(())
+                });
+            }
+        }
+    };
+    let mut cmd = Command::new(heisen);
+    cmd.args(args).args(["--start-after-ms", "300"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    pin(&mut cmd);
+    let workload = cmd.spawn().context("cannot start the workload")?;
+    let mut cmd = Command::new(heisen);
+    cmd.args(["ptrace-record", "--pid", &workload.id().to_string()]).stdout(Stdio::null()).stderr(Stdio::inherit());
+    pin(&mut cmd);
+    let mut recorder = cmd.spawn().context("cannot start the ptrace recorder")?;
+    let out = workload.wait_with_output()?;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(recorder.id() as i32, libc::SIGTERM) };
+    let _ = recorder.wait();
+    if !out.status.success() {
+        return Err(anyhow!("the workload under the ptrace recorder failed: {}", out.status));
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
 fn pin_to_cpu0() {
     // SAFETY: a zeroed cpu_set_t with CPU 0 set; sched_setaffinity on the calling thread.
     unsafe {
@@ -318,6 +350,16 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                     ..row(workload, &method, ours, base, None, ">= 25x faster", Some(speedup >= 25.0))
                 });
             }
+        }
+        progress(&format!("{workload}: heisen ptrace recorder (opt-in)"));
+        // Every syscall stops twice: the storm's trapped size keeps this row short.
+        let traced_args = workload_args(workload, sizes, dir.path(), workload == "storm");
+        for (method, pinned) in [
+            ("heisen ptrace recorder (opt-in, decoded args)", false),
+            ("heisen ptrace recorder, pinned to one CPU", true),
+        ] {
+            let (ns, _) = run_ptrace_recorded(&heisen, &traced_args, pinned)?;
+            rows.push(row(workload, method, ns, base, None, "", None));
         }
         progress(&format!("{workload}: gate on a syscall it does not make"));
         let (ns, _) = run_gated(&args, &[libc::SYS_flock], false, None)?;
