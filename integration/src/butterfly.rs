@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{io, Failure, Flags};
+use crate::{block_stop_signals, io, wait_for_stop, Failure, Flags};
 
 fn mount_tmpfs(target: &Path) -> Result<(), Failure> {
     std::fs::create_dir_all(target).map_err(io("create mount point"))?;
@@ -33,27 +33,6 @@ fn unmount(target: &str) {
         // SAFETY: a NUL-terminated path.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
-}
-
-/// Blocks SIGTERM and SIGINT in this thread, so they wait for [`wait_for_stop`] instead of
-/// killing the process midway (a stop during mounting still unmounts).
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local, then pthread_sigmask on this thread.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Waits (sigwait, no handler races) for a signal of `set`, blocked by [`block_stop_signals`].
-fn wait_for_stop(set: &libc::sigset_t) {
-    let mut sig = 0;
-    // SAFETY: a valid, initialised set and out-pointer.
-    unsafe { libc::sigwait(set, &mut sig) };
 }
 
 pub(crate) fn tmpfs_mount(flags: &Flags<'_>) -> Result<(), Failure> {

@@ -212,15 +212,7 @@ pub fn run(flags: &Flags<'_>) -> Result<(), Failure> {
     std::fs::create_dir_all(&mount).map_err(io("create mount point"))?;
     let stream = crate::connect(server)?;
     // Block the stop signals before any thread starts, then wait for them below.
-    // SAFETY: sigset manipulation on a local, then pthread_sigmask on this thread.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
+    let set = crate::block_stop_signals();
     // SAFETY: getuid/getgid have no preconditions.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let fs = ExportFs { server: Mutex::new(stream), files: Mutex::new(Vec::new()), uid, gid };
@@ -236,9 +228,7 @@ pub fn run(flags: &Flags<'_>) -> Result<(), Failure> {
             None
         }
     };
-    let mut sig = 0;
-    // SAFETY: set is initialised; sig is a valid out-pointer.
-    unsafe { libc::sigwait(&set, &mut sig) };
+    crate::wait_for_stop(&set);
     drop(session); // unmounts
     Ok(())
 }

@@ -88,6 +88,27 @@ pub fn run(args: Vec<String>) -> i32 {
     }
 }
 
+/// Blocks SIGTERM and SIGINT in this thread, so they wait for [`wait_for_stop`] instead of
+/// killing the process midway (a stop during mounting still unmounts).
+pub(crate) fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, then pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits (sigwait, no handler races) for a signal of `set`, blocked by [`block_stop_signals`].
+pub(crate) fn wait_for_stop(set: &libc::sigset_t) {
+    let mut sig = 0;
+    // SAFETY: a valid, initialised set and out-pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+}
+
 /// Sets the kernel comm to the fixture's name, so recordings say `remount`, not the launcher's name.
 fn name_process(name: &str) {
     let mut comm = [0u8; 16];

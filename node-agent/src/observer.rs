@@ -269,13 +269,25 @@ impl Decoder {
     }
 
     fn event(&self, line: &TraceLine<'_>, pid: i32, comm: &str, kind: EventKind) -> Step {
-        Step::Event(Decoded {
+        Step::Event(self.decoded(line, pid, comm, kind))
+    }
+
+    fn decoded(&self, line: &TraceLine<'_>, pid: i32, comm: &str, kind: EventKind) -> Decoded {
+        Decoded {
             raw_ns: crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns),
             pid,
             comm: comm.to_string(),
             run: self.run_of.get(&pid).copied().unwrap_or(0),
             kind,
-        })
+        }
+    }
+
+    /// `first`, followed by a second event of the same record when there is one.
+    fn with_second(&self, line: &TraceLine<'_>, first: Decoded, second: Option<EventKind>) -> Step {
+        match second {
+            Some(kind) => Step::Events(vec![first, self.decoded(line, line.pid, &line.comm, kind)]),
+            None => Step::Event(first),
+        }
     }
 
     /// Decodes one line.
@@ -317,14 +329,8 @@ impl Decoder {
                     .unwrap_or_default();
                 let ppid = parent_of(line.pid).unwrap_or(0);
                 let cron = self.cron_start(line.pid, ppid, &argv);
-                let exec = self.event(line, line.pid, &line.comm, EventKind::Exec { filename, argv, ppid });
-                match (exec, cron) {
-                    (Step::Event(exec), Some(kind)) => {
-                        let Step::Event(start) = self.event(line, line.pid, &line.comm, kind) else { unreachable!() };
-                        Step::Events(vec![exec, start])
-                    }
-                    (exec, _) => exec,
-                }
+                let exec = self.decoded(line, line.pid, &line.comm, EventKind::Exec { filename, argv, ppid });
+                self.with_second(line, exec, cron)
             }
             "sched_process_exit" => {
                 let group_dead = line.flag("group_dead").unwrap_or(true);
@@ -335,22 +341,16 @@ impl Decoder {
                 if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
                     return Step::Nothing; // the launcher reports launched processes' exit codes
                 }
-                let exit = self.event(line, line.pid, &line.comm, EventKind::Exit { exit_code });
-                match (exit, self.cron_jobs.remove(&line.pid)) {
-                    (Step::Event(exit), Some((crontab, crontab_line, command))) => {
-                        let kind = EventKind::Cron {
-                            phase: "end".into(),
-                            crontab,
-                            crontab_line,
-                            command,
-                            job_pid: line.pid,
-                            exit_code: Some(exit_code),
-                        };
-                        let Step::Event(end) = self.event(line, line.pid, &line.comm, kind) else { unreachable!() };
-                        Step::Events(vec![exit, end])
-                    }
-                    (exit, _) => exit,
-                }
+                let exit = self.decoded(line, line.pid, &line.comm, EventKind::Exit { exit_code });
+                let end = self.cron_jobs.remove(&line.pid).map(|(crontab, crontab_line, command)| EventKind::Cron {
+                    phase: "end".into(),
+                    crontab,
+                    crontab_line,
+                    command,
+                    job_pid: line.pid,
+                    exit_code: Some(exit_code),
+                });
+                self.with_second(line, exit, end)
             }
             "signal_generate" => {
                 let (Some(sig), Some(target)) = (line.int("sig"), line.int("pid")) else {
