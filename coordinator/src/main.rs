@@ -7,6 +7,7 @@ mod bench;
 mod client;
 mod demo;
 mod diff;
+mod explain;
 
 mod schedule;
 mod session;
@@ -34,7 +35,12 @@ enum Command {
     Demo(DemoArgs),
     /// Run a scenario under load on agents, record everything, write a bundle, print failure counts.
     Run(RunArgs),
-    /// Enforce the scenario's hypothesis ordering and its alternatives K times each; print the verdict.
+    /// Rank candidate causes in a capture's failing and passing runs, each with the verify command.
+    Explain(ExplainArgs),
+    /// Enforce a hypothesis ordering and its alternatives K times each; print the verdict.
+    ///
+    /// The hypothesis is the scenario's [hypothesis], one written out with --hypothesis, or
+    /// candidate N of `heisen explain BUNDLE` (--candidate N).
     Verify(VerifyArgs),
     /// Record ad hoc on agents that are already running, until a duration passes or Ctrl-C.
     ///
@@ -122,9 +128,36 @@ struct RunArgs {
 }
 
 #[derive(Args, Debug)]
+struct ExplainArgs {
+    /// Bundle of a capture with failing and passing runs (`heisen run`).
+    bundle: PathBuf,
+    /// Seed of the pair sampler (only used when there are more event pairs than --budget).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Most event pairs examined.
+    #[arg(long, default_value_t = 200_000)]
+    budget: usize,
+    /// Candidates shown.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct VerifyArgs {
-    /// Scenario file (TOML) with a [hypothesis].
+    /// Scenario file (TOML), or a bundle whose scenario to use.
     scenario: PathBuf,
+    /// Verify candidate N of `heisen explain` on this bundle instead of the scenario's hypothesis.
+    #[arg(long, value_name = "N", conflicts_with = "hypothesis")]
+    candidate: Option<usize>,
+    /// Verify this hypothesis (a TOML inline table, as `heisen explain` prints it).
+    #[arg(long, value_name = "TOML")]
+    hypothesis: Option<String>,
+    /// With --candidate: explain's seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     #[command(flatten)]
     target: Target,
     /// Runs per ordering (default: the hypothesis's `runs`).
@@ -282,6 +315,7 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Demo(a) => demo::run(&a).await,
         Command::Run(a) => run(a).await,
         Command::Verify(a) => verify_cmd(a).await,
+        Command::Explain(a) => explain_cmd(a),
         Command::Timeline(a) => timeline_cmd(a),
         Command::Agents(a) => agents_cmd(a).await,
         Command::Diff(a) => diff_cmd(a),
@@ -435,8 +469,68 @@ async fn run(a: RunArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// A scenario file, or the scenario a bundle was captured with (and the bundle).
+fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
+    let mut head = [0u8; 8];
+    let is_bundle = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|_| &head == heisen_recordings::BUNDLE_MAGIC);
+    if !is_bundle {
+        return Ok((load_scenario(path)?, None));
+    }
+    let bundle = Bundle::read(path).map_err(|e| anyhow!("{e}"))?;
+    let Some(src) = &bundle.scenario else {
+        return Err(anyhow!(
+            "{} was captured without a scenario (an ad-hoc capture): there is nothing to re-run; write a scenario \
+             for the processes involved and `heisen run` it, or inspect this capture with `heisen timeline`/`heisen diff`",
+            path.display()
+        ));
+    };
+    let scenario = Scenario::parse(&src.path, &src.text).map_err(|e| anyhow!("the bundle's scenario: {e}"))?;
+    Ok((scenario, Some(bundle)))
+}
+
+fn explain_cmd(a: ExplainArgs) -> Result<i32> {
+    let bundle = Bundle::read(&a.bundle).map_err(|e| anyhow!("{e}"))?;
+    let opts = explain::Options {
+        seed: a.seed,
+        budget: a.budget.max(1),
+        top: a.top.max(1),
+        bundle_arg: a.bundle.display().to_string(),
+    };
+    let x = explain::explain(&bundle, &opts).map_err(|e| anyhow!("{}: {e}", a.bundle.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&x)?);
+    } else {
+        print!("{}", explain::to_text(&x));
+    }
+    Ok(0)
+}
+
 async fn verify_cmd(a: VerifyArgs) -> Result<i32> {
-    let scenario = load_scenario(&a.scenario)?;
+    let (mut scenario, bundle) = scenario_or_bundle(&a.scenario)?;
+    let shown = a.scenario.display().to_string();
+    if let Some(inline) = &a.hypothesis {
+        scenario = scenario.with_hypothesis(&shown, inline).map_err(|e| anyhow!("{e}"))?;
+    }
+    if let Some(n) = a.candidate {
+        let bundle =
+            bundle.ok_or_else(|| anyhow!("--candidate needs a bundle (explain reads one), not a scenario file"))?;
+        let opts = explain::Options { seed: a.seed, bundle_arg: shown.clone(), ..Default::default() };
+        let x = explain::explain(&bundle, &opts).map_err(|e| anyhow!("{shown}: {e}"))?;
+        let c = x.candidates.iter().find(|c| c.rank == n).ok_or_else(|| {
+            anyhow!("{shown}: explain has {} candidate(s); there is no candidate {n}", x.candidates.len())
+        })?;
+        let h = c.parsed.clone().ok_or_else(|| {
+            anyhow!(
+                "candidate {n} ({}) cannot be verified: {}",
+                c.summary,
+                c.not_verifiable.clone().unwrap_or_default()
+            )
+        })?;
+        verify::progress(&format!("verifying candidate {n}: {}", c.summary));
+        scenario.hypothesis = Some(h);
+    }
     let runs = a.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs())).unwrap_or(5).max(1);
     let hosts = connect(&scenario, &a.target).await?;
     let (session, results) =

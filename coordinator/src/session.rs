@@ -19,6 +19,11 @@ use crate::schedule::{Action, Ordering};
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the steps exit, services run on until their output has been quiet this long (at most
+/// SETTLE_MAX), so the effects of what happened late in a run (a reload ending) are recorded:
+/// explain reads them.
+const SETTLE_QUIET: Duration = Duration::from_millis(300);
+const SETTLE_MAX: Duration = Duration::from_millis(1500);
 /// How long an agent holds a process without a decision before releasing it.
 const HOLD_TIMEOUT_MS: u64 = 30_000;
 /// How often the clock of every agent is probed during a capture (a burst of 4 each time).
@@ -252,6 +257,24 @@ impl Session {
         }
     }
 
+    /// Waits until the run's services have printed nothing for SETTLE_QUIET (bounded by SETTLE_MAX).
+    async fn settle(&self, run: u32, services: &[(String, i32)]) {
+        if services.is_empty() {
+            return;
+        }
+        let lines =
+            |s: &Shared| s.procs.iter().filter(|((r, _), _)| *r == run).map(|(_, p)| p.lines.len()).sum::<usize>();
+        let deadline = Instant::now() + SETTLE_MAX;
+        let (mut seen, mut since) = (lines(&self.shared.lock().expect("shared")), Instant::now());
+        while Instant::now() < deadline && since.elapsed() < SETTLE_QUIET {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = lines(&self.shared.lock().expect("shared"));
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
+        }
+    }
+
     async fn wait_output(&self, run: u32, process: &str, text: &str, timeout: Duration) -> bool {
         let key = (run, process.to_string());
         self.wait_for(timeout, |s| {
@@ -347,6 +370,7 @@ impl Session {
                 }
             }
         }
+        self.settle(run, &service_pids).await;
         for (host, pid) in service_pids {
             self.stop_process(&host, pid).await;
         }

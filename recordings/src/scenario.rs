@@ -114,6 +114,80 @@ impl Hypothesis {
             Hypothesis::Order(h) => h.runs,
         }
     }
+
+    /// The hypothesis as a TOML inline table, the way a scenario's `[hypothesis]` spells it
+    /// (`heisen verify --hypothesis` reads it back).
+    pub fn to_inline_toml(&self) -> String {
+        let mut fields: Vec<String> = Vec::new();
+        match self {
+            Hypothesis::During(h) => {
+                fields.push(format!("cause = {}", h.cause.to_inline_toml()));
+                fields.push(format!("victim = {}", h.victim.to_inline_toml()));
+                fields.push(format!("victim_count = {}", h.victim_count));
+                for (key, m) in [("effect_started", &h.effect_started), ("effect_done", &h.effect_done)] {
+                    fields.push(format!("{key} = {{ process = {}, output = {} }}", quote(&m.process), quote(&m.text)));
+                }
+            }
+            Hypothesis::State(h) => {
+                fields.push(format!("variant = {}", quote(&h.variant)));
+                fields.push(format!("fails_when = {}", quote(if h.fails_when_on { "on" } else { "off" })));
+            }
+            Hypothesis::Order(h) => {
+                fields.push(format!("first = {}", h.first.to_inline_toml()));
+                fields.push(format!("then = {}", h.then.to_inline_toml()));
+                fields.push(format!("fails_when = {}", quote(if h.fails_when_after { "after" } else { "before" })));
+                if let Some(vs) = &h.variants {
+                    let vs: Vec<String> = vs.iter().map(|v| quote(v)).collect();
+                    fields.push(format!("variants = [{}]", vs.join(", ")));
+                }
+            }
+        }
+        fields.push(format!("runs = {}", self.runs()));
+        format!("{{ {} }}", fields.join(", "))
+    }
+
+    /// True when both name the same cause, victim and direction; which occurrence (`nth`) or path
+    /// a gate holds at, and how many runs, may differ.
+    pub fn same_cause(&self, other: &Hypothesis) -> bool {
+        let same_gate = |a: &GateSpec, b: &GateSpec| a.step == b.step && a.syscall == b.syscall && a.signal == b.signal;
+        match (self, other) {
+            (Hypothesis::During(a), Hypothesis::During(b)) => {
+                same_gate(&a.cause, &b.cause) && a.victim.step == b.victim.step && a.victim.syscall == b.victim.syscall
+            }
+            (Hypothesis::State(a), Hypothesis::State(b)) => {
+                a.variant == b.variant && a.fails_when_on == b.fails_when_on
+            }
+            (Hypothesis::Order(a), Hypothesis::Order(b)) => {
+                same_gate(&a.first, &b.first) && a.then.step == b.then.step && a.fails_when_after == b.fails_when_after
+            }
+            _ => false,
+        }
+    }
+}
+
+impl GateSpec {
+    /// `{ step = "remount", syscall = "kill", signal = "SIGHUP" }`.
+    pub fn to_inline_toml(&self) -> String {
+        let mut fields = vec![format!("step = {}", quote(&self.step)), format!("syscall = {}", quote(&self.syscall))];
+        if self.nth != 1 {
+            fields.push(format!("nth = {}", self.nth));
+        }
+        if let Some(sig) = self.signal {
+            fields.push(format!("signal = {}", quote(&crate::signal_name(sig))));
+        }
+        if let Some(fd) = self.fd_at_least {
+            fields.push(format!("fd_at_least = {fd}"));
+        }
+        if let Some(path) = &self.path {
+            fields.push(format!("path = {}", quote(path)));
+        }
+        format!("{{ {} }}", fields.join(", "))
+    }
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 /// The failure happens exactly when `variant` is on (`fails_when_on`) or off.
@@ -587,6 +661,37 @@ impl Scenario {
         })
     }
 
+    /// The same scenario with its `[hypothesis]` replaced by `inline`, a TOML inline table such as
+    /// [`Hypothesis::to_inline_toml`] writes. Errors name `--hypothesis` and the key.
+    pub fn with_hypothesis(&self, path: &str, inline: &str) -> Result<Scenario, ScenarioError> {
+        let bad = |key: &str, message: String| ScenarioError {
+            path: path.to_string(),
+            line: None,
+            key: format!("--hypothesis {key}").trim_end().to_string(),
+            message,
+        };
+        let mut doc: toml::Table =
+            toml::from_str(&self.text).map_err(|e| bad("", format!("the scenario itself does not parse: {e}")))?;
+        let wrapped: toml::Table = toml::from_str(&format!("hypothesis = {inline}")).map_err(|e| {
+            bad(
+                "",
+                format!(
+                    "not a TOML inline table ({}), e.g. '{{ variant = \"x\", fails_when = \"off\" }}'",
+                    e.message()
+                ),
+            )
+        })?;
+        doc.insert("hypothesis".into(), wrapped["hypothesis"].clone());
+        let text = toml::to_string(&doc).map_err(|e| bad("", e.to_string()))?;
+        Scenario::parse(path, &text)
+            .map(|mut s| {
+                // Bundles keep the scenario as the user wrote it.
+                s.text = self.text.clone();
+                s
+            })
+            .map_err(|e| ScenarioError { line: None, key: format!("--hypothesis {}", e.key), ..e })
+    }
+
     /// The variants on in a load run (their `default`).
     pub fn default_variants(&self) -> Vec<String> {
         self.variants.iter().filter(|v| v.default).map(|v| v.name.clone()).collect()
@@ -732,5 +837,24 @@ fails_when = "off"
             "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`, `ptrace`",
         );
         check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
+    }
+
+    #[test]
+    fn hypotheses_round_trip_through_inline_toml() {
+        for name in ["mountd-sighup", "butterfly", "cron-twin", "statd-flock"] {
+            let path = format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+            let s = Scenario::load(Path::new(&path)).unwrap();
+            let h = s.hypothesis.clone().unwrap();
+            let inline = h.to_inline_toml();
+            let again = s.with_hypothesis(&path, &inline).unwrap_or_else(|e| panic!("{name}: {e}\n{inline}"));
+            let h2 = again.hypothesis.unwrap();
+            assert!(h.same_cause(&h2), "{name}: {inline}");
+            assert_eq!(h2.to_inline_toml(), inline, "{name}");
+            assert_eq!(again.text, s.text);
+        }
+        let s = Scenario::parse("s.toml", GOOD).unwrap();
+        let e = s.with_hypothesis("s.toml", "{ variant = \"nope\", fails_when = \"off\" }").unwrap_err();
+        assert_eq!(e.key, "--hypothesis hypothesis.variant", "{e}");
+        assert!(s.with_hypothesis("s.toml", "not toml").unwrap_err().to_string().contains("inline table"));
     }
 }
