@@ -1,10 +1,12 @@
 //! `heisen demo [STORY]`: the embedded default. Local hosts, the story's scenario under load,
-//! a timeline excerpt of a failing run, then verification of the hypothesis and the verdict.
+//! a timeline excerpt of a failing run, explain's ranked candidates, then verification of the
+//! first candidate and the verdict.
 
 use anyhow::{anyhow, Context, Result};
 use heisen_recordings::{Bundle, EventKind, Scenario};
 use serde_json::json;
 
+use crate::explain;
 use crate::timeline::{self, Filter};
 use crate::verify::{self, progress};
 use crate::{DemoArgs, Hosts, Target};
@@ -58,7 +60,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
     };
     progress(&format!("story {story}: {} hosts on {mode}", scenario.hosts.len()));
 
-    progress(&format!("phase 1/3: {load_runs} load runs without gates"));
+    progress(&format!("phase 1/4: {load_runs} load runs without gates"));
     let session = verify::load(agents.clone(), &scenario, &vars, &crate::capture_id(story, "load"), load_runs).await?;
     let load_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let load_path = out.join(format!("{}.heisen", load_bundle.capture_id));
@@ -68,14 +70,36 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
     let excerpt = excerpt(&load_bundle);
     let differences = host_differences(&load_bundle);
 
-    progress(&format!("phase 2/3: verifying the hypothesis, {runs} runs per ordering"));
+    // explain before verify: the hypothesis verified is explain's first candidate, found without
+    // being told; where the scenario's own hypothesis ranks among the candidates is reported.
+    progress("phase 2/4: explain (ranking candidate causes)");
+    let opts = explain::Options { bundle_arg: load_path.display().to_string(), ..Default::default() };
+    let explanation = explain::explain(&load_bundle, &opts);
+    let stated = scenario.hypothesis.clone();
+    let explain_rank = match (&explanation, &stated) {
+        (Ok(x), Some(h)) => {
+            x.candidates.iter().find(|c| c.parsed.as_ref().is_some_and(|p| p.same_cause(h))).map(|c| c.rank)
+        }
+        _ => None,
+    };
+    let first = explanation.as_ref().ok().and_then(|x| x.candidates.first());
+    let mut verified = scenario.clone();
+    let verified_what = match first.and_then(|c| c.parsed.clone().map(|h| (c, h))) {
+        Some((c, h)) => {
+            verified.hypothesis = Some(h);
+            format!("explain's candidate 1: {}", c.summary)
+        }
+        None => "the scenario's stated hypothesis (explain proposed no verifiable candidate)".to_string(),
+    };
+
+    progress(&format!("phase 3/4: verifying {verified_what}, {runs} runs per ordering"));
     let (session, results) =
-        verify::verify(agents, &scenario, &vars, &crate::capture_id(story, "verify"), runs).await?;
+        verify::verify(agents, &verified, &vars, &crate::capture_id(story, "verify"), runs).await?;
     let verify_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let verify_path = out.join(format!("{}.heisen", verify_bundle.capture_id));
     verify_bundle.write(&verify_path).map_err(|e| anyhow!("{e}"))?;
     let verdict = verify::verdict(&results, runs);
-    progress("phase 3/3: verdict");
+    progress("phase 4/4: verdict");
     drop(harness);
 
     if json_out {
@@ -85,6 +109,13 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
             "hosts": mode,
             "load": {"runs": load_bundle.runs.len(), "failures": load_failures},
             "orderings": results,
+            "explain_rank": explain_rank,
+            "verified": verified_what,
+            "verified_hypothesis": verified.hypothesis.as_ref().map(|h| h.to_inline_toml()),
+            "explain": match &explanation {
+                Ok(x) => serde_json::to_value(x)?,
+                Err(e) => json!({"error": e}),
+            },
             "bundle": load_path,
             "clocks": crate::clocks_json(&load_bundle),
             "verify_bundle": verify_path,
@@ -122,7 +153,24 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
                 println!("  {}. {}", i + 1, x.summary(a, b));
             }
         }
-        println!("\nverification ({runs} runs per ordering, bundle {}):", verify_path.display());
+        match &explanation {
+            Ok(x) => {
+                println!("\nexplain (heisen explain {}):", load_path.display());
+                for c in x.candidates.iter().take(3) {
+                    println!("  {}. [{}] {} (score {:.2})", c.rank, c.kind, c.summary, c.score);
+                }
+                for f in &x.findings {
+                    println!("  finding: {}", f.summary);
+                }
+                match explain_rank {
+                    Some(r) => println!("  the scenario's stated hypothesis is candidate {r}"),
+                    None => println!("  the scenario's stated hypothesis is not among the candidates"),
+                }
+            }
+            Err(e) => println!("\nexplain: {e}"),
+        }
+        println!("\nverifying {verified_what}");
+        println!("verification ({runs} runs per ordering, bundle {}):", verify_path.display());
         print!("{}", verify::table(&results, verdict));
     }
     Ok(verdict.exit_code())

@@ -506,6 +506,9 @@ enum Pred {
     Before(usize, usize),
     /// `a`'s first occurrence is after `b`'s first and not after `b`'s last.
     During(usize, usize),
+    /// `a`'s first occurrence is not after `b`'s last (it may come before `b` starts: a cause whose
+    /// effect lasts, such as a reload, still catches `b`).
+    BeforeEnd(usize, usize),
 }
 
 /// Ordering of two occurrences: Some(true) when `x` is before `y`, Some(false) when after, None
@@ -531,6 +534,10 @@ fn holds(rs: &RunSigs, p: Pred) -> bool {
         },
         Pred::During(a, b) => match (rs.first.get(&a), rs.first.get(&b), rs.last.get(&b)) {
             (Some(x), Some(b0), Some(b1)) => before(b0, x) == Some(true) && before(b1, x) != Some(true),
+            _ => false,
+        },
+        Pred::BeforeEnd(a, b) => match (rs.first.get(&a), rs.last.get(&b)) {
+            (Some(x), Some(b1)) => before(b1, x) == Some(false),
             _ => false,
         },
     }
@@ -607,6 +614,7 @@ fn ordering_candidates(ctx: &Context<'_>, passing: &[u32], opts: &Options) -> (V
         let mut preds = vec![Pred::Before(a, b)];
         if multi.contains(&b) {
             preds.push(Pred::During(a, b));
+            preds.push(Pred::BeforeEnd(a, b));
         }
         for p in preds {
             let count = |runs: &[u32]| Count {
@@ -637,30 +645,38 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
     let host = |s: &Sig| ctx.bundle.hosts[s.role.host].name.clone();
     let name = |s: &Sig| format!("{}'s {} [{}]", s.role.label(), s.what, host(s));
     let failure_step = ctx.scenario.map(|s| s.failure.step.as_str());
-    let (a, b) = match p {
-        Pred::Before(a, b) | Pred::During(a, b) => (&sigs[a], &sigs[b]),
+    let (ai, bi) = match p {
+        Pred::Before(a, b) | Pred::During(a, b) | Pred::BeforeEnd(a, b) => (a, b),
     };
+    let (a, b) = (&sigs[ai], &sigs[bi]);
     let summary = match p {
         Pred::Before(..) => format!("{} before {}", name(a), name(b)),
         Pred::During(..) => {
             format!("{} lands while {}'s {} calls are under way [{}]", name(a), b.role.label(), b.what, host(b))
         }
+        Pred::BeforeEnd(..) => {
+            format!("{} lands before the last of {}'s {} calls [{}]", name(a), b.role.label(), b.what, host(b))
+        }
     };
     let on_failing_step = failure_step.is_some_and(|f| b.role.process == f && b.role.cron_command.is_none());
-    let prior = a.class as u32 * 2 + on_failing_step as u32;
+    // On the scale of diff scores (20..95): a signal sent ranks with a missing daemon.
+    // The more specific relation first when both separate as well.
+    let specific = match p {
+        Pred::During(..) => 2,
+        Pred::BeforeEnd(..) => 1,
+        Pred::Before(..) => 0,
+    };
+    let prior = a.class as u32 * 10 + on_failing_step as u32 * 5 + specific;
     // Evidence: the first failing run where it holds.
     let mut evidence = Vec::new();
     let run = ctx.failing.iter().copied().find(|r| ctx.aligned.runs.get(r).is_some_and(|rs| holds(rs, p)));
     if let Some(run) = run {
         let rs = &ctx.aligned.runs[&run];
-        let (ai, bi) = match p {
-            Pred::Before(a, b) | Pred::During(a, b) => (a, b),
-        };
         let mut shown = vec![(&rs.first[&ai], format!("{}: {}", a.role.label(), rs.first[&ai].desc))];
         let bn = rs.count.get(&bi).copied().unwrap_or(0);
         let first_b = &rs.first[&bi];
         shown.push((first_b, format!("{}: {}{}", b.role.label(), first_b.desc, if bn > 1 { " (first)" } else { "" })));
-        if matches!(p, Pred::During(..)) {
+        if !matches!(p, Pred::Before(..)) && bn > 1 {
             let last = &rs.last[&bi];
             shown.push((last, format!("{}: {} (last of {bn})", b.role.label(), last.desc)));
         }
@@ -683,7 +699,7 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
         prior,
     };
     let h = match p {
-        Pred::During(ai, bi) => during_hypothesis(ctx, ai, bi, run, passing),
+        Pred::During(ai, bi) | Pred::BeforeEnd(ai, bi) => during_hypothesis(ctx, ai, bi, run, passing),
         Pred::Before(ai, bi) => {
             // Fails when a comes before b, i.e. when b comes after a: first = b, then = a.
             order_hypothesis(ctx, &sigs[bi], &sigs[ai])
@@ -862,7 +878,9 @@ fn environment_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
     let pairs: Vec<_> = pairs.into_iter().filter_map(|(r, a, b)| Some((r, a?, b?))).take(400).collect();
     let mut seen: BTreeMap<(String, String, String, String), (usize, diff::Difference, u32)> = BTreeMap::new();
     for (run, a, b) in &pairs {
-        for d in diff::compare(a, b) {
+        for mut d in diff::compare(a, b) {
+            // Per-run paths (`run-3`) are the same state in every run.
+            (d.subject, d.a, d.b) = (with_run(&d.subject, *run), with_run(&d.a, *run), with_run(&d.b, *run));
             let key = (d.category.to_string(), d.subject.clone(), d.a.clone(), d.b.clone());
             seen.entry(key).or_insert((0, d, *run)).0 += 1;
         }
@@ -907,13 +925,29 @@ fn environment_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
             verify: None,
             not_verifiable: None,
             parsed: None,
-            // Diff scores 20..95 onto the ordering priors' scale (2..17).
-            prior: d.score / 6,
+            prior: d.score,
         };
         settle(&mut c, environment_hypothesis(ctx, s, &failing_host, &d, run));
         out.push(c);
     }
     (out, pairs.len())
+}
+
+/// `s` with the run number written as `{run}` where it stands alone after a separator
+/// (`{workdir}/run-3/x` -> `{workdir}/run-{run}/x`).
+fn with_run(s: &str, run: u32) -> String {
+    let n = run.to_string();
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(&n) {
+        let before_ok = rest[..i].chars().next_back().is_some_and(|c| !c.is_alphanumeric());
+        let after_ok = !rest[i + n.len()..].starts_with(|c: char| c.is_ascii_digit());
+        out.push_str(&rest[..i]);
+        out.push_str(if before_ok && after_ok { "{run}" } else { &n });
+        rest = &rest[i + n.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A variant whose processes on the failing host would change the differing state.
@@ -927,10 +961,9 @@ fn environment_hypothesis(
     let absent_here = d.a == "absent" || d.a.starts_with("not a mount point") || d.a.starts_with("not running");
     let mentions = |p: &heisen_recordings::Process| match d.category {
         "daemon" => p.command.iter().any(|a| a == &d.subject || a.rsplit('/').next() == Some(&d.subject)),
-        "mount" => p.command.iter().any(|a| {
-            a.replace("{run}", &run.to_string()) == d.subject
-                || a.replace("{run}", &run.to_string()).ends_with(&d.subject)
-        }),
+        "mount" => {
+            p.command.iter().any(|a| *a == d.subject || a.ends_with(&d.subject) || with_run(a, run) == d.subject)
+        }
         _ => false,
     };
     let variant_of = |p: &heisen_recordings::Process| p.variant.clone();
@@ -1073,7 +1106,7 @@ fn item_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
             verify: None,
             not_verifiable: None,
             parsed: None,
-            prior: Class::Lock as u32 * 2 + 1,
+            prior: Class::Lock as u32 * 10 + 5,
         };
         let h = match others.first() {
             Some(o) => order_hypothesis(ctx, &ctx.aligned.sigs[**o], &ctx.aligned.sigs[*sig]),
@@ -1230,4 +1263,17 @@ pub fn to_text(x: &Explanation) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_numbers_in_paths_become_placeholders() {
+        assert_eq!(with_run("{workdir}/run-3/chroot/dev/shm", 3), "{workdir}/run-{run}/chroot/dev/shm");
+        assert_eq!(with_run("/x3/run-13/a-3", 3), "/x3/run-13/a-{run}");
+        assert_eq!(stable_text("writer: write 9 of 256 failed"), "writer: write");
+        assert_eq!(stable_text("exports reloaded"), "exports reloaded");
+    }
 }

@@ -125,3 +125,60 @@ fn capture_and_diff_refuse_bad_input() {
     let out = heisen(&["diff", bundle.to_str().unwrap(), "--hosts", "nope,a"]);
     assert_bad_input(&out, &["no host `nope`"]);
 }
+
+/// explain on the small story-1 bundle under recordings/ (regenerate both with
+/// scripts/regenerate-explain-bundle): the text and JSON are snapshots, and the first candidate is
+/// the scenario's own cause.
+#[test]
+fn explain_on_the_stored_story1_bundle() {
+    let bundle = "../recordings/bundles/mountd-sighup-small.heisen";
+    let run = |json: bool| {
+        let mut cmd = Command::new(HEISEN);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR")).args(["explain", bundle]);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(false);
+    check_snapshot("explain.txt", &text);
+    let json: serde_json::Value = serde_json::from_str(&run(true)).unwrap();
+    check_snapshot("explain.json", &(serde_json::to_string_pretty(&json).unwrap() + "\n"));
+
+    let first = &json["candidates"][0];
+    assert_eq!(first["rank"], 1);
+    assert!(first["summary"].as_str().unwrap().starts_with("remount's kill(SIGHUP) [server]"), "{first}");
+    assert_eq!(first["passing"]["holds"], 0);
+    assert_eq!(first["failing"]["holds"], first["failing"]["of"]);
+    let h = first["hypothesis"].as_str().unwrap();
+    assert!(h.contains(r#"cause = { step = "remount", syscall = "kill", signal = "SIGHUP" }"#), "{h}");
+    assert!(h.contains(r#"effect_done = { process = "exportd", output = "exports reloaded" }"#), "{h}");
+    let phases: Vec<&str> = json["phases"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        phases,
+        ["choose failing runs", "choose a passing baseline", "align events across runs", "score candidates", "propose"]
+    );
+    // Deterministic: the same bundle, the same answer.
+    assert_eq!(run(false), text);
+}
+
+#[test]
+fn explain_and_verify_refuse_what_they_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    good_bundle(dir.path());
+    let adhoc = dir.path().join("good.heisen");
+    let adhoc = adhoc.to_str().unwrap();
+    assert_bad_input(&heisen(&["explain", adhoc]), &["good.heisen", "no runs of a scenario", "heisen run"]);
+    assert_bad_input(&heisen(&["verify", adhoc, "--candidate", "1"]), &["good.heisen", "without a scenario"]);
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/scenarios/statd-flock.toml");
+    assert_bad_input(&heisen(&["verify", scenario, "--candidate", "1"]), &["--candidate needs a bundle"]);
+    assert_bad_input(
+        &heisen(&["verify", scenario, "--hypothesis", "{ variant = \"nope\", fails_when = \"off\" }"]),
+        &["statd-flock.toml", "--hypothesis hypothesis.variant", "unknown variant `nope`"],
+    );
+    assert_bad_input(&heisen(&["verify", scenario, "--hypothesis", "oops"]), &["inline table"]);
+    let stored = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/bundles/mountd-sighup-small.heisen");
+    assert_bad_input(&heisen(&["verify", stored, "--candidate", "99"]), &["there is no candidate 99"]);
+}

@@ -18,6 +18,12 @@ fn ordering<'a>(demo: &'a Value, name: &str) -> &'a Value {
 fn check_verdict(demo: &Value) {
     assert_eq!(demo["story"], "mountd-sighup");
     assert_eq!(demo["verdict"], "confirmed", "{demo:#}");
+    if is_root() {
+        // With the kernel observer, explain finds the cause without being told: the verified
+        // hypothesis is its first candidate, and it is the scenario's own.
+        assert_eq!(demo["explain_rank"], 1, "{:#}", demo["explain"]);
+        assert!(demo["verified"].as_str().unwrap().starts_with("explain's candidate 1"), "{}", demo["verified"]);
+    }
     assert_eq!(demo["load"]["runs"], 20);
     assert!(demo["load"]["failures"].as_u64().unwrap() >= 1, "the race must show under load: {demo:#}");
     let during = ordering(demo, "during");
@@ -97,6 +103,29 @@ fn story1_confirmed_on_netns_hosts() {
     }
     // Only the client host's events when filtered.
     assert!(timeline(&bundle, &["--host", "client"]).iter().all(|e| e["host"] == "client"));
+
+    // explain on its own, then verify --candidate 1 from the bundle: no hypothesis written by hand.
+    let out = Command::new(heisen()).arg("explain").arg(&bundle).arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let x: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = &x["candidates"][0];
+    assert_eq!(first["kind"], "ordering", "{x:#}");
+    assert!(
+        first["summary"].as_str().unwrap().starts_with("remount's kill(SIGHUP) [server] lands while write's"),
+        "{first}"
+    );
+    assert_eq!(first["failing"]["holds"], first["failing"]["of"], "{first}");
+    assert_eq!(first["passing"]["holds"], 0, "{first}");
+    assert!(first["verify"].as_str().unwrap().contains("--candidate 1"), "{first}");
+    let out = Command::new(heisen())
+        .current_dir(dir.path())
+        .args(["verify", bundle.to_str().unwrap(), "--candidate", "1", "--local", "--runs", "2", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("verify --candidate 1: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["verdict"], "confirmed", "{v:#}");
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

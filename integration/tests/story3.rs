@@ -37,6 +37,8 @@ fn story3_confirmed_on_netns_hosts() {
     assert_eq!(result.status.code(), Some(0), "demo failed:\n{stderr}");
     let demo: Value = serde_json::from_slice(&result.stdout).unwrap();
     assert_eq!(demo["verdict"], "confirmed", "{demo:#}");
+    assert_eq!(demo["explain_rank"], 1, "{:#}", demo["explain"]);
+    assert!(demo["verified"].as_str().unwrap().starts_with("explain's candidate 1: mount"), "{}", demo["verified"]);
     assert_eq!(demo["hosts"], "netns");
     let orderings = demo["orderings"].as_array().unwrap();
     let count = |name: &str| {

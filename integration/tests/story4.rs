@@ -27,6 +27,8 @@ fn story4_confirmed_on_netns_hosts() {
     }
     let (demo, _dir) = common::demo(&["cron-twin", "--runs", "3"]);
     assert_eq!(demo["verdict"], "confirmed", "{demo:#}");
+    assert_eq!(demo["explain_rank"], 1, "{:#}", demo["explain"]);
+    assert_eq!(demo["explain"]["candidates"][0]["unit"], "items", "{:#}", demo["explain"]);
     let orderings = demo["orderings"].as_array().unwrap();
     let count = |name: &str| {
         let o = orderings.iter().find(|o| o["name"] == name).unwrap_or_else(|| panic!("{name}: {demo:#}"));

@@ -16,6 +16,8 @@ use common::{heisen, is_root};
 fn check_verdict(demo: &Value) {
     assert_eq!(demo["story"], "statd-flock");
     assert_eq!(demo["verdict"], "confirmed", "{demo:#}");
+    assert_eq!(demo["explain_rank"], 1, "{:#}", demo["explain"]);
+    assert!(demo["verified"].as_str().unwrap().contains("daemon statd"), "{}", demo["verified"]);
     assert_eq!(demo["load"]["failures"], 2, "the bad node's worker fails every load run: {demo:#}");
     let orderings = demo["orderings"].as_array().unwrap();
     let by_name = |name: &str| orderings.iter().find(|o| o["name"] == name).unwrap_or_else(|| panic!("{name}"));

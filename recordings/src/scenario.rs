@@ -677,7 +677,7 @@ impl Scenario {
                 "",
                 format!(
                     "not a TOML inline table ({}), e.g. '{{ variant = \"x\", fails_when = \"off\" }}'",
-                    e.message()
+                    e.message().split_whitespace().collect::<Vec<_>>().join(" ")
                 ),
             )
         })?;
