@@ -323,6 +323,8 @@ struct RunSigs {
     first: BTreeMap<usize, Occ>,
     last: BTreeMap<usize, Occ>,
     count: BTreeMap<usize, u32>,
+    /// Every occurrence of signatures a gate can hold, in recording order per host.
+    gateable: BTreeMap<usize, Vec<Occ>>,
     /// Every lock occurrence, for items.
     locks: Vec<(usize, Occ)>,
     /// Output lines of services, in time order: (role, line, occurrence).
@@ -373,6 +375,9 @@ fn align(bundle: &Bundle, valid: &[u32]) -> Aligned {
             });
             if matches!(e.kind, EventKind::Lock { .. }) {
                 rs.locks.push((id, occ.clone()));
+            }
+            if sigs[id].gate.is_some() {
+                rs.gateable.entry(id).or_default().push(occ.clone());
             }
             rs.first.entry(id).or_insert_with(|| occ.clone());
             *rs.count.entry(id).or_default() += 1;
@@ -1263,6 +1268,92 @@ pub fn to_text(x: &Explanation) -> String {
         }
     }
     out
+}
+
+/// How a hypothesis's gate points were ordered in one recorded run: what replay enforces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// `during`: the cause came after `done` victim calls had completed; the next victim call
+    /// (if any) came while the cause's effect was still under way (`effect_over` false) or after
+    /// it had ended (true).
+    During { done: u32, effect_over: bool, victims: u32 },
+    /// `order`: which gate point came first, or `None` when `first` never happened.
+    Order { first_first: Option<bool> },
+    /// `state`: whether the variant was on.
+    State { on: bool },
+}
+
+/// The recorded order of `h`'s gate points in run `run` of the bundle.
+pub fn recorded(bundle: &Bundle, scenario: &Scenario, run: u32, h: &Hypothesis) -> Result<Recorded, String> {
+    let outcome =
+        bundle.runs.iter().find(|r| r.run == run).ok_or_else(|| {
+            format!("capture {} has no run {run} (runs 1..={})", bundle.capture_id, bundle.runs.len())
+        })?;
+    let aligned = align(bundle, &[run]);
+    let ctx = Context { bundle, scenario: Some(scenario), aligned: &aligned, failing: &[], baseline: &Baseline::None };
+    let rs = &aligned.runs[&run];
+    // The occurrences of a gate point's signature in the run (cron jobs count as the step that
+    // runs their command by hand).
+    let occs = |g: &GateSpec| -> Vec<&Occ> {
+        let mut out: Vec<&Occ> = rs
+            .gateable
+            .iter()
+            .filter(|(id, _)| {
+                let sig = &aligned.sigs[**id];
+                sig.gate.as_ref().is_some_and(|(call, signal, fd)| {
+                    *call == g.syscall
+                        && (g.signal.is_none() || *signal == g.signal)
+                        && (g.fd_at_least.is_none() || *fd == g.fd_at_least)
+                }) && gate_step(&ctx, &sig.role).is_ok_and(|st| st == g.step)
+            })
+            .flat_map(|(_, v)| v.iter())
+            .collect();
+        out.sort_by_key(|o| (o.at.earliest_ns, o.seq));
+        out
+    };
+    match h {
+        Hypothesis::State(s) => {
+            let on = match &outcome.ordering {
+                Some(name) => name == &format!("with-{}", s.variant),
+                None => scenario.default_variants().contains(&s.variant),
+            };
+            Ok(Recorded::State { on })
+        }
+        Hypothesis::Order(o) => {
+            let (first, then) = (occs(&o.first), occs(&o.then));
+            let Some(f) = first.first() else { return Ok(Recorded::Order { first_first: None }) };
+            let t = then.first().ok_or_else(|| {
+                format!(
+                    "run {run} has no {} of step {} (recorded without it?): nothing to order against",
+                    o.then.syscall, o.then.step
+                )
+            })?;
+            match before(f, t) {
+                Some(first_first) => Ok(Recorded::Order { first_first: Some(first_first) }),
+                None => Err(format!(
+                    "in run {run} {}'s {} and {}'s {} are concurrent within the clock error: the recording cannot say \
+                     which came first",
+                    o.first.step, o.first.syscall, o.then.step, o.then.syscall
+                )),
+            }
+        }
+        Hypothesis::During(d) => {
+            let cause = occs(&d.cause);
+            let c = cause.first().ok_or_else(|| {
+                format!("run {run} has no {} by {}: the cause never happened in it", d.cause.syscall, d.cause.step)
+            })?;
+            let victims = occs(&d.victim);
+            let done = victims.iter().take_while(|v| before(v, c) == Some(true)).count() as u32;
+            let next = victims.get(done as usize);
+            let effect_over = rs.outputs.iter().any(|(role, line, o)| {
+                role.process == d.effect_done.process
+                    && line.contains(&d.effect_done.text)
+                    && before(c, o) == Some(true)
+                    && next.is_none_or(|n| before(o, n) == Some(true))
+            });
+            Ok(Recorded::During { done, effect_over, victims: victims.len() as u32 })
+        }
+    }
 }
 
 #[cfg(test)]

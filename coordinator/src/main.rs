@@ -8,6 +8,7 @@ mod client;
 mod demo;
 mod diff;
 mod explain;
+mod replay;
 
 mod schedule;
 mod session;
@@ -42,6 +43,11 @@ enum Command {
     /// The hypothesis is the scenario's [hypothesis], one written out with --hypothesis, or
     /// candidate N of `heisen explain BUNDLE` (--candidate N).
     Verify(VerifyArgs),
+    /// Re-execute a recorded run with the recorded order of its gate points enforced (CI).
+    ///
+    /// Exit 0 when every repetition brought the recorded outcome back (a failing run failed, a
+    /// passing run passed), 1 when one did not, 2 on bad input.
+    Replay(ReplayArgs),
     /// Record ad hoc on agents that are already running, until a duration passes or Ctrl-C.
     ///
     /// Production style: no scenario. Syscalls are recorded for the processes --comm/--pid
@@ -140,6 +146,29 @@ struct ExplainArgs {
     /// Candidates shown.
     #[arg(long, default_value_t = 10)]
     top: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Bundle of a `heisen run` capture.
+    bundle: PathBuf,
+    /// The run to replay (1-based, as `heisen timeline --run` numbers them).
+    #[arg(long)]
+    run: u32,
+    /// Repetitions.
+    #[arg(long, default_value_t = 1)]
+    repeat: u32,
+    /// Write JUnit XML here (one testcase per repetition; a `failure` when the scenario failed).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    #[command(flatten)]
+    target: Target,
+    /// Bundle file of the replay capture.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -316,6 +345,7 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Run(a) => run(a).await,
         Command::Verify(a) => verify_cmd(a).await,
         Command::Explain(a) => explain_cmd(a),
+        Command::Replay(a) => replay_cmd(a).await,
         Command::Timeline(a) => timeline_cmd(a),
         Command::Agents(a) => agents_cmd(a).await,
         Command::Diff(a) => diff_cmd(a),
@@ -488,6 +518,53 @@ fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
     };
     let scenario = Scenario::parse(&src.path, &src.text).map_err(|e| anyhow!("the bundle's scenario: {e}"))?;
     Ok((scenario, Some(bundle)))
+}
+
+async fn replay_cmd(a: ReplayArgs) -> Result<i32> {
+    let shown = a.bundle.display().to_string();
+    let (scenario, bundle) = scenario_or_bundle(&a.bundle)?;
+    let bundle = bundle.ok_or_else(|| anyhow!("{shown} is a scenario file; replay re-executes a run of a bundle"))?;
+    let (h, source) = replay::hypothesis(&bundle, &scenario, &shown)?;
+    let (ordering, recorded) = replay::plan(&bundle, &scenario, &h, a.run)?;
+    let expected = if recorded.failed { "failed" } else { "passed" };
+    verify::progress(&format!("run {} {expected} when recorded; gate points of {source}", a.run));
+    verify::progress(&format!("enforcing {}", ordering.description));
+    let repeat = a.repeat.max(1);
+    let hosts = connect(&scenario, &a.target).await?;
+    let mut session = session::Session::open(hosts.agents, &capture_id(&scenario.name, "replay")).await?;
+    let reps = replay::execute(&mut session, &scenario, &ordering, &hosts.vars, repeat).await?;
+    let replay_bundle = session.close(Some(&scenario), &shown).await?;
+    let path = write_bundle(&replay_bundle, a.out)?;
+    let same = reps.iter().filter(|r| r.valid && r.failed == recorded.failed).count();
+    if let Some(file) = &a.junit {
+        let props = [
+            ("bundle", shown.clone()),
+            ("run", a.run.to_string()),
+            ("recorded", expected.to_string()),
+            ("ordering", ordering.description.clone()),
+            ("replay_bundle", path.display().to_string()),
+        ];
+        let xml = replay::junit(
+            &format!("heisen replay {shown} --run {}", a.run),
+            &format!("heisen.replay.{}", scenario.name),
+            a.run,
+            &reps,
+            &props,
+        );
+        replay::write_junit(file, &xml)?;
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "scenario": scenario.name, "run": a.run, "recorded": expected, "hypothesis": source,
+            "ordering": ordering.description, "repetitions": reps, "reproduced": same, "of": reps.len(),
+            "bundle": path,
+        });
+        println!("{v}");
+    } else {
+        println!("run {} {expected} when recorded; replayed {repeat} time(s) with {}", a.run, ordering.description);
+        println!("the recorded outcome came back {same} of {} time(s); bundle: {}", reps.len(), path.display());
+    }
+    Ok(if same == reps.len() { 0 } else { 1 })
 }
 
 fn explain_cmd(a: ExplainArgs) -> Result<i32> {

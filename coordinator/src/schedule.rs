@@ -177,6 +177,67 @@ pub fn orderings(h: &During) -> Vec<Ordering> {
     ]
 }
 
+/// The ordering that replays a recorded run: the same order of the hypothesis's gate points.
+pub fn replay_ordering(
+    scenario: &Scenario,
+    h: &Hypothesis,
+    rec: &crate::explain::Recorded,
+) -> Result<Ordering, String> {
+    use crate::explain::Recorded;
+    let pick = |all: Vec<Ordering>, name: &str| {
+        all.into_iter().find(|o| o.name == name).ok_or_else(|| format!("no ordering {name} for this hypothesis"))
+    };
+    let mut o = match (h, rec) {
+        (Hypothesis::State(s), Recorded::State { on }) => {
+            pick(state_orderings(scenario, s), &format!("{}-{}", if *on { "with" } else { "without" }, s.variant))?
+        }
+        (Hypothesis::Order(x), Recorded::Order { first_first }) => {
+            let all = order_orderings(scenario, x);
+            match first_first {
+                Some(true) => pick(all, &format!("{}-first", x.first.step))?,
+                Some(false) => pick(all, &format!("{}-first", x.then.step))?,
+                None => all.into_iter().find(|o| o.name.starts_with("without-")).ok_or_else(|| {
+                    format!("{} never ran in the recorded run and no variant leaves it out", x.first.step)
+                })?,
+            }
+        }
+        (Hypothesis::During(d), Recorded::During { done, effect_over, victims }) => {
+            let mut o = if *done >= *victims {
+                // The cause came after every victim call: hold it until the victim's step exits.
+                pick(orderings(d), "after")?
+            } else {
+                // Hold victim call done+1 until the cause is released and its effect has started
+                // (or, when the recording shows it over by then, ended).
+                let next = GateSpec { nth: done + 1, ..d.victim.clone() };
+                let effect = if *effect_over { d.effect_done.clone() } else { d.effect_started.clone() };
+                Ordering {
+                    name: format!("recorded-{}", done + 1),
+                    description: format!(
+                        "{} released after {done} of the victim's calls, {} {} is in flight",
+                        describe(&d.cause),
+                        if *effect_over { "its effect over before" } else { "its effect under way while" },
+                        describe(&next)
+                    ),
+                    gates: vec![d.cause.clone(), next.clone()],
+                    actions: vec![
+                        Action::Reached(next.clone()),
+                        Action::Release(d.cause.clone()),
+                        Action::Output(effect),
+                        Action::Release(next),
+                    ],
+                    expect_failure: !*effect_over,
+                    variants: vec![],
+                }
+            };
+            o.variants = scenario.default_variants();
+            o
+        }
+        _ => return Err("the recorded order does not match the hypothesis".into()),
+    };
+    o.description = format!("as recorded: {}", o.description);
+    Ok(o)
+}
+
 /// `remount's kill(SIGHUP)`, `write's write #16`.
 pub fn describe(g: &GateSpec) -> String {
     if let Some(path) = &g.path {

@@ -182,3 +182,16 @@ fn explain_and_verify_refuse_what_they_cannot_use() {
     let stored = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/bundles/mountd-sighup-small.heisen");
     assert_bad_input(&heisen(&["verify", stored, "--candidate", "99"]), &["there is no candidate 99"]);
 }
+
+#[test]
+fn replay_refuses_what_it_cannot_re_execute() {
+    let dir = tempfile::tempdir().unwrap();
+    good_bundle(dir.path());
+    let adhoc = dir.path().join("good.heisen");
+    let out = heisen(&["replay", adhoc.to_str().unwrap(), "--run", "1", "--local"]);
+    assert_bad_input(&out, &["good.heisen", "without a scenario", "nothing to re-run", "heisen timeline"]);
+    let stored = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/bundles/mountd-sighup-small.heisen");
+    assert_bad_input(&heisen(&["replay", stored, "--run", "99", "--local"]), &["has no run 99", "1..=8"]);
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/scenarios/statd-flock.toml");
+    assert_bad_input(&heisen(&["replay", scenario, "--run", "1", "--local"]), &["is a scenario file"]);
+}
