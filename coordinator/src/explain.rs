@@ -160,7 +160,8 @@ pub fn explain(bundle: &Bundle, opts: &Options) -> Result<Explanation, String> {
             candidates.iter().filter(|c| c.parsed.is_some()).count()
         ),
     });
-    let findings = findings(bundle, &aligned);
+    let mut findings = findings(bundle, &aligned);
+    findings.extend(observer_effect(bundle));
     Ok(Explanation {
         capture_id: bundle.capture_id.clone(),
         scenario: scenario.as_ref().map(|s| s.name.clone()),
@@ -184,7 +185,11 @@ pub fn choose_failing(bundle: &Bundle) -> Result<(Vec<u32>, Vec<u32>), String> {
     }
     let free: Vec<_> = bundle.runs.iter().filter(|r| r.valid && r.ordering.is_none()).collect();
     // A verify capture has only gated runs: compare those, gates and all.
-    let pool: Vec<_> = if free.is_empty() { bundle.runs.iter().filter(|r| r.valid).collect() } else { free };
+    let mut pool: Vec<_> = if free.is_empty() { bundle.runs.iter().filter(|r| r.valid).collect() } else { free };
+    // Runs with the ptrace recorder attached are perturbed: compare the undisturbed ones.
+    if pool.iter().any(|r| r.observer == "ptrace") && pool.iter().any(|r| r.observer != "ptrace") {
+        pool.retain(|r| r.observer != "ptrace");
+    }
     let valid: Vec<u32> = pool.iter().map(|r| r.run).collect();
     let failing: Vec<u32> = pool.iter().filter(|r| r.failed).map(|r| r.run).collect();
     if failing.is_empty() {
@@ -511,8 +516,10 @@ enum Pred {
     Before(usize, usize),
     /// `a`'s first occurrence is after `b`'s first and not after `b`'s last.
     During(usize, usize),
-    /// `a`'s first occurrence is not after `b`'s last (it may come before `b` starts: a cause whose
-    /// effect lasts, such as a reload, still catches `b`).
+    /// `a`'s first occurrence is not known to come after `b`'s last (it may come before `b`
+    /// starts: a cause whose effect lasts, such as a reload, still catches `b`). As for `During`'s
+    /// end, "within the clock error of `b`'s last" counts: a failing call often returns a fraction
+    /// of a millisecond after its cause on another host.
     BeforeEnd(usize, usize),
 }
 
@@ -542,7 +549,7 @@ fn holds(rs: &RunSigs, p: Pred) -> bool {
             _ => false,
         },
         Pred::BeforeEnd(a, b) => match (rs.first.get(&a), rs.last.get(&b)) {
-            (Some(x), Some(b1)) => before(b1, x) == Some(false),
+            (Some(x), Some(b1)) => before(b1, x) != Some(true),
             _ => false,
         },
     }
@@ -631,10 +638,55 @@ fn ordering_candidates(ctx: &Context<'_>, passing: &[u32], opts: &Options) -> (V
             if sep < 0.5 {
                 continue;
             }
-            out.push(ordering_candidate(ctx, p, f, q, sep, passing));
+            out.push((p, ordering_candidate(ctx, p, f, q, sep, passing)));
         }
     }
+    let out = same_flow(ctx, out);
     (out, examined, total)
+}
+
+/// One flow seen at two places: the writer's writes and the server's replies to them come one
+/// for one in every run. The view on the cause's own host orders it exactly (same-host `seq`);
+/// the view on another host may be within the clock error of the cause. When a gate can hold
+/// only the latter (a step, not a service), that candidate takes the exact view's counts, and
+/// says so.
+fn same_flow(ctx: &Context<'_>, mut found: Vec<(Pred, Candidate)>) -> Vec<Candidate> {
+    let flow =
+        |b: usize| -> Vec<u32> { ctx.aligned.runs.values().map(|rs| rs.count.get(&b).copied().unwrap_or(0)).collect() };
+    let mut groups: BTreeMap<(usize, bool, Vec<u32>), Vec<usize>> = BTreeMap::new();
+    for (i, (p, _)) in found.iter().enumerate() {
+        if let Pred::During(a, b) | Pred::BeforeEnd(a, b) = *p {
+            groups.entry((a, matches!(p, Pred::During(..)), flow(b))).or_default().push(i);
+        }
+    }
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior);
+        let best = *members.iter().max_by_key(|i| key(&found[**i].1)).expect("non-empty");
+        let Some(gated) =
+            members.iter().copied().filter(|i| found[*i].1.parsed.is_some()).max_by_key(|i| key(&found[*i].1))
+        else {
+            continue;
+        };
+        if key(&found[gated].1).0 >= key(&found[best].1).0 {
+            continue;
+        }
+        let exact = found[best].1.clone();
+        let b = match found[best].0 {
+            Pred::During(_, b) | Pred::BeforeEnd(_, b) | Pred::Before(_, b) => &ctx.aligned.sigs[b],
+        };
+        let c = &mut found[gated].1;
+        c.summary = format!(
+            "{} — ordered by {}'s {} [{}], the same flow (as many calls in every run)",
+            c.summary,
+            b.role.label(),
+            b.what,
+            ctx.bundle.hosts[b.role.host].name
+        );
+        (c.score, c.failing, c.passing) = (exact.score, exact.failing, exact.passing);
+        c.evidence.extend(exact.evidence);
+        c.evidence.sort_by_key(|e| e.time_ns);
+    }
+    found.into_iter().map(|(_, c)| c).collect()
 }
 
 fn share(c: Count) -> f64 {
@@ -660,7 +712,7 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
             format!("{} lands while {}'s {} calls are under way [{}]", name(a), b.role.label(), b.what, host(b))
         }
         Pred::BeforeEnd(..) => {
-            format!("{} lands before the last of {}'s {} calls [{}]", name(a), b.role.label(), b.what, host(b))
+            format!("{} lands before the end of {}'s {} calls [{}]", name(a), b.role.label(), b.what, host(b))
         }
     };
     let on_failing_step = failure_step.is_some_and(|f| b.role.process == f && b.role.cron_command.is_none());
@@ -1207,6 +1259,35 @@ fn findings(bundle: &Bundle, _aligned: &Aligned) -> Vec<Finding> {
     out
 }
 
+/// Failure rates of the free runs per observer, when a capture has runs under both: a rate that
+/// changes with the observer means observing perturbs the failure (story 2: strace "fixes" it).
+fn observer_effect(bundle: &Bundle) -> Option<Finding> {
+    let rate = |observer: &str| {
+        let runs: Vec<_> =
+            bundle.runs.iter().filter(|r| r.valid && r.ordering.is_none() && r.observer == observer).collect();
+        (runs.iter().filter(|r| r.failed).count(), runs.len())
+    };
+    let ((kf, kn), (pf, pn)) = (rate("kernel"), rate("ptrace"));
+    if kn == 0 || pn == 0 {
+        return None;
+    }
+    let (k, p) = (kf as f64 / kn as f64, pf as f64 / pn as f64);
+    let changed = (k - p).abs() >= 0.5;
+    Some(Finding {
+        kind: if changed { "observer-effect" } else { "no-observer-effect" },
+        summary: if changed {
+            format!(
+                "the observer changes the failure: {kf}/{kn} runs failed under the kernel observer, {pf}/{pn} with the \
+                 ptrace recorder attached; ptrace perturbs what it observes (a blocked call interrupted, timing \
+                 slowed), so trust the kernel-observed runs"
+            )
+        } else {
+            format!("the failure rate does not depend on the observer: kernel {kf}/{kn}, ptrace {pf}/{pn}")
+        },
+        evidence: vec![],
+    })
+}
+
 /// Whether thread `tid` belongs to process `pid` (by the recorded fork edges: threads of a
 /// process are its clones; the main thread's tid is the pid).
 fn same_process(tid: i32, pid: i32, rec: &heisen_recordings::HostRecording) -> bool {
@@ -1359,6 +1440,44 @@ pub fn recorded(bundle: &Bundle, scenario: &Scenario, run: u32, h: &Hypothesis) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outcome(run: u32, failed: bool, observer: &str) -> heisen_recordings::RunOutcome {
+        heisen_recordings::RunOutcome {
+            run,
+            ordering: None,
+            failed,
+            valid: true,
+            note: String::new(),
+            steps: vec![],
+            observer: observer.into(),
+        }
+    }
+
+    #[test]
+    fn a_failure_rate_that_changes_with_the_observer_is_a_finding() {
+        let mut bundle = Bundle {
+            capture_id: "c".into(),
+            started_ns: 0,
+            scenario: None,
+            hosts: vec![],
+            runs: (1..=6).map(|r| outcome(r, r % 2 == 1, if r % 2 == 1 { "kernel" } else { "ptrace" })).collect(),
+            causal: vec![],
+        };
+        let f = observer_effect(&bundle).expect("both observers");
+        assert_eq!(f.kind, "observer-effect");
+        assert!(
+            f.summary.contains("3/3 runs failed under the kernel observer, 0/3 with the ptrace recorder"),
+            "{}",
+            f.summary
+        );
+        // explain compares the undisturbed runs only.
+        let (failing, valid) = choose_failing(&bundle).unwrap();
+        assert_eq!((failing, valid), (vec![1, 3, 5], vec![1, 3, 5]));
+        bundle.runs = (1..=4).map(|r| outcome(r, r <= 2, if r % 2 == 1 { "kernel" } else { "ptrace" })).collect();
+        assert_eq!(observer_effect(&bundle).unwrap().kind, "no-observer-effect");
+        bundle.runs.iter_mut().for_each(|r| r.observer = "kernel".into());
+        assert!(observer_effect(&bundle).is_none());
+    }
 
     #[test]
     fn run_numbers_in_paths_become_placeholders() {

@@ -125,6 +125,11 @@ struct RunArgs {
     /// Override the scenario's load.repeat.
     #[arg(long)]
     repeat: Option<u32>,
+    /// Observer of the scenario's processes: kernel (default, does not perturb), ptrace (the
+    /// ptrace recorder too, as strace would), or both alternately, to see whether observing
+    /// changes the failure rate (explain reports it).
+    #[arg(long, value_enum, default_value = "kernel")]
+    observe: verify::Observe,
     /// Bundle file to write (default: heisen-out/CAPTURE.heisen).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -482,8 +487,8 @@ async fn run(a: RunArgs) -> Result<i32> {
     let scenario = load_scenario(&a.scenario)?;
     let hosts = connect(&scenario, &a.target).await?;
     let repeat = a.repeat.unwrap_or(scenario.repeat);
-    let session =
-        verify::load(hosts.agents, &scenario, &hosts.vars, &capture_id(&scenario.name, "run"), repeat).await?;
+    let id = capture_id(&scenario.name, "run");
+    let session = verify::load_observed(hosts.agents, &scenario, &hosts.vars, &id, repeat, a.observe).await?;
     let bundle = session.close(Some(&scenario), &a.scenario.display().to_string()).await?;
     let path = write_bundle(&bundle, a.out)?;
     let failures = bundle.runs.iter().filter(|r| r.failed).count();

@@ -490,7 +490,14 @@ impl Session {
         } else {
             String::new()
         };
-        RunOutcome { run, ordering: ordering.map(|o| o.name.to_string()), failed, valid, note, steps }
+        // The ptrace recorder on any launched process perturbs the run: say so.
+        let traced = scenario
+            .services
+            .iter()
+            .chain(scenario.steps.iter())
+            .any(|p| p.ptrace && s.procs.contains_key(&(run, p.name.clone())));
+        let observer = if traced { "ptrace" } else { "kernel" }.to_string();
+        RunOutcome { run, ordering: ordering.map(|o| o.name.to_string()), failed, valid, note, steps, observer }
     }
 
     /// Stops recording everywhere, pulls every host's events and returns the bundle.

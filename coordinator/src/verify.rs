@@ -82,7 +82,18 @@ fn describe_run(o: &RunOutcome) -> String {
     }
 }
 
-/// Load phase: `repeat` free runs (no gates) in one capture.
+/// How load runs observe the scenario's processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Observe {
+    /// Kernel tracepoints only (the default: does not perturb).
+    Kernel,
+    /// The ptrace recorder attached to every scenario process as well (perturbs, like strace).
+    Ptrace,
+    /// Alternate: odd runs kernel, even runs ptrace; explain compares their failure rates.
+    Both,
+}
+
+/// Load phase: `repeat` free runs (no gates) in one capture, observed by the kernel observer.
 pub async fn load(
     agents: BTreeMap<String, Agent>,
     scenario: &Scenario,
@@ -90,6 +101,22 @@ pub async fn load(
     capture_id: &str,
     repeat: u32,
 ) -> Result<Session> {
+    load_observed(agents, scenario, vars, capture_id, repeat, Observe::Kernel).await
+}
+
+/// Load phase with a choice of observer per run (`heisen run --observe`).
+pub async fn load_observed(
+    agents: BTreeMap<String, Agent>,
+    scenario: &Scenario,
+    vars: &Placeholders,
+    capture_id: &str,
+    repeat: u32,
+    observe: Observe,
+) -> Result<Session> {
+    let mut traced = scenario.clone();
+    for p in traced.services.iter_mut().chain(traced.steps.iter_mut()) {
+        p.ptrace = true;
+    }
     let mut session = Session::open(agents, capture_id).await?;
     for (host, observer) in session.observers() {
         if observer != "tracefs" {
@@ -97,8 +124,10 @@ pub async fn load(
         }
     }
     for i in 1..=repeat {
-        let outcome = session.run(scenario, None, vars).await?;
-        progress(&format!("[load {i}/{repeat}] {}", describe_run(&outcome)));
+        let ptrace = observe == Observe::Ptrace || (observe == Observe::Both && i % 2 == 0);
+        let outcome = session.run(if ptrace { &traced } else { scenario }, None, vars).await?;
+        let under = if observe == Observe::Kernel { String::new() } else { format!(" [{}]", outcome.observer) };
+        progress(&format!("[load {i}/{repeat}]{under} {}", describe_run(&outcome)));
     }
     Ok(session)
 }

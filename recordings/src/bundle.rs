@@ -73,6 +73,11 @@ pub struct RunOutcome {
     /// Why the run is invalid or failed, in words.
     pub note: String,
     pub steps: Vec<StepOutcome>,
+    /// How the run's processes were observed: `kernel` (tracepoints only) or `ptrace` (the ptrace
+    /// recorder attached to every scenario process too, which perturbs them). Empty in bundles
+    /// of older heisen.
+    #[serde(default)]
+    pub observer: String,
 }
 
 /// How one step of a run ended.
@@ -171,6 +176,7 @@ mod tests {
                 valid: true,
                 note: String::new(),
                 steps: vec![],
+                observer: "kernel".into(),
             }],
         }
     }
