@@ -11,7 +11,13 @@ use tonic::transport::Channel;
 const AGENT: &str = env!("CARGO_BIN_EXE_heisen-agent");
 
 /// The agent process and its data dir, kept alive together.
-struct Running(Child, #[allow(dead_code)] tempfile::TempDir);
+struct Running(Child, tempfile::TempDir);
+
+impl Running {
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.1.path().join("agent.stderr")).unwrap_or_default()
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -20,25 +26,37 @@ impl Drop for Running {
     }
 }
 
+/// Starts an agent on a free loopback port. A port picked by binding :0 and closing it can be
+/// handed to the other test running in parallel before this agent binds it; then this agent
+/// fails to bind and the client reaches the other test's agent (which later goes away: "transport
+/// error"). Hello's pid tells: on a mismatch, try another port (bounded).
 async fn agent() -> (Running, AgentClient<Channel>) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(AGENT)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "g", "--scope", "launched", "--data"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running(child, dir);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(client) = AgentClient::connect(format!("http://127.0.0.1:{port}")).await {
+    for _attempt in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(AGENT)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "g", "--scope", "launched", "--data"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            // Kept for a failing test to show (a panic in a handler surfaces only as "transport error").
+            .stderr(std::fs::File::create(dir.path().join("agent.stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let running = Running(child, dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut client = loop {
+            if let Ok(client) = AgentClient::connect(format!("http://127.0.0.1:{port}")).await {
+                break client;
+            }
+            assert!(Instant::now() < deadline, "agent did not come up: {}", running.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let info = client.hello(proto::HelloRequest {}).await.unwrap().into_inner();
+        if info.pid == running.0.id() {
             return (running, client);
         }
-        assert!(Instant::now() < deadline, "agent did not come up");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    panic!("no free port for a test agent after 5 attempts");
 }
 
 /// `sh -c 'echo held; echo free'` gated at its first write to stdout.
@@ -83,7 +101,9 @@ async fn hold_is_released_by_timeout() {
     client
         .start_capture(proto::StartCaptureRequest { capture_id: "t1".into(), ..Default::default() })
         .await
-        .unwrap_or_else(|s| panic!("StartCapture failed: code {:?}: {}", s.code(), s.message()));
+        .unwrap_or_else(|s| {
+            panic!("StartCapture failed: code {:?}: {}\nagent stderr:\n{}", s.code(), s.message(), _agent.stderr())
+        });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
     let stream = client.launch(gated_echo("t1", 400)).await.unwrap().into_inner();
@@ -115,7 +135,9 @@ async fn holds_are_released_when_the_coordinator_goes_away() {
     client
         .start_capture(proto::StartCaptureRequest { capture_id: "t2".into(), ..Default::default() })
         .await
-        .unwrap_or_else(|s| panic!("StartCapture failed: code {:?}: {}", s.code(), s.message()));
+        .unwrap_or_else(|s| {
+            panic!("StartCapture failed: code {:?}: {}\nagent stderr:\n{}", s.code(), s.message(), _agent.stderr())
+        });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
     let stream = client.launch(gated_echo("t2", 60_000)).await.unwrap().into_inner();
