@@ -160,7 +160,7 @@ pub fn explain(bundle: &Bundle, opts: &Options) -> Result<Explanation, String> {
             candidates.iter().filter(|c| c.parsed.is_some()).count()
         ),
     });
-    let mut findings = findings(bundle, &aligned);
+    let mut findings = findings(bundle);
     findings.extend(observer_effect(bundle));
     Ok(Explanation {
         capture_id: bundle.capture_id.clone(),
@@ -740,21 +740,6 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
         shown.sort_by_key(|(o, _)| o.at.earliest_ns);
         evidence = shown.into_iter().map(|(o, what)| evidence_of(ctx.bundle, run, o, what)).collect();
     }
-    let mut c = Candidate {
-        rank: 0,
-        kind: "ordering",
-        summary,
-        score: sep,
-        unit: "runs",
-        failing: f,
-        passing: q,
-        evidence,
-        hypothesis: None,
-        verify: None,
-        not_verifiable: None,
-        parsed: None,
-        prior,
-    };
     let h = match p {
         Pred::During(ai, bi) | Pred::BeforeEnd(ai, bi) => during_hypothesis(ctx, ai, bi, run, passing),
         Pred::Before(ai, bi) => {
@@ -762,8 +747,7 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
             order_hypothesis(ctx, &sigs[bi], &sigs[ai])
         }
     };
-    settle(&mut c, h);
-    c
+    Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h)
 }
 
 fn evidence_of(bundle: &Bundle, run: u32, o: &Occ, what: String) -> Evidence {
@@ -776,13 +760,37 @@ fn evidence_of(bundle: &Bundle, run: u32, o: &Occ, what: String) -> Evidence {
     }
 }
 
-fn settle(c: &mut Candidate, h: Result<Hypothesis, String>) {
-    match h {
-        Ok(h) => {
-            c.hypothesis = Some(h.to_inline_toml());
-            c.parsed = Some(h);
+impl Candidate {
+    /// An unranked candidate with its counts `(failing, passing, score)` and the hypothesis that
+    /// would verify it, or why there is none.
+    fn new(
+        kind: &'static str,
+        unit: &'static str,
+        summary: String,
+        (failing, passing, score): (Count, Count, f64),
+        evidence: Vec<Evidence>,
+        prior: u32,
+        h: Result<Hypothesis, String>,
+    ) -> Candidate {
+        let (parsed, not_verifiable) = match h {
+            Ok(h) => (Some(h), None),
+            Err(why) => (None, Some(why)),
+        };
+        Candidate {
+            rank: 0,
+            kind,
+            summary,
+            score,
+            unit,
+            failing,
+            passing,
+            evidence,
+            hypothesis: parsed.as_ref().map(Hypothesis::to_inline_toml),
+            verify: None,
+            not_verifiable,
+            parsed,
+            prior,
         }
-        Err(why) => c.not_verifiable = Some(why),
     }
 }
 
@@ -969,23 +977,16 @@ fn environment_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
                 }]
             })
             .unwrap_or_default();
-        let mut c = Candidate {
-            rank: 0,
-            kind: "environment",
-            summary: format!("{} {}: {} on {failing_host}; {} on {base_name}", d.category, d.subject, d.a, d.b),
-            score: sep,
-            unit: if matches!(ctx.baseline, Baseline::Peer { .. }) { "host pairs" } else { "run pairs" },
-            failing: f,
-            passing: Count { holds: 0, of: pairs.len() },
+        let unit = if matches!(ctx.baseline, Baseline::Peer { .. }) { "host pairs" } else { "run pairs" };
+        out.push(Candidate::new(
+            "environment",
+            unit,
+            format!("{} {}: {} on {failing_host}; {} on {base_name}", d.category, d.subject, d.a, d.b),
+            (f, Count { holds: 0, of: pairs.len() }, sep),
             evidence,
-            hypothesis: None,
-            verify: None,
-            not_verifiable: None,
-            parsed: None,
-            prior: d.score,
-        };
-        settle(&mut c, environment_hypothesis(ctx, s, &failing_host, &d, run));
-        out.push(c);
+            d.score,
+            environment_hypothesis(ctx, s, &failing_host, &d, run),
+        ));
     }
     (out, pairs.len())
 }
@@ -1147,30 +1148,15 @@ fn item_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
                 evidence_of(ctx.bundle, *run, o, format!("{}: {} (first claim)", role.label(), o.desc))
             })
             .collect();
-        let mut c = Candidate {
-            rank: 0,
-            kind: "ordering",
-            summary: format!(
-                "{} [{host}] claims an item ({what}) before {other_label}: the items the failure names are the ones it took",
-                role.label()
-            ),
-            score: sep,
-            unit: "items",
-            failing: f,
-            passing: q,
-            evidence,
-            hypothesis: None,
-            verify: None,
-            not_verifiable: None,
-            parsed: None,
-            prior: Class::Lock as u32 * 10 + 5,
-        };
         let h = match others.first() {
             Some(o) => order_hypothesis(ctx, &ctx.aligned.sigs[**o], &ctx.aligned.sigs[*sig]),
             None => Err("no other process claimed items".into()),
         };
-        settle(&mut c, h);
-        out.push(c);
+        let summary = format!(
+            "{} [{host}] claims an item ({what}) before {other_label}: the items the failure names are the ones it took",
+            role.label()
+        );
+        out.push(Candidate::new("ordering", "items", summary, (f, q, sep), evidence, Class::Lock as u32 * 10 + 5, h));
     }
     (out, nf + np)
 }
@@ -1199,7 +1185,7 @@ fn propose(candidates: &mut Vec<Candidate>, opts: &Options) {
 
 /// Findings: a blocked call that returned EINTR right after a tracer attached to its process
 /// (the observer woke it: a lost-wakeup suspect, story 2).
-fn findings(bundle: &Bundle, _aligned: &Aligned) -> Vec<Finding> {
+fn findings(bundle: &Bundle) -> Vec<Finding> {
     let mut out = Vec::new();
     for rec in &bundle.hosts {
         let attaches: Vec<&Event> = rec
