@@ -15,6 +15,7 @@ use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
 /// Stories with an embedded scenario.
 pub const STORIES: &[(&str, &str)] = &[
     ("mountd-sighup", include_str!("../../recordings/scenarios/mountd-sighup.toml")),
+    ("lost-wakeup", include_str!("../../recordings/scenarios/lost-wakeup.toml")),
     ("butterfly", include_str!("../../recordings/scenarios/butterfly.toml")),
     ("cron-twin", include_str!("../../recordings/scenarios/cron-twin.toml")),
     ("statd-flock", include_str!("../../recordings/scenarios/statd-flock.toml")),

@@ -88,6 +88,11 @@ pub struct Candidate {
     pub parsed: Option<Hypothesis>,
     #[serde(skip)]
     prior: u32,
+    /// Where the cause comes in its process (its first occurrence's seq in the evidence run):
+    /// between equals, the earlier call of one process is the cause, later ones follow from it
+    /// (a connect, then the request written on it).
+    #[serde(skip)]
+    cause_seq: u64,
 }
 
 /// In how many of `of` cases a candidate holds.
@@ -123,26 +128,42 @@ pub fn explain(bundle: &Bundle, opts: &Options) -> Result<Explanation, String> {
     };
     let mut phases = Vec::new();
     let (failing, valid) = choose_failing(bundle)?;
+    let observed_by = |r: &u32, o: &str| bundle.runs.iter().any(|x| x.run == *r && x.observer == o);
+    let only_traced_failed =
+        failing.iter().all(|r| observed_by(r, "ptrace")) && valid.iter().any(|r| observed_by(r, "kernel"));
     phases.push(PhaseReport {
         name: "choose failing runs",
         summary: format!(
-            "{} of {} valid free runs failed: {}",
+            "{} of {} valid free runs failed: {}{}",
             failing.len(),
             valid.len(),
-            failing.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+            failing.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
+            if only_traced_failed {
+                " (only runs with the ptrace recorder attached failed: the observer is part of the failure, see the \
+                 observer finding)"
+            } else {
+                ""
+            }
         ),
     });
     let baseline = choose_baseline(bundle, scenario.as_ref(), &failing, &valid);
     phases.push(PhaseReport { name: "choose a passing baseline", summary: baseline.describe() });
 
-    let aligned = align(bundle, &valid);
+    let first_pass = align(bundle, &valid, &BTreeMap::new());
+    let cuts = symptom_onsets(&first_pass, &failing);
+    let aligned = if cuts.is_empty() { first_pass } else { align(bundle, &valid, &cuts) };
     phases.push(PhaseReport {
         name: "align events across runs",
         summary: format!(
-            "{} event signatures on {} host(s) across {} run(s)",
+            "{} event signatures on {} host(s) across {} run(s){}",
             aligned.sigs.len(),
             bundle.hosts.len(),
-            aligned.runs.len()
+            aligned.runs.len(),
+            if cuts.is_empty() {
+                String::new()
+            } else {
+                format!("; failing runs cut where their symptom begins ({} run(s))", cuts.len())
+            }
         ),
     });
 
@@ -186,8 +207,10 @@ pub fn choose_failing(bundle: &Bundle) -> Result<(Vec<u32>, Vec<u32>), String> {
     let free: Vec<_> = bundle.runs.iter().filter(|r| r.valid && r.ordering.is_none()).collect();
     // A verify capture has only gated runs: compare those, gates and all.
     let mut pool: Vec<_> = if free.is_empty() { bundle.runs.iter().filter(|r| r.valid).collect() } else { free };
-    // Runs with the ptrace recorder attached are perturbed: compare the undisturbed ones.
-    if pool.iter().any(|r| r.observer == "ptrace") && pool.iter().any(|r| r.observer != "ptrace") {
+    // Runs with the ptrace recorder attached are perturbed: compare the undisturbed ones, unless
+    // none of those failed (then the observer is part of the story: compare them all).
+    let undisturbed_failed = pool.iter().any(|r| r.observer != "ptrace" && r.failed);
+    if pool.iter().any(|r| r.observer == "ptrace") && undisturbed_failed {
         pool.retain(|r| r.observer != "ptrace");
     }
     let valid: Vec<u32> = pool.iter().map(|r| r.run).collect();
@@ -336,6 +359,14 @@ struct RunSigs {
     outputs: Vec<(Role, String, Occ)>,
     /// pid -> role on each host.
     roles: HashMap<(usize, i32), Role>,
+    /// Where a stream of writes really begins: the same process's connect before its first write
+    /// (a server serves a connection from its connect on, before the first byte arrives).
+    begin: BTreeMap<usize, Occ>,
+    /// ... and where it ends: that process closing its connection after its last write (the
+    /// peer is still serving it until then).
+    end: BTreeMap<usize, Occ>,
+    /// TCP connections each role closed (ESTABLISHED or CLOSE_WAIT to FIN_WAIT1 or LAST_ACK).
+    closes: Vec<(Role, Occ)>,
 }
 
 /// Phase 3's result.
@@ -344,8 +375,31 @@ struct Aligned {
     runs: BTreeMap<u32, RunSigs>,
 }
 
-/// Phase 3: key events of every valid run, grouped by signature.
-fn align(bundle: &Bundle, valid: &[u32]) -> Aligned {
+/// Where the symptom begins in each failing run: the first occurrence of a signature that every
+/// failing run has and no passing run has (the error, the timeout message). What a run does after
+/// it is its reaction to the failure (retries, diagnostics, a debugger attaching), not its cause,
+/// and would stretch the failing runs' streams. Empty when there are no passing runs to tell.
+fn symptom_onsets(aligned: &Aligned, failing: &[u32]) -> BTreeMap<u32, i64> {
+    let passing: Vec<&RunSigs> = aligned.runs.iter().filter(|(r, _)| !failing.contains(r)).map(|(_, rs)| rs).collect();
+    let failing_runs: Vec<(u32, &RunSigs)> = failing.iter().filter_map(|r| Some((*r, aligned.runs.get(r)?))).collect();
+    if passing.is_empty() || failing_runs.is_empty() {
+        return BTreeMap::new();
+    }
+    let symptoms: Vec<usize> = (0..aligned.sigs.len())
+        .filter(|s| passing.iter().all(|rs| !rs.first.contains_key(s)))
+        .filter(|s| failing_runs.iter().all(|(_, rs)| rs.first.contains_key(s)))
+        .collect();
+    failing_runs
+        .iter()
+        .filter_map(|(r, rs)| {
+            Some((*r, symptoms.iter().filter_map(|s| Some(rs.first.get(s)?.at.midpoint_ns())).min()?))
+        })
+        .collect()
+}
+
+/// Phase 3: key events of every valid run, grouped by signature; in a run with a cut, key events
+/// after it are left out (service output is kept: the effect of a cause may outlast the cut).
+fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -> Aligned {
     let mut index: BTreeMap<(Role, String), usize> = BTreeMap::new();
     let mut sigs: Vec<Sig> = Vec::new();
     let mut runs: BTreeMap<u32, RunSigs> = valid.iter().map(|r| (*r, RunSigs::default())).collect();
@@ -358,6 +412,15 @@ fn align(bundle: &Bundle, valid: &[u32]) -> Aligned {
             rs.roles.insert((h, e.pid), role.clone());
             if let EventKind::Fork { child_pid, .. } = &e.kind {
                 rs.roles.insert((h, *child_pid), role.clone());
+            }
+            if let EventKind::Socket { from_state, to_state, .. } = &e.kind {
+                let closing = matches!(from_state.as_str(), "ESTABLISHED" | "CLOSE_WAIT")
+                    && matches!(to_state.as_str(), "FIN_WAIT1" | "LAST_ACK");
+                if closing && cuts.get(&e.run).is_none_or(|cut| rec.clock.interval(e.raw_ns).midpoint_ns() <= *cut) {
+                    let at = rec.clock.interval(e.raw_ns);
+                    let occ = Occ { host: h, seq: e.seq, at, target: None, item: None, ret: 0, desc: String::new() };
+                    rs.closes.push((role.clone(), occ));
+                }
             }
             let Some((what, class, gate, desc)) = key_of(e) else { continue };
             let at = rec.clock.interval(e.raw_ns);
@@ -372,6 +435,9 @@ fn align(bundle: &Bundle, valid: &[u32]) -> Aligned {
             let occ = Occ { host: h, seq: e.seq, at, target, item, ret, desc };
             if let EventKind::Output { line, .. } = &e.kind {
                 rs.outputs.push((role.clone(), line.clone(), occ.clone()));
+            }
+            if cuts.get(&e.run).is_some_and(|cut| occ.at.midpoint_ns() > *cut) {
+                continue;
             }
             let key = (role.clone(), what.clone());
             let id = *index.entry(key).or_insert_with(|| {
@@ -389,8 +455,26 @@ fn align(bundle: &Bundle, valid: &[u32]) -> Aligned {
             rs.last.insert(id, occ);
         }
     }
+    let gate_is = |s: &Sig, names: &[&str]| s.gate.as_ref().is_some_and(|g| names.contains(&g.0.as_str()));
     for rs in runs.values_mut() {
         rs.outputs.sort_by_key(|(_, _, o)| o.at.earliest_ns);
+        for (b, sb) in sigs.iter().enumerate().filter(|(_, s)| gate_is(s, &["write", "sendto", "sendmsg"])) {
+            let connect = sigs.iter().position(|c| c.role == sb.role && gate_is(c, &["connect"]));
+            if let (Some(c), Some(first)) = (connect, rs.first.get(&b)) {
+                if let Some(at) = rs.first.get(&c).filter(|o| o.host == first.host && o.seq < first.seq) {
+                    rs.begin.insert(b, at.clone());
+                    let last_seq = rs.last.get(&b).map(|o| o.seq).unwrap_or(first.seq);
+                    let close = rs
+                        .closes
+                        .iter()
+                        .filter(|(r, o)| *r == sb.role && o.host == first.host && o.seq > last_seq)
+                        .min_by_key(|(_, o)| o.seq);
+                    if let Some((_, o)) = close {
+                        rs.end.insert(b, o.clone());
+                    }
+                }
+            }
+        }
     }
     Aligned { sigs, runs }
 }
@@ -440,7 +524,7 @@ fn key_of(e: &Event) -> Option<Key> {
                 return None; // stdio: the output events carry it
             }
             let class = if name == "mount" || name == "umount2" { Class::Mount } else { Class::Syscall };
-            let fd_at_least = fd_call.then_some(3);
+            let fd_at_least = (fd_call || name == "connect").then_some(3);
             let err = errno(*ret);
             if !gateable && err.is_none() {
                 return None;
@@ -514,7 +598,8 @@ struct Context<'a> {
 enum Pred {
     /// `a`'s first occurrence is before `b`'s first.
     Before(usize, usize),
-    /// `a`'s first occurrence is after `b`'s first and not after `b`'s last.
+    /// `a`'s first occurrence is not known to be before `b`'s start (its first, or the connect
+    /// it began with) nor after `b`'s end (its last, or the close of that connection).
     During(usize, usize),
     /// `a`'s first occurrence is not known to come after `b`'s last (it may come before `b`
     /// starts: a cause whose effect lasts, such as a reload, still catches `b`). As for `During`'s
@@ -544,10 +629,14 @@ fn holds(rs: &RunSigs, p: Pred) -> bool {
             (Some(x), Some(y)) => before(x, y) == Some(true),
             _ => false,
         },
-        Pred::During(a, b) => match (rs.first.get(&a), rs.first.get(&b), rs.last.get(&b)) {
-            (Some(x), Some(b0), Some(b1)) => before(b0, x) == Some(true) && before(b1, x) != Some(true),
-            _ => false,
-        },
+        Pred::During(a, b) => {
+            match (rs.first.get(&a), rs.begin.get(&b).or(rs.first.get(&b)), rs.end.get(&b).or(rs.last.get(&b))) {
+                // Not known to be outside b's span: within the clock error of its start or its end
+                // counts, as the start of a connection and the cause on another host often are.
+                (Some(x), Some(b0), Some(b1)) => before(x, b0) != Some(true) && before(b1, x) != Some(true),
+                _ => false,
+            }
+        }
         Pred::BeforeEnd(a, b) => match (rs.first.get(&a), rs.last.get(&b)) {
             (Some(x), Some(b1)) => before(b1, x) != Some(true),
             _ => false,
@@ -595,8 +684,13 @@ impl Rng {
 
 fn ordering_candidates(ctx: &Context<'_>, passing: &[u32], opts: &Options) -> (Vec<Candidate>, usize, usize) {
     let sigs = &ctx.aligned.sigs;
-    let multi: BTreeSet<usize> =
-        ctx.aligned.runs.values().flat_map(|rs| rs.count.iter().filter(|(_, c)| **c >= 2).map(|(s, _)| *s)).collect();
+    // A series ("during B's calls") is one that repeats in normal runs: a call a failing run
+    // repeats only in its reaction to the failure (a retry, a diagnostic probe) is not one.
+    let multi: BTreeSet<usize> = passing
+        .iter()
+        .filter_map(|r| ctx.aligned.runs.get(r))
+        .flat_map(|rs| rs.count.iter().filter(|(_, c)| **c >= 2).map(|(s, _)| *s))
+        .collect();
     // What never happens in a passing run is the failure itself or its consequence (an error
     // message, a crash): "before the symptom" separates trivially and says nothing.
     let in_passing: BTreeSet<usize> =
@@ -604,7 +698,14 @@ fn ordering_candidates(ctx: &Context<'_>, passing: &[u32], opts: &Options) -> (V
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for a in 0..sigs.len() {
         for b in 0..sigs.len() {
-            if a != b && sigs[a].role != sigs[b].role && in_passing.contains(&a) && in_passing.contains(&b) {
+            // A printed line is never the reference point B: its time is when heisen read it from
+            // the pipe (late by up to the agent's read interval), and it is an effect.
+            if a != b
+                && sigs[a].role != sigs[b].role
+                && in_passing.contains(&a)
+                && in_passing.contains(&b)
+                && sigs[b].class != Class::Output
+            {
                 pairs.push((a, b));
             }
         }
@@ -708,6 +809,22 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
     let (a, b) = (&sigs[ai], &sigs[bi]);
     let summary = match p {
         Pred::Before(..) => format!("{} before {}", name(a), name(b)),
+        Pred::During(..)
+            if b.gate.as_ref().is_some_and(|g| g.0 != "connect")
+                && ctx
+                    .aligned
+                    .sigs
+                    .iter()
+                    .any(|c| c.role == b.role && c.gate.as_ref().is_some_and(|g| g.0 == "connect")) =>
+        {
+            format!(
+                "{} lands while {}'s connection is in use (from its connect through its {} calls to its close) [{}]",
+                name(a),
+                b.role.label(),
+                b.what,
+                host(b)
+            )
+        }
         Pred::During(..) => {
             format!("{} lands while {}'s {} calls are under way [{}]", name(a), b.role.label(), b.what, host(b))
         }
@@ -747,7 +864,9 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
             order_hypothesis(ctx, &sigs[bi], &sigs[ai])
         }
     };
-    Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h)
+    let mut c = Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h);
+    c.cause_seq = run.and_then(|r| Some(ctx.aligned.runs.get(&r)?.first.get(&ai)?.seq)).unwrap_or(u64::MAX);
+    c
 }
 
 fn evidence_of(bundle: &Bundle, run: u32, o: &Occ, what: String) -> Evidence {
@@ -790,6 +909,7 @@ impl Candidate {
             not_verifiable,
             parsed,
             prior,
+            cause_seq: u64::MAX,
         }
     }
 }
@@ -906,10 +1026,17 @@ fn during_hypothesis(
         .filter_map(|r| effect(ctx.aligned.runs.get(&r)?))
         .next()
         .ok_or("no service printed two lines after the cause in any run (the effect starting and ending)")?;
+    // A stream of calls over a connection begins at the victim's connect: "before" holds it there.
+    let victim_begins = sigs
+        .iter()
+        .find(|s| s.role == sigs[b].role && s.gate.as_ref().is_some_and(|g| g.0 == "connect"))
+        .map(|s| gate_of(ctx, s, 1))
+        .transpose()?;
     Ok(Hypothesis::During(Box::new(During {
         cause,
         victim,
         victim_count: count,
+        victim_begins,
         effect_started: OutputMatch { process: role.process.clone(), text: started },
         effect_done: OutputMatch { process: role.process, text: done },
         runs: runs_wanted(ctx),
@@ -1165,7 +1292,7 @@ fn item_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
 fn propose(candidates: &mut Vec<Candidate>, opts: &Options) {
     candidates.sort_by(|x, y| {
         let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior, c.failing.holds);
-        key(y).cmp(&key(x)).then_with(|| x.summary.cmp(&y.summary))
+        key(y).cmp(&key(x)).then_with(|| x.cause_seq.cmp(&y.cause_seq)).then_with(|| x.summary.cmp(&y.summary))
     });
     // One candidate per hypothesis: the best-placed keeps it.
     let mut seen = BTreeSet::new();
@@ -1205,10 +1332,12 @@ fn findings(bundle: &Bundle) -> Vec<Finding> {
                     ["epoll_wait", "epoll_pwait", "epoll_pwait2", "read", "poll", "ppoll", "select", "pselect6"];
                 // EINTR, or the kernel's restart codes a tracer sees in its place.
                 let interrupted = ret == -4 || ret == -512 || ret == -514 || ret == -516;
+                // Blocked for a while before the attach: a loop that was merely between two
+                // events (a recorder attaching at start) is not a stuck one.
                 same_process(e.pid, *target_pid, rec)
                     && blocking.contains(&name.as_str())
                     && interrupted
-                    && enter < at.raw_ns
+                    && enter < at.raw_ns - 100_000_000
                     && e.raw_ns >= at.raw_ns
                     && e.raw_ns - at.raw_ns < 1_000_000_000
             });
@@ -1227,17 +1356,44 @@ fn findings(bundle: &Bundle) -> Vec<Finding> {
                         what,
                     }
                 };
+                // Did it work again? Its first write to a socket or file (not stdio) after waking.
+                let answered = rec.events.iter().find(|e| {
+                    matches!(&e.kind, EventKind::Syscall { name, args, ret, .. }
+                        if matches!(name.as_str(), "write" | "sendto" | "sendmsg")
+                            && args.first().is_some_and(|fd| *fd >= 3)
+                            && *ret >= 0)
+                        && same_process(e.pid, *target_pid, rec)
+                        && e.raw_ns > w.raw_ns
+                        && e.raw_ns - w.raw_ns < 2_000_000_000
+                });
+                let blocked_ms = (w.raw_ns - enter_of(w)) / 1_000_000;
+                let outcome = match answered {
+                    Some(a) => format!(
+                        ", and {} answered again {:.1} ms later: the server recovered. It had been blocked for {blocked_ms} \
+                         ms waiting for an event; the attach woke it and it found work that was already there: suspect \
+                         a lost wakeup",
+                        w.comm,
+                        (a.raw_ns - w.raw_ns) as f64 / 1e6
+                    ),
+                    None => format!(
+                        " after {blocked_ms} ms blocked; it wrote nothing afterwards (if the symptom went away then, \
+                         suspect a lost wakeup)"
+                    ),
+                };
+                let mut evidence = vec![
+                    ev(at, format!("{tracer} attaches to pid {target_pid}")),
+                    ev(w, format!("{call} returns EINTR in pid {}", w.pid)),
+                ];
+                if let Some(a) = answered {
+                    evidence.push(ev(a, format!("pid {} writes again", a.pid)));
+                }
                 out.push(Finding {
                     kind: "observer-woke-blocked-call",
                     summary: format!(
-                        "a blocked {call} of pid {} ({}) on {} returned EINTR right after {tracer} attached: the attach \
-                         woke it; if the symptom went away then, suspect a lost wakeup",
+                        "a blocked {call} of pid {} ({}) on {} returned EINTR right after {tracer} attached{outcome}",
                         w.pid, w.comm, rec.name
                     ),
-                    evidence: vec![
-                        ev(at, format!("{tracer} attaches to pid {target_pid}")),
-                        ev(w, format!("{call} returns EINTR in pid {}", w.pid)),
-                    ],
+                    evidence,
                 });
             }
         }
@@ -1272,6 +1428,14 @@ fn observer_effect(bundle: &Bundle) -> Option<Finding> {
         },
         evidence: vec![],
     })
+}
+
+/// When a recorded call entered (its own time for events that do not say).
+fn enter_of(e: &Event) -> i64 {
+    match &e.kind {
+        EventKind::Syscall { enter_ns, .. } | EventKind::Traced { enter_ns, .. } => *enter_ns,
+        _ => e.raw_ns,
+    }
 }
 
 /// Whether thread `tid` belongs to process `pid` (by the recorded fork edges: threads of a
@@ -1356,7 +1520,7 @@ pub fn recorded(bundle: &Bundle, scenario: &Scenario, run: u32, h: &Hypothesis) 
         bundle.runs.iter().find(|r| r.run == run).ok_or_else(|| {
             format!("capture {} has no run {run} (runs 1..={})", bundle.capture_id, bundle.runs.len())
         })?;
-    let aligned = align(bundle, &[run]);
+    let aligned = align(bundle, &[run], &BTreeMap::new());
     let ctx = Context { bundle, scenario: Some(scenario), aligned: &aligned, failing: &[], baseline: &Baseline::None };
     let rs = &aligned.runs[&run];
     // The occurrences of a gate point's signature in the run (cron jobs count as the step that

@@ -138,7 +138,7 @@ fn state_orderings(scenario: &Scenario, h: &StateHypothesis) -> Vec<Ordering> {
 
 /// The hypothesis ordering (`during`) and its alternatives (`before`, `after`).
 pub fn orderings(h: &During) -> Vec<Ordering> {
-    let first = GateSpec { nth: 1, ..h.victim.clone() };
+    let first = h.victim_begins.clone().unwrap_or_else(|| GateSpec { nth: 1, ..h.victim.clone() });
     let cause = describe(&h.cause);
     vec![
         Ordering {
@@ -205,6 +205,10 @@ pub fn replay_ordering(
             let mut o = if *done >= *victims {
                 // The cause came after every victim call: hold it until the victim's step exits.
                 pick(orderings(d), "after")?
+            } else if *done == 0 && *effect_over {
+                // Cause and effect were over before the victim's first call: hold the victim where
+                // its operation begins until the effect is over.
+                pick(orderings(d), "before")?
             } else {
                 // Hold victim call done+1 until the cause is released and its effect has started
                 // (or, when the recording shows it over by then, ended).
@@ -268,6 +272,7 @@ mod tests {
             cause: GateSpec { signal: Some(1), ..gate("remount", "kill", 1) },
             victim: gate("write", "write", 16),
             victim_count: 32,
+            victim_begins: None,
             effect_started: out("reloading"),
             effect_done: out("reloaded"),
             runs: 5,

@@ -87,6 +87,9 @@ pub struct Session {
     causal: Vec<MessageEdge>,
     /// What the coordinator has observed so far in the current run, in order.
     observed: Vec<Mark>,
+    /// Output lines each process of the current run had printed at the last release: an effect
+    /// awaited after a release is a line printed after it (an older line is not its effect).
+    lines_at_release: HashMap<String, usize>,
     /// Environment snapshots per host: start, each run once its services are up, end.
     environments: BTreeMap<String, Vec<Environment>>,
 }
@@ -116,6 +119,7 @@ impl Session {
             runs: Vec::new(),
             causal: Vec::new(),
             observed: Vec::new(),
+            lines_at_release: HashMap::new(),
             environments: BTreeMap::new(),
         };
         for (name, agent) in session.agents.iter_mut() {
@@ -276,9 +280,14 @@ impl Session {
     }
 
     async fn wait_output(&self, run: u32, process: &str, text: &str, timeout: Duration) -> bool {
+        self.wait_output_from(run, process, text, 0, timeout).await
+    }
+
+    /// Waits for a line containing `text` among the process's lines from index `from` on.
+    async fn wait_output_from(&self, run: u32, process: &str, text: &str, from: usize, timeout: Duration) -> bool {
         let key = (run, process.to_string());
         self.wait_for(timeout, |s| {
-            s.procs.get(&key).and_then(|p| p.lines.iter().any(|l| l.contains(text)).then_some(()))
+            s.procs.get(&key).and_then(|p| p.lines.iter().skip(from).any(|l| l.contains(text)).then_some(()))
         })
         .await
         .is_some()
@@ -310,6 +319,7 @@ impl Session {
         let run = self.next_run;
         self.next_run += 1;
         self.observed.clear();
+        self.lines_at_release.clear();
         let mut notes = Vec::new();
         let mut service_pids = Vec::new();
         let variants = ordering.map(|o| o.variants.clone()).unwrap_or_else(|| scenario.default_variants());
@@ -330,9 +340,10 @@ impl Session {
         }
         let gates = ordering.map(|o| o.gates.clone()).unwrap_or_default();
         if notes.is_empty() {
-            for step in &steps {
-                self.launch(step, "step", run, &gates, vars).await?;
-            }
+            // The steps of a run start together: launched concurrently, so one host's launch
+            // latency (a pid filter update can take tens of ms) does not stagger the others.
+            futures::future::try_join_all(steps.iter().map(|step| self.launch(step, "step", run, &gates, vars)))
+                .await?;
             if let Some(ordering) = ordering {
                 for action in &ordering.actions {
                     if let Err(problem) = self.act(scenario, run, action).await {
@@ -426,10 +437,19 @@ impl Session {
                 let hold = self.wait_hold(&host, run, gate).await.ok_or_else(|| not_reached(gate))?;
                 self.observe(&host, run, gate_mark(gate, "held"));
                 self.cause(Mark { host: host.clone(), run, what: gate_mark(gate, "released") });
+                self.lines_at_release = {
+                    let s = self.shared.lock().expect("shared");
+                    s.procs
+                        .iter()
+                        .filter(|((r, _), _)| *r == run)
+                        .map(|((_, n), p)| (n.clone(), p.lines.len()))
+                        .collect()
+                };
                 self.release(&host, run, gate, hold);
             }
             Action::Output(m) => {
-                if !self.wait_output(run, &m.process, &m.text, ACTION_TIMEOUT).await {
+                let from = self.lines_at_release.get(&m.process).copied().unwrap_or(0);
+                if !self.wait_output_from(run, &m.process, &m.text, from, ACTION_TIMEOUT).await {
                     return Err(format!("{} never printed {:?}", m.process, m.text));
                 }
                 let what = MarkKind::Output { process: m.process.clone(), text: m.text.clone() };

@@ -38,7 +38,7 @@ impl Filter {
                     let quiet_error = name == "openat" && (*ret == -2 || *ret == -11);
                     let control = matches!(
                         name.as_str(),
-                        "kill" | "tgkill" | "mount" | "umount2" | "flock" | "mkdir" | "symlink"
+                        "kill" | "tgkill" | "mount" | "umount2" | "flock" | "mkdir" | "symlink" | "connect"
                     );
                     let on_socket = fd_path.as_deref().is_some_and(|p| p.starts_with("socket:"));
                     (*ret < 0 && !quiet_error) || control || on_socket

@@ -15,6 +15,7 @@
 //! - `remount`: the "other test": after its own work (`--delay-ms`, e.g. `0..300` picks a delay
 //!   from its pid and the clock) it signals the server named by a pidfile with SIGHUP.
 //!
+//! Story 2 (lost-wakeup): `eventd`, `upload`, `healthcheck`; see `lost_wakeup.rs`.
 //! Story 3 (butterfly): `tmpfs-mount`, `tidy-mounts`, `postinst`; see `butterfly.rs`.
 //! Story 4 (cron-twin): `cron-host` (busybox crond), `pickup`, `submit`; see `cron_twin.rs`.
 //! Story 5 (statd-flock): `statd`, `lockd`, `php-worker`; see `statd_flock.rs`.
@@ -30,6 +31,7 @@ mod butterfly;
 mod cron_twin;
 mod export_mount;
 pub mod hosts;
+mod lost_wakeup;
 mod statd_flock;
 mod workloads;
 
@@ -42,12 +44,15 @@ const NAMES: &[&str] = &[
     "tmpfs-mount",
     "tidy-mounts",
     "postinst",
-    "crond",
+    "cron-host",
     "pickup",
     "submit",
     "statd",
     "lockd",
     "php-worker",
+    "eventd",
+    "upload",
+    "healthcheck",
     "storm",
     "load",
     "getppid",
@@ -77,6 +82,9 @@ pub fn run(args: Vec<String>) -> i32 {
         "statd" => statd_flock::statd(&Flags::new(rest)),
         "lockd" => statd_flock::lockd(&Flags::new(rest)),
         "php-worker" => statd_flock::php_worker(&Flags::new(rest)),
+        "eventd" => lost_wakeup::eventd(&Flags::new(rest)),
+        "upload" => lost_wakeup::upload(&Flags::new(rest)),
+        "healthcheck" => lost_wakeup::healthcheck(&Flags::new(rest)),
         other => Err(Failure::usage(format!("unknown fixture `{other}`; names: {}", NAMES.join(", ")))),
     };
     match result {
@@ -294,21 +302,7 @@ fn writer(flags: &Flags<'_>) -> Result<(), Failure> {
 
 fn remount(flags: &Flags<'_>) -> Result<(), Failure> {
     let pidfile = flags.required("--pidfile")?;
-    let delay = match flags.get("--delay-ms") {
-        None => 0,
-        Some(spec) => match spec.split_once("..") {
-            Some((lo, hi)) => {
-                let (lo, hi): (u64, u64) = (lo.parse().unwrap_or(0), hi.parse().unwrap_or(0));
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.subsec_nanos())
-                    .unwrap_or(0);
-                let seed = (nanos as u64) ^ ((std::process::id() as u64) << 20);
-                lo + (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % (hi.saturating_sub(lo) + 1)
-            }
-            None => spec.parse().map_err(|_| Failure::usage(format!("--delay-ms wants N or A..B, got `{spec}`")))?,
-        },
-    };
+    let delay = delay_ms(flags)?;
     std::thread::sleep(Duration::from_millis(delay));
     let deadline = Instant::now() + Duration::from_secs(5);
     let pid: i32 = loop {
@@ -324,4 +318,24 @@ fn remount(flags: &Flags<'_>) -> Result<(), Failure> {
     }
     println!("remounted; sent SIGHUP to export server pid {pid} after {delay} ms");
     Ok(())
+}
+
+/// `--delay-ms N` or `--delay-ms A..B` (a delay picked from the pid and the clock): how long a
+/// guest waits before its own work, so free runs land in different orders.
+pub(crate) fn delay_ms(flags: &Flags<'_>) -> Result<u64, Failure> {
+    Ok(match flags.get("--delay-ms") {
+        None => 0,
+        Some(spec) => match spec.split_once("..") {
+            Some((lo, hi)) => {
+                let (lo, hi): (u64, u64) = (lo.parse().unwrap_or(0), hi.parse().unwrap_or(0));
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let seed = (nanos as u64) ^ ((std::process::id() as u64) << 20);
+                lo + (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) % (hi.saturating_sub(lo) + 1)
+            }
+            None => spec.parse().map_err(|_| Failure::usage(format!("--delay-ms wants N or A..B, got `{spec}`")))?,
+        },
+    })
 }

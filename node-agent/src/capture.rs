@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use heisen_recordings::{Event, EventKind, Store};
 
-use crate::observer::{AgentNote, Decoded, Decoder, Scope, Step, BASE_EVENTS, DEFAULT_SYSCALLS};
+use crate::observer::{AgentNote, Decoded, Decoder, Scope, Step, BASE_EVENTS, DEFAULT_SYSCALLS, PTRACE_FILTER};
 use crate::tracefs::{self, Instance};
 
 const BATCH: usize = 512;
@@ -295,7 +295,9 @@ impl Capture {
         let mut events: Vec<String> = BASE_EVENTS.iter().map(|s| s.to_string()).collect();
         for name in &syscalls {
             events.push(format!("syscalls/sys_enter_{name}"));
-            events.push(format!("syscalls/sys_exit_{name}"));
+            if name != "ptrace" {
+                events.push(format!("syscalls/sys_exit_{name}"));
+            }
         }
         let instance_name = format!("heisen-{agent_name}-{}", std::process::id());
         let stopped = Arc::new(AtomicBool::new(false));
@@ -307,11 +309,15 @@ impl Capture {
             }
         };
         if let (Some(instance), Some(expression)) = (&instance, selection.filter()) {
-            for name in syscalls.iter().filter(|s| !HOST_WIDE_SYSCALLS.contains(&s.as_str())) {
+            for name in syscalls.iter().filter(|s| !HOST_WIDE_SYSCALLS.contains(&s.as_str()) && *s != "ptrace") {
                 for part in ["enter", "exit"] {
                     instance.filter(&format!("syscalls/sys_{part}_{name}"), &expression)?;
                 }
             }
+        }
+        if let (Some(instance), true) = (&instance, syscalls.iter().any(|s| s == "ptrace")) {
+            // Every attach on the host, whatever the selection: a tracer perturbs its target.
+            instance.filter("syscalls/sys_enter_ptrace", PTRACE_FILTER)?;
         }
         let pid_filter = match (&instance, &scope) {
             (Some(instance), Scope::Launched) => Some(instance.restrict_to_pids()?),

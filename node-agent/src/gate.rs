@@ -88,6 +88,7 @@ pub fn syscall_number(name: &str) -> Option<i64> {
         "pwrite64" => libc::SYS_pwrite64,
         "sendto" => libc::SYS_sendto,
         "sendmsg" => libc::SYS_sendmsg,
+        "connect" => libc::SYS_connect,
         "kill" => libc::SYS_kill,
         "tgkill" => libc::SYS_tgkill,
         "mount" => libc::SYS_mount,

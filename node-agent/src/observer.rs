@@ -51,10 +51,38 @@ pub fn host_addresses() -> Vec<String> {
 }
 
 /// Syscalls recorded when a capture names none.
+/// Blocking waits (`epoll_wait`, `epoll_pwait`) are kept only when they return interrupted (what
+/// a tracer attaching does to them, story 2); `ptrace` only its attach and detach requests.
 pub const DEFAULT_SYSCALLS: &[&str] = &[
-    "write", "pwrite64", "sendto", "sendmsg", "kill", "tgkill", "mount", "umount2", "flock", "fcntl", "openat",
-    "mkdir", "symlink",
+    "write",
+    "pwrite64",
+    "sendto",
+    "sendmsg",
+    "connect",
+    "kill",
+    "tgkill",
+    "mount",
+    "umount2",
+    "flock",
+    "fcntl",
+    "openat",
+    "mkdir",
+    "symlink",
+    "epoll_wait",
+    "epoll_pwait",
+    "ptrace",
 ];
+
+/// `ptrace` requests the observer records (PTRACE_ATTACH, PTRACE_SEIZE, PTRACE_DETACH): the
+/// in-kernel filter keeps a tracer's per-stop requests out of the trace. Only entries are
+/// recorded (an exit filter cannot see the request).
+pub const PTRACE_FILTER: &str = "request == 16 || request == 16902 || request == 17";
+
+/// The return values of a blocking call that a signal or a tracer interrupted: EINTR, or the
+/// restart codes the kernel turns into a restart or EINTR on the way out.
+pub fn interrupted(ret: i64) -> bool {
+    matches!(ret, -4 | -512 | -513 | -514 | -516)
+}
 
 /// Which processes belong to this host.
 #[derive(Clone, Debug)]
@@ -420,12 +448,18 @@ impl Decoder {
             }
             return Step::Nothing;
         }
+        if name == "ptrace" {
+            return self.ptrace(line);
+        }
         match line.syscall() {
             Some(SyscallPart::Exit(ret)) => {
                 let Some((enter_name, args, enter_ns)) = self.pending.remove(&line.pid) else {
                     return Step::Nothing;
                 };
                 if enter_name != name {
+                    return Step::Nothing;
+                }
+                if matches!(name, "epoll_wait" | "epoll_pwait") && !interrupted(ret) {
                     return Step::Nothing;
                 }
                 let resolve = |fd: u64| {
@@ -484,6 +518,27 @@ impl Decoder {
             }
             None => Step::Nothing,
         }
+    }
+
+    /// A ptrace attach or detach by any process of the host (strace, gdb, a health check): the
+    /// tracer perturbs its target, so the timeline shows it.
+    fn ptrace(&mut self, line: &TraceLine<'_>) -> Step {
+        let Some(SyscallPart::Enter(args)) = line.syscall() else { return Step::Nothing };
+        let (Some(request), Some(target)) = (args.first(), args.get(1)) else { return Step::Nothing };
+        let (phase, how) = match *request {
+            16 => ("attach", "PTRACE_ATTACH"),
+            0x4206 => ("attach", "PTRACE_SEIZE"),
+            17 => ("detach", "PTRACE_DETACH"),
+            _ => return Step::Nothing,
+        };
+        let kind = EventKind::Attach {
+            tracer: line.comm.to_string(),
+            tracer_pid: line.pid,
+            target_pid: *target as i32,
+            phase: phase.into(),
+            how: format!("{how} (seen by the kernel observer)"),
+        };
+        self.event(line, line.pid, &line.comm.to_string(), kind)
     }
 
     fn marker(&mut self, line: &TraceLine<'_>) -> Step {
@@ -616,6 +671,45 @@ mod tests {
         let Step::Event(deliver) = &steps[4] else { panic!() };
         assert!(matches!(&deliver.kind, EventKind::Signal { sender_pid: 52, phase: SignalPhase::Deliver, .. }));
         assert_eq!(steps[5], Step::Stop("7".into()));
+    }
+
+    #[test]
+    fn attaches_are_recorded_and_only_interrupted_waits_are_kept() {
+        let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
+        let note = serde_json::to_string(&AgentNote {
+            pid: 0,
+            comm: "eventd".into(),
+            run: 2,
+            kind: EventKind::Launch { name: "eventd".into(), role: "service".into(), argv: vec![] },
+        })
+        .unwrap();
+        let steps = decode_all(
+            &mut decoder,
+            &[
+                &format!("   agent-60 [0] ..... 1.000001: tracing_mark_write: heisen:{note}"),
+                "   eventd-60 [0] ..... 1.000002: sched_process_fork: comm=eventd pid=60 child_comm=check child_pid=61",
+                // A wait that returned events: not kept.
+                "   eventd-60 [0] ..... 1.000003: sys_epoll_wait(epfd: 4, events: 0x7f, maxevents: 8, timeout: 0xffffffff)",
+                "   eventd-60 [0] ..... 1.000004: sys_epoll_wait -> 0x1",
+                "   eventd-60 [0] ..... 1.000005: sys_epoll_wait(epfd: 4, events: 0x7f, maxevents: 8, timeout: 0xffffffff)",
+                // PTRACE_SEIZE (0x4206) by another process of the host, then PTRACE_SYSCALL (24): only the seize.
+                "   check-61 [1] ..... 2.000000: sys_ptrace(request: 0x4206, pid: 0x3c, addr: 0x0, data: 0x0)",
+                "   check-61 [1] ..... 2.000001: sys_ptrace(request: 0x18, pid: 0x3c, addr: 0x0, data: 0x0)",
+                // The blocked wait returns EINTR: kept, with its entry a second earlier.
+                "   eventd-60 [0] ..... 2.000002: sys_epoll_wait -> 0xfffffffffffffffc",
+            ],
+        );
+        assert_eq!(steps.len(), 4, "{steps:#?}"); // launch, fork, attach, interrupted wait
+        let Step::Event(attach) = &steps[2] else { panic!() };
+        assert!(
+            matches!(&attach.kind, EventKind::Attach { tracer, tracer_pid: 61, target_pid: 60, phase, how } if tracer == "check" && phase == "attach" && how.starts_with("PTRACE_SEIZE")),
+            "{attach:?}"
+        );
+        let Step::Event(woken) = &steps[3] else { panic!() };
+        assert!(
+            matches!(&woken.kind, EventKind::Syscall { name, ret: -4, enter_ns: 1_001_000_005_000, .. } if name == "epoll_wait"),
+            "{woken:?}"
+        );
     }
 
     #[test]

@@ -124,6 +124,9 @@ impl Hypothesis {
                 fields.push(format!("cause = {}", h.cause.to_inline_toml()));
                 fields.push(format!("victim = {}", h.victim.to_inline_toml()));
                 fields.push(format!("victim_count = {}", h.victim_count));
+                if let Some(begins) = &h.victim_begins {
+                    fields.push(format!("victim_begins = {}", begins.to_inline_toml()));
+                }
                 for (key, m) in [("effect_started", &h.effect_started), ("effect_done", &h.effect_done)] {
                     fields.push(format!("{key} = {{ process = {}, output = {} }}", quote(&m.process), quote(&m.text)));
                 }
@@ -205,6 +208,9 @@ pub struct During {
     pub victim: GateSpec,
     /// The victim step's last occurrence number (for "after").
     pub victim_count: u32,
+    /// Where the victim's operation begins, when that is not its first `victim` call (a stream
+    /// of writes over a connection begins at its `connect`): "before" holds the victim here.
+    pub victim_begins: Option<GateSpec>,
     /// Output of a service that says the cause has taken effect.
     pub effect_started: OutputMatch,
     /// Output of a service that says the cause's effect is over.
@@ -337,6 +343,7 @@ struct RawHypothesis {
     cause: Option<RawGate>,
     victim: Option<RawGate>,
     victim_count: Option<Spanned<u32>>,
+    victim_begins: Option<RawGate>,
     effect_started: Option<RawOutputMatch>,
     effect_done: Option<RawOutputMatch>,
     // `order`: the failure depends on whether `first` comes before `then`.
@@ -360,6 +367,7 @@ pub const GATEABLE_SYSCALLS: &[&str] = &[
     "pwrite64",
     "sendto",
     "sendmsg",
+    "connect",
     "kill",
     "tgkill",
     "mount",
@@ -634,12 +642,27 @@ impl Scenario {
                         format!("must be at least victim.nth ({})", victim.nth),
                     ));
                 }
+                let victim_begins = match h.victim_begins {
+                    None => None,
+                    Some(g) => {
+                        let begins = gate(g, "hypothesis.victim_begins")?;
+                        if begins.step != victim.step {
+                            return Err(err(
+                                None,
+                                "hypothesis.victim_begins.step",
+                                format!("must be the victim's step `{}`, not `{}`", victim.step, begins.step),
+                            ));
+                        }
+                        Some(begins)
+                    }
+                };
                 let started = h.effect_started.ok_or_else(|| missing("effect_started"))?;
                 let done = h.effect_done.ok_or_else(|| missing("effect_done"))?;
                 Some(Hypothesis::During(Box::new(During {
                     cause: gate(h.cause.ok_or_else(|| missing("cause"))?, "hypothesis.cause")?,
                     victim,
                     victim_count: victim_count.into_inner(),
+                    victim_begins,
                     effect_started: output_match(started, "hypothesis.effect_started.process")?,
                     effect_done: output_match(done, "hypothesis.effect_done.process")?,
                     runs: h.runs.max(1),
@@ -841,7 +864,7 @@ fails_when = "off"
 
     #[test]
     fn hypotheses_round_trip_through_inline_toml() {
-        for name in ["mountd-sighup", "butterfly", "cron-twin", "statd-flock"] {
+        for name in ["mountd-sighup", "lost-wakeup", "butterfly", "cron-twin", "statd-flock"] {
             let path = format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
             let s = Scenario::load(Path::new(&path)).unwrap();
             let h = s.hypothesis.clone().unwrap();
@@ -852,6 +875,21 @@ fails_when = "off"
             assert_eq!(h2.to_inline_toml(), inline, "{name}");
             assert_eq!(again.text, s.text);
         }
+        // Story 2's stream begins at its connect; a victim_begins of another step is an error.
+        let path = format!("{}/scenarios/lost-wakeup.toml", env!("CARGO_MANIFEST_DIR"));
+        let s = Scenario::load(Path::new(&path)).unwrap();
+        let Some(Hypothesis::During(d)) = &s.hypothesis else { panic!("during") };
+        let begins = d.victim_begins.clone().expect("victim_begins");
+        assert_eq!((begins.step.as_str(), begins.syscall.as_str(), begins.nth), ("upload", "connect", 1));
+        let inline = s
+            .hypothesis
+            .as_ref()
+            .unwrap()
+            .to_inline_toml()
+            .replace("victim_begins = { step = \"upload\"", "victim_begins = { step = \"healthcheck\"");
+        let e = s.with_hypothesis(&path, &inline).unwrap_err();
+        assert_eq!(e.key, "--hypothesis hypothesis.victim_begins.step", "{e}");
+
         let s = Scenario::parse("s.toml", GOOD).unwrap();
         let e = s.with_hypothesis("s.toml", "{ variant = \"nope\", fails_when = \"off\" }").unwrap_err();
         assert_eq!(e.key, "--hypothesis hypothesis.variant", "{e}");
