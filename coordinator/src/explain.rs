@@ -1314,6 +1314,7 @@ fn propose(candidates: &mut Vec<Candidate>, opts: &Options) {
 /// (the observer woke it: a lost-wakeup suspect, story 2).
 fn findings(bundle: &Bundle) -> Vec<Finding> {
     let mut out = Vec::new();
+    let (mut seen, mut repeats): (Vec<(String, String, String, String)>, Vec<u32>) = (Vec::new(), Vec::new());
     for rec in &bundle.hosts {
         let attaches: Vec<&Event> = rec
             .events
@@ -1387,6 +1388,15 @@ fn findings(bundle: &Bundle) -> Vec<Finding> {
                 if let Some(a) = answered {
                     evidence.push(ev(a, format!("pid {} writes again", a.pid)));
                 }
+                // The same story in another run (same host, process, call and tracer) is one
+                // finding with a count, not another line.
+                let key = (rec.name.clone(), w.comm.clone(), call.clone(), tracer.clone());
+                if let Some(i) = seen.iter().position(|k| *k == key) {
+                    repeats[i] += 1;
+                    continue;
+                }
+                seen.push(key);
+                repeats.push(0);
                 out.push(Finding {
                     kind: "observer-woke-blocked-call",
                     summary: format!(
@@ -1396,6 +1406,11 @@ fn findings(bundle: &Bundle) -> Vec<Finding> {
                     evidence,
                 });
             }
+        }
+    }
+    for (f, n) in out.iter_mut().zip(repeats) {
+        if n > 0 {
+            f.summary.push_str(&format!(" (the same in {n} more run(s))"));
         }
     }
     out
