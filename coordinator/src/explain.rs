@@ -455,12 +455,10 @@ fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -> Aligned {
             rs.last.insert(id, occ);
         }
     }
-    let gate_is = |s: &Sig, names: &[&str]| s.gate.as_ref().is_some_and(|g| names.contains(&g.0.as_str()));
     for rs in runs.values_mut() {
         rs.outputs.sort_by_key(|(_, _, o)| o.at.earliest_ns);
-        for (b, sb) in sigs.iter().enumerate().filter(|(_, s)| gate_is(s, &["write", "sendto", "sendmsg"])) {
-            let connect = sigs.iter().position(|c| c.role == sb.role && gate_is(c, &["connect"]));
-            if let (Some(c), Some(first)) = (connect, rs.first.get(&b)) {
+        for (b, sb) in sigs.iter().enumerate() {
+            if let (Some(c), Some(first)) = (connection_of(&sigs, b), rs.first.get(&b)) {
                 if let Some(at) = rs.first.get(&c).filter(|o| o.host == first.host && o.seq < first.seq) {
                     rs.begin.insert(b, at.clone());
                     let last_seq = rs.last.get(&b).map(|o| o.seq).unwrap_or(first.seq);
@@ -477,6 +475,16 @@ fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -> Aligned {
         }
     }
     Aligned { sigs, runs }
+}
+
+/// The connect a stream of writes went over: the same role's `connect` signature, when `b` is a
+/// write/sendto/sendmsg signature and the role made one.
+fn connection_of(sigs: &[Sig], b: usize) -> Option<usize> {
+    let gate_is = |s: &Sig, names: &[&str]| s.gate.as_ref().is_some_and(|g| names.contains(&g.0.as_str()));
+    if !gate_is(&sigs[b], &["write", "sendto", "sendmsg"]) {
+        return None;
+    }
+    sigs.iter().position(|c| c.role == sigs[b].role && gate_is(c, &["connect"]))
 }
 
 fn assign_role(host: usize, e: &Event, roles: &mut HashMap<i32, Role>) {
@@ -809,14 +817,7 @@ fn ordering_candidate(ctx: &Context<'_>, p: Pred, f: Count, q: Count, sep: f64, 
     let (a, b) = (&sigs[ai], &sigs[bi]);
     let summary = match p {
         Pred::Before(..) => format!("{} before {}", name(a), name(b)),
-        Pred::During(..)
-            if b.gate.as_ref().is_some_and(|g| g.0 != "connect")
-                && ctx
-                    .aligned
-                    .sigs
-                    .iter()
-                    .any(|c| c.role == b.role && c.gate.as_ref().is_some_and(|g| g.0 == "connect")) =>
-        {
+        Pred::During(..) if connection_of(sigs, bi).is_some() => {
             format!(
                 "{} lands while {}'s connection is in use (from its connect through its {} calls to its close) [{}]",
                 name(a),
@@ -1007,6 +1008,14 @@ fn during_hypothesis(
     // The effect: the first two different lines a service (the signal's target, for a signal)
     // printed after the cause. A failing run may end before the effect is over: then the other
     // runs say how it ends.
+    // An effect is something a service also prints in passing runs: a line only failing runs
+    // print (a recovery after an attach) is the symptom's aftermath, and "before" could never wait
+    // for it.
+    let normal: BTreeSet<(Role, String)> = passing
+        .iter()
+        .filter_map(|r| ctx.aligned.runs.get(r))
+        .flat_map(|rs| rs.outputs.iter().map(|(role, line, _)| (role.clone(), stable_text(line))))
+        .collect();
     let effect = |rs: &RunSigs| -> Option<(Role, String, String)> {
         let at = rs.first.get(&a)?;
         let target_role = at.target.and_then(|pid| rs.roles.get(&(at.host, pid)));
@@ -1015,6 +1024,7 @@ fn during_hypothesis(
                 && role.cron_command.is_none()
                 && target_role.is_none_or(|t| t == role)
                 && !stable_text(line).is_empty()
+                && (normal.is_empty() || normal.contains(&(role.clone(), stable_text(line))))
                 && ctx.scenario.is_some_and(|s| s.services.iter().any(|p| p.name == role.process))
         });
         let (role, started, _) = after.next()?;
@@ -1027,11 +1037,7 @@ fn during_hypothesis(
         .next()
         .ok_or("no service printed two lines after the cause in any run (the effect starting and ending)")?;
     // A stream of calls over a connection begins at the victim's connect: "before" holds it there.
-    let victim_begins = sigs
-        .iter()
-        .find(|s| s.role == sigs[b].role && s.gate.as_ref().is_some_and(|g| g.0 == "connect"))
-        .map(|s| gate_of(ctx, s, 1))
-        .transpose()?;
+    let victim_begins = connection_of(sigs, b).map(|c| gate_of(ctx, &sigs[c], 1)).transpose()?;
     Ok(Hypothesis::During(Box::new(During {
         cause,
         victim,

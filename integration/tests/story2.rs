@@ -180,7 +180,9 @@ fn story2_observer_effect_is_reported() {
 
 #[test]
 fn story2_confirmed_on_loopback_hosts() {
-    let (demo, _dir) = common::demo(&["lost-wakeup", "--runs", "3", "--loopback"]);
+    // Loopback uploads are faster (no veth), so the window is narrower and fewer free runs fail
+    // (2-5 of 16 measured): more load runs keep a failing one all but certain.
+    let (demo, _dir) = common::demo(&["lost-wakeup", "--runs", "3", "--loopback", "--load-runs", "24"]);
     check_verdict(&demo);
     assert!(demo["hosts"].as_str().unwrap().starts_with("loopback"), "{}", demo["hosts"]);
     if is_root() {
