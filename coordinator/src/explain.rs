@@ -215,6 +215,17 @@ pub fn choose_failing(bundle: &Bundle) -> Result<(Vec<u32>, Vec<u32>), String> {
     }
     let valid: Vec<u32> = pool.iter().map(|r| r.run).collect();
     let failing: Vec<u32> = pool.iter().filter(|r| r.failed).map(|r| r.run).collect();
+    if valid.is_empty() {
+        let notes: Vec<String> =
+            bundle.runs.iter().filter(|r| !r.valid).map(|r| format!("run {}: {}", r.run, r.note)).collect();
+        return Err(format!(
+            "none of the {} runs of capture {} is valid, so there is nothing to compare ({}); fix what the notes \
+             say and record again",
+            bundle.runs.len(),
+            bundle.capture_id,
+            notes.join("; ")
+        ));
+    }
     if failing.is_empty() {
         return Err(format!(
             "none of the {} valid runs of capture {} failed: nothing to explain; record more runs \
@@ -1648,6 +1659,26 @@ mod tests {
         assert_eq!(observer_effect(&bundle).unwrap().kind, "no-observer-effect");
         bundle.runs.iter_mut().for_each(|r| r.observer = "kernel".into());
         assert!(observer_effect(&bundle).is_none());
+    }
+
+    #[test]
+    fn no_valid_run_is_explained_with_the_runs_notes() {
+        let mut run = outcome(1, false, "kernel");
+        run.valid = false;
+        run.note = "step submit did not exit within 60 s (its `timeout`); stopped".into();
+        let bundle = Bundle {
+            capture_id: "c".into(),
+            started_ns: 0,
+            scenario: None,
+            hosts: vec![],
+            runs: vec![run],
+            causal: vec![],
+        };
+        let e = choose_failing(&bundle).unwrap_err();
+        assert!(
+            e.contains("none of the 1 runs of capture c is valid") && e.contains("run 1: step submit did not exit"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::schedule::{Action, Ordering};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const ACTION_TIMEOUT: Duration = Duration::from_secs(20);
-const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+const STEP_TIMEOUT: Duration = Duration::from_secs(heisen_recordings::DEFAULT_STEP_TIMEOUT_S as u64);
 /// After the steps exit, services run on until their output has been quiet this long (at most
 /// SETTLE_MAX), so the effects of what happened late in a run (a reload ending) are recorded:
 /// explain reads them.
@@ -374,8 +374,12 @@ impl Session {
             }
             for step in &steps {
                 let key = (run, step.name.clone());
-                if self.wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit)).await.is_none() {
-                    notes.push(format!("step {} did not exit within {} s; stopped", step.name, STEP_TIMEOUT.as_secs()));
+                let timeout = Duration::from_secs(step.timeout_s.into());
+                if self.wait_for(timeout, |s| s.procs.get(&key).and_then(|p| p.exit)).await.is_none() {
+                    notes.push(format!(
+                        "step {} did not exit within {} s (its `timeout`); stopped",
+                        step.name, step.timeout_s
+                    ));
                     let pid = self.shared.lock().expect("shared").procs.get(&key).map(|p| p.pid).unwrap_or(0);
                     self.stop_process(&step.host, pid).await;
                 }
@@ -457,7 +461,8 @@ impl Session {
             }
             Action::Exit(step) => {
                 let key = (run, step.clone());
-                self.wait_for(STEP_TIMEOUT, |s| s.procs.get(&key).and_then(|p| p.exit))
+                let timeout = scenario.process(step).map_or(STEP_TIMEOUT, |p| Duration::from_secs(p.timeout_s.into()));
+                self.wait_for(timeout, |s| s.procs.get(&key).and_then(|p| p.exit))
                     .await
                     .ok_or_else(|| format!("step {step} did not exit"))?;
                 self.observe(&host_of(step), run, MarkKind::Exit { process: step.clone() });

@@ -27,7 +27,7 @@ pub use order::{
 };
 pub use scenario::{
     During, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process, Scenario, ScenarioError,
-    StateHypothesis, Variant, GATEABLE_SYSCALLS,
+    StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S, GATEABLE_SYSCALLS,
 };
 pub use store::Store;
 

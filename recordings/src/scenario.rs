@@ -54,7 +54,13 @@ pub struct Process {
     pub variant: Option<String>,
     /// Record this process with the ptrace recorder too (decoded arguments; perturbs it).
     pub ptrace: bool,
+    /// Steps: how long a run waits for the step to exit before stopping it and marking the run
+    /// invalid (seconds; `DEFAULT_STEP_TIMEOUT_S` unless the scenario says).
+    pub timeout_s: u32,
 }
+
+/// How long a step may run when its scenario does not say (`timeout = N` under the step).
+pub const DEFAULT_STEP_TIMEOUT_S: u32 = 60;
 
 /// When a run counts as failed.
 #[derive(Clone, Debug)]
@@ -287,6 +293,7 @@ struct RawProcess {
     variant: Option<Spanned<String>>,
     #[serde(default)]
     ptrace: bool,
+    timeout: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -438,6 +445,18 @@ impl Scenario {
                         "`after` is for services; the steps of a run start together (order them with gates)".into(),
                     ));
                 }
+                if let Some(t) = &p.timeout {
+                    let problem = if section != "steps" {
+                        Some("`timeout` is for steps; a service runs until the run ends")
+                    } else if *t.get_ref() == 0 {
+                        Some("timeout must be at least 1 (seconds)")
+                    } else {
+                        None
+                    };
+                    if let Some(problem) = problem {
+                        return Err(err(Some(t.span()), &format!("{section}.{name}.timeout"), problem.into()));
+                    }
+                }
                 if let Some(v) = &p.variant {
                     if !raw.variants.contains_key(v.get_ref()) {
                         let known: Vec<_> = raw.variants.keys().cloned().collect();
@@ -461,6 +480,7 @@ impl Scenario {
                     after: p.after.map(|a| a.into_inner()).unwrap_or_default(),
                     variant: p.variant.map(|v| v.into_inner()),
                     ptrace: p.ptrace,
+                    timeout_s: p.timeout.map(|t| t.into_inner()).unwrap_or(DEFAULT_STEP_TIMEOUT_S),
                 });
             }
             Ok(out)
@@ -793,6 +813,23 @@ effect_done = { process = "srv", output = "reloaded" }
         assert_eq!(h.cause.signal, Some(1));
         assert_eq!(h.victim.nth, 3);
         assert_eq!(h.effect_started.process, "srv");
+        assert!(s.steps.iter().all(|st| st.timeout_s == DEFAULT_STEP_TIMEOUT_S));
+    }
+
+    #[test]
+    fn step_timeouts() {
+        let s =
+            Scenario::parse("s.toml", &GOOD.replace("command = [\"w\"]", "command = [\"w\"]\ntimeout = 90")).unwrap();
+        let w = s.steps.iter().find(|st| st.name == "w").unwrap();
+        assert_eq!(w.timeout_s, 90);
+        check_err(
+            &GOOD.replace("command = [\"w\"]", "command = [\"w\"]\ntimeout = 0"),
+            "s.toml:11: steps.w.timeout: timeout must be at least 1 (seconds)",
+        );
+        check_err(
+            &GOOD.replace("ready = \"listening\"", "ready = \"listening\"\ntimeout = 5"),
+            "s.toml:8: services.srv.timeout: `timeout` is for steps; a service runs until the run ends",
+        );
     }
 
     const STATE: &str = r#"name = "t"
@@ -857,7 +894,7 @@ fails_when = "off"
         );
         check_err(
             &GOOD.replace("ready =", "redy ="),
-            "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`, `ptrace`",
+            "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`, `ptrace`, `timeout`",
         );
         check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
     }
