@@ -300,6 +300,14 @@ enum BenchCommand {
         /// Writes for the rows where every write traps to a supervisor.
         #[arg(long, default_value_t = 100_000)]
         trapped_writes: u64,
+        /// Run only these parts (comma-separated): observer, strace, ptrace, gate (a filter on a
+        /// syscall not made), holds (hold/release round trips), tax (getppid of an untraced
+        /// process while the observer records). Default: all.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::record::SECTIONS))]
+        only: Vec<String>,
+        /// Workloads of the per-workload parts (comma-separated): storm, load. Default: both.
+        #[arg(long, value_delimiter = ',', value_parser = ["storm", "load"])]
+        workload: Vec<String>,
         /// Print JSON (one object per row).
         #[arg(long)]
         json: bool,
@@ -355,8 +363,8 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Agents(a) => agents_cmd(a).await,
         Command::Diff(a) => diff_cmd(a),
         Command::Capture(a) => capture_cmd(a).await,
-        Command::Bench(BenchCommand::Record { storm_writes, load_mib, trapped_writes, json }) => {
-            let sizes = bench::record::Sizes { storm_writes, load_mib, trapped_writes };
+        Command::Bench(BenchCommand::Record { storm_writes, load_mib, trapped_writes, only, workload, json }) => {
+            let sizes = bench::record::Sizes { storm_writes, load_mib, trapped_writes, only, workloads: workload };
             let rows = bench::record::record(&sizes, |what| verify::progress(&format!("bench: {what}"))).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);

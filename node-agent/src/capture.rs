@@ -23,6 +23,9 @@ pub struct Sink {
     store: Arc<Store>,
     capture: String,
     state: Mutex<SinkState>,
+    /// Held while a batch is written: a flush returns only after every batch taken before it is
+    /// in the store (stop relies on it).
+    writing: Mutex<()>,
 }
 
 struct SinkState {
@@ -34,21 +37,33 @@ struct SinkState {
 
 impl Sink {
     fn push(&self, d: Decoded) {
-        let mut state = self.state.lock().expect("sink");
-        let seq = state.next_seq;
-        state.next_seq += 1;
-        state.batch.push(Event { seq, raw_ns: d.raw_ns, pid: d.pid, comm: d.comm, run: d.run, kind: d.kind });
-        if state.batch.len() >= BATCH {
-            self.flush_locked(&mut state);
+        let full = {
+            let mut state = self.state.lock().expect("sink");
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.batch.push(Event { seq, raw_ns: d.raw_ns, pid: d.pid, comm: d.comm, run: d.run, kind: d.kind });
+            if state.batch.len() >= BATCH {
+                Some(std::mem::replace(&mut state.batch, Vec::with_capacity(BATCH)))
+            } else {
+                None
+            }
+        };
+        if let Some(batch) = full {
+            self.store_batch(batch);
         }
     }
 
-    fn flush_locked(&self, state: &mut SinkState) {
-        if state.batch.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut state.batch);
+    /// Writes a batch outside the lock, so a flush by the housekeeping thread never stalls the
+    /// reader's pushes for the time of a sled write (batches are keyed by seq: the order in which
+    /// two of them land does not matter).
+    fn store_batch(&self, batch: Vec<Event>) {
+        let _writing = self.writing.lock().expect("sink writer");
+        self.append(batch);
+    }
+
+    fn append(&self, batch: Vec<Event>) {
         if let Err(e) = self.store.append(&self.capture, &batch) {
+            let mut state = self.state.lock().expect("sink");
             state.lost += batch.len() as u64;
             state.store_error = Some(e.to_string());
             tracing::error!(capture = %self.capture, error = %e, "storing a batch failed");
@@ -56,8 +71,11 @@ impl Sink {
     }
 
     pub fn flush(&self) {
-        let mut state = self.state.lock().expect("sink");
-        self.flush_locked(&mut state);
+        let _writing = self.writing.lock().expect("sink writer");
+        let batch = std::mem::take(&mut self.state.lock().expect("sink").batch);
+        if !batch.is_empty() {
+            self.append(batch);
+        }
     }
 
     fn record_loss(&self, count: u64, location: String) {
@@ -85,12 +103,13 @@ enum Reader {
     /// The text `trace_pipe` (fallback; `HEISEN_TRACE_READER=text`).
     Text(std::io::BufReader<std::fs::File>),
     /// Every CPU's `trace_pipe_raw`, with the formats of the enabled events by id.
-    Raw(Arc<Instance>, std::collections::HashMap<u16, crate::rawtrace::Format>),
+    Raw(Arc<Instance>, fxhash::FxHashMap<u16, crate::rawtrace::Format>),
 }
 
 /// The reader thread: decode every event in time order into the sink until the stop marker.
 fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &AtomicBool) {
     let mut last_flush = Instant::now();
+    let mut lines = 0u32;
     let mut take = |line: crate::tracefs::TraceLine<'_>| {
         match decoder.decode(&line) {
             Step::Event(event) => sink.push(event),
@@ -98,7 +117,10 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
             Step::Stop(_) => return false,
             Step::Nothing => {}
         }
-        if last_flush.elapsed() > Duration::from_millis(20) {
+        // A clock read per line would cost more than decoding some of them: look every 64 lines
+        // (the housekeeping thread flushes every 50 ms too, so a quiet trace is stored anyway).
+        lines = lines.wrapping_add(1);
+        if lines % 64 == 0 && last_flush.elapsed() > Duration::from_millis(20) {
             sink.flush();
             last_flush = Instant::now();
         }
@@ -117,7 +139,7 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
                 let Some(format) = formats.get(&record.id) else { return true };
                 comms.follow(format, &record.data);
                 let line = crate::tracefs::TraceLine {
-                    comm: std::borrow::Cow::Owned(comms.get(record.pid)),
+                    comm: std::borrow::Cow::Borrowed(comms.get(record.pid, record.mono_ns)),
                     pid: record.pid,
                     mono_ns: record.mono_ns,
                     event: &format.name,
@@ -135,13 +157,15 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
     sink.flush();
 }
 
-/// Task names by pid (raw records carry none), re-read from /proc at most every 20 ms per pid so
-/// a rename (exec, prctl) shows up promptly without a read per event. For a task that is gone,
+/// Task names by pid (raw records carry none), re-read from /proc at most every 20 ms per pid
+/// (of trace time: the records' own stamps, so no clock is read per event) so a rename (exec,
+/// prctl) shows up promptly without a read per event. For a task that is gone,
 /// the kernel's own record of names it saw while tracing (`saved_cmdlines`) is asked: that is
 /// the name at the task's last traced event, which the text format shows too.
 #[derive(Default)]
 struct CommCache {
-    by_pid: std::collections::HashMap<i32, (String, Instant)>,
+    /// Name and when it was read (trace-clock ns; `i64::MAX`: told by the kernel, never stale).
+    by_pid: fxhash::FxHashMap<i32, (String, i64)>,
     saved: std::collections::HashMap<i32, String>,
     saved_at: Option<Instant>,
 }
@@ -155,7 +179,7 @@ impl CommCache {
         use crate::rawtrace::{int, string};
         let pid_of = |key: &str| format.field(key).and_then(|f| int(data, f)).map(|p| p as i32);
         let text = |key: &str| format.field(key).and_then(|f| string(data, f));
-        let known = Instant::now() + Duration::from_secs(3600);
+        let known = i64::MAX;
         match format.name.as_str() {
             "task_rename" => {
                 if let (Some(pid), Some(comm)) = (pid_of("pid"), text("newcomm")) {
@@ -182,29 +206,27 @@ impl CommCache {
         }
     }
 
-    fn get(&mut self, pid: i32) -> String {
+    /// The name of `pid` at trace time `now_ns`.
+    fn get(&mut self, pid: i32, now_ns: i64) -> &str {
         if pid == 0 {
-            return "<idle>".into();
+            return "<idle>";
         }
-        if let Some((comm, at)) = self.by_pid.get(&pid) {
-            if *at > Instant::now() || at.elapsed() < Duration::from_millis(20) {
-                return comm.clone();
+        let fresh = self.by_pid.get(&pid).is_some_and(|(_, at)| now_ns.saturating_sub(*at) < 20_000_000);
+        if !fresh {
+            if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                self.by_pid.insert(pid, (comm.trim_end().to_string(), now_ns));
+            } else {
+                let stale = self.saved_at.is_none_or(|at| at.elapsed() > Duration::from_millis(5));
+                if stale || !self.saved.contains_key(&pid) {
+                    self.saved = tracefs::saved_cmdlines();
+                    self.saved_at = Some(Instant::now());
+                }
+                if let Some(comm) = self.saved.get(&pid) {
+                    return comm;
+                }
             }
         }
-        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-            let comm = comm.trim_end().to_string();
-            self.by_pid.insert(pid, (comm.clone(), Instant::now()));
-            return comm;
-        }
-        if self.saved_at.is_none_or(|at| at.elapsed() > Duration::from_millis(5)) || !self.saved.contains_key(&pid) {
-            self.saved = tracefs::saved_cmdlines();
-            self.saved_at = Some(Instant::now());
-        }
-        self.saved
-            .get(&pid)
-            .cloned()
-            .or_else(|| self.by_pid.get(&pid).map(|(c, _)| c.clone()))
-            .unwrap_or_else(|| "<...>".into())
+        self.by_pid.get(&pid).map_or("<...>", |(c, _)| c.as_str())
     }
 }
 
@@ -286,6 +308,7 @@ impl Capture {
             store,
             capture: id.to_string(),
             state: Mutex::new(SinkState { next_seq, batch: Vec::new(), lost: 0, store_error: None }),
+            writing: Mutex::new(()),
         });
         let syscalls: Vec<String> = if syscalls.is_empty() {
             DEFAULT_SYSCALLS.iter().map(|s| s.to_string()).collect()

@@ -6,7 +6,7 @@
 //! itself writes into the trace (launches, output lines, gate holds) come back through here too,
 //! so everything on a host is ordered by one clock: the kernel's.
 
-use std::collections::HashMap;
+use fxhash::FxHashMap;
 
 use heisen_recordings::{fcntl_lock_cmd, flock_op_name, EventKind, SignalPhase};
 use serde::{Deserialize, Serialize};
@@ -144,23 +144,23 @@ pub struct Decoder {
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, to put kernel stamps into the host clock domain (then
     /// through the agent's clock skew, if any).
     mono_to_raw_ns: i64,
-    in_scope: HashMap<i32, bool>,
-    run_of: HashMap<i32, u32>,
-    launched_roots: HashMap<i32, String>,
-    pending: HashMap<i32, (String, Vec<u64>, i64)>,
-    last_sender: HashMap<(i32, i32), (i32, String)>,
+    in_scope: FxHashMap<i32, bool>,
+    run_of: FxHashMap<i32, u32>,
+    launched_roots: FxHashMap<i32, String>,
+    pending: FxHashMap<i32, (&'static str, Vec<u64>, i64)>,
+    last_sender: FxHashMap<(i32, i32), (i32, String)>,
     /// (thread, fd) -> path, resolved when `openat` returned the fd; used when the process is
     /// gone by the time a later syscall on that fd is decoded.
-    fd_paths: HashMap<(i32, u64), String>,
+    fd_paths: FxHashMap<(i32, u64), String>,
     /// Addresses that make a TCP socket this host's (empty: socket events are not recorded).
     local_addrs: Vec<String>,
     /// The last successful mount/umount2 in scope (pid, comm, host ns): the mount watcher's
     /// next change is attributed to it.
     last_mount_call: Option<(i32, String, i64)>,
     /// Exit status each process passed to exit_group, for its exit event.
-    exit_codes: HashMap<i32, i32>,
+    exit_codes: FxHashMap<i32, i32>,
     /// Cron jobs in progress: pid -> (crontab, line, command).
-    cron_jobs: HashMap<i32, (String, String, String)>,
+    cron_jobs: FxHashMap<i32, (String, String, String)>,
     /// Crontab directories besides the system ones and the cron daemon's own `-c DIR`.
     crontab_dirs: Vec<std::path::PathBuf>,
     /// Our ptrace recorders: every stop of a tracee sends them a SIGCHLD, which is the
@@ -177,16 +177,16 @@ impl Decoder {
             scope,
             agent_pid: std::process::id() as i32,
             mono_to_raw_ns,
-            in_scope: HashMap::new(),
-            run_of: HashMap::new(),
-            launched_roots: HashMap::new(),
-            pending: HashMap::new(),
-            last_sender: HashMap::new(),
-            fd_paths: HashMap::new(),
+            in_scope: FxHashMap::default(),
+            run_of: FxHashMap::default(),
+            launched_roots: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            last_sender: FxHashMap::default(),
+            fd_paths: FxHashMap::default(),
             local_addrs: Vec::new(),
             last_mount_call: None,
-            exit_codes: HashMap::new(),
-            cron_jobs: HashMap::new(),
+            exit_codes: FxHashMap::default(),
+            cron_jobs: FxHashMap::default(),
             crontab_dirs: Vec::new(),
             tracers: std::collections::HashSet::new(),
         }
@@ -484,13 +484,13 @@ impl Decoder {
                 } else {
                     None
                 };
-                let comm = line.comm.to_string();
+                let comm = &line.comm;
                 if matches!(name, "mount" | "umount2") && ret == 0 {
                     let at = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
-                    self.last_mount_call = Some((line.pid, comm.clone(), at));
+                    self.last_mount_call = Some((line.pid, comm.to_string(), at));
                 }
                 if let Some(kind) = lock_event(name, &args, ret, enter_ns, &fd_path) {
-                    return self.event(line, line.pid, &comm, kind);
+                    return self.event(line, line.pid, comm, kind);
                 }
                 if name == "fcntl" {
                     return Step::Nothing; // not a lock command
@@ -498,7 +498,7 @@ impl Decoder {
                 self.event(
                     line,
                     line.pid,
-                    &comm,
+                    comm,
                     EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path },
                 )
             }
@@ -513,7 +513,7 @@ impl Decoder {
                         }
                     }
                 }
-                self.pending.insert(line.pid, (name.to_string(), args, enter_ns));
+                self.pending.insert(line.pid, (intern(name), args, enter_ns));
                 Step::Nothing
             }
             None => Step::Nothing,
@@ -622,6 +622,19 @@ fn takes_fd(syscall: &str) -> bool {
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+/// A syscall name as a `&'static str`: a call in progress is remembered per task without an
+/// allocation. The set of names is the kernel's syscall table, so what is leaked is bounded.
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().expect("syscall names");
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let n: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(n);
+    n
 }
 
 #[cfg(test)]

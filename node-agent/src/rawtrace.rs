@@ -10,7 +10,7 @@
 //! exit, so records are merged across CPUs by timestamp, up to a watermark a little behind the
 //! drain, before anyone decodes them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -125,9 +125,28 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
+/// Record buffers handed back after use, so a storm of records does not allocate per record.
+#[derive(Default)]
+pub struct Pool(Vec<Vec<u8>>);
+
+impl Pool {
+    fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut data = self.0.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(bytes);
+        data
+    }
+
+    fn give(&mut self, data: Vec<u8>) {
+        if self.0.len() < 65_536 {
+            self.0.push(data);
+        }
+    }
+}
+
 /// Splits one ring-buffer page into records (appended to `out`); returns false if the kernel
 /// marked events as missed before this page.
-pub fn parse_page(page: &[u8], out: &mut VecDeque<Record>) -> bool {
+pub fn parse_page(page: &[u8], out: &mut VecDeque<Record>, pool: &mut Pool) -> bool {
     if page.len() < 16 {
         return true;
     }
@@ -169,7 +188,7 @@ pub fn parse_page(page: &[u8], out: &mut VecDeque<Record>) -> bool {
                 if record.len() >= 8 {
                     let id = u16::from_le_bytes(record[0..2].try_into().expect("2 bytes"));
                     let pid = i32::from_le_bytes(record[4..8].try_into().expect("4 bytes"));
-                    out.push_back(Record { mono_ns: ts, id, pid, data: record.to_vec() });
+                    out.push_back(Record { mono_ns: ts, id, pid, data: pool.take(record) });
                 }
                 off = start + size;
             }
@@ -193,13 +212,14 @@ pub fn read_records(
         cpus.push((file, VecDeque::new()));
     }
     let mut page = vec![0u8; page_size];
+    let mut pool = Pool::default();
     let mut missed_pages = 0;
     let mut stop_seen_at: Option<Instant> = None;
     loop {
         // Everything stamped before this point is in a buffer already (up to the watermark slack).
         let watermark = mono_ns() - 1_000_000;
         for (file, queue) in cpus.iter_mut() {
-            drain(file, &mut page, queue, &mut missed_pages);
+            drain(file, &mut page, queue, &mut pool, &mut missed_pages);
         }
         loop {
             let next = cpus.iter().enumerate().filter_map(|(i, (_, q))| q.front().map(|r| (r.mono_ns, i))).min();
@@ -209,6 +229,7 @@ pub fn read_records(
                     if !handle(&record) {
                         return Ok(missed_pages);
                     }
+                    pool.give(record.data);
                 }
                 _ => break,
             }
@@ -224,12 +245,12 @@ pub fn read_records(
     }
 }
 
-fn drain(file: &mut File, page: &mut [u8], queue: &mut VecDeque<Record>, missed_pages: &mut u64) {
+fn drain(file: &mut File, page: &mut [u8], queue: &mut VecDeque<Record>, pool: &mut Pool, missed_pages: &mut u64) {
     loop {
         match file.read(page) {
             Ok(0) => return,
             Ok(n) => {
-                if !parse_page(&page[..n], queue) {
+                if !parse_page(&page[..n], queue, pool) {
                     *missed_pages += 1;
                 }
             }
@@ -246,8 +267,8 @@ fn mono_ns() -> i64 {
 }
 
 /// Formats of the enabled events of `dir` (an instance), by id; the marker's format included.
-pub fn formats(tracefs_root: &Path, events: &[String]) -> HashMap<u16, Format> {
-    let mut out = HashMap::new();
+pub fn formats(tracefs_root: &Path, events: &[String]) -> fxhash::FxHashMap<u16, Format> {
+    let mut out = fxhash::FxHashMap::default();
     for event in events.iter().map(String::as_str).chain(["ftrace/print"]) {
         if let Ok(text) = std::fs::read_to_string(tracefs_root.join("events").join(event).join("format")) {
             if let Some((id, format)) = Format::parse(&text) {
@@ -309,7 +330,7 @@ mod tests {
         page.extend_from_slice(&data);
         page.resize(4096, 0);
         let mut out = VecDeque::new();
-        assert!(parse_page(&page, &mut out));
+        assert!(parse_page(&page, &mut out, &mut Pool::default()));
         let times: Vec<i64> = out.iter().map(|r| r.mono_ns).collect();
         assert_eq!(times, vec![1005, 1005 + (1 << 27) + 3 + 2]);
         assert!(out.iter().all(|r| r.id == 261 && r.pid == 77 && r.data.len() == 40));

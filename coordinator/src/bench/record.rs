@@ -36,6 +36,24 @@ pub struct Sizes {
     pub load_mib: u64,
     /// Writes for the rows where every write traps to a supervisor (slow by design).
     pub trapped_writes: u64,
+    /// Which parts to run (all of [`SECTIONS`] when empty).
+    pub only: Vec<String>,
+    /// Which workloads the per-workload parts run (storm and load when empty).
+    pub workloads: Vec<String>,
+}
+
+/// The parts of `heisen bench record`, in the order they run; the untraced baseline of a
+/// workload always runs.
+pub const SECTIONS: &[&str] = &["observer", "strace", "ptrace", "gate", "holds", "tax"];
+
+impl Sizes {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
+    fn measures(&self, workload: &str) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|w| w == workload)
+    }
 }
 
 fn exe() -> Result<PathBuf> {
@@ -283,14 +301,14 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     let observer = agent.info.capabilities.as_ref().is_some_and(|c| c.kernel_tracing);
     let strace = Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     let mut rows = Vec::new();
-    for workload in ["storm", "load"] {
+    for workload in ["storm", "load"].into_iter().filter(|w| sizes.measures(w)) {
         let args = workload_args(workload, sizes, dir.path(), false);
         progress(&format!("{workload}: untraced (after a warm-up run)"));
         // The first run pays cold costs (page cache for the load's file) the others do not.
         run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
         let (base, _) = run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
         rows.push(row(workload, "untraced", base, base, None, "", None));
-        if observer {
+        if observer && sizes.runs("observer") {
             progress(&format!("{workload}: heisen kernel observer"));
             let (ns, lost, _, per_s) = run_observed(&mut agent, &args, &format!("bench-{workload}")).await?;
             let limit = if workload == "storm" { 3.0 } else { 1.10 };
@@ -312,7 +330,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                 rows.push(Row { ratio_vs_untraced: f64::NAN, ..ingest });
             }
         }
-        if strace {
+        if strace && sizes.runs("strace") {
             for (method, extra, pinned) in [
                 ("strace -f", vec!["-f", "-e", "trace=write"], false),
                 ("strace -f, pinned to one CPU", vec!["-f", "-e", "trace=write"], true),
@@ -351,15 +369,23 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                 });
             }
         }
-        progress(&format!("{workload}: heisen ptrace recorder (opt-in)"));
+        if sizes.runs("ptrace") {
+            progress(&format!("{workload}: heisen ptrace recorder (opt-in)"));
+        }
         // Every syscall stops twice: the storm's trapped size keeps this row short.
         let traced_args = workload_args(workload, sizes, dir.path(), workload == "storm");
         for (method, pinned) in [
             ("heisen ptrace recorder (opt-in, decoded args)", false),
             ("heisen ptrace recorder, pinned to one CPU", true),
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| sizes.runs("ptrace"))
+        {
             let (ns, _) = run_ptrace_recorded(&heisen, &traced_args, pinned)?;
             rows.push(row(workload, method, ns, base, None, "", None));
+        }
+        if !sizes.runs("gate") {
+            continue;
         }
         progress(&format!("{workload}: gate on a syscall it does not make"));
         let (ns, _) = run_gated(&args, &[libc::SYS_flock], false, None)?;
@@ -370,8 +396,8 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     }
     // Hold/release round trips: every write traps to a supervisor.
     let args = workload_args("storm", sizes, dir.path(), true);
-    let (base, _) = run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
-    for pinned in [true, false] {
+    let base = if sizes.runs("holds") { run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?.0 } else { 0.0 };
+    for pinned in [true, false].into_iter().filter(|_| sizes.runs("holds")) {
         let how = if pinned { "pinned to one CPU" } else { "unpinned" };
         progress(&format!("hold/release round trips, {how}"));
         let (bare, _) = run_gated(&args, &[libc::SYS_write], pinned, Some(bare_supervisor))?;
@@ -389,6 +415,10 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         ));
     }
     // The tax on a process heisen does not trace, while it records another.
+    if !sizes.runs("tax") {
+        drop(hosts);
+        return Ok(rows);
+    }
     progress("getppid in an unrelated process, without and with the observer recording");
     let getppid = ["fixture".to_string(), "getppid".into(), "--calls".into(), sizes.storm_writes.to_string()];
     let (idle, _) = run(Command::new(&heisen).args(&getppid).stdout(Stdio::piped()))?;
