@@ -289,6 +289,19 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Two local hosts (netns when root) with skewed agent clocks: the clock estimate's error
+    /// against the injected skew, and the latency of a gate release on another host.
+    Hosts {
+        /// Clock probe bursts, 500 ms apart.
+        #[arg(long, default_value_t = 10)]
+        bursts: u32,
+        /// Hold/release cycles of a process on the other host.
+        #[arg(long, default_value_t = 200)]
+        releases: u32,
+        /// Print JSON (one object per row).
+        #[arg(long)]
+        json: bool,
+    },
     /// Recording and gating costs side by side: untraced, heisen's observer, strace, gates.
     Record {
         /// One-byte writes of the storm workload.
@@ -370,6 +383,16 @@ async fn dispatch(command: Command) -> Result<i32> {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
                 print!("{}", bench::record::table(&rows));
+            }
+            Ok(0)
+        }
+        Command::Bench(BenchCommand::Hosts { bursts, releases, json }) => {
+            let plan = bench::hosts::Plan { bursts, releases };
+            let (mode, rows) = bench::hosts::hosts(&plan, |what| verify::progress(&format!("bench: {what}"))).await?;
+            if json {
+                println!("{}", serde_json::json!({ "hosts": mode, "rows": rows }));
+            } else {
+                print!("{}", bench::hosts::table(&mode, &rows));
             }
             Ok(0)
         }

@@ -158,6 +158,17 @@ impl Hosts {
         self.dir.path().join(format!("agent-{host}.log"))
     }
 
+    /// The true-clock instant (ns) from which a skewed agent's drift accrues, as the agent logged
+    /// it (a testing aid that never goes over the wire): the ground truth for clock estimates.
+    pub fn skew_origin(&self, host: &str) -> Result<f64> {
+        let log = context(std::fs::read_to_string(self.log_path(host)), "cannot read the agent log")?;
+        log.lines()
+            .find(|l| l.starts_with("clock skew (testing option)"))
+            .and_then(|l| l.split("origin_ns=").nth(1))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("agent {host} logged no clock skew origin (was it started with a skew?)"))
+    }
+
     /// Claims a free id (bridge `hzbrID`, subnet 10.213.ID.0/24) and brings its bridge up.
     /// A bridge that exists belongs to another harness (another test, in this process or not):
     /// never delete it, take the next id.

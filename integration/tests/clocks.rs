@@ -13,13 +13,6 @@ use common::{heisen, is_root};
 const SKEWS: [(&str, &str, f64, f64); 2] =
     [("a", "+750ms,100ppm", 750e6, 100.0), ("b", "-300ms,100ppm", -300e6, 100.0)];
 
-/// The skew origin the agent logged (a testing aid that never goes over the wire).
-fn logged_origin(hosts: &Hosts, host: &str) -> f64 {
-    let log = std::fs::read_to_string(hosts.log_path(host)).unwrap();
-    let line = log.lines().find(|l| l.starts_with("clock skew (testing option)")).expect("skew line in the agent log");
-    line.split("origin_ns=").nth(1).unwrap().trim().parse().unwrap()
-}
-
 #[test]
 fn skew_is_recovered_within_the_reported_bound() {
     if !is_root() {
@@ -47,7 +40,7 @@ fn skew_is_recovered_within_the_reported_bound() {
         let row = rows.iter().find(|r| r["name"] == host).unwrap();
         let (est, err, at) =
             (row["offset_ns"].as_f64().unwrap(), row["error_ns"].as_f64().unwrap(), row["at_ns"].as_f64().unwrap());
-        let truth = offset_ns + ppm * 1e-6 * (at - logged_origin(&hosts, host));
+        let truth = offset_ns + ppm * 1e-6 * (at - hosts.skew_origin(host).unwrap());
         assert!((est - truth).abs() <= err, "{host}: estimate {est} vs truth {truth} ± {err}");
         assert!(err < 1e6, "{host}: bound {err} ns is not under 1 ms");
     }
@@ -100,4 +93,34 @@ fn story1_under_skew_never_orders_cause_and_symptom_wrongly() {
             "run {run}: symptom {symptom} placed before cause {sighup}"
         );
     }
+}
+
+/// `heisen bench hosts` (numbers, not asserts on them): it runs on two hosts with skewed agents,
+/// every hold it asks for comes back, and its clock rows hold their own error bounds.
+#[test]
+fn bench_hosts_measures_clock_error_and_gate_release() {
+    let out = Command::new(heisen())
+        .args(["bench", "hosts", "--bursts", "3", "--releases", "12", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    if is_root() {
+        assert_eq!(report["hosts"], "netns", "{report}");
+    }
+    let rows = report["rows"].as_array().unwrap();
+    let clock: Vec<&Value> = rows.iter().filter(|r| r["workload"] == "clock" && r["unit"] == "ns").collect();
+    assert_eq!(clock.len(), 2, "{report:#}");
+    for r in clock {
+        assert_eq!(r["met"], true, "estimate outside its own bound: {r}");
+        assert_eq!(r["samples"], 3);
+    }
+    let gates: Vec<&Value> = rows.iter().filter(|r| r["workload"] == "gate-release").collect();
+    assert_eq!(gates.len(), 3, "{report:#}");
+    for r in &gates[..2] {
+        assert_eq!(r["samples"], 11, "one latency per pair of consecutive holds: {r}");
+        assert!(r["value"].as_f64().is_some_and(f64::is_finite), "{r}");
+    }
+    // The round trip is timed on the coordinator's clock alone: a release cannot come back first.
+    assert!(gates[1]["value"].as_f64().unwrap() > 0.0, "{:#}", gates[1]);
 }
