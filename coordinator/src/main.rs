@@ -60,9 +60,9 @@ enum Command {
     Diff(DiffArgs),
     /// Show each agent's reachability, version, capabilities and clock offset.
     Agents(AgentsArgs),
-    /// Measure and print numbers (see docs/BENCHMARKS.md); build with --release.
-    #[command(subcommand)]
-    Bench(BenchCommand),
+    /// Measure and print numbers (see docs/BENCHMARKS.md); build with --release. Without a
+    /// subcommand: `record`.
+    Bench(BenchArgs),
     /// Run a heisen agent (same as the heisen-agent binary); used by local hosts.
     #[command(hide = true)]
     Agent(heisen_agent::AgentArgs),
@@ -275,6 +275,15 @@ struct DiffArgs {
     json: bool,
 }
 
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    record: RecordArgs,
+}
+
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// The k-way merge of synthetic per-host streams: events/s and peak memory.
@@ -303,28 +312,32 @@ enum BenchCommand {
         json: bool,
     },
     /// Recording and gating costs side by side: untraced, heisen's observer, strace, gates.
-    Record {
-        /// One-byte writes of the storm workload.
-        #[arg(long, default_value_t = 1_000_000)]
-        storm_writes: u64,
-        /// MiB of the load workload (written in 64 KiB chunks).
-        #[arg(long, default_value_t = 1024)]
-        load_mib: u64,
-        /// Writes for the rows where every write traps to a supervisor.
-        #[arg(long, default_value_t = 100_000)]
-        trapped_writes: u64,
-        /// Run only these parts (comma-separated): observer, strace, ptrace, gate (a filter on a
-        /// syscall not made), holds (hold/release round trips), tax (getppid of an untraced
-        /// process while the observer records). Default: all.
-        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::record::SECTIONS))]
-        only: Vec<String>,
-        /// Workloads of the per-workload parts (comma-separated): storm, load. Default: both.
-        #[arg(long, value_delimiter = ',', value_parser = ["storm", "load"])]
-        workload: Vec<String>,
-        /// Print JSON (one object per row).
-        #[arg(long)]
-        json: bool,
-    },
+    Record(RecordArgs),
+}
+
+/// What `heisen bench record` (and a bare `heisen bench`) measures.
+#[derive(Args, Debug)]
+struct RecordArgs {
+    /// One-byte writes of the storm workload.
+    #[arg(long, default_value_t = 1_000_000)]
+    storm_writes: u64,
+    /// MiB of the load workload (written in 64 KiB chunks).
+    #[arg(long, default_value_t = 1024)]
+    load_mib: u64,
+    /// Writes for the rows where every write traps to a supervisor.
+    #[arg(long, default_value_t = 100_000)]
+    trapped_writes: u64,
+    /// Run only these parts (comma-separated): observer, strace, ptrace, gate (a filter on a
+    /// syscall not made), holds (hold/release round trips), tax (getppid of an untraced
+    /// process while the observer records). Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::record::SECTIONS))]
+    only: Vec<String>,
+    /// Workloads of the per-workload parts (comma-separated): storm, load. Default: both.
+    #[arg(long, value_delimiter = ',', value_parser = ["storm", "load"])]
+    workload: Vec<String>,
+    /// Print JSON (one object per row).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -376,7 +389,16 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Agents(a) => agents_cmd(a).await,
         Command::Diff(a) => diff_cmd(a),
         Command::Capture(a) => capture_cmd(a).await,
-        Command::Bench(BenchCommand::Record { storm_writes, load_mib, trapped_writes, only, workload, json }) => {
+        Command::Bench(BenchArgs { command, record }) => {
+            bench_cmd(command.unwrap_or(BenchCommand::Record(record))).await
+        }
+        Command::Agent(_) => unreachable!("handled in main"),
+    }
+}
+
+async fn bench_cmd(command: BenchCommand) -> Result<i32> {
+    match command {
+        BenchCommand::Record(RecordArgs { storm_writes, load_mib, trapped_writes, only, workload, json }) => {
             let sizes = bench::record::Sizes { storm_writes, load_mib, trapped_writes, only, workloads: workload };
             let rows = bench::record::record(&sizes, |what| verify::progress(&format!("bench: {what}"))).await?;
             if json {
@@ -386,7 +408,7 @@ async fn dispatch(command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Bench(BenchCommand::Hosts { bursts, releases, json }) => {
+        BenchCommand::Hosts { bursts, releases, json } => {
             let plan = bench::hosts::Plan { bursts, releases };
             let (mode, rows) = bench::hosts::hosts(&plan, |what| verify::progress(&format!("bench: {what}"))).await?;
             if json {
@@ -396,7 +418,7 @@ async fn dispatch(command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Bench(BenchCommand::Merge { events, hosts, json }) => {
+        BenchCommand::Merge { events, hosts, json } => {
             let r = tokio::task::spawn_blocking(move || bench::merge::merge(events, hosts)).await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
@@ -412,7 +434,6 @@ async fn dispatch(command: Command) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Agent(_) => unreachable!("handled in main"),
     }
 }
 

@@ -195,3 +195,13 @@ fn replay_refuses_what_it_cannot_re_execute() {
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/scenarios/statd-flock.toml");
     assert_bad_input(&heisen(&["replay", scenario, "--run", "1", "--local"]), &["is a scenario file"]);
 }
+
+#[test]
+fn bench_refuses_unknown_parts() {
+    let out = heisen(&["bench", "--only", "observer,nope"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid value 'nope'") && stderr.contains("observer"), "{stderr}");
+    let out = heisen(&["bench", "hosts", "--releases", "many"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}

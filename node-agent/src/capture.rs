@@ -120,7 +120,7 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
         // A clock read per line would cost more than decoding some of them: look every 64 lines
         // (the housekeeping thread flushes every 50 ms too, so a quiet trace is stored anyway).
         lines = lines.wrapping_add(1);
-        if lines % 64 == 0 && last_flush.elapsed() > Duration::from_millis(20) {
+        if lines.is_multiple_of(64) && last_flush.elapsed() > Duration::from_millis(20) {
             sink.flush();
             last_flush = Instant::now();
         }
