@@ -714,8 +714,19 @@ fn ordering_candidates(ctx: &Context<'_>, passing: &[u32], opts: &Options) -> (V
     // message, a crash): "before the symptom" separates trivially and says nothing.
     let in_passing: BTreeSet<usize> =
         passing.iter().filter_map(|r| ctx.aligned.runs.get(r)).flat_map(|rs| rs.first.keys().copied()).collect();
+    // A printed line is late (timed when heisen read it from the pipe) and reports what its
+    // process did: when the process's own calls are recorded, they stand for it as a cause.
+    let recorded_roles: BTreeSet<&Role> = sigs
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| s.class != Class::Output && in_passing.contains(i))
+        .map(|(_, s)| &s.role)
+        .collect();
     let mut pairs: Vec<(usize, usize)> = Vec::new();
     for a in 0..sigs.len() {
+        if sigs[a].class == Class::Output && recorded_roles.contains(&sigs[a].role) {
+            continue;
+        }
         for b in 0..sigs.len() {
             // A printed line is never the reference point B: its time is when heisen read it from
             // the pipe (late by up to the agent's read interval), and it is an effect.

@@ -393,6 +393,16 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         let (target, met) =
             if workload == "storm" { ("<= +50 ns per syscall", Some(ns - base <= 50.0)) } else { ("", None) };
         rows.push(row(workload, "gate, syscall not made (filter path)", ns, base, None, target, met));
+        if workload == "load" {
+            // Every 64 KiB write held and released at once (the storm's round trips are below).
+            progress("load: gate on every write, released at once");
+            let (bare, _) = run_gated(&args, &[libc::SYS_write], false, Some(bare_supervisor))?;
+            let (ours, _) = run_gated(&args, &[libc::SYS_write], false, Some(heisen_supervisor))?;
+            rows.push(row(workload, "bare seccomp supervisor, every write", bare, base, None, "", None));
+            let target = format!("<= 1.5x bare ({:.0} ns)", 1.5 * bare);
+            let method = "heisen gate hold/release, every write";
+            rows.push(row(workload, method, ours, base, None, &target, Some(ours <= 1.5 * bare)));
+        }
     }
     // Hold/release round trips: every write traps to a supervisor.
     let args = workload_args("storm", sizes, dir.path(), true);
