@@ -114,6 +114,23 @@ impl Agent {
         Ok(self.rpc.start_capture(req).await.map_err(|s| self.err("start capture", s))?.into_inner())
     }
 
+    /// Opens the gate channel of `capture`: commands (releases) go into the sender, hold notices
+    /// come out of the stream.
+    pub async fn open_gates(
+        &mut self,
+        capture: &str,
+    ) -> Result<(tokio::sync::mpsc::UnboundedSender<proto::GateCommand>, tonic::Streaming<proto::GateNotice>)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(proto::GateCommand { command: Some(proto::gate_command::Command::OpenCapture(capture.into())) })?;
+        let notices = self
+            .rpc
+            .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
+            .await
+            .map_err(|s| self.err("open gate channel", s))?
+            .into_inner();
+        Ok((tx, notices))
+    }
+
     pub async fn stop_capture(&mut self, capture: &str) -> Result<proto::CaptureStatus> {
         let req = proto::StopCaptureRequest { capture_id: capture.into() };
         Ok(self.rpc.stop_capture(req).await.map_err(|s| self.err("stop capture", s))?.into_inner())

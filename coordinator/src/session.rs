@@ -129,16 +129,7 @@ impl Session {
             let env = agent.snapshot(capture_id, "start").await?;
             session.environments.entry(name.clone()).or_default().push(env);
             session.observers.insert(name.clone(), status.observer);
-            let (tx, rx) = mpsc::unbounded_channel();
-            tx.send(proto::GateCommand {
-                command: Some(proto::gate_command::Command::OpenCapture(capture_id.into())),
-            })?;
-            let mut notices = agent
-                .rpc
-                .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-                .await
-                .map_err(|s| agent.err("open gate channel", s))?
-                .into_inner();
+            let (tx, mut notices) = agent.open_gates(capture_id).await?;
             let (shared, host) = (session.shared.clone(), name.clone());
             tokio::spawn(async move {
                 while let Ok(Some(n)) = notices.message().await {

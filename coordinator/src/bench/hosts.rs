@@ -17,7 +17,6 @@ use heisen_fixtures::hosts::{Hosts, Mode, Options};
 use heisen_proto as proto;
 use heisen_recordings::{ClockModel, ProbeSample};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::client::{now_ns, Agent, Selection};
 
@@ -145,14 +144,7 @@ async fn gate_rows(agent: &mut Agent, releases: u32, progress: &impl Fn(&str)) -
     let capture = format!("bench-gates-{}", std::process::id());
     agent.start_capture(&capture, &Selection::default()).await?;
     let mut probes = agent.probe(8).await?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(proto::GateCommand { command: Some(proto::gate_command::Command::OpenCapture(capture.clone())) })?;
-    let mut notices = agent
-        .rpc
-        .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
-        .await
-        .map_err(|s| agent.err("open gate channel", s))?
-        .into_inner();
+    let (tx, mut notices) = agent.open_gates(&capture).await?;
     let gates = (1..=releases)
         .map(|k| proto::GatePoint { id: format!("write-{k}"), syscall: "write".into(), nth: k, ..Default::default() })
         .collect();
