@@ -225,11 +225,7 @@ pub fn table(mode: &str, rows: &[HostRow]) -> String {
     let us = |ns: f64| format!("{:.1} us", ns / 1e3);
     for r in rows {
         let value = if r.unit == "ppm" { format!("{:.2} ppm", r.value) } else { us(r.value) };
-        let verdict = match r.met {
-            Some(true) => " (met)",
-            Some(false) => " (MISSED)",
-            None => "",
-        };
+        let verdict = super::verdict(r.met);
         out.push_str(&format!(
             "{:<13} {:<4} {:<66} {:>11} {:>11} {:>10}  {}{}\n",
             r.workload,

@@ -4,3 +4,12 @@
 pub mod hosts;
 pub mod merge;
 pub mod record;
+
+/// How a table shows whether a row meets its target.
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => " (met)",
+        Some(false) => " (MISSED)",
+        None => "",
+    }
+}

@@ -458,11 +458,7 @@ pub fn table(rows: &[Row]) -> String {
     for r in rows {
         let lost = r.events_lost.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
         let ratio = if r.ratio_vs_untraced.is_finite() { format!("{:.2}x", r.ratio_vs_untraced) } else { "-".into() };
-        let verdict = match r.met {
-            Some(true) => " (met)",
-            Some(false) => " (MISSED)",
-            None => "",
-        };
+        let verdict = super::verdict(r.met);
         out.push_str(&format!(
             "{:<9} {:<42} {:>12.1} {:>9} {:>8}  {}{}\n",
             r.workload, r.method, r.ns_per_syscall, ratio, lost, r.target, verdict
