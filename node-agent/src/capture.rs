@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use heisen_recordings::{Event, EventKind, Store};
 
+use crate::bpf::{Select, WriteRecorder};
+use crate::cgroup::Cgroup;
 use crate::observer::{AgentNote, Decoded, Decoder, Scope, Step, BASE_EVENTS, DEFAULT_SYSCALLS, PTRACE_FILTER};
 use crate::tracefs::{self, Instance};
 
@@ -102,8 +104,9 @@ impl Sink {
 enum Reader {
     /// The text `trace_pipe` (fallback; `HEISEN_TRACE_READER=text`).
     Text(std::io::BufReader<std::fs::File>),
-    /// Every CPU's `trace_pipe_raw`, with the formats of the enabled events by id.
-    Raw(Arc<Instance>, fxhash::FxHashMap<u16, crate::rawtrace::Format>),
+    /// Every CPU's `trace_pipe_raw`, with the formats of the enabled events by id, and the write
+    /// recorder's ring when writes are recorded by BPF.
+    Raw(Arc<Instance>, fxhash::FxHashMap<u16, crate::rawtrace::Format>, Option<WriteRecorder>),
 }
 
 /// The reader thread: decode every event in time order into the sink until the stop marker.
@@ -133,9 +136,10 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
                 sink.record_loss(unparsed, "unparsed trace lines".into());
             }
         }
-        Reader::Raw(instance, formats) => {
+        Reader::Raw(instance, formats, mut writes) => {
             let mut comms = CommCache::default();
-            let result = crate::rawtrace::read_records(&instance.dir(), instance.page_size(), stopped, |record| {
+            let (dir, page_size) = (instance.dir(), instance.page_size());
+            let result = crate::rawtrace::read_records(&dir, page_size, writes.as_mut(), stopped, |record| {
                 let Some(format) = formats.get(&record.id) else { return true };
                 comms.follow(format, &record.data);
                 let line = crate::tracefs::TraceLine {
@@ -151,6 +155,9 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
                 Ok(0) => {}
                 Ok(pages) => sink.record_loss(0, format!("{pages} ring-buffer pages reported missed events")),
                 Err(e) => sink.record_loss(0, format!("raw trace reader failed: {e}")),
+            }
+            if let Some(lost) = writes.as_ref().map(WriteRecorder::lost).filter(|n| *n > 0) {
+                sink.record_loss(lost, "write recorder's BPF ring buffer was full".into());
             }
         }
     }
@@ -243,6 +250,27 @@ fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
     sink.push(Decoded { raw_ns: now_ns(), pid: note.pid, comm: note.comm, run: note.run, kind: note.kind });
 }
 
+/// Starts the BPF write recorder for this scope (see `bpf`): in launched scope it selects the
+/// capture's own cgroup, in netns scope every task (the decoder keeps the host's). When it cannot
+/// start, writes are recorded through tracefs as every other call, and the log says why.
+fn start_write_recorder(scope: &Scope, name: &str) -> (Option<WriteRecorder>, Option<Cgroup>) {
+    if std::env::var("HEISEN_WRITE_RECORDER").is_ok_and(|v| v == "tracefs") {
+        return (None, None);
+    }
+    let started = match scope {
+        Scope::Launched => Cgroup::create(name)
+            .and_then(|group| WriteRecorder::start(Select::Cgroup(group.id())).map(|r| (r, Some(group)))),
+        Scope::Netns { .. } => WriteRecorder::start(Select::All).map(|r| (r, None)),
+    };
+    match started {
+        Ok((recorder, group)) => (Some(recorder), group),
+        Err(reason) => {
+            tracing::warn!(%reason, "BPF write recorder unavailable; writes are recorded through tracefs");
+            (None, None)
+        }
+    }
+}
+
 /// Syscalls recorded for every process even when a capture selects processes: file locks (the
 /// lock recorder) and mount calls (they attribute mount-table changes).
 const HOST_WIDE_SYSCALLS: &[&str] = &["flock", "fcntl", "mount", "umount2"];
@@ -274,6 +302,9 @@ pub struct Capture {
     instance: Option<Arc<Instance>>,
     /// `set_event_pid` of the instance in launched scope: children add themselves before exec.
     pid_filter: Option<std::fs::File>,
+    /// The capture's cgroup in launched scope, when the write recorder selects by it: children
+    /// join it before exec too.
+    cgroup: Mutex<Option<Cgroup>>,
     reader: Mutex<Option<JoinHandle<()>>>,
     stopped: Arc<AtomicBool>,
     /// ptrace recorder processes attached during this capture; stopped (detached) at stop.
@@ -315,14 +346,21 @@ impl Capture {
         } else {
             syscalls.to_vec()
         };
+        let instance_name = format!("heisen-{agent_name}-{}", std::process::id());
+        let text_reader = std::env::var("HEISEN_TRACE_READER").is_ok_and(|v| v == "text");
+        let (writes, cgroup) = if syscalls.iter().any(|s| s == "write") && selection.filter().is_none() && !text_reader
+        {
+            start_write_recorder(&scope, &instance_name)
+        } else {
+            (None, None)
+        };
         let mut events: Vec<String> = BASE_EVENTS.iter().map(|s| s.to_string()).collect();
-        for name in &syscalls {
+        for name in syscalls.iter().filter(|s| writes.is_none() || *s != "write") {
             events.push(format!("syscalls/sys_enter_{name}"));
             if name != "ptrace" {
                 events.push(format!("syscalls/sys_exit_{name}"));
             }
         }
-        let instance_name = format!("heisen-{agent_name}-{}", std::process::id());
         let stopped = Arc::new(AtomicBool::new(false));
         let (instance, observer) = match Instance::create(&instance_name, &events, 8192) {
             Ok(instance) => (Some(Arc::new(instance)), "tracefs".to_string()),
@@ -351,6 +389,7 @@ impl Capture {
             sink,
             instance,
             pid_filter,
+            cgroup: Mutex::new(cgroup),
             reader: Mutex::new(None),
             stopped,
             tracers: Mutex::new(Vec::new()),
@@ -371,12 +410,20 @@ impl Capture {
             let decoder = Decoder::new(scope, mono_to_raw)
                 .with_socket_addresses(socket_addrs)
                 .with_crontab_dirs(crontab_dirs.to_vec());
-            let text_reader =
-                std::env::var("HEISEN_TRACE_READER").is_ok_and(|v| v == "text") || !instance.has_raw_pipes();
-            let reader = if text_reader {
+            let reader = if text_reader || !instance.has_raw_pipes() {
+                if writes.is_some() {
+                    // No raw pipes, no merge by time: the writes go back to tracefs.
+                    for part in ["enter", "exit"] {
+                        instance.enable(&format!("syscalls/sys_{part}_write"))?;
+                    }
+                }
                 Reader::Text(instance.pipe()?)
             } else {
-                Reader::Raw(instance.clone(), crate::rawtrace::formats(&instance.root(), &events))
+                let mut formats = crate::rawtrace::formats(&instance.root(), &events);
+                if writes.is_some() {
+                    formats.insert(crate::bpf::WRITE_ID, crate::bpf::write_format());
+                }
+                Reader::Raw(instance.clone(), formats, writes)
             };
             let (sink, stopped) = (capture.sink.clone(), capture.stopped.clone());
             let handle = std::thread::Builder::new()
@@ -435,10 +482,12 @@ impl Capture {
         Some((instance.marker_fd(), format!("heisen:{json}").into_bytes()))
     }
 
-    /// In launched scope: the fd a child writes its own pid to, so the kernel records it.
-    pub fn pid_filter_fd(&self) -> Option<std::os::fd::RawFd> {
+    /// In launched scope: the files a child writes its own pid to, so the kernel records it
+    /// (the tracefs pid list, and the write recorder's cgroup).
+    pub fn pid_filter_fds(&self) -> [Option<std::os::fd::RawFd>; 2] {
         use std::os::fd::AsRawFd;
-        self.pid_filter.as_ref().map(|f| f.as_raw_fd())
+        let group = self.cgroup.lock().expect("cgroup").as_ref().map(|g| g.procs().as_raw_fd());
+        [self.pid_filter.as_ref().map(|f| f.as_raw_fd()), group]
     }
 
     /// Attaches the ptrace recorder (a helper process of this binary) to `pid`; its decoded calls
@@ -501,7 +550,11 @@ impl Capture {
                     );
                 }
             }
+            // Nothing is read any more: leave the kernel as it was (the write recorder went with
+            // the reader thread).
+            instance.close();
         }
+        self.cgroup.lock().expect("cgroup").take();
         self.sink.flush();
         let _ = self.sink.store.flush();
     }

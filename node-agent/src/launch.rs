@@ -95,7 +95,7 @@ pub fn launch(
         kind: EventKind::Launch { name: spec.name.clone(), role: spec.role.clone(), argv: argv.clone() },
     };
     let marker = capture.launch_marker(&launch_note);
-    let pid_filter = capture.pid_filter_fd();
+    let pid_filters = capture.pid_filter_fds();
     let filter = if spec.gates.is_empty() {
         None
     } else {
@@ -124,9 +124,9 @@ pub fn launch(
     unsafe {
         cmd.pre_exec(move || {
             libc::setpgid(0, 0);
-            if let Some(fd) = pid_filter {
-                let mut digits = [0u8; 12];
-                let text = decimal(libc::getpid() as u32, &mut digits);
+            let mut digits = [0u8; 12];
+            let text = decimal(libc::getpid() as u32, &mut digits);
+            for fd in pid_filters.into_iter().flatten() {
                 libc::write(fd, text.as_ptr().cast(), text.len());
             }
             if let Some((fd, bytes)) = &marker {

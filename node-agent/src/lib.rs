@@ -4,7 +4,9 @@
 //! The agent records and gates; it never decides what a recording means or which ordering to
 //! enforce. That is the coordinator's job.
 
+mod bpf;
 mod capture;
+mod cgroup;
 mod clock;
 mod environment;
 pub mod gate;
@@ -150,6 +152,10 @@ pub fn run(args: AgentArgs) -> i32 {
         capabilities: Some(capabilities()),
         pid: std::process::id(),
     };
+    if info.capabilities.as_ref().is_some_and(|c| c.root) {
+        tracefs::remove_stale_instances();
+        cgroup::remove_stale_groups();
+    }
     let sources = environment::Sources { scope: scope.clone(), crontab_dirs: args.crontab_dir.clone() };
     let service = Arc::new(service::AgentService::new(name.clone(), args.data.clone(), sources, store, info));
     let code = runtime.block_on(serve(args.listen, token, service.clone()));

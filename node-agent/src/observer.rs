@@ -166,6 +166,9 @@ pub struct Decoder {
     /// Our ptrace recorders: every stop of a tracee sends them a SIGCHLD, which is the
     /// recorder's own noise, not the traced program's behaviour.
     tracers: std::collections::HashSet<i32>,
+    /// Launched processes between their launch note and their exec: their calls are the
+    /// launcher's plumbing (the note's own write into the trace), not the program's.
+    launching: std::collections::HashSet<i32>,
 }
 
 /// How long after a mount syscall a mount-table change is still attributed to it.
@@ -189,6 +192,7 @@ impl Decoder {
             cron_jobs: FxHashMap::default(),
             crontab_dirs: Vec::new(),
             tracers: std::collections::HashSet::new(),
+            launching: std::collections::HashSet::new(),
         }
     }
 
@@ -342,6 +346,7 @@ impl Decoder {
                 self.event(line, parent, &line.comm, EventKind::Fork { parent_pid: parent, child_pid: child })
             }
             "sched_process_exec" => {
+                self.launching.remove(&line.pid);
                 self.refresh_scope(line.pid); // see fork: entered after setns
                 if !self.in_scope(line.pid) {
                     return Step::Nothing;
@@ -438,7 +443,7 @@ impl Decoder {
     }
 
     fn syscall(&mut self, line: &TraceLine<'_>, name: &str) -> Step {
-        if !self.in_scope(line.pid) {
+        if !self.in_scope(line.pid) || self.launching.contains(&line.pid) {
             return Step::Nothing;
         }
         if name == "exit_group" {
@@ -451,57 +456,7 @@ impl Decoder {
         if name == "ptrace" {
             return self.ptrace(line);
         }
-        match line.syscall() {
-            Some(SyscallPart::Exit(ret)) => {
-                let Some((enter_name, args, enter_ns)) = self.pending.remove(&line.pid) else {
-                    return Step::Nothing;
-                };
-                if enter_name != name {
-                    return Step::Nothing;
-                }
-                if matches!(name, "epoll_wait" | "epoll_pwait") && !interrupted(ret) {
-                    return Step::Nothing;
-                }
-                let resolve = |fd: u64| {
-                    std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok().map(|p| p.display().to_string())
-                };
-                // One /proc lookup per (task, fd), not per event: a storm of writes on one fd
-                // costs one readlink. openat forgets the entry when an fd number is reused.
-                let fd_path = if takes_fd(name) {
-                    args.first().and_then(|fd| match self.fd_paths.get(&(line.pid, *fd)) {
-                        Some(path) => Some(path.clone()),
-                        None => {
-                            let path = resolve(*fd)?;
-                            self.fd_paths.insert((line.pid, *fd), path.clone());
-                            Some(path)
-                        }
-                    })
-                } else if name == "openat" && ret >= 0 {
-                    // The fd number is new (or reused): forget what it named. Its own path cannot be
-                    // read back reliably here, /proc may already show a later file on that number.
-                    self.fd_paths.remove(&(line.pid, ret as u64));
-                    None
-                } else {
-                    None
-                };
-                let comm = &line.comm;
-                if matches!(name, "mount" | "umount2") && ret == 0 {
-                    let at = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
-                    self.last_mount_call = Some((line.pid, comm.to_string(), at));
-                }
-                if let Some(kind) = lock_event(name, &args, ret, enter_ns, &fd_path) {
-                    return self.event(line, line.pid, comm, kind);
-                }
-                if name == "fcntl" {
-                    return Step::Nothing; // not a lock command
-                }
-                self.event(
-                    line,
-                    line.pid,
-                    comm,
-                    EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path },
-                )
-            }
+        let (args, ret, enter_ns) = match line.syscall() {
             Some(SyscallPart::Enter(args)) => {
                 let enter_ns = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
                 // A lock call can block for long and its process may exit right after it returns:
@@ -514,10 +469,60 @@ impl Decoder {
                     }
                 }
                 self.pending.insert(line.pid, (intern(name), args, enter_ns));
-                Step::Nothing
+                return Step::Nothing;
             }
-            None => Step::Nothing,
+            Some(SyscallPart::Exit(ret)) => {
+                let Some((enter_name, args, enter_ns)) = self.pending.remove(&line.pid) else {
+                    return Step::Nothing;
+                };
+                if enter_name != name {
+                    return Step::Nothing;
+                }
+                (args, ret, enter_ns)
+            }
+            // One record for the whole call (the write recorder), stamped at its return: that is
+            // the only time known, so it is the call's time too.
+            Some(SyscallPart::Whole(args, ret)) => {
+                (args, ret, crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns))
+            }
+            None => return Step::Nothing,
+        };
+        if matches!(name, "epoll_wait" | "epoll_pwait") && !interrupted(ret) {
+            return Step::Nothing;
         }
+        let resolve =
+            |fd: u64| std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok().map(|p| p.display().to_string());
+        // One /proc lookup per (task, fd), not per event: a storm of writes on one fd
+        // costs one readlink. openat forgets the entry when an fd number is reused.
+        let fd_path = if takes_fd(name) {
+            args.first().and_then(|fd| match self.fd_paths.get(&(line.pid, *fd)) {
+                Some(path) => Some(path.clone()),
+                None => {
+                    let path = resolve(*fd)?;
+                    self.fd_paths.insert((line.pid, *fd), path.clone());
+                    Some(path)
+                }
+            })
+        } else if name == "openat" && ret >= 0 {
+            // The fd number is new (or reused): forget what it named. Its own path cannot be
+            // read back reliably here, /proc may already show a later file on that number.
+            self.fd_paths.remove(&(line.pid, ret as u64));
+            None
+        } else {
+            None
+        };
+        let comm = &line.comm;
+        if matches!(name, "mount" | "umount2") && ret == 0 {
+            let at = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
+            self.last_mount_call = Some((line.pid, comm.to_string(), at));
+        }
+        if let Some(kind) = lock_event(name, &args, ret, enter_ns, &fd_path) {
+            return self.event(line, line.pid, comm, kind);
+        }
+        if name == "fcntl" {
+            return Step::Nothing; // not a lock command
+        }
+        self.event(line, line.pid, comm, EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path })
     }
 
     /// A ptrace attach or detach by any process of the host (strace, gdb, a health check): the
@@ -564,6 +569,9 @@ impl Decoder {
         if let EventKind::Launch { name, .. } = &note.kind {
             self.run_of.insert(pid, note.run);
             self.launched_roots.insert(pid, name.clone());
+            if note.pid == 0 {
+                self.launching.insert(pid);
+            }
             self.in_scope.insert(pid, true);
         }
         // Notes of other recorders (ptrace) do not know the run: the process's lineage does.
@@ -687,6 +695,49 @@ mod tests {
     }
 
     #[test]
+    fn whole_calls_decode_and_launch_plumbing_is_dropped() {
+        let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
+        let note = serde_json::to_string(&AgentNote {
+            pid: 0,
+            comm: "load".into(),
+            run: 2,
+            kind: EventKind::Launch { name: "load".into(), role: "step".into(), argv: vec![] },
+        })
+        .unwrap();
+        let format = crate::bpf::write_format();
+        let record = |fd: u64, count: u64, ret: i64| {
+            let mut r = vec![0u8; 48];
+            r[16..24].copy_from_slice(&fd.to_le_bytes());
+            r[32..40].copy_from_slice(&count.to_le_bytes());
+            r[40..48].copy_from_slice(&ret.to_le_bytes());
+            r
+        };
+        let (plumbing, program) = (record(17, 200, 200), record(1, 5, 5));
+        let whole = |data, mono_ns| TraceLine {
+            comm: "load".into(),
+            pid: 60,
+            mono_ns,
+            event: "sys_write",
+            body: crate::tracefs::Body::Raw { format: &format, data },
+        };
+        let mut steps =
+            decode_all(&mut decoder, &[&format!("   agent-60 [0] ..... 1.000001: tracing_mark_write: heisen:{note}")]);
+        steps.push(decoder.decode(&whole(&plumbing, 1_000_002_000)));
+        steps.extend(decode_all(
+            &mut decoder,
+            &["   load-60 [0] ..... 1.000003: sched_process_exec: filename=/bin/load pid=60 old_pid=60"],
+        ));
+        steps.push(decoder.decode(&whole(&program, 1_000_004_000)));
+        assert_eq!(steps[1], Step::Nothing, "the launch note's own write is the launcher's");
+        let Step::Event(write) = &steps[3] else { panic!("{steps:#?}") };
+        assert_eq!(write.run, 2);
+        assert!(
+            matches!(&write.kind, EventKind::Syscall { name, ret: 5, args, enter_ns: 1_001_000_004_000, .. } if name == "write" && args[..] == [1, 0, 5]),
+            "{write:#?}"
+        );
+    }
+
+    #[test]
     fn attaches_are_recorded_and_only_interrupted_waits_are_kept() {
         let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
         let note = serde_json::to_string(&AgentNote {
@@ -700,6 +751,7 @@ mod tests {
             &mut decoder,
             &[
                 &format!("   agent-60 [0] ..... 1.000001: tracing_mark_write: heisen:{note}"),
+                "   eventd-60 [0] ..... 1.000001: sched_process_exec: filename=/usr/sbin/eventd pid=60 old_pid=60",
                 "   eventd-60 [0] ..... 1.000002: sched_process_fork: comm=eventd pid=60 child_comm=check child_pid=61",
                 // A wait that returned events: not kept.
                 "   eventd-60 [0] ..... 1.000003: sys_epoll_wait(epfd: 4, events: 0x7f, maxevents: 8, timeout: 0xffffffff)",
@@ -712,13 +764,13 @@ mod tests {
                 "   eventd-60 [0] ..... 2.000002: sys_epoll_wait -> 0xfffffffffffffffc",
             ],
         );
-        assert_eq!(steps.len(), 4, "{steps:#?}"); // launch, fork, attach, interrupted wait
-        let Step::Event(attach) = &steps[2] else { panic!() };
+        assert_eq!(steps.len(), 5, "{steps:#?}"); // launch, exec, fork, attach, interrupted wait
+        let Step::Event(attach) = &steps[3] else { panic!() };
         assert!(
             matches!(&attach.kind, EventKind::Attach { tracer, tracer_pid: 61, target_pid: 60, phase, how } if tracer == "check" && phase == "attach" && how.starts_with("PTRACE_SEIZE")),
             "{attach:?}"
         );
-        let Step::Event(woken) = &steps[3] else { panic!() };
+        let Step::Event(woken) = &steps[4] else { panic!() };
         assert!(
             matches!(&woken.kind, EventKind::Syscall { name, ret: -4, enter_ns: 1_001_000_005_000, .. } if name == "epoll_wait"),
             "{woken:?}"

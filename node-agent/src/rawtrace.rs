@@ -130,14 +130,14 @@ pub struct Record {
 pub struct Pool(Vec<Vec<u8>>);
 
 impl Pool {
-    fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
+    pub fn take(&mut self, bytes: &[u8]) -> Vec<u8> {
         let mut data = self.0.pop().unwrap_or_default();
         data.clear();
         data.extend_from_slice(bytes);
         data
     }
 
-    fn give(&mut self, data: Vec<u8>) {
+    pub fn give(&mut self, data: Vec<u8>) {
         if self.0.len() < 65_536 {
             self.0.push(data);
         }
@@ -197,20 +197,23 @@ pub fn parse_page(page: &[u8], out: &mut VecDeque<Record>, pool: &mut Pool) -> b
     !missed
 }
 
-/// Reads the instance at `dir` until `stopped` (or `handle` says stop), merging CPUs by time.
-/// `handle` gets records in time order; returns pages the kernel marked as having missed events.
+/// Reads the instance at `dir` until `stopped` (or `handle` says stop), merging CPUs, and the
+/// write recorder's ring if there is one, by time. `handle` gets records in time order; returns
+/// pages the kernel marked as having missed events.
 pub fn read_records(
     dir: &Path,
     page_size: usize,
+    mut writes: Option<&mut crate::bpf::WriteRecorder>,
     stopped: &AtomicBool,
     mut handle: impl FnMut(&Record) -> bool,
 ) -> std::io::Result<u64> {
     let mut cpus = Vec::new();
     for entry in std::fs::read_dir(dir.join("per_cpu"))? {
         let path = entry?.path().join("trace_pipe_raw");
-        let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path)?;
-        cpus.push((file, VecDeque::new()));
+        cpus.push(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path)?);
     }
+    // One queue per CPU, then the write recorder's.
+    let mut queues: Vec<VecDeque<Record>> = (0..cpus.len() + 1).map(|_| VecDeque::new()).collect();
     let mut page = vec![0u8; page_size];
     let mut pool = Pool::default();
     let mut missed_pages = 0;
@@ -218,14 +221,19 @@ pub fn read_records(
     loop {
         // Everything stamped before this point is in a buffer already (up to the watermark slack).
         let watermark = mono_ns() - 1_000_000;
-        for (file, queue) in cpus.iter_mut() {
+        for (file, queue) in cpus.iter_mut().zip(queues.iter_mut()) {
             drain(file, &mut page, queue, &mut pool, &mut missed_pages);
         }
+        // After the CPUs: a thread's write is committed before its next call can be traced, so
+        // every write before a traced event drained above is in the ring now.
+        if let (Some(writes), Some(queue)) = (writes.as_deref_mut(), queues.last_mut()) {
+            writes.drain(queue, &mut pool);
+        }
         loop {
-            let next = cpus.iter().enumerate().filter_map(|(i, (_, q))| q.front().map(|r| (r.mono_ns, i))).min();
+            let next = queues.iter().enumerate().filter_map(|(i, q)| q.front().map(|r| (r.mono_ns, i))).min();
             match next {
                 Some((ts, i)) if ts <= watermark => {
-                    let record = cpus[i].1.pop_front().expect("front exists");
+                    let record = queues[i].pop_front().expect("front exists");
                     if !handle(&record) {
                         return Ok(missed_pages);
                     }

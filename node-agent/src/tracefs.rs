@@ -71,12 +71,18 @@ impl Instance {
         }
         instance.set("buffer_size_kb", &buffer_kb.to_string())?;
         for event in events {
-            let path = format!("events/{event}/enable");
-            if instance.dir.join(&path).exists() {
-                instance.set(&path, "1")?;
-            }
+            instance.enable(event)?;
         }
         Ok(instance)
+    }
+
+    /// Enables one event (`group/event`), if this kernel has it.
+    pub fn enable(&self, event: &str) -> Result<(), String> {
+        let path = format!("events/{event}/enable");
+        match self.dir.join(&path).exists() {
+            true => self.set(&path, "1"),
+            false => Ok(()),
+        }
     }
 
     fn set(&self, file: &str, value: &str) -> Result<(), String> {
@@ -160,11 +166,26 @@ impl Instance {
     }
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
+impl Instance {
+    /// Turns the instance's events off and removes it: enabled syscall events slow every
+    /// syscall on the machine, so they must not outlive their capture. Idempotent.
+    pub fn close(&self) {
         let _ = std::fs::write(self.dir.join("tracing_on"), "0");
         let _ = std::fs::write(self.dir.join("events/enable"), "0");
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Removes what dead agents left in the kernel (an agent killed before it could clean up).
+pub fn remove_stale_instances() {
+    if let Ok(root) = available() {
+        remove_stale(&root);
     }
 }
 
@@ -229,10 +250,11 @@ impl PartialEq for Body<'_> {
 
 impl Eq for Body<'_> {}
 
-/// Half of a syscall.
+/// Half of a syscall, or all of it (the write recorder's one record per call).
 pub enum SyscallPart {
     Enter(Vec<u64>),
     Exit(i64),
+    Whole(Vec<u64>, i64),
 }
 
 /// The text format's key for a raw field name, where they differ.
@@ -314,15 +336,19 @@ impl TraceLine<'_> {
                         .collect(),
                 )),
             },
-            Body::Raw { format, data } if format.exit => Some(SyscallPart::Exit(self.int("ret")?)),
-            Body::Raw { format, data } if format.enter => Some(SyscallPart::Enter(
-                format
+            Body::Raw { format, data } if format.enter => {
+                let args = format
                     .fields
                     .iter()
-                    .filter(|f| !f.name.starts_with("common_") && f.name != "__syscall_nr")
+                    .filter(|f| !f.name.starts_with("common_") && f.name != "__syscall_nr" && f.name != "ret")
                     .filter_map(|f| crate::rawtrace::int(data, f).map(|v| v as u64))
-                    .collect(),
-            )),
+                    .collect();
+                Some(match format.exit {
+                    true => SyscallPart::Whole(args, self.int("ret")?),
+                    false => SyscallPart::Enter(args),
+                })
+            }
+            Body::Raw { format, .. } if format.exit => Some(SyscallPart::Exit(self.int("ret")?)),
             Body::Raw { .. } => None,
         }
     }

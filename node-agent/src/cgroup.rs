@@ -1,0 +1,100 @@
+//! A capture's own cgroup (v2): how the kernel tells a launched process tree from everything
+//! else at no cost, for the write recorder (`bpf::Select::Cgroup`). A launched process joins it
+//! before exec (as it joins the tracefs pid list); its descendants inherit it.
+//!
+//! The group is made under the agent's own cgroup, so launched processes stay under the same
+//! ancestors (and their limits). Removing it moves any process still inside back to the agent's
+//! group first; groups of dead agents are removed the same way when the next one starts.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+pub struct Cgroup {
+    dir: PathBuf,
+    procs: File,
+    id: u64,
+}
+
+impl Cgroup {
+    /// Creates `NAME` (ending in `-AGENTPID`) under the agent's own cgroup v2.
+    pub fn create(name: &str) -> Result<Cgroup, String> {
+        let parent = own_group()?;
+        remove_stale(&parent);
+        let dir = parent.join(name);
+        if dir.exists() {
+            empty_and_remove(&dir);
+        }
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create cgroup {}: {e}", dir.display()))?;
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))
+            .map_err(|e| format!("cannot open {}/cgroup.procs: {e}", dir.display()))?;
+        let id = std::fs::metadata(&dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?.ino();
+        Ok(Cgroup { dir, procs, id })
+    }
+
+    /// The id BPF's `bpf_get_current_cgroup_id` returns for tasks inside.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The `cgroup.procs` file a child writes its own pid to before exec.
+    pub fn procs(&self) -> &File {
+        &self.procs
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        empty_and_remove(&self.dir);
+    }
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup` unified, `/sys/fs/cgroup/unified` hybrid).
+fn mount_point() -> Option<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    table.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let point = left.split(' ').nth(4)?;
+        right.starts_with("cgroup2 ").then(|| PathBuf::from(point))
+    })
+}
+
+/// The agent's own cgroup v2 directory.
+fn own_group() -> Result<PathBuf, String> {
+    let root = mount_point().ok_or("no cgroup v2 file system is mounted")?;
+    let mine =
+        std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let path = mine.lines().find_map(|l| l.strip_prefix("0::")).ok_or("this process has no cgroup v2 membership")?;
+    Ok(root.join(path.trim_start_matches('/')))
+}
+
+/// Moves every process of `dir` to its parent group, then removes it.
+fn empty_and_remove(dir: &Path) {
+    if let (Ok(pids), Some(parent)) = (std::fs::read_to_string(dir.join("cgroup.procs")), dir.parent()) {
+        for pid in pids.lines() {
+            let _ = std::fs::write(parent.join("cgroup.procs"), pid);
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes groups dead agents left under this agent's cgroup.
+pub fn remove_stale_groups() {
+    if let Ok(parent) = own_group() {
+        remove_stale(&parent);
+    }
+}
+
+/// Removes `heisen-*-PID` groups whose agent PID is no longer alive.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix("heisen-").and_then(|rest| rest.rsplit('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            empty_and_remove(&entry.path());
+        }
+    }
+}
