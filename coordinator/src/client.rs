@@ -45,6 +45,8 @@ pub fn now_ns() -> i64 {
 pub struct Selection {
     pub comms: Vec<String>,
     pub pids: Vec<i32>,
+    /// Writes through the BPF write recorder (see `StartCaptureRequest.bpf_writes`).
+    pub bpf_writes: bool,
 }
 
 impl Agent {
@@ -110,6 +112,7 @@ impl Agent {
             syscalls: vec![],
             comms: selection.comms.clone(),
             pids: selection.pids.clone(),
+            bpf_writes: selection.bpf_writes,
         };
         Ok(self.rpc.start_capture(req).await.map_err(|s| self.err("start capture", s))?.into_inner())
     }

@@ -244,6 +244,11 @@ struct CaptureArgs {
     /// Record syscalls of this pid (repeatable).
     #[arg(long)]
     pid: Vec<i32>,
+    /// Record write(2) with one BPF event per call instead of two tracefs events: cheaper for a
+    /// write storm, but every syscall on the machine pays ~130 ns more while recording (see
+    /// docs/BENCHMARKS.md). Ignored with --comm/--pid.
+    #[arg(long)]
+    bpf_writes: bool,
     /// Also attach the ptrace recorder to process PID on HOST: decoded arguments (paths,
     /// flags), but it perturbs the process (a blocked epoll_wait returns EINTR) and slows every
     /// syscall it makes; the attach is recorded. Repeatable.
@@ -765,7 +770,7 @@ async fn capture_cmd(a: CaptureArgs) -> Result<i32> {
     for (name, addr) in parse_agents(&a.agents)? {
         agents.insert(name.clone(), client::Agent::connect(&name, &addr, token.as_deref()).await?);
     }
-    let selection = client::Selection { comms: a.comm.clone(), pids: a.pid.clone() };
+    let selection = client::Selection { comms: a.comm.clone(), pids: a.pid.clone(), bpf_writes: a.bpf_writes };
     let id = capture_id("capture", "adhoc");
     let mut traced = Vec::new();
     for spec in &a.ptrace {

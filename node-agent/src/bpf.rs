@@ -33,9 +33,10 @@ pub const WRITE_ID: u16 = 0xfff0;
 /// Bytes of one record: stamp, pid_tgid, fd, buf, count, ret.
 const RECORD_BYTES: usize = 48;
 
-/// Ring buffer size: a storm drains ~2,000 records (112 KB) per millisecond; 8 MiB leaves room
-/// for a reader that falls seconds behind.
-const RING_BYTES: usize = 8 << 20;
+/// Ring buffer size: a storm queues ~2,000 records (112 KB) per millisecond, faster than the
+/// reader decodes and stores them; 32 MiB holds a backlog of 600,000 writes (the tracefs
+/// buffers hold 8 MiB per CPU).
+const RING_BYTES: usize = 32 << 20;
 
 /// x86_64 syscall number of `write`.
 const NR_WRITE: i32 = 1;

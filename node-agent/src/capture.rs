@@ -254,9 +254,6 @@ fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
 /// capture's own cgroup, in netns scope every task (the decoder keeps the host's). When it cannot
 /// start, writes are recorded through tracefs as every other call, and the log says why.
 fn start_write_recorder(scope: &Scope, name: &str) -> (Option<WriteRecorder>, Option<Cgroup>) {
-    if std::env::var("HEISEN_WRITE_RECORDER").is_ok_and(|v| v == "tracefs") {
-        return (None, None);
-    }
     let started = match scope {
         Scope::Launched => Cgroup::create(name)
             .and_then(|group| WriteRecorder::start(Select::Cgroup(group.id())).map(|r| (r, Some(group)))),
@@ -280,6 +277,9 @@ const HOST_WIDE_SYSCALLS: &[&str] = &["flock", "fcntl", "mount", "umount2"];
 pub struct Selection {
     pub comms: Vec<String>,
     pub pids: Vec<i32>,
+    /// Record writes with the BPF write recorder (see `bpf`): opt-in, because on this kind of
+    /// kernel its dispatch costs every syscall on the machine more than tracefs events do.
+    pub bpf_writes: bool,
 }
 
 impl Selection {
@@ -346,14 +346,15 @@ impl Capture {
         } else {
             syscalls.to_vec()
         };
-        let instance_name = format!("heisen-{agent_name}-{}", std::process::id());
+        // One name per capture (the agent's pid last, for stale-instance removal): a stopped
+        // capture's instance, dropped late, must never close a newer capture's instance.
+        static CAPTURES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CAPTURES.fetch_add(1, Ordering::Relaxed);
+        let instance_name = format!("heisen-{agent_name}-{n}-{}", std::process::id());
         let text_reader = std::env::var("HEISEN_TRACE_READER").is_ok_and(|v| v == "text");
-        let (writes, cgroup) = if syscalls.iter().any(|s| s == "write") && selection.filter().is_none() && !text_reader
-        {
-            start_write_recorder(&scope, &instance_name)
-        } else {
-            (None, None)
-        };
+        let wanted = selection.bpf_writes && syscalls.iter().any(|s| s == "write") && selection.filter().is_none();
+        let (writes, cgroup) =
+            if wanted && !text_reader { start_write_recorder(&scope, &instance_name) } else { (None, None) };
         let mut events: Vec<String> = BASE_EVENTS.iter().map(|s| s.to_string()).collect();
         for name in syscalls.iter().filter(|s| writes.is_none() || *s != "write") {
             events.push(format!("syscalls/sys_enter_{name}"));

@@ -117,7 +117,8 @@ impl proto::agent_server::Agent for AgentService {
         let id = req.capture_id.clone();
         let workdir = self.workdir(&id);
         let crontab_dirs = self.sources.crontab_dirs.clone();
-        let selection = crate::capture::Selection { comms: req.comms.clone(), pids: req.pids.clone() };
+        let selection =
+            crate::capture::Selection { comms: req.comms.clone(), pids: req.pids.clone(), bpf_writes: req.bpf_writes };
         let capture = tokio::task::spawn_blocking(move || {
             Capture::start(store, &id, &name, &req.syscalls, scope, &workdir, &crontab_dirs, &selection)
         })
