@@ -91,9 +91,7 @@ pub fn remove_stale_groups() {
 fn remove_stale(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name.strip_prefix("heisen-").and_then(|rest| rest.rsplit('-').next()) else { continue };
-        if pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+        if crate::tracefs::of_dead_agent(&entry.file_name().to_string_lossy()) {
             empty_and_remove(&entry.path());
         }
     }

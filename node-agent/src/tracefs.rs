@@ -200,21 +200,21 @@ pub fn saved_cmdlines() -> std::collections::HashMap<i32, String> {
         .collect()
 }
 
+/// True for `heisen-*-PID` names (instances, cgroups) whose agent PID is no longer alive.
+pub fn of_dead_agent(name: &str) -> bool {
+    let pid = name.strip_prefix("heisen-").and_then(|rest| rest.rsplit('-').next());
+    pid.and_then(|p| p.parse::<u32>().ok()).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// Removes `heisen-*-PID` instances whose agent PID is no longer alive.
 fn remove_stale(root: &Path) {
     let Ok(entries) = std::fs::read_dir(root.join("instances")) else {
         return;
     };
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name.strip_prefix("heisen-").and_then(|rest| rest.rsplit('-').next()) else {
-            continue;
-        };
-        if let Ok(pid) = pid.parse::<u32>() {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::write(entry.path().join("events/enable"), "0");
-                let _ = std::fs::remove_dir(entry.path());
-            }
+        if of_dead_agent(&entry.file_name().to_string_lossy()) {
+            let _ = std::fs::write(entry.path().join("events/enable"), "0");
+            let _ = std::fs::remove_dir(entry.path());
         }
     }
 }
