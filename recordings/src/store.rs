@@ -6,10 +6,18 @@
 //! own value capped ingest near 0.1 M events/s (docs/BENCHMARKS.md); a batch of hundreds of
 //! events costs one insert. Batches are written as the agent's sink fills them (at most 20 ms
 //! apart) and flushed when a capture stops, so a crash loses at most the batch in flight, never
-//! a stopped capture. Captures stored one value per event by earlier versions (`events/` trees)
-//! are still read.
+//! a stopped capture.
+//!
+//! Why varint encoding: sled copies a value several times on its way to disk (log buffer, leaf
+//! splits every 16 values, blobs for large nodes), so its cost grows with the bytes stored.
+//! Varints halve a recorded write (120 bytes fixed-width, ~60 varint) and cut the store's share
+//! of an event by about a third (docs/BENCHMARKS.md). Captures stored by earlier versions are
+//! still read: one fixed-width value per event (`events/` trees), then fixed-width batches
+//! (`batches/` trees).
 
 use std::path::{Path, PathBuf};
+
+use bincode::Options;
 
 use crate::{Event, RecordingsError};
 
@@ -29,16 +37,21 @@ impl Store {
     }
 
     fn tree(&self, capture: &str) -> Result<sled::Tree, RecordingsError> {
-        self.db.open_tree(format!("batches/{capture}")).map_err(|e| self.err("open tree", e))
+        self.db.open_tree(format!("{}{capture}", Layout::Packed.prefix())).map_err(|e| self.err("open tree", e))
     }
 
-    /// The per-event tree of an earlier version, if this capture has one (never created here).
-    fn legacy_tree(&self, capture: &str) -> Result<Option<sled::Tree>, RecordingsError> {
-        let name = format!("events/{capture}");
-        if !self.db.tree_names().iter().any(|n| n.as_ref() == name.as_bytes()) {
-            return Ok(None);
+    /// The trees of `capture` in the layouts of earlier versions that exist (never created
+    /// here), oldest layout first.
+    fn legacy_trees(&self, capture: &str) -> Result<Vec<(Layout, sled::Tree)>, RecordingsError> {
+        let names = self.db.tree_names();
+        let mut trees = Vec::new();
+        for layout in [Layout::PerEvent, Layout::Batches] {
+            let name = format!("{}{capture}", layout.prefix());
+            if names.iter().any(|n| n.as_ref() == name.as_bytes()) {
+                trees.push((layout, self.db.open_tree(name).map_err(|e| self.err("open tree", e))?));
+            }
         }
-        self.db.open_tree(name).map(Some).map_err(|e| self.err("open tree", e))
+        Ok(trees)
     }
 
     fn err(&self, op: &'static str, source: sled::Error) -> RecordingsError {
@@ -48,46 +61,39 @@ impl Store {
     /// Appends events (already numbered by the caller, in increasing order) as one batch.
     pub fn append(&self, capture: &str, events: &[Event]) -> Result<(), RecordingsError> {
         let Some(first) = events.first() else { return Ok(()) };
-        let value = bincode::serialize(events).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+        let value = packed().serialize(events).map_err(|e| RecordingsError::Encode(e.to_string()))?;
         self.tree(capture)?.insert(first.seq.to_be_bytes(), value).map_err(|e| self.err("append", e))?;
         Ok(())
     }
 
     /// The sequence number the next event of `capture` gets (0 for a new capture).
     pub fn next_seq(&self, capture: &str) -> Result<u64, RecordingsError> {
-        let batches = match self.tree(capture)?.last().map_err(|e| self.err("read", e))? {
-            Some((_, value)) => decode_batch(&value)?.last().map_or(0, |e| e.seq + 1),
-            None => 0,
-        };
-        let legacy = match self.legacy_tree(capture)? {
-            Some(tree) => tree.last().map_err(|e| self.err("read", e))?.map_or(0, |(key, _)| seq_of(&key) + 1),
-            None => 0,
-        };
-        Ok(batches.max(legacy))
+        let mut next = 0;
+        for (layout, tree) in self.legacy_trees(capture)?.into_iter().chain([(Layout::Packed, self.tree(capture)?)]) {
+            if let Some((_, value)) = tree.last().map_err(|e| self.err("read", e))? {
+                next = next.max(layout.decode(&value)?.last().map_or(0, |e| e.seq + 1));
+            }
+        }
+        Ok(next)
     }
 
     /// Up to `limit` events of `capture` starting at `from_seq`, in sequence order.
     pub fn read(&self, capture: &str, from_seq: u64, limit: usize) -> Result<Vec<Event>, RecordingsError> {
         let mut out = Vec::new();
-        if let Some(tree) = self.legacy_tree(capture)? {
-            for item in tree.range(from_seq.to_be_bytes()..).take(limit) {
+        for (layout, tree) in self.legacy_trees(capture)?.into_iter().chain([(Layout::Packed, self.tree(capture)?)]) {
+            // The value holding `from_seq` starts at or before it.
+            let start = match tree.range(..=from_seq.to_be_bytes()).next_back() {
+                Some(item) => item.map_err(|e| self.err("read", e))?.0.to_vec(),
+                None => from_seq.to_be_bytes().to_vec(),
+            };
+            for item in tree.range(start..) {
+                if out.len() >= limit {
+                    break;
+                }
                 let (_, value) = item.map_err(|e| self.err("read", e))?;
-                out.push(bincode::deserialize(&value).map_err(|e| RecordingsError::Encode(e.to_string()))?);
+                let left = limit - out.len();
+                out.extend(layout.decode(&value)?.into_iter().filter(|e| e.seq >= from_seq).take(left));
             }
-        }
-        let tree = self.tree(capture)?;
-        // The batch holding `from_seq` starts at or before it.
-        let start = match tree.range(..=from_seq.to_be_bytes()).next_back() {
-            Some(item) => item.map_err(|e| self.err("read", e))?.0.to_vec(),
-            None => from_seq.to_be_bytes().to_vec(),
-        };
-        for item in tree.range(start..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (_, value) = item.map_err(|e| self.err("read", e))?;
-            let left = limit - out.len();
-            out.extend(decode_batch(&value)?.into_iter().filter(|e| e.seq >= from_seq).take(left));
         }
         Ok(out)
     }
@@ -98,14 +104,40 @@ impl Store {
     }
 }
 
-fn decode_batch(value: &[u8]) -> Result<Vec<Event>, RecordingsError> {
-    bincode::deserialize(value).map_err(|e| RecordingsError::Encode(e.to_string()))
+/// How a version of heisen laid a capture's events out in sled (the tree name's prefix says).
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// One fixed-width bincode value per event (the first versions).
+    PerEvent,
+    /// Fixed-width bincode batches.
+    Batches,
+    /// Varint bincode batches (written now).
+    Packed,
 }
 
-fn seq_of(key: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&key[..8]);
-    u64::from_be_bytes(bytes)
+impl Layout {
+    fn prefix(self) -> &'static str {
+        match self {
+            Layout::PerEvent => "events/",
+            Layout::Batches => "batches/",
+            Layout::Packed => "packed/",
+        }
+    }
+
+    /// The events of one stored value.
+    fn decode(self, value: &[u8]) -> Result<Vec<Event>, RecordingsError> {
+        let encode = |e: bincode::Error| RecordingsError::Encode(e.to_string());
+        match self {
+            Layout::PerEvent => bincode::deserialize(value).map(|e| vec![e]).map_err(encode),
+            Layout::Batches => bincode::deserialize(value).map_err(encode),
+            Layout::Packed => packed().deserialize(value).map_err(encode),
+        }
+    }
+}
+
+/// The encoding of `packed/` batches: bincode with varints, little endian, no trailing bytes.
+fn packed() -> impl bincode::Options {
+    bincode::DefaultOptions::new()
 }
 
 #[cfg(test)]
@@ -142,17 +174,57 @@ mod tests {
     }
 
     #[test]
-    fn captures_stored_one_value_per_event_are_still_read() {
+    fn captures_stored_by_earlier_versions_are_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let old = store.db.open_tree("events/c").unwrap();
+        let per_event = store.db.open_tree("events/c").unwrap();
         for e in (0..5).map(event) {
-            old.insert(e.seq.to_be_bytes(), bincode::serialize(&e).unwrap()).unwrap();
+            per_event.insert(e.seq.to_be_bytes(), bincode::serialize(&e).unwrap()).unwrap();
         }
         assert_eq!(store.next_seq("c").unwrap(), 5);
-        store.append("c", &(5..8).map(event).collect::<Vec<_>>()).unwrap();
-        let seqs: Vec<u64> = store.read("c", 3, 100).unwrap().iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, vec![3, 4, 5, 6, 7]);
+        let batches = store.db.open_tree("batches/c").unwrap();
+        let fixed: Vec<Event> = (5..8).map(event).collect();
+        batches.insert(5u64.to_be_bytes(), bincode::serialize(&fixed).unwrap()).unwrap();
         assert_eq!(store.next_seq("c").unwrap(), 8);
+        store.append("c", &(8..10).map(event).collect::<Vec<_>>()).unwrap();
+        let seqs: Vec<u64> = store.read("c", 3, 100).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (3..10).collect::<Vec<_>>());
+        let seqs: Vec<u64> = store.read("c", 6, 3).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![6, 7, 8]);
+        assert_eq!(store.next_seq("c").unwrap(), 10);
+    }
+
+    #[test]
+    fn a_recorded_write_is_stored_in_about_half_the_fixed_width_bytes() {
+        let write = |seq: u64| Event {
+            seq: 1_000_000 + seq,
+            raw_ns: 1_764_000_000_000_000_000 + seq as i64 * 700,
+            pid: 41_234,
+            comm: "storm".into(),
+            run: 1,
+            kind: EventKind::Syscall {
+                name: "write".into(),
+                args: vec![3, 0x7ffd_1234_5678, 1],
+                ret: 1,
+                enter_ns: 1_764_000_000_000_000_000 + seq as i64 * 700 - 300,
+                fd_path: Some("/dev/null".into()),
+            },
+        };
+        let batch: Vec<Event> = (0..512).map(write).collect();
+        let fixed = bincode::serialize(&batch).unwrap().len();
+        let varint = packed().serialize(&batch).unwrap().len();
+        assert!(varint * 10 <= fixed * 6, "packed {varint} bytes against fixed-width {fixed}");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.append("c", &batch).unwrap();
+        assert_eq!(store.read("c", 1_000_000, 1000).unwrap(), batch);
+    }
+
+    #[test]
+    fn a_corrupt_value_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.tree("c").unwrap().insert(0u64.to_be_bytes(), vec![0xff; 7]).unwrap();
+        assert!(matches!(store.read("c", 0, 10), Err(RecordingsError::Encode(_))));
     }
 }
