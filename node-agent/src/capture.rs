@@ -100,6 +100,15 @@ impl Sink {
     }
 }
 
+/// Per-CPU trace buffer of a capture: a budget of 64 MiB shared by the CPUs, at least 8 MiB
+/// and at most 32 MiB each. The buffer is what absorbs a burst while the reader is off its CPU
+/// (a storm of writes fills 8 MiB in ~0.1 s here; the reader can be preempted that long on a
+/// 2-CPU machine): losing events is worse than kernel memory while a capture runs.
+fn buffer_kb_per_cpu() -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    (64 * 1024 / cpus).clamp(8 * 1024, 32 * 1024)
+}
+
 /// Where the reader thread gets events from.
 enum Reader {
     /// The text `trace_pipe` (fallback; `HEISEN_TRACE_READER=text`).
@@ -363,7 +372,7 @@ impl Capture {
             }
         }
         let stopped = Arc::new(AtomicBool::new(false));
-        let (instance, observer) = match Instance::create(&instance_name, &events, 8192) {
+        let (instance, observer) = match Instance::create(&instance_name, &events, buffer_kb_per_cpu()) {
             Ok(instance) => (Some(Arc::new(instance)), "tracefs".to_string()),
             Err(reason) => {
                 tracing::warn!(%reason, "kernel observer unavailable; recording only the agent's own notes");

@@ -244,7 +244,6 @@ async fn run_observed(
     bpf_writes: bool,
 ) -> Result<(f64, u64, u64, f64)> {
     agent.start_capture(capture, &crate::client::Selection { bpf_writes, ..Default::default() }).await?;
-    let start = Instant::now();
     let mut argv = vec!["{fixture}".to_string()];
     argv.extend(args.iter().skip(1).cloned());
     let req = proto::LaunchRequest {
@@ -267,9 +266,13 @@ async fn run_observed(
             _ => {}
         }
     }
+    let exited = Instant::now();
     let status = agent.stop_capture(capture).await?;
-    let elapsed = start.elapsed().as_secs_f64();
     let (ns, calls) = parse(&output)?;
+    // Ingest window: the workload's own loop (its events arrive while it runs), then whatever the
+    // agent still had to store when it ended, up to the stop's answer (everything stored by
+    // then). Launching the workload is not ingest.
+    let elapsed = ns * calls as f64 / 1e9 + exited.elapsed().as_secs_f64();
     let events = agent.pull(capture).await?;
     let writes = events
         .iter()
@@ -332,7 +335,8 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                 // The opt-in BPF write recorder, for comparison: one kernel event per write, but
                 // its dispatch taxes every syscall on the machine (the tax rows below).
                 progress("storm: heisen kernel observer with the BPF write recorder (opt-in)");
-                let (bpf_ns, bpf_lost, _, _) = run_observed(&mut agent, &args, "bench-storm-bpf", true).await?;
+                let (bpf_ns, bpf_lost, _, bpf_per_s) =
+                    run_observed(&mut agent, &args, "bench-storm-bpf", true).await?;
                 rows.push(row(
                     workload,
                     "heisen observer, --bpf-writes (opt-in)",
@@ -342,10 +346,14 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                     &target,
                     Some(bpf_ns / base <= limit && bpf_lost == 0),
                 ));
-                let method = format!("ingest into sled: {per_s:.0} events/s");
-                let ingest =
-                    row(workload, &method, 1e9 / per_s, 1.0, Some(lost), ">= 1,000,000 events/s", Some(per_s >= 1e6));
-                rows.push(Row { ratio_vs_untraced: f64::NAN, ..ingest });
+                // The agent's ingest, fed by each source: a source slower than the target bounds
+                // what the agent can show (tracefs: 1 M writes take ~1 s here).
+                for (source, per_s, lost) in [("tracefs", per_s, lost), ("--bpf-writes", bpf_per_s, bpf_lost)] {
+                    let method = format!("ingest into sled, {source}: {per_s:.0} events/s");
+                    let target = ">= 1,000,000 events/s";
+                    let ingest = row(workload, &method, 1e9 / per_s, 1.0, Some(lost), target, Some(per_s >= 1e6));
+                    rows.push(Row { ratio_vs_untraced: f64::NAN, ..ingest });
+                }
             }
         }
         if strace && sizes.runs("strace") {
