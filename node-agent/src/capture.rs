@@ -310,7 +310,8 @@ pub struct Capture {
     pub sink: Arc<Sink>,
     instance: Option<Arc<Instance>>,
     /// `set_event_pid` of the instance in launched scope: children add themselves before exec.
-    pid_filter: Option<std::fs::File>,
+    /// Dropped at stop: the kernel keeps an instance with an open file.
+    pid_filter: Mutex<Option<std::fs::File>>,
     /// The capture's cgroup in launched scope, when the write recorder selects by it: children
     /// join it before exec too.
     cgroup: Mutex<Option<Cgroup>>,
@@ -398,7 +399,7 @@ impl Capture {
             id: id.to_string(),
             sink,
             instance,
-            pid_filter,
+            pid_filter: Mutex::new(pid_filter),
             cgroup: Mutex::new(cgroup),
             reader: Mutex::new(None),
             stopped,
@@ -489,7 +490,7 @@ impl Capture {
     pub fn launch_marker(&self, note: &AgentNote) -> Option<(std::os::fd::RawFd, Vec<u8>)> {
         let instance = self.instance.as_ref()?;
         let json = serde_json::to_string(note).ok()?;
-        Some((instance.marker_fd(), format!("heisen:{json}").into_bytes()))
+        Some((instance.marker_fd()?, format!("heisen:{json}").into_bytes()))
     }
 
     /// In launched scope: the files a child writes its own pid to, so the kernel records it
@@ -497,7 +498,7 @@ impl Capture {
     pub fn pid_filter_fds(&self) -> [Option<std::os::fd::RawFd>; 2] {
         use std::os::fd::AsRawFd;
         let group = self.cgroup.lock().expect("cgroup").as_ref().map(|g| g.procs().as_raw_fd());
-        [self.pid_filter.as_ref().map(|f| f.as_raw_fd()), group]
+        [self.pid_filter.lock().expect("pid filter").as_ref().map(|f| f.as_raw_fd()), group]
     }
 
     /// Attaches the ptrace recorder (a helper process of this binary) to `pid`; its decoded calls
@@ -562,6 +563,7 @@ impl Capture {
             }
             // Nothing is read any more: leave the kernel as it was (the write recorder went with
             // the reader thread).
+            self.pid_filter.lock().expect("pid filter").take();
             instance.close();
         }
         self.cgroup.lock().expect("cgroup").take();

@@ -37,7 +37,8 @@ pub fn available() -> Result<PathBuf, String> {
 /// A private tracefs instance. Dropping it disables its events and removes it.
 pub struct Instance {
     dir: PathBuf,
-    marker: File,
+    /// Taken at close: the kernel refuses to remove an instance while a file of it is open.
+    marker: std::sync::Mutex<Option<File>>,
 }
 
 impl Instance {
@@ -61,7 +62,7 @@ impl Instance {
         }
         let instance_marker = || OpenOptions::new().write(true).open(dir.join("trace_marker"));
         let marker = instance_marker().map_err(|e| format!("cannot open {}/trace_marker: {e}", dir.display()))?;
-        let instance = Instance { dir, marker };
+        let instance = Instance { dir, marker: std::sync::Mutex::new(Some(marker)) };
         instance.set("trace_clock", "mono")?;
         // Remember more task names (global; only ever raised): raw records carry no comm.
         let cmdlines = root.join("saved_cmdlines_size");
@@ -109,13 +110,17 @@ impl Instance {
 
     /// Writes a marker line into the trace, ordered with kernel events by the kernel's clock.
     pub fn mark(&self, text: &str) -> std::io::Result<()> {
-        (&self.marker).write_all(text.as_bytes())
+        match self.marker.lock().expect("marker").as_ref() {
+            Some(mut marker) => marker.write_all(text.as_bytes()),
+            None => Err(std::io::Error::other("tracefs instance closed")),
+        }
     }
 
-    /// A raw fd of the marker file, for children that write their own marker before exec.
-    pub fn marker_fd(&self) -> std::os::fd::RawFd {
+    /// A raw fd of the marker file, for children that write their own marker before exec
+    /// (none once the instance is closed).
+    pub fn marker_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
-        self.marker.as_raw_fd()
+        self.marker.lock().expect("marker").as_ref().map(|m| m.as_raw_fd())
     }
 
     /// The instance's directory.
@@ -169,10 +174,16 @@ impl Instance {
 impl Instance {
     /// Turns the instance's events off and removes it: enabled syscall events slow every
     /// syscall on the machine, so they must not outlive their capture. Idempotent.
+    /// Close after every other file of the instance is (the reader's buffers, a pid filter):
+    /// if one is still open the directory stays, its buffers shrunk to a page, until the next
+    /// agent start removes it.
     pub fn close(&self) {
         let _ = std::fs::write(self.dir.join("tracing_on"), "0");
         let _ = std::fs::write(self.dir.join("events/enable"), "0");
-        let _ = std::fs::remove_dir(&self.dir);
+        drop(self.marker.lock().expect("marker").take());
+        if self.dir.exists() && std::fs::remove_dir(&self.dir).is_err() {
+            let _ = std::fs::write(self.dir.join("buffer_size_kb"), "1");
+        }
     }
 }
 
@@ -450,6 +461,34 @@ pub fn read_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_closed_instance_leaves_nothing_behind_its_own_files() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 || available().is_err() {
+            eprintln!("SKIPPED a_closed_instance_leaves_nothing_behind_its_own_files: tracefs instances need root");
+            return;
+        }
+        let events = ["sched/sched_process_exec".to_string()];
+        let name = |n: u32| format!("heisen-closetest-{n}-{}", std::process::id());
+        // The marker is the instance's own file: closing releases it, so the directory goes.
+        let instance = Instance::create(&name(0), &events, 2048).unwrap();
+        instance.mark("before close").unwrap();
+        instance.close();
+        assert!(!instance.dir().exists(), "{} outlived close", instance.dir().display());
+        assert!(instance.mark("after close").is_err());
+        assert_eq!(instance.marker_fd(), None);
+        // A file someone else still holds keeps it: events off, buffers down to a page.
+        let instance = Instance::create(&name(1), &events, 2048).unwrap();
+        let held = File::open(instance.dir().join("per_cpu/cpu0/trace_pipe_raw")).unwrap();
+        instance.close();
+        let read = |f: &str| std::fs::read_to_string(instance.dir().join(f)).unwrap().trim().to_string();
+        assert_eq!(read("events/enable"), "0");
+        assert!(read("buffer_size_kb").parse::<u32>().unwrap() <= 8, "buffer_size_kb {}", read("buffer_size_kb"));
+        drop(held);
+        instance.close();
+        assert!(!instance.dir().exists());
+    }
 
     #[test]
     fn parses_the_kernel_text_format() {
