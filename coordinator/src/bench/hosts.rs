@@ -18,6 +18,7 @@ use heisen_proto as proto;
 use heisen_recordings::{ClockModel, ProbeSample};
 use serde::Serialize;
 
+use super::percentile;
 use crate::client::{now_ns, Agent, Selection};
 
 /// The skews injected into the two hosts' agents: (host, `--clock-skew`, offset ns, drift ppm).
@@ -205,14 +206,6 @@ async fn gate_rows(agent: &mut Agent, releases: u32, progress: &impl Fn(&str)) -
         row("release sent -> next hold notice received (round trip)", &mut round_trip, None),
         row("baseline: gRPC clock probe round trip, same link", &mut rtt, None),
     ])
-}
-
-fn percentile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
 /// The table as text.
