@@ -8,12 +8,13 @@
 //! apart) and flushed when a capture stops, so a crash loses at most the batch in flight, never
 //! a stopped capture.
 //!
-//! Why varint encoding: sled copies a value several times on its way to disk (log buffer, leaf
-//! splits every 16 values, blobs for large nodes), so its cost grows with the bytes stored.
-//! Varints halve a recorded write (120 bytes fixed-width, ~60 varint) and cut the store's share
-//! of an event by about a third (docs/BENCHMARKS.md). Captures stored by earlier versions are
-//! still read: one fixed-width value per event (`events/` trees), then fixed-width batches
-//! (`batches/` trees).
+//! Why varints and LZ4: sled copies a value several times on its way to disk (log buffer, leaf
+//! splits every 16 values, whole nodes written as blob files past 128 KiB), so its cost grows
+//! with the bytes stored, and in a storm it was the agent's largest cost per event. A batch of
+//! 512 recorded writes is 61 KiB in fixed-width bincode, 32 KiB with varints, 10 KiB once LZ4
+//! has taken the repetition out (names, paths, nearby stamps); storing it costs about half
+//! (docs/BENCHMARKS.md). Captures stored by earlier versions are still read: one fixed-width
+//! value per event (`events/` trees), then fixed-width batches (`batches/` trees).
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +63,7 @@ impl Store {
     pub fn append(&self, capture: &str, events: &[Event]) -> Result<(), RecordingsError> {
         let Some(first) = events.first() else { return Ok(()) };
         let value = packed().serialize(events).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+        let value = lz4_flex::block::compress_prepend_size(&value);
         self.tree(capture)?.insert(first.seq.to_be_bytes(), value).map_err(|e| self.err("append", e))?;
         Ok(())
     }
@@ -111,7 +113,7 @@ enum Layout {
     PerEvent,
     /// Fixed-width bincode batches.
     Batches,
-    /// Varint bincode batches (written now).
+    /// LZ4-compressed varint bincode batches (written now).
     Packed,
 }
 
@@ -130,14 +132,31 @@ impl Layout {
         match self {
             Layout::PerEvent => bincode::deserialize(value).map(|e| vec![e]).map_err(encode),
             Layout::Batches => bincode::deserialize(value).map_err(encode),
-            Layout::Packed => packed().deserialize(value).map_err(encode),
+            Layout::Packed => packed().deserialize(&unpack(value)?).map_err(encode),
         }
     }
 }
 
-/// The encoding of `packed/` batches: bincode with varints, little endian, no trailing bytes.
+/// The encoding of `packed/` batches: bincode with varints, little endian, no trailing bytes
+/// (then LZ4-compressed, see [`unpack`]).
 fn packed() -> impl bincode::Options {
     bincode::DefaultOptions::new()
+}
+
+/// The largest batch a `packed/` value may claim to hold once decompressed: far above any
+/// batch the sink writes (512 events, ~30 KiB), so a corrupt length is an error, not an
+/// allocation of gigabytes.
+const MAX_UNPACKED: usize = 64 << 20;
+
+/// Decompresses a `packed/` value: a little-endian u32 length, then an LZ4 block.
+fn unpack(value: &[u8]) -> Result<Vec<u8>, RecordingsError> {
+    let corrupt = |why: String| RecordingsError::Encode(format!("corrupt stored batch: {why}"));
+    let (len, block) = value.split_first_chunk::<4>().ok_or_else(|| corrupt("shorter than its length".into()))?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > MAX_UNPACKED {
+        return Err(corrupt(format!("claims {len} bytes")));
+    }
+    lz4_flex::block::decompress(block, len).map_err(|e| corrupt(e.to_string()))
 }
 
 #[cfg(test)]
@@ -195,7 +214,7 @@ mod tests {
     }
 
     #[test]
-    fn a_recorded_write_is_stored_in_about_half_the_fixed_width_bytes() {
+    fn a_batch_of_writes_is_stored_in_a_quarter_of_the_fixed_width_bytes() {
         let write = |seq: u64| Event {
             seq: 1_000_000 + seq,
             raw_ns: 1_764_000_000_000_000_000 + seq as i64 * 700,
@@ -212,11 +231,11 @@ mod tests {
         };
         let batch: Vec<Event> = (0..512).map(write).collect();
         let fixed = bincode::serialize(&batch).unwrap().len();
-        let varint = packed().serialize(&batch).unwrap().len();
-        assert!(varint * 10 <= fixed * 6, "packed {varint} bytes against fixed-width {fixed}");
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.append("c", &batch).unwrap();
+        let stored = store.tree("c").unwrap().get(1_000_000u64.to_be_bytes()).unwrap().unwrap().len();
+        assert!(stored * 4 <= fixed, "stored {stored} bytes against fixed-width {fixed}");
         assert_eq!(store.read("c", 1_000_000, 1000).unwrap(), batch);
     }
 
@@ -224,7 +243,13 @@ mod tests {
     fn a_corrupt_value_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.tree("c").unwrap().insert(0u64.to_be_bytes(), vec![0xff; 7]).unwrap();
-        assert!(matches!(store.read("c", 0, 10), Err(RecordingsError::Encode(_))));
+        let tree = store.tree("c").unwrap();
+        // Too short, a length of 4 GiB, garbage after a sane length, a valid block of garbage.
+        let garbage = lz4_flex::block::compress_prepend_size(&[0xff; 40]);
+        for value in [vec![1, 0], vec![0xff; 7], [&[100u8, 0, 0, 0][..], &[0xf0; 20]].concat(), garbage] {
+            tree.insert(0u64.to_be_bytes(), value.clone()).unwrap();
+            assert!(matches!(store.read("c", 0, 10), Err(RecordingsError::Encode(_))), "{value:?}");
+            assert!(store.next_seq("c").is_err());
+        }
     }
 }
