@@ -314,10 +314,15 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     let mut rows = Vec::new();
     for workload in ["storm", "load"].into_iter().filter(|w| sizes.measures(w)) {
         let args = workload_args(workload, sizes, dir.path(), false);
-        progress(&format!("{workload}: untraced (after a warm-up run)"));
+        progress(&format!("{workload}: untraced (a warm-up run, then the median of three)"));
         // The first run pays cold costs (page cache for the load's file) the others do not.
         run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
-        let (base, _) = run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
+        // Every ratio divides by this: the median of three runs (one run moved by +-15% here).
+        let mut bases = Vec::new();
+        for _ in 0..3 {
+            bases.push(run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?.0);
+        }
+        let base = super::percentile(&mut bases, 0.5);
         rows.push(row(workload, "untraced", base, base, None, "", None));
         if observer && sizes.runs("observer") {
             progress(&format!("{workload}: heisen kernel observer"));
