@@ -794,10 +794,8 @@ async fn capture_cmd(a: CaptureArgs) -> Result<i32> {
         };
         verify::progress(&format!("ptrace recorder [{tracer}] attached to pid {pid} on {host} (this perturbs it)"));
     }
-    for (host, observer) in session.observers() {
-        if observer != "tracefs" {
-            verify::progress(&format!("note: host {host} records without the kernel observer: {observer}"));
-        }
+    for note in session.observer_notes() {
+        verify::progress(&note);
     }
     let until = match duration {
         Some(d) => format!("for {:.1} s", d.as_secs_f64()),

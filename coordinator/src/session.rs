@@ -177,9 +177,17 @@ impl Session {
         Ok(reply.into_inner().tracer_pid)
     }
 
-    /// What each host's observer is ("tracefs" or why not).
-    pub fn observers(&self) -> &BTreeMap<String, String> {
-        &self.observers
+    /// One line per host whose observer is not the plain default ("tracefs"): what became of an
+    /// option (`tracefs (writes by BPF)`), or why there is no kernel observer.
+    pub fn observer_notes(&self) -> Vec<String> {
+        self.observers
+            .iter()
+            .filter(|(_, observer)| *observer != "tracefs")
+            .map(|(host, observer)| match observer.strip_prefix("tracefs") {
+                Some(detail) => format!("note: host {host} records with tracefs {}", detail.trim()),
+                None => format!("note: host {host} records without the kernel observer: {observer}"),
+            })
+            .collect()
     }
 
     fn agent(&self, host: &str) -> Result<Agent> {

@@ -118,10 +118,8 @@ pub async fn load_observed(
         p.ptrace = true;
     }
     let mut session = Session::open(agents, capture_id).await?;
-    for (host, observer) in session.observers() {
-        if observer != "tracefs" {
-            progress(&format!("note: host {host} records without the kernel observer: {observer}"));
-        }
+    for note in session.observer_notes() {
+        progress(&note);
     }
     for i in 1..=repeat {
         let ptrace = observe == Observe::Ptrace || (observe == Observe::Both && i % 2 == 0);

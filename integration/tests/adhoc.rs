@@ -246,3 +246,63 @@ fn ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle() {
     assert_eq!(summary["hosts"][0]["name"], "box");
     timeline(&bundle); // the bundle is there and readable
 }
+
+#[test]
+fn bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outside_it() {
+    if !is_root() {
+        eprintln!("SKIPPED bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outside_it: needs root for a netns host, tracefs and BPF (CI runs as root)");
+        return;
+    }
+    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
+    let ns = hosts.netns("box").unwrap().to_string();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("writes.heisen");
+    let mut capture = Command::new(heisen())
+        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
+        .arg(hosts.token_file())
+        .args(["--for", "5s", "--bpf-writes", "--json", "--out"])
+        .arg(&bundle)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500)); // capture started on the agent
+    // 200 writes of 13 bytes on the host, 150 of 17 bytes on the machine outside it (the BPF
+    // program sees every task; the agent must keep only its host's).
+    let dd = |file: &str, bs: u32, count: u32| {
+        format!("dd if=/dev/zero of={} bs={bs} count={count} status=none", work.path().join(file).display())
+    };
+    let inside = in_netns(&ns, &dd("inside.dat", 13, 200));
+    assert!(inside.status.success(), "dd in the host failed: {}", String::from_utf8_lossy(&inside.stderr));
+    let outside = Command::new("sh").args(["-c", &dd("outside.dat", 17, 150)]).output().unwrap();
+    assert!(outside.status.success(), "dd outside failed: {}", String::from_utf8_lossy(&outside.stderr));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capture.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "capture did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = capture.wait_with_output().unwrap();
+    assert!(output.status.success(), "capture failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("note: host box records with tracefs (writes by BPF)"), "the option took effect: {stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["hosts"][0]["lost"], 0, "{summary}");
+    assert_eq!(summary["hosts"][0]["observer"], "tracefs (writes by BPF)", "{summary}");
+
+    let events = timeline(&bundle);
+    let writes_of = |bytes: u64| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "syscall" && e["name"] == "write" && e["comm"] == "dd")
+            .filter(|e| e["args"][2].as_u64() == Some(bytes))
+            .collect()
+    };
+    let inside = writes_of(13);
+    assert_eq!(inside.len(), 200, "each write of the host's dd once: {:#?}", kinds(&events));
+    assert!(inside.iter().all(|e| e["ret"] == 13), "every write with its result");
+    // One event per call, stamped at its return (the only time the recorder has).
+    assert!(inside.iter().all(|e| e["duration_ns"] == 0), "{}", inside[0]);
+    assert!(inside.windows(2).all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64()));
+    assert_eq!(writes_of(17).len(), 0, "writes outside the host are not the host's");
+}

@@ -262,19 +262,16 @@ fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
 /// Starts the BPF write recorder for this scope (see `bpf`): in launched scope it selects the
 /// capture's own cgroup, in netns scope every task (the decoder keeps the host's). When it cannot
 /// start, writes are recorded through tracefs as every other call, and the log says why.
-fn start_write_recorder(scope: &Scope, name: &str) -> (Option<WriteRecorder>, Option<Cgroup>) {
+fn start_write_recorder(scope: &Scope, name: &str) -> Result<(WriteRecorder, Option<Cgroup>), String> {
     let started = match scope {
         Scope::Launched => Cgroup::create(name)
             .and_then(|group| WriteRecorder::start(Select::Cgroup(group.id())).map(|r| (r, Some(group)))),
         Scope::Netns { .. } => WriteRecorder::start(Select::All).map(|r| (r, None)),
     };
-    match started {
-        Ok((recorder, group)) => (Some(recorder), group),
-        Err(reason) => {
-            tracing::warn!(%reason, "BPF write recorder unavailable; writes are recorded through tracefs");
-            (None, None)
-        }
+    if let Err(reason) = &started {
+        tracing::warn!(%reason, "BPF write recorder unavailable; writes are recorded through tracefs");
     }
+    started
 }
 
 /// Syscalls recorded for every process even when a capture selects processes: file locks (the
@@ -362,9 +359,19 @@ impl Capture {
         let n = CAPTURES.fetch_add(1, Ordering::Relaxed);
         let instance_name = format!("heisen-{agent_name}-{n}-{}", std::process::id());
         let text_reader = std::env::var("HEISEN_TRACE_READER").is_ok_and(|v| v == "text");
-        let wanted = selection.bpf_writes && syscalls.iter().any(|s| s == "write") && selection.filter().is_none();
-        let (writes, cgroup) =
-            if wanted && !text_reader { start_write_recorder(&scope, &instance_name) } else { (None, None) };
+        // What became of --bpf-writes, for the observer's description (the user asked for it).
+        let (writes, cgroup, bpf_note) = if !selection.bpf_writes || !syscalls.iter().any(|s| s == "write") {
+            (None, None, None)
+        } else if selection.filter().is_some() {
+            (None, None, Some("--bpf-writes ignored: processes are selected by name or pid".to_string()))
+        } else if text_reader {
+            (None, None, Some("--bpf-writes ignored: HEISEN_TRACE_READER=text".to_string()))
+        } else {
+            match start_write_recorder(&scope, &instance_name) {
+                Ok((recorder, group)) => (Some(recorder), group, Some("writes by BPF".to_string())),
+                Err(reason) => (None, None, Some(format!("BPF write recorder unavailable: {reason}"))),
+            }
+        };
         let mut events: Vec<String> = BASE_EVENTS.iter().map(|s| s.to_string()).collect();
         for name in syscalls.iter().filter(|s| writes.is_none() || *s != "write") {
             events.push(format!("syscalls/sys_enter_{name}"));
@@ -374,7 +381,9 @@ impl Capture {
         }
         let stopped = Arc::new(AtomicBool::new(false));
         let (instance, observer) = match Instance::create(&instance_name, &events, buffer_kb_per_cpu()) {
-            Ok(instance) => (Some(Arc::new(instance)), "tracefs".to_string()),
+            Ok(instance) => {
+                (Some(Arc::new(instance)), bpf_note.map_or_else(|| "tracefs".to_string(), |n| format!("tracefs ({n})")))
+            }
             Err(reason) => {
                 tracing::warn!(%reason, "kernel observer unavailable; recording only the agent's own notes");
                 (None, format!("none ({reason})"))
