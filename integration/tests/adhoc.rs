@@ -267,6 +267,7 @@ fn bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outsid
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(2500)); // capture started on the agent
+
     // 200 writes of 13 bytes on the host, 150 of 17 bytes on the machine outside it (the BPF
     // program sees every task; the agent must keep only its host's).
     let dd = |file: &str, bs: u32, count: u32| {

@@ -343,8 +343,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                 // The opt-in BPF write recorder, for comparison: one kernel event per write, but
                 // its dispatch taxes every syscall on the machine (the tax rows below).
                 progress("storm: heisen kernel observer with the BPF write recorder (opt-in)");
-                let (bpf_ns, bpf_lost, _, bpf_per_s) =
-                    run_observed(&mut agent, &args, "bench-storm-bpf", true).await?;
+                let (bpf_ns, bpf_lost, _, bpf_per_s) = run_observed(&mut agent, &args, "bench-storm-bpf", true).await?;
                 rows.push(row(
                     workload,
                     "heisen observer, --bpf-writes (opt-in)",
