@@ -18,6 +18,23 @@ fn in_netns(ns: &str, script: &str) -> std::process::Output {
     Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().expect("run ip netns exec")
 }
 
+/// `heisen capture` on one host of `hosts`, with its token; the test adds the rest.
+fn capture_on(hosts: &Hosts, host: &str) -> Command {
+    let mut cmd = Command::new(heisen());
+    cmd.args(["capture", "--agent", &format!("{host}={}", hosts.agents[host]), "--token-file"]).arg(hosts.token_file());
+    cmd
+}
+
+/// Waits for a capture given `--for`, at most 30 s, and returns what it printed.
+fn finished(mut capture: std::process::Child) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capture.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "capture did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    capture.wait_with_output().unwrap()
+}
+
 #[test]
 fn capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload() {
     if !is_root() {
@@ -49,9 +66,7 @@ fn capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload() {
     .unwrap();
     let nginx = format!("nginx -p {} -c {}", prefix.display(), conf.display());
 
-    let mut capture = Command::new(heisen())
-        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
-        .arg(hosts.token_file())
+    let capture = capture_on(&hosts, "box")
         .args(["--for", "8s", "--comm", "flock", "--comm", "nginx", "--json", "--out"])
         .arg(&bundle)
         .stdout(Stdio::piped())
@@ -73,16 +88,8 @@ fn capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload() {
     );
     assert!(out.status.success(), "workload failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = capture.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "capture did not end");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = capture.wait_with_output().unwrap();
-    assert!(status.success(), "capture failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = finished(capture);
+    assert!(output.status.success(), "capture failed: {}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("box ") && stderr.contains(" events"), "a live counter per host: {stderr}");
 
@@ -138,9 +145,7 @@ fn ptrace_recorder_decodes_paths_and_records_its_attach() {
     std::thread::sleep(Duration::from_millis(300));
     // `ip netns exec` execs the shell in place, so the child's pid is the shell's.
     let pid = target.id();
-    let out = Command::new(heisen())
-        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
-        .arg(hosts.token_file())
+    let out = capture_on(&hosts, "box")
         .args(["--for", "2s", "--comm", "none-selected", "--ptrace", &format!("box={pid}"), "--json", "--out"])
         .arg(&bundle)
         .output()
@@ -226,9 +231,7 @@ fn ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle() {
     let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("interrupted.heisen");
-    let capture = Command::new(heisen())
-        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
-        .arg(hosts.token_file())
+    let capture = capture_on(&hosts, "box")
         .args(["--json", "--out"])
         .arg(&bundle)
         .stdout(Stdio::piped())
@@ -257,9 +260,7 @@ fn bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outsid
     let ns = hosts.netns("box").unwrap().to_string();
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("writes.heisen");
-    let mut capture = Command::new(heisen())
-        .args(["capture", "--agent", &format!("box={}", hosts.agents["box"]), "--token-file"])
-        .arg(hosts.token_file())
+    let capture = capture_on(&hosts, "box")
         .args(["--for", "5s", "--bpf-writes", "--json", "--out"])
         .arg(&bundle)
         .stdout(Stdio::piped())
@@ -278,12 +279,7 @@ fn bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outsid
     let outside = Command::new("sh").args(["-c", &dd("outside.dat", 17, 150)]).output().unwrap();
     assert!(outside.status.success(), "dd outside failed: {}", String::from_utf8_lossy(&outside.stderr));
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while capture.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "capture did not end");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = capture.wait_with_output().unwrap();
+    let output = finished(capture);
     assert!(output.status.success(), "capture failed: {}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("note: host box records with tracefs (writes by BPF)"), "the option took effect: {stderr}");
