@@ -650,6 +650,12 @@ mod tests {
     use super::*;
     use crate::tracefs::parse_line;
 
+    /// The JSON of the note the agent writes before launching `name` (a step or a service) of `run`.
+    fn launch_note(comm: &str, name: &str, role: &str, run: u32) -> String {
+        let kind = EventKind::Launch { name: name.into(), role: role.into(), argv: vec![] };
+        serde_json::to_string(&AgentNote { pid: 0, comm: comm.into(), run, kind }).unwrap()
+    }
+
     fn decode_all(decoder: &mut Decoder, lines: &[&str]) -> Vec<Step> {
         lines.iter().map(|l| decoder.decode(&parse_line(l).unwrap())).filter(|s| *s != Step::Nothing).collect()
     }
@@ -657,13 +663,7 @@ mod tests {
     #[test]
     fn launched_scope_follows_lineage_and_pairs_syscalls() {
         let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
-        let note = serde_json::to_string(&AgentNote {
-            pid: 0,
-            comm: "writer".into(),
-            run: 3,
-            kind: EventKind::Launch { name: "write".into(), role: "step".into(), argv: vec![] },
-        })
-        .unwrap();
+        let note = launch_note("writer", "write", "step", 3);
         let steps = decode_all(
             &mut decoder,
             &[
@@ -697,13 +697,7 @@ mod tests {
     #[test]
     fn whole_calls_decode_and_launch_plumbing_is_dropped() {
         let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
-        let note = serde_json::to_string(&AgentNote {
-            pid: 0,
-            comm: "load".into(),
-            run: 2,
-            kind: EventKind::Launch { name: "load".into(), role: "step".into(), argv: vec![] },
-        })
-        .unwrap();
+        let note = launch_note("load", "load", "step", 2);
         let format = crate::bpf::write_format();
         let record = |fd: u64, count: u64, ret: i64| {
             let mut r = vec![0u8; 48];
@@ -740,13 +734,7 @@ mod tests {
     #[test]
     fn attaches_are_recorded_and_only_interrupted_waits_are_kept() {
         let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
-        let note = serde_json::to_string(&AgentNote {
-            pid: 0,
-            comm: "eventd".into(),
-            run: 2,
-            kind: EventKind::Launch { name: "eventd".into(), role: "service".into(), argv: vec![] },
-        })
-        .unwrap();
+        let note = launch_note("eventd", "eventd", "service", 2);
         let steps = decode_all(
             &mut decoder,
             &[
