@@ -261,7 +261,8 @@ fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
 
 /// Starts the BPF write recorder for this scope (see `bpf`): in launched scope it selects the
 /// capture's own cgroup, in netns scope every task (the decoder keeps the host's). When it cannot
-/// start, writes are recorded through tracefs as every other call, and the log says why.
+/// start, writes are recorded through tracefs as every other call, and the log and the
+/// capture's observer description say why.
 fn start_write_recorder(scope: &Scope, name: &str) -> Result<(WriteRecorder, Option<Cgroup>), String> {
     let started = match scope {
         Scope::Launched => Cgroup::create(name)
