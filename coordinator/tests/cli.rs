@@ -205,3 +205,30 @@ fn bench_refuses_unknown_parts() {
     let out = heisen(&["bench", "hosts", "--releases", "many"]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn bench_json_has_a_row_per_measurement_with_its_target() {
+    // A small storm (the gate rows need no root: the filter is installed with no_new_privs).
+    let out = heisen(&["bench", "--only", "gate", "--workload", "storm", "--storm-writes", "20000", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let method =
+        |m: &str| rows.iter().find(|r| r["method"] == m).unwrap_or_else(|| panic!("no row {m}: {rows:#?}")).clone();
+    for r in rows {
+        assert_eq!(r["workload"], "storm", "{r}");
+        for key in ["ns_per_syscall", "ratio_vs_untraced"] {
+            assert!(r[key].as_f64().is_some_and(|v| v > 0.0), "{key} of {r}");
+        }
+        assert!(r.get("events_lost").is_some() && r.get("target").is_some(), "{r}");
+    }
+    // The gate is judged against the untraced runs taken in turn with it, and says so.
+    let (local, gate) =
+        (method("untraced, in turn with the two below"), method("gate, syscall not made (filter path)"));
+    let ratio = gate["ns_per_syscall"].as_f64().unwrap() / local["ns_per_syscall"].as_f64().unwrap();
+    assert!((gate["ratio_vs_untraced"].as_f64().unwrap() - ratio).abs() < 1e-9, "{gate} vs {local}");
+    assert_eq!(gate["target"], "<= +50 ns per syscall");
+    assert!(gate["met"].is_boolean(), "{gate}");
+    assert!(method("bare allow-all seccomp filter (floor)")["met"].is_null());
+}
