@@ -18,6 +18,16 @@ fn in_netns(ns: &str, script: &str) -> std::process::Output {
     Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]).output().expect("run ip netns exec")
 }
 
+/// The one netns host `box` the tests record on, with its agent running; None (after saying
+/// why) when not root.
+fn box_host(test: &str) -> Option<Hosts> {
+    if !is_root() {
+        eprintln!("SKIPPED {test}: needs root for a netns host, tracefs and BPF (CI runs as root)");
+        return None;
+    }
+    Some(Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap())
+}
+
 /// `heisen capture` on one host of `hosts`, with its token; the test adds the rest.
 fn capture_on(hosts: &Hosts, host: &str) -> Command {
     let mut cmd = Command::new(heisen());
@@ -37,15 +47,11 @@ fn finished(mut capture: std::process::Child) -> std::process::Output {
 
 #[test]
 fn capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload() {
-    if !is_root() {
-        eprintln!("SKIPPED capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload: needs root for a netns host and tracefs (CI runs as root)");
-        return;
-    }
+    let Some(hosts) = box_host("capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload") else { return };
     for tool in ["flock", "nginx"] {
         let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().status.success();
         assert!(found, "{tool} is missing: ./scripts/setup installs it (util-linux, nginx-light)");
     }
-    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
     assert_eq!(hosts.mode, Mode::Netns);
     let ns = hosts.netns("box").unwrap().to_string();
     let work = tempfile::tempdir().unwrap();
@@ -129,11 +135,7 @@ fn kinds(events: &[Value]) -> Vec<String> {
 
 #[test]
 fn ptrace_recorder_decodes_paths_and_records_its_attach() {
-    if !is_root() {
-        eprintln!("SKIPPED ptrace_recorder_decodes_paths_and_records_its_attach: needs root for a netns host and tracefs (CI runs as root)");
-        return;
-    }
-    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
+    let Some(hosts) = box_host("ptrace_recorder_decodes_paths_and_records_its_attach") else { return };
     let ns = hosts.netns("box").unwrap().to_string();
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("traced.heisen");
@@ -224,11 +226,7 @@ fn a_scenario_step_can_ask_for_the_ptrace_recorder() {
 
 #[test]
 fn ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle() {
-    if !is_root() {
-        eprintln!("SKIPPED ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle: needs root for a netns host (CI runs as root)");
-        return;
-    }
-    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
+    let Some(hosts) = box_host("ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle") else { return };
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("interrupted.heisen");
     let capture = capture_on(&hosts, "box")
@@ -252,11 +250,10 @@ fn ctrl_c_ends_a_capture_cleanly_and_writes_the_bundle() {
 
 #[test]
 fn bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outside_it() {
-    if !is_root() {
-        eprintln!("SKIPPED bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outside_it: needs root for a netns host, tracefs and BPF (CI runs as root)");
+    let Some(hosts) = box_host("bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outside_it")
+    else {
         return;
-    }
-    let hosts = Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap();
+    };
     let ns = hosts.netns("box").unwrap().to_string();
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("writes.heisen");
