@@ -6,10 +6,10 @@ use anyhow::{anyhow, Context, Result};
 use heisen_recordings::{Bundle, EventKind, Scenario};
 use serde_json::json;
 
-use crate::explain;
-use crate::timeline::{self, Filter};
 use crate::verify::{self, progress};
 use crate::{DemoArgs, Hosts, Target};
+use heisen_analysis::explain;
+use heisen_analysis::timeline::{self, Filter};
 use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
 
 /// Stories with an embedded scenario.
@@ -115,7 +115,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
             "verified_hypothesis": verified.hypothesis.as_ref().map(|h| h.to_inline_toml()),
             "explain": match &explanation {
                 Ok(x) => serde_json::to_value(x)?,
-                Err(e) => json!({"error": e}),
+                Err(e) => json!({"error": e.to_string()}),
             },
             "bundle": load_path,
             "clocks": crate::clocks_json(&load_bundle),
@@ -178,11 +178,11 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
 }
 
 /// `heisen diff` of a two-host capture, at its first failing run: (host a, host b, differences).
-fn host_differences(bundle: &Bundle) -> Option<(String, String, Vec<crate::diff::Difference>)> {
+fn host_differences(bundle: &Bundle) -> Option<(String, String, Vec<heisen_analysis::diff::Difference>)> {
     let [a, b] = bundle.hosts.as_slice() else { return None };
-    let ea = crate::diff::pick(bundle, &a.name, None).ok()?;
-    let eb = crate::diff::pick(bundle, &b.name, None).ok()?;
-    Some((a.name.clone(), b.name.clone(), crate::diff::compare(ea, eb)))
+    let ea = heisen_analysis::diff::pick(bundle, &a.name, None).ok()?;
+    let eb = heisen_analysis::diff::pick(bundle, &b.name, None).ok()?;
+    Some((a.name.clone(), b.name.clone(), heisen_analysis::diff::compare(ea, eb)))
 }
 
 /// The essential events of the first failing run: signals with sender, errors, the writer's last

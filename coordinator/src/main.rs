@@ -6,13 +6,8 @@
 mod bench;
 mod client;
 mod demo;
-mod diff;
-mod explain;
 mod replay;
-
-mod schedule;
 mod session;
-mod timeline;
 mod verify;
 
 use std::collections::BTreeMap;
@@ -20,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use heisen_analysis::{diff, explain, timeline};
 use heisen_recordings::{Bundle, Scenario};
 
 /// heisen: record and replay heisenbugs that span machines.
@@ -637,7 +633,7 @@ fn explain_cmd(a: ExplainArgs) -> Result<i32> {
         top: a.top.max(1),
         bundle_arg: a.bundle.display().to_string(),
     };
-    let x = explain::explain(&bundle, &opts).map_err(|e| anyhow!("{}: {e}", a.bundle.display()))?;
+    let x = explain::explain(&bundle, &opts).with_context(|| a.bundle.display().to_string())?;
     if a.json {
         println!("{}", serde_json::to_string(&x)?);
     } else {
@@ -656,7 +652,7 @@ async fn verify_cmd(a: VerifyArgs) -> Result<i32> {
         let bundle =
             bundle.ok_or_else(|| anyhow!("--candidate needs a bundle (explain reads one), not a scenario file"))?;
         let opts = explain::Options { seed: a.seed, bundle_arg: shown.clone(), ..Default::default() };
-        let x = explain::explain(&bundle, &opts).map_err(|e| anyhow!("{shown}: {e}"))?;
+        let x = explain::explain(&bundle, &opts).with_context(|| shown.clone())?;
         let c = x.candidates.iter().find(|c| c.rank == n).ok_or_else(|| {
             anyhow!("{shown}: explain has {} candidate(s); there is no candidate {n}", x.candidates.len())
         })?;
@@ -867,8 +863,8 @@ fn diff_cmd(a: DiffArgs) -> Result<i32> {
                     bundle_a.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
                 ));
             };
-            let ea = diff::pick(&bundle_a, ha, at).map_err(|e| anyhow!(e))?;
-            let eb = diff::pick(&bundle_a, hb, at).map_err(|e| anyhow!(e))?;
+            let ea = diff::pick(&bundle_a, ha, at)?;
+            let eb = diff::pick(&bundle_a, hb, at)?;
             ((ha.clone(), ea), (hb.clone(), eb))
         }
         Some(bundle_b) => {
@@ -893,8 +889,8 @@ fn diff_cmd(a: DiffArgs) -> Result<i32> {
                 }
                 _ => return Err(anyhow!("with two bundles, --hosts names one host")),
             };
-            let ea = diff::pick(&bundle_a, &host, at).map_err(|e| anyhow!(e))?;
-            let eb = diff::pick(bundle_b, &host, at).map_err(|e| anyhow!(e))?;
+            let ea = diff::pick(&bundle_a, &host, at)?;
+            let eb = diff::pick(bundle_b, &host, at)?;
             ((format!("{host}@{}", bundle_a.capture_id), ea), (format!("{host}@{}", bundle_b.capture_id), eb))
         }
     };

@@ -2,7 +2,7 @@
 //! points enforced, so a flaky failure becomes a deterministic test; `--junit FILE` for CI.
 //!
 //! The gate points are the hypothesis's (the scenario's own, else explain's first verifiable
-//! candidate); the recorded run says in which order they came (explain::recorded), and
+//! candidate); the recorded run says in which order they came (heisen_analysis::recorded), and
 //! schedule::replay_ordering turns that into gates and releases.
 
 use std::path::Path;
@@ -11,8 +11,8 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use heisen_recordings::{Bundle, Hypothesis, RunOutcome, Scenario};
 
-use crate::explain;
-use crate::schedule::{replay_ordering, Ordering};
+use heisen_analysis::explain;
+use heisen_analysis::schedule::{replay_ordering, Ordering};
 
 /// The hypothesis whose gate points replay orders, and where it came from.
 pub fn hypothesis(bundle: &Bundle, scenario: &Scenario, shown: &str) -> Result<(Hypothesis, String)> {
@@ -39,8 +39,8 @@ pub fn plan(bundle: &Bundle, scenario: &Scenario, h: &Hypothesis, run: u32) -> R
             outcome.note
         ));
     }
-    let rec = explain::recorded(bundle, scenario, run, h).map_err(|e| anyhow!("{e}"))?;
-    let ordering = replay_ordering(scenario, h, &rec).map_err(|e| anyhow!("{e}"))?;
+    let rec = heisen_analysis::recorded(bundle, scenario, run, h)?;
+    let ordering = replay_ordering(scenario, h, &rec)?;
     Ok((ordering, outcome))
 }
 

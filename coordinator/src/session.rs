@@ -14,7 +14,7 @@ use heisen_recordings::{
 use tokio::sync::mpsc;
 
 use crate::client::{self, Agent};
-use crate::schedule::{Action, Ordering};
+use heisen_analysis::schedule::{Action, Ordering};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const ACTION_TIMEOUT: Duration = Duration::from_secs(20);

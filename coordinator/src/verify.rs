@@ -8,8 +8,8 @@ use heisen_recordings::{RunOutcome, Scenario};
 use serde::Serialize;
 
 use crate::client::Agent;
-use crate::schedule::{for_scenario, Ordering};
 use crate::session::{Placeholders, Session};
+use heisen_analysis::schedule::{for_scenario, Ordering};
 
 /// Failure counts of one ordering.
 #[derive(Clone, Debug, Serialize)]

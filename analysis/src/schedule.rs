@@ -5,6 +5,8 @@
 
 use heisen_recordings::{During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Scenario, StateHypothesis};
 
+use crate::{AnalysisError, Recorded};
+
 /// One step of a schedule.
 #[derive(Clone, Debug)]
 pub enum Action {
@@ -178,14 +180,9 @@ pub fn orderings(h: &During) -> Vec<Ordering> {
 }
 
 /// The ordering that replays a recorded run: the same order of the hypothesis's gate points.
-pub fn replay_ordering(
-    scenario: &Scenario,
-    h: &Hypothesis,
-    rec: &crate::explain::Recorded,
-) -> Result<Ordering, String> {
-    use crate::explain::Recorded;
+pub fn replay_ordering(scenario: &Scenario, h: &Hypothesis, rec: &Recorded) -> Result<Ordering, AnalysisError> {
     let pick = |all: Vec<Ordering>, name: &str| {
-        all.into_iter().find(|o| o.name == name).ok_or_else(|| format!("no ordering {name} for this hypothesis"))
+        all.into_iter().find(|o| o.name == name).ok_or_else(|| AnalysisError::NoOrdering { name: name.into() })
     };
     let mut o = match (h, rec) {
         (Hypothesis::State(s), Recorded::State { on }) => {
@@ -196,9 +193,10 @@ pub fn replay_ordering(
             match first_first {
                 Some(true) => pick(all, &format!("{}-first", x.first.step))?,
                 Some(false) => pick(all, &format!("{}-first", x.then.step))?,
-                None => all.into_iter().find(|o| o.name.starts_with("without-")).ok_or_else(|| {
-                    format!("{} never ran in the recorded run and no variant leaves it out", x.first.step)
-                })?,
+                None => all
+                    .into_iter()
+                    .find(|o| o.name.starts_with("without-"))
+                    .ok_or_else(|| AnalysisError::NeverRan { step: x.first.step.clone() })?,
             }
         }
         (Hypothesis::During(d), Recorded::During { done, effect_over, victims }) => {
@@ -236,7 +234,7 @@ pub fn replay_ordering(
             o.variants = scenario.default_variants();
             o
         }
-        _ => return Err("the recorded order does not match the hypothesis".into()),
+        _ => return Err(AnalysisError::RecordedMismatch),
     };
     o.description = format!("as recorded: {}", o.description);
     Ok(o)

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use heisen_recordings::{Bundle, Environment, MountEntry};
 use serde::Serialize;
 
+use crate::AnalysisError;
+
 /// One difference, with how suspicious it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Difference {
@@ -33,16 +35,13 @@ impl Difference {
 
 /// Which snapshot of a host to compare: the first failing run's when there is one (the state the
 /// failure happened in), else the start of the capture.
-pub fn pick<'a>(bundle: &'a Bundle, host: &str, at: Option<&str>) -> Result<&'a Environment, String> {
+pub fn pick<'a>(bundle: &'a Bundle, host: &str, at: Option<&str>) -> Result<&'a Environment, AnalysisError> {
     let recording = bundle.host(host).ok_or_else(|| {
         let names: Vec<_> = bundle.hosts.iter().map(|h| h.name.as_str()).collect();
-        format!("no host `{host}` in capture {}; hosts: {}", bundle.capture_id, names.join(", "))
+        AnalysisError::NoHost { host: host.into(), capture: bundle.capture_id.clone(), hosts: names.join(", ") }
     })?;
     if recording.environments.is_empty() {
-        return Err(format!(
-            "host {host} of capture {} has no environment snapshot (recorded by an older heisen?)",
-            bundle.capture_id
-        ));
+        return Err(AnalysisError::NoSnapshots { host: host.into(), capture: bundle.capture_id.clone() });
     }
     let wanted = match at {
         Some(at) => at.replace(':', " "),
@@ -53,7 +52,7 @@ pub fn pick<'a>(bundle: &'a Bundle, host: &str, at: Option<&str>) -> Result<&'a 
     };
     recording.environments.iter().find(|e| e.at == wanted).ok_or_else(|| {
         let have: Vec<_> = recording.environments.iter().map(|e| e.at.replace(' ', ":")).collect();
-        format!("host {host} has no snapshot at `{}`; snapshots: {}", wanted.replace(' ', ":"), have.join(", "))
+        AnalysisError::NoSnapshotAt { host: host.into(), at: wanted.replace(' ', ":"), have: have.join(", ") }
     })
 }
 

@@ -1,0 +1,364 @@
+//! Alignment, shared by explain (phase 3) and replay: the key events of every run grouped by
+//! *signature* — who (the role: a scenario process, or a cron job of one) did what (`kill(SIGHUP)`,
+//! `write(fd>=3)`, `prints "reloading exports"`) — with each signature's first and last
+//! occurrence per run, so that runs can be compared signature by signature.
+//!
+//! Two occurrences are ordered by `(host, seq)` on one host and by disjoint clock intervals across
+//! hosts; otherwise they are concurrent ([`before`] says `None`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use heisen_recordings::{
+    errno_name, signal_name, Bundle, Event, EventKind, Interval, Scenario, SignalPhase, GATEABLE_SYSCALLS,
+};
+
+use crate::error::Unverifiable;
+
+/// Who a process is: a scenario process (and its children) or a cron job started by one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Role {
+    pub(crate) host: usize,
+    /// The scenario service or step the process descends from.
+    pub(crate) process: String,
+    /// Set when the process descends from a cron job of that service: the job's command.
+    pub(crate) cron_command: Option<String>,
+}
+
+impl Role {
+    pub(crate) fn label(&self) -> String {
+        match &self.cron_command {
+            Some(_) => format!("{}'s cron job", self.process),
+            None => self.process.clone(),
+        }
+    }
+}
+
+/// How much an event can act on other processes (the tie-break prior).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Class {
+    Output = 1,
+    Syscall = 2,
+    Exec = 3,
+    SignalReceived = 4,
+    Lock = 5,
+    Cron = 6,
+    Mount = 7,
+    SignalSent = 8,
+}
+
+/// A kind of event of one role, aligned across runs by this signature.
+#[derive(Clone, Debug)]
+pub(crate) struct Sig {
+    pub(crate) role: Role,
+    /// `kill(SIGHUP)`, `write(fd>=3)`, `prints "reloading exports"`, ...
+    pub(crate) what: String,
+    pub(crate) class: Class,
+    /// How a gate would hold it: syscall, signal, fd_at_least.
+    pub(crate) gate: Option<(String, Option<i32>, Option<u64>)>,
+}
+
+/// One occurrence of a signature in a run.
+#[derive(Clone, Debug)]
+pub(crate) struct Occ {
+    pub(crate) host: usize,
+    pub(crate) seq: u64,
+    pub(crate) at: Interval,
+    /// Target pid of a kill, for the cause's effect.
+    pub(crate) target: Option<i32>,
+    /// The file or object the event is about (lock path).
+    pub(crate) item: Option<String>,
+    pub(crate) ret: i64,
+    pub(crate) desc: String,
+}
+
+/// Per run: each signature's first and last occurrence and count.
+#[derive(Debug, Default)]
+pub(crate) struct RunSigs {
+    pub(crate) first: BTreeMap<usize, Occ>,
+    pub(crate) last: BTreeMap<usize, Occ>,
+    pub(crate) count: BTreeMap<usize, u32>,
+    /// Every occurrence of signatures a gate can hold, in recording order per host.
+    pub(crate) gateable: BTreeMap<usize, Vec<Occ>>,
+    /// Every lock occurrence, for items.
+    pub(crate) locks: Vec<(usize, Occ)>,
+    /// Output lines of services, in time order: (role, line, occurrence).
+    pub(crate) outputs: Vec<(Role, String, Occ)>,
+    /// pid -> role on each host.
+    pub(crate) roles: HashMap<(usize, i32), Role>,
+    /// Where a stream of writes really begins: the same process's connect before its first write
+    /// (a server serves a connection from its connect on, before the first byte arrives).
+    pub(crate) begin: BTreeMap<usize, Occ>,
+    /// ... and where it ends: that process closing its connection after its last write (the
+    /// peer is still serving it until then).
+    pub(crate) end: BTreeMap<usize, Occ>,
+    /// TCP connections each role closed (ESTABLISHED or CLOSE_WAIT to FIN_WAIT1 or LAST_ACK).
+    pub(crate) closes: Vec<(Role, Occ)>,
+}
+
+/// Phase 3's result.
+pub(crate) struct Aligned {
+    pub(crate) sigs: Vec<Sig>,
+    pub(crate) runs: BTreeMap<u32, RunSigs>,
+}
+
+/// Where the symptom begins in each failing run: the first occurrence of a signature that every
+/// failing run has and no passing run has (the error, the timeout message). What a run does after
+/// it is its reaction to the failure (retries, diagnostics, a debugger attaching), not its cause,
+/// and would stretch the failing runs' streams. Empty when there are no passing runs to tell.
+pub(crate) fn symptom_onsets(aligned: &Aligned, failing: &[u32]) -> BTreeMap<u32, i64> {
+    let passing: Vec<&RunSigs> = aligned.runs.iter().filter(|(r, _)| !failing.contains(r)).map(|(_, rs)| rs).collect();
+    let failing_runs: Vec<(u32, &RunSigs)> = failing.iter().filter_map(|r| Some((*r, aligned.runs.get(r)?))).collect();
+    if passing.is_empty() || failing_runs.is_empty() {
+        return BTreeMap::new();
+    }
+    let symptoms: Vec<usize> = (0..aligned.sigs.len())
+        .filter(|s| passing.iter().all(|rs| !rs.first.contains_key(s)))
+        .filter(|s| failing_runs.iter().all(|(_, rs)| rs.first.contains_key(s)))
+        .collect();
+    failing_runs
+        .iter()
+        .filter_map(|(r, rs)| {
+            Some((*r, symptoms.iter().filter_map(|s| Some(rs.first.get(s)?.at.midpoint_ns())).min()?))
+        })
+        .collect()
+}
+
+/// Phase 3: key events of every valid run, grouped by signature; in a run with a cut, key events
+/// after it are left out (service output is kept: the effect of a cause may outlast the cut).
+pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -> Aligned {
+    let mut index: BTreeMap<(Role, String), usize> = BTreeMap::new();
+    let mut sigs: Vec<Sig> = Vec::new();
+    let mut runs: BTreeMap<u32, RunSigs> = valid.iter().map(|r| (*r, RunSigs::default())).collect();
+    for (h, rec) in bundle.hosts.iter().enumerate() {
+        let mut roles: HashMap<i32, Role> = HashMap::new();
+        for e in &rec.events {
+            assign_role(h, e, &mut roles);
+            let Some(rs) = runs.get_mut(&e.run) else { continue };
+            let Some(role) = roles.get(&e.pid).cloned() else { continue };
+            rs.roles.insert((h, e.pid), role.clone());
+            if let EventKind::Fork { child_pid, .. } = &e.kind {
+                rs.roles.insert((h, *child_pid), role.clone());
+            }
+            if let EventKind::Socket { from_state, to_state, .. } = &e.kind {
+                let closing = matches!(from_state.as_str(), "ESTABLISHED" | "CLOSE_WAIT")
+                    && matches!(to_state.as_str(), "FIN_WAIT1" | "LAST_ACK");
+                if closing && cuts.get(&e.run).is_none_or(|cut| rec.clock.interval(e.raw_ns).midpoint_ns() <= *cut) {
+                    let at = rec.clock.interval(e.raw_ns);
+                    let occ = Occ { host: h, seq: e.seq, at, target: None, item: None, ret: 0, desc: String::new() };
+                    rs.closes.push((role.clone(), occ));
+                }
+            }
+            let Some((what, class, gate, desc)) = key_of(e) else { continue };
+            let at = rec.clock.interval(e.raw_ns);
+            let (target, item, ret) = match &e.kind {
+                EventKind::Syscall { name, args, ret, .. } if name.contains("kill") => {
+                    (args.first().map(|p| *p as i32), None, *ret)
+                }
+                EventKind::Syscall { ret, .. } | EventKind::Traced { ret, .. } => (None, None, *ret),
+                EventKind::Lock { path, ret, .. } => (None, path.clone(), *ret),
+                _ => (None, None, 0),
+            };
+            let occ = Occ { host: h, seq: e.seq, at, target, item, ret, desc };
+            if let EventKind::Output { line, .. } = &e.kind {
+                rs.outputs.push((role.clone(), line.clone(), occ.clone()));
+            }
+            if cuts.get(&e.run).is_some_and(|cut| occ.at.midpoint_ns() > *cut) {
+                continue;
+            }
+            let key = (role.clone(), what.clone());
+            let id = *index.entry(key).or_insert_with(|| {
+                sigs.push(Sig { role: role.clone(), what, class, gate });
+                sigs.len() - 1
+            });
+            if matches!(e.kind, EventKind::Lock { .. }) {
+                rs.locks.push((id, occ.clone()));
+            }
+            if sigs[id].gate.is_some() {
+                rs.gateable.entry(id).or_default().push(occ.clone());
+            }
+            rs.first.entry(id).or_insert_with(|| occ.clone());
+            *rs.count.entry(id).or_default() += 1;
+            rs.last.insert(id, occ);
+        }
+    }
+    for rs in runs.values_mut() {
+        rs.outputs.sort_by_key(|(_, _, o)| o.at.earliest_ns);
+        for (b, sb) in sigs.iter().enumerate() {
+            if let (Some(c), Some(first)) = (connection_of(&sigs, b), rs.first.get(&b)) {
+                if let Some(at) = rs.first.get(&c).filter(|o| o.host == first.host && o.seq < first.seq) {
+                    rs.begin.insert(b, at.clone());
+                    let last_seq = rs.last.get(&b).map(|o| o.seq).unwrap_or(first.seq);
+                    let close = rs
+                        .closes
+                        .iter()
+                        .filter(|(r, o)| *r == sb.role && o.host == first.host && o.seq > last_seq)
+                        .min_by_key(|(_, o)| o.seq);
+                    if let Some((_, o)) = close {
+                        rs.end.insert(b, o.clone());
+                    }
+                }
+            }
+        }
+    }
+    Aligned { sigs, runs }
+}
+
+/// The connect a stream of writes went over: the same role's `connect` signature, when `b` is a
+/// write/sendto/sendmsg signature and the role made one.
+pub(crate) fn connection_of(sigs: &[Sig], b: usize) -> Option<usize> {
+    let gate_is = |s: &Sig, names: &[&str]| s.gate.as_ref().is_some_and(|g| names.contains(&g.0.as_str()));
+    if !gate_is(&sigs[b], &["write", "sendto", "sendmsg"]) {
+        return None;
+    }
+    sigs.iter().position(|c| c.role == sigs[b].role && gate_is(c, &["connect"]))
+}
+
+pub(crate) fn assign_role(host: usize, e: &Event, roles: &mut HashMap<i32, Role>) {
+    match &e.kind {
+        EventKind::Launch { name, .. } => {
+            roles.insert(e.pid, Role { host, process: name.clone(), cron_command: None });
+        }
+        EventKind::Fork { parent_pid, child_pid } => {
+            if let Some(r) = roles.get(parent_pid).or(roles.get(&e.pid)).cloned() {
+                roles.insert(*child_pid, r);
+            }
+        }
+        EventKind::Cron { phase, command, job_pid, .. } if phase == "start" => {
+            if let Some(r) = roles.get(job_pid).or(roles.get(&e.pid)).cloned() {
+                roles.insert(*job_pid, Role { cron_command: Some(command.clone()), ..r });
+            }
+        }
+        _ => {}
+    }
+}
+
+pub(crate) type Key = (String, Class, Option<(String, Option<i32>, Option<u64>)>, String);
+
+/// The signature of an event worth aligning, or None for the rest (plain successful syscalls that
+/// no gate can hold, stdio writes, ...).
+pub(crate) fn key_of(e: &Event) -> Option<Key> {
+    let errno =
+        |ret: i64| (ret < 0).then(|| errno_name(-ret).map(str::to_string).unwrap_or_else(|| format!("errno {}", -ret)));
+    match &e.kind {
+        EventKind::Syscall { name, args, ret, fd_path, .. } => {
+            let gateable = GATEABLE_SYSCALLS.contains(&name.as_str());
+            let arg = |i: usize| args.get(i).copied().unwrap_or(0);
+            if name == "kill" || name == "tgkill" || name == "tkill" {
+                let sig = if name == "tgkill" { arg(2) } else { arg(1) } as i32;
+                if sig == 0 {
+                    return None;
+                }
+                let what = format!("{name}({})", signal_name(sig));
+                let desc =
+                    format!("{what} to pid {}{}", arg(0), errno(*ret).map(|e| format!(" = {e}")).unwrap_or_default());
+                return Some((what, Class::SignalSent, Some((name.clone(), Some(sig), None)), desc));
+            }
+            let fd_call = matches!(name.as_str(), "write" | "pwrite64" | "sendto" | "sendmsg");
+            if fd_call && arg(0) < 3 {
+                return None; // stdio: the output events carry it
+            }
+            let class = if name == "mount" || name == "umount2" { Class::Mount } else { Class::Syscall };
+            let fd_at_least = (fd_call || name == "connect").then_some(3);
+            let err = errno(*ret);
+            if !gateable && err.is_none() {
+                return None;
+            }
+            let mut what = if fd_call { format!("{name}(fd>=3)") } else { name.clone() };
+            if !gateable {
+                what = format!("{what} = {}", err.clone().unwrap_or_default());
+            }
+            let on = fd_path.as_ref().map(|p| format!(" on {p}")).unwrap_or_default();
+            let desc = format!("{name}{on}{}", err.map(|e| format!(" = {e}")).unwrap_or_default());
+            Some((what, class, gateable.then(|| (name.clone(), None, fd_at_least)), desc))
+        }
+        EventKind::Traced { name, args, ret, .. } => {
+            let err = errno(*ret)?;
+            let what = format!("{name} = {err}");
+            Some((what.clone(), Class::Syscall, None, format!("{name}({}) = {err}", args.join(", "))))
+        }
+        EventKind::Signal { signal, phase: SignalPhase::Deliver, sender_comm, .. } => {
+            let what = format!("receives {}", signal_name(*signal));
+            let desc = format!("{what} (sent by {sender_comm})");
+            Some((what, Class::SignalReceived, None, desc))
+        }
+        EventKind::Lock { call, op, path, ret, .. } => {
+            let what = format!("{call} {op}");
+            let desc = format!(
+                "{call}({op}) on {}{}",
+                path.as_deref().unwrap_or("?"),
+                errno(*ret).map(|e| format!(" = {e}")).unwrap_or_default()
+            );
+            Some((what, Class::Lock, Some((call.clone(), None, None)), desc))
+        }
+        EventKind::Mount { op, fstype, target, .. } => {
+            let what = format!("{op} {fstype}");
+            Some((what.clone(), Class::Mount, None, format!("{what} on {target}")))
+        }
+        EventKind::Cron { phase, crontab_line, .. } if phase == "start" => {
+            Some(("cron job starts".into(), Class::Cron, None, format!("cron job starts: {crontab_line}")))
+        }
+        EventKind::Exec { filename, .. } => {
+            let base = filename.rsplit('/').next().unwrap_or(filename).to_string();
+            Some((format!("exec {base}"), Class::Exec, None, format!("exec {filename}")))
+        }
+        EventKind::Output { line, .. } => {
+            let text = stable_text(line);
+            if text.is_empty() {
+                return None;
+            }
+            Some((format!("prints \"{text}\""), Class::Output, None, format!("prints \"{line}\"")))
+        }
+        _ => None,
+    }
+}
+
+/// The part of an output line that is the same in every run: up to its first digit.
+pub(crate) fn stable_text(line: &str) -> String {
+    let cut = line.find(|c: char| c.is_ascii_digit()).unwrap_or(line.len());
+    line[..cut].trim().trim_end_matches([':', '(', '#', '-', '=']).trim().to_string()
+}
+
+/// Ordering of two occurrences: Some(true) when `x` is before `y`, Some(false) when after, None
+/// when the clocks cannot tell (concurrent).
+pub(crate) fn before(x: &Occ, y: &Occ) -> Option<bool> {
+    if x.host == y.host {
+        return Some(x.seq < y.seq);
+    }
+    if x.at.before(&y.at) {
+        Some(true)
+    } else if y.at.before(&x.at) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The step a role's gate can hold: a scenario step, or the step that runs a cron job's command
+/// by hand on the same host.
+pub(crate) fn gate_step(bundle: &Bundle, scenario: Option<&Scenario>, role: &Role) -> Result<String, Unverifiable> {
+    let s = scenario.ok_or(Unverifiable::NoScenario)?;
+    let host = &bundle.hosts[role.host].name;
+    match &role.cron_command {
+        None => match s.steps.iter().find(|p| p.name == role.process) {
+            Some(p) => Ok(p.name.clone()),
+            None => Err(Unverifiable::Service { process: role.process.clone() }),
+        },
+        Some(_) => {
+            // The cron daemon's service carries the crontab line: a step on the same host whose
+            // command starts with that line's command runs the job by hand.
+            let service =
+                s.process(&role.process).ok_or_else(|| Unverifiable::NoProcess { process: role.process.clone() })?;
+            let lines: Vec<Vec<String>> = service
+                .command
+                .iter()
+                .filter_map(|arg| heisen_recordings::crontab_command("", arg))
+                .map(|cmd| cmd.split_whitespace().map(str::to_string).collect())
+                .collect();
+            s.steps
+                .iter()
+                .find(|p| &p.host == host && lines.iter().any(|l| !l.is_empty() && p.command.starts_with(l)))
+                .map(|p| p.name.clone())
+                .ok_or_else(|| Unverifiable::NoCronStep { host: host.clone(), process: role.process.clone() })
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! Hypothesis builders: the gate points, variants and effect lines that would let `heisen verify`
+//! enforce a candidate with the capture's scenario, or why it cannot.
+
+use std::collections::BTreeSet;
+
+use heisen_recordings::{During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch};
+
+use super::Context;
+use crate::align::{before, connection_of, gate_step, stable_text, Role, RunSigs, Sig};
+use crate::error::Unverifiable;
+
+pub(crate) fn gate_of(ctx: &Context<'_>, sig: &Sig, nth: u32) -> Result<GateSpec, Unverifiable> {
+    let (syscall, signal, fd_at_least) =
+        sig.gate.clone().ok_or_else(|| Unverifiable::NotGateable { what: sig.what.clone() })?;
+    Ok(GateSpec {
+        step: gate_step(ctx.bundle, ctx.scenario, &sig.role)?,
+        syscall,
+        nth,
+        signal,
+        fd_at_least,
+        path: None,
+    })
+}
+
+/// Variants for verify runs when a gated step stands in for a cron job: the steps' variants on,
+/// the cron daemons' off. None when the scenario's defaults do.
+pub(crate) fn variants_for(ctx: &Context<'_>, roles: &[&Role], steps: &[&str]) -> Option<Vec<String>> {
+    let s = ctx.scenario?;
+    let mut v = s.default_variants();
+    let before = v.clone();
+    for role in roles.iter().filter(|r| r.cron_command.is_some()) {
+        if let Some(off) = s.process(&role.process).and_then(|p| p.variant.clone()) {
+            v.retain(|x| *x != off);
+        }
+    }
+    for step in steps {
+        if let Some(on) = s.process(step).and_then(|p| p.variant.clone()) {
+            if !v.contains(&on) {
+                v.push(on);
+            }
+        }
+    }
+    (v != before).then_some(v)
+}
+
+pub(crate) fn runs_wanted(ctx: &Context<'_>) -> u32 {
+    ctx.scenario.and_then(|s| s.hypothesis.as_ref()).map(|h| h.runs()).unwrap_or(5)
+}
+
+pub(crate) fn order_hypothesis(ctx: &Context<'_>, first: &Sig, then: &Sig) -> Result<Hypothesis, Unverifiable> {
+    let (f, t) = (gate_of(ctx, first, 1)?, gate_of(ctx, then, 1)?);
+    let variants = variants_for(ctx, &[&first.role, &then.role], &[&f.step, &t.step]);
+    Ok(Hypothesis::Order(OrderHypothesis {
+        first: f,
+        then: t,
+        fails_when_after: true,
+        runs: runs_wanted(ctx),
+        variants,
+    }))
+}
+
+/// `a` during `b`'s occurrences: held until the middle one is in flight; the cause's effect is
+/// read from the service output that followed it in a failing run.
+pub(crate) fn during_hypothesis(
+    ctx: &Context<'_>,
+    a: usize,
+    b: usize,
+    run: Option<u32>,
+    passing: &[u32],
+) -> Result<Hypothesis, Unverifiable> {
+    let sigs = &ctx.aligned.sigs;
+    let count =
+        passing.iter().filter_map(|r| ctx.aligned.runs.get(r)?.count.get(&b).copied()).max().unwrap_or(0).max(1);
+    let cause = gate_of(ctx, &sigs[a], 1)?;
+    let victim = gate_of(ctx, &sigs[b], count.div_ceil(2))?;
+    let run = run.ok_or(Unverifiable::HoldsInNoFailingRun)?;
+    // The effect: the first two different lines a service (the signal's target, for a signal)
+    // printed after the cause. A failing run may end before the effect is over: then the other
+    // runs say how it ends.
+    // An effect is something a service also prints in passing runs: a line only failing runs
+    // print (a recovery after an attach) is the symptom's aftermath, and "before" could never wait
+    // for it.
+    let normal: BTreeSet<(Role, String)> = passing
+        .iter()
+        .filter_map(|r| ctx.aligned.runs.get(r))
+        .flat_map(|rs| rs.outputs.iter().map(|(role, line, _)| (role.clone(), stable_text(line))))
+        .collect();
+    let effect = |rs: &RunSigs| -> Option<(Role, String, String)> {
+        let at = rs.first.get(&a)?;
+        let target_role = at.target.and_then(|pid| rs.roles.get(&(at.host, pid)));
+        let mut after = rs.outputs.iter().filter(|(role, line, o)| {
+            before(at, o) == Some(true)
+                && role.cron_command.is_none()
+                && target_role.is_none_or(|t| t == role)
+                && !stable_text(line).is_empty()
+                && (normal.is_empty() || normal.contains(&(role.clone(), stable_text(line))))
+                && ctx.scenario.is_some_and(|s| s.services.iter().any(|p| p.name == role.process))
+        });
+        let (role, started, _) = after.next()?;
+        let (_, done, _) = after.find(|(r, l, _)| r == role && stable_text(l) != stable_text(started))?;
+        Some((role.clone(), stable_text(started), stable_text(done)))
+    };
+    let runs = std::iter::once(run).chain(ctx.aligned.runs.keys().copied());
+    let (role, started, done) =
+        runs.filter_map(|r| effect(ctx.aligned.runs.get(&r)?)).next().ok_or(Unverifiable::NoEffect)?;
+    // A stream of calls over a connection begins at the victim's connect: "before" holds it there.
+    let victim_begins = connection_of(sigs, b).map(|c| gate_of(ctx, &sigs[c], 1)).transpose()?;
+    Ok(Hypothesis::During(Box::new(During {
+        cause,
+        victim,
+        victim_count: count,
+        victim_begins,
+        effect_started: OutputMatch { process: role.process.clone(), text: started },
+        effect_done: OutputMatch { process: role.process, text: done },
+        runs: runs_wanted(ctx),
+    })))
+}

@@ -1,0 +1,219 @@
+//! Ordering candidates: pairs of signatures of different roles whose relation (before, during,
+//! before the end of) holds in failing runs and not in passing ones. When there are more pairs than
+//! the budget, a seeded generator draws the ones examined.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::hypotheses::{during_hypothesis, order_hypothesis};
+use super::predicates::{holds, Pred};
+use super::report::{evidence_of, share, Candidate, Count};
+use super::{Context, Options};
+use crate::align::{connection_of, Class, Role, Sig};
+
+/// A small deterministic generator (xorshift64*) for sampling pairs.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+pub(crate) fn ordering_candidates(
+    ctx: &Context<'_>,
+    passing: &[u32],
+    opts: &Options,
+) -> (Vec<Candidate>, usize, usize) {
+    let sigs = &ctx.aligned.sigs;
+    // A series ("during B's calls") is one that repeats in normal runs: a call a failing run
+    // repeats only in its reaction to the failure (a retry, a diagnostic probe) is not one.
+    let multi: BTreeSet<usize> = passing
+        .iter()
+        .filter_map(|r| ctx.aligned.runs.get(r))
+        .flat_map(|rs| rs.count.iter().filter(|(_, c)| **c >= 2).map(|(s, _)| *s))
+        .collect();
+    // What never happens in a passing run is the failure itself or its consequence (an error
+    // message, a crash): "before the symptom" separates trivially and says nothing.
+    let in_passing: BTreeSet<usize> =
+        passing.iter().filter_map(|r| ctx.aligned.runs.get(r)).flat_map(|rs| rs.first.keys().copied()).collect();
+    // A printed line is late (timed when heisen read it from the pipe) and reports what its
+    // process did: when the process's own calls are recorded, they stand for it as a cause.
+    let recorded_roles: BTreeSet<&Role> = sigs
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| s.class != Class::Output && in_passing.contains(i))
+        .map(|(_, s)| &s.role)
+        .collect();
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for a in 0..sigs.len() {
+        if sigs[a].class == Class::Output && recorded_roles.contains(&sigs[a].role) {
+            continue;
+        }
+        for b in 0..sigs.len() {
+            // A printed line is never the reference point B: its time is when heisen read it from
+            // the pipe (late by up to the agent's read interval), and it is an effect.
+            if a != b
+                && sigs[a].role != sigs[b].role
+                && in_passing.contains(&a)
+                && in_passing.contains(&b)
+                && sigs[b].class != Class::Output
+            {
+                pairs.push((a, b));
+            }
+        }
+    }
+    let total = pairs.len();
+    if pairs.len() > opts.budget {
+        // Seeded partial shuffle: the first `budget` pairs after it are examined.
+        let mut rng = Rng(opts.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        for i in 0..opts.budget {
+            let j = i + (rng.next() % (pairs.len() - i) as u64) as usize;
+            pairs.swap(i, j);
+        }
+        pairs.truncate(opts.budget);
+        pairs.sort();
+    }
+    let examined = pairs.len();
+    let mut out = Vec::new();
+    for (a, b) in pairs {
+        let mut preds = vec![Pred::Before(a, b)];
+        if multi.contains(&b) {
+            preds.push(Pred::During(a, b));
+            preds.push(Pred::BeforeEnd(a, b));
+        }
+        for p in preds {
+            let count = |runs: &[u32]| Count {
+                holds: runs.iter().filter(|r| ctx.aligned.runs.get(r).is_some_and(|rs| holds(rs, p))).count(),
+                of: runs.len(),
+            };
+            let (f, q) = (count(ctx.failing), count(passing));
+            let sep = share(f) - share(q);
+            if sep < 0.5 {
+                continue;
+            }
+            out.push((p, ordering_candidate(ctx, p, f, q, sep, passing)));
+        }
+    }
+    let out = same_flow(ctx, out);
+    (out, examined, total)
+}
+
+/// One flow seen at two places: the writer's writes and the server's replies to them come one
+/// for one in every run. The view on the cause's own host orders it exactly (same-host `seq`);
+/// the view on another host may be within the clock error of the cause. When a gate can hold
+/// only the latter (a step, not a service), that candidate takes the exact view's counts, and
+/// says so.
+pub(crate) fn same_flow(ctx: &Context<'_>, mut found: Vec<(Pred, Candidate)>) -> Vec<Candidate> {
+    let flow =
+        |b: usize| -> Vec<u32> { ctx.aligned.runs.values().map(|rs| rs.count.get(&b).copied().unwrap_or(0)).collect() };
+    let mut groups: BTreeMap<(usize, bool, Vec<u32>), Vec<usize>> = BTreeMap::new();
+    for (i, (p, _)) in found.iter().enumerate() {
+        if let Pred::During(a, b) | Pred::BeforeEnd(a, b) = *p {
+            groups.entry((a, matches!(p, Pred::During(..)), flow(b))).or_default().push(i);
+        }
+    }
+    for members in groups.values().filter(|m| m.len() > 1) {
+        let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior);
+        let best = *members.iter().max_by_key(|i| key(&found[**i].1)).expect("non-empty");
+        let Some(gated) =
+            members.iter().copied().filter(|i| found[*i].1.parsed.is_some()).max_by_key(|i| key(&found[*i].1))
+        else {
+            continue;
+        };
+        if key(&found[gated].1).0 >= key(&found[best].1).0 {
+            continue;
+        }
+        let exact = found[best].1.clone();
+        let b = match found[best].0 {
+            Pred::During(_, b) | Pred::BeforeEnd(_, b) | Pred::Before(_, b) => &ctx.aligned.sigs[b],
+        };
+        let c = &mut found[gated].1;
+        c.summary = format!(
+            "{} — ordered by {}'s {} [{}], the same flow (as many calls in every run)",
+            c.summary,
+            b.role.label(),
+            b.what,
+            ctx.bundle.hosts[b.role.host].name
+        );
+        (c.score, c.failing, c.passing) = (exact.score, exact.failing, exact.passing);
+        c.evidence.extend(exact.evidence);
+        c.evidence.sort_by_key(|e| e.time_ns);
+    }
+    found.into_iter().map(|(_, c)| c).collect()
+}
+
+pub(crate) fn ordering_candidate(
+    ctx: &Context<'_>,
+    p: Pred,
+    f: Count,
+    q: Count,
+    sep: f64,
+    passing: &[u32],
+) -> Candidate {
+    let sigs = &ctx.aligned.sigs;
+    let host = |s: &Sig| ctx.bundle.hosts[s.role.host].name.clone();
+    let name = |s: &Sig| format!("{}'s {} [{}]", s.role.label(), s.what, host(s));
+    let failure_step = ctx.scenario.map(|s| s.failure.step.as_str());
+    let (ai, bi) = match p {
+        Pred::Before(a, b) | Pred::During(a, b) | Pred::BeforeEnd(a, b) => (a, b),
+    };
+    let (a, b) = (&sigs[ai], &sigs[bi]);
+    let summary = match p {
+        Pred::Before(..) => format!("{} before {}", name(a), name(b)),
+        Pred::During(..) if connection_of(sigs, bi).is_some() => {
+            format!(
+                "{} lands while {}'s connection is in use (from its connect through its {} calls to its close) [{}]",
+                name(a),
+                b.role.label(),
+                b.what,
+                host(b)
+            )
+        }
+        Pred::During(..) => {
+            format!("{} lands while {}'s {} calls are under way [{}]", name(a), b.role.label(), b.what, host(b))
+        }
+        Pred::BeforeEnd(..) => {
+            format!("{} lands before the end of {}'s {} calls [{}]", name(a), b.role.label(), b.what, host(b))
+        }
+    };
+    let on_failing_step = failure_step.is_some_and(|f| b.role.process == f && b.role.cron_command.is_none());
+    // On the scale of diff scores (20..95): a signal sent ranks with a missing daemon.
+    // The more specific relation first when both separate as well.
+    let specific = match p {
+        Pred::During(..) => 2,
+        Pred::BeforeEnd(..) => 1,
+        Pred::Before(..) => 0,
+    };
+    let prior = a.class as u32 * 10 + on_failing_step as u32 * 5 + specific;
+    // Evidence: the first failing run where it holds.
+    let mut evidence = Vec::new();
+    let run = ctx.failing.iter().copied().find(|r| ctx.aligned.runs.get(r).is_some_and(|rs| holds(rs, p)));
+    if let Some(run) = run {
+        let rs = &ctx.aligned.runs[&run];
+        let mut shown = vec![(&rs.first[&ai], format!("{}: {}", a.role.label(), rs.first[&ai].desc))];
+        let bn = rs.count.get(&bi).copied().unwrap_or(0);
+        let first_b = &rs.first[&bi];
+        shown.push((first_b, format!("{}: {}{}", b.role.label(), first_b.desc, if bn > 1 { " (first)" } else { "" })));
+        if !matches!(p, Pred::Before(..)) && bn > 1 {
+            let last = &rs.last[&bi];
+            shown.push((last, format!("{}: {} (last of {bn})", b.role.label(), last.desc)));
+        }
+        shown.sort_by_key(|(o, _)| o.at.earliest_ns);
+        evidence = shown.into_iter().map(|(o, what)| evidence_of(ctx.bundle, run, o, what)).collect();
+    }
+    let h = match p {
+        Pred::During(ai, bi) | Pred::BeforeEnd(ai, bi) => during_hypothesis(ctx, ai, bi, run, passing),
+        Pred::Before(ai, bi) => {
+            // Fails when a comes before b, i.e. when b comes after a: first = b, then = a.
+            order_hypothesis(ctx, &sigs[bi], &sigs[ai])
+        }
+    };
+    let mut c = Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h);
+    c.cause_seq = run.and_then(|r| Some(ctx.aligned.runs.get(&r)?.first.get(&ai)?.seq)).unwrap_or(u64::MAX);
+    c
+}

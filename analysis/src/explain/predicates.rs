@@ -1,0 +1,39 @@
+//! What a candidate ordering claims about one run, as a predicate over its aligned signatures.
+
+use crate::align::{before, RunSigs};
+
+/// A predicate over one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Pred {
+    /// `a`'s first occurrence is before `b`'s first.
+    Before(usize, usize),
+    /// `a`'s first occurrence is not known to be before `b`'s start (its first, or the connect
+    /// it began with) nor after `b`'s end (its last, or the close of that connection).
+    During(usize, usize),
+    /// `a`'s first occurrence is not known to come after `b`'s last (it may come before `b`
+    /// starts: a cause whose effect lasts, such as a reload, still catches `b`). As for `During`'s
+    /// end, "within the clock error of `b`'s last" counts: a failing call often returns a fraction
+    /// of a millisecond after its cause on another host.
+    BeforeEnd(usize, usize),
+}
+
+pub(crate) fn holds(rs: &RunSigs, p: Pred) -> bool {
+    match p {
+        Pred::Before(a, b) => match (rs.first.get(&a), rs.first.get(&b)) {
+            (Some(x), Some(y)) => before(x, y) == Some(true),
+            _ => false,
+        },
+        Pred::During(a, b) => {
+            match (rs.first.get(&a), rs.begin.get(&b).or(rs.first.get(&b)), rs.end.get(&b).or(rs.last.get(&b))) {
+                // Not known to be outside b's span: within the clock error of its start or its end
+                // counts, as the start of a connection and the cause on another host often are.
+                (Some(x), Some(b0), Some(b1)) => before(x, b0) != Some(true) && before(b1, x) != Some(true),
+                _ => false,
+            }
+        }
+        Pred::BeforeEnd(a, b) => match (rs.first.get(&a), rs.last.get(&b)) {
+            (Some(x), Some(b1)) => before(b1, x) != Some(true),
+            _ => false,
+        },
+    }
+}

@@ -1,0 +1,30 @@
+//! Phase 5, propose: rank the candidates (separation first; the kind prior, then where the cause
+//! comes in its process, only break ties), keep one per hypothesis, number them and write their
+//! verify commands.
+
+use std::collections::BTreeSet;
+
+use super::report::Candidate;
+use super::Options;
+
+/// Phase 5: rank, keep the best, number them and write their verify commands.
+pub(crate) fn propose(candidates: &mut Vec<Candidate>, opts: &Options) {
+    candidates.sort_by(|x, y| {
+        let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior, c.failing.holds);
+        key(y).cmp(&key(x)).then_with(|| x.cause_seq.cmp(&y.cause_seq)).then_with(|| x.summary.cmp(&y.summary))
+    });
+    // One candidate per hypothesis: the best-placed keeps it.
+    let mut seen = BTreeSet::new();
+    candidates.retain(|c| c.hypothesis.as_ref().is_none_or(|h| seen.insert(h.clone())));
+    candidates.truncate(opts.top);
+    for (i, c) in candidates.iter_mut().enumerate() {
+        c.rank = i + 1;
+        if let Some(h) = &c.hypothesis {
+            c.verify = Some(format!(
+                "heisen verify {b} --candidate {r} --local   # = heisen verify {b} --hypothesis '{h}' --local",
+                b = opts.bundle_arg,
+                r = c.rank
+            ));
+        }
+    }
+}

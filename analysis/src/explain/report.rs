@@ -1,0 +1,193 @@
+//! The result of `heisen explain` (its JSON contract) and its text form.
+
+use heisen_recordings::{Bundle, Hypothesis};
+use serde::Serialize;
+
+use crate::align::Occ;
+use crate::error::Unverifiable;
+
+/// The result of `heisen explain`.
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub capture_id: String,
+    pub scenario: Option<String>,
+    pub seed: u64,
+    pub phases: Vec<PhaseReport>,
+    pub failing_runs: Vec<u32>,
+    /// What the failing runs are compared with, in words.
+    pub baseline: String,
+    pub candidates: Vec<Candidate>,
+    /// Observations that are not candidates but change how to read the capture (an attach that
+    /// woke a blocked call, ...).
+    pub findings: Vec<Finding>,
+}
+
+/// One phase and what it found, in words.
+#[derive(Debug, Serialize)]
+pub struct PhaseReport {
+    pub name: &'static str,
+    pub summary: String,
+}
+
+/// A ranked candidate cause.
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    pub rank: usize,
+    /// `ordering` or `environment`.
+    pub kind: &'static str,
+    pub summary: String,
+    /// Separation: share of failing cases where it holds minus share of passing cases (1.0 at best).
+    pub score: f64,
+    /// What a "case" is: `runs`, `host pairs` (a failing host against a passing peer), or `items`
+    /// (the things a run handled, e.g. job files, failing ones named by the failure).
+    pub unit: &'static str,
+    pub failing: Count,
+    pub passing: Count,
+    pub evidence: Vec<Evidence>,
+    /// The hypothesis as a TOML inline table, when heisen can verify it with this scenario.
+    pub hypothesis: Option<String>,
+    pub verify: Option<String>,
+    /// Why it cannot be verified as is.
+    pub not_verifiable: Option<String>,
+    #[serde(skip)]
+    pub parsed: Option<Hypothesis>,
+    #[serde(skip)]
+    pub(crate) prior: u32,
+    /// Where the cause comes in its process (its first occurrence's seq in the evidence run):
+    /// between equals, the earlier call of one process is the cause, later ones follow from it
+    /// (a connect, then the request written on it).
+    #[serde(skip)]
+    pub(crate) cause_seq: u64,
+}
+
+/// In how many of `of` cases a candidate holds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Count {
+    pub holds: usize,
+    pub of: usize,
+}
+
+/// An event behind a candidate: where and when (coordinator time, ± the clock error).
+#[derive(Clone, Debug, Serialize)]
+pub struct Evidence {
+    pub host: String,
+    pub run: u32,
+    pub time_ns: i64,
+    pub error_ns: i64,
+    pub what: String,
+}
+
+/// Something explain noticed that is not a ranked cause.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub kind: &'static str,
+    pub summary: String,
+    pub evidence: Vec<Evidence>,
+}
+
+pub(crate) fn share(c: Count) -> f64 {
+    if c.of == 0 {
+        0.0
+    } else {
+        c.holds as f64 / c.of as f64
+    }
+}
+
+pub(crate) fn evidence_of(bundle: &Bundle, run: u32, o: &Occ, what: String) -> Evidence {
+    Evidence {
+        host: bundle.hosts[o.host].name.clone(),
+        run,
+        time_ns: o.at.midpoint_ns(),
+        error_ns: (o.at.latest_ns - o.at.earliest_ns) / 2,
+        what,
+    }
+}
+
+impl Candidate {
+    /// An unranked candidate with its counts `(failing, passing, score)` and the hypothesis that
+    /// would verify it, or why there is none.
+    pub(crate) fn new(
+        kind: &'static str,
+        unit: &'static str,
+        summary: String,
+        (failing, passing, score): (Count, Count, f64),
+        evidence: Vec<Evidence>,
+        prior: u32,
+        h: Result<Hypothesis, Unverifiable>,
+    ) -> Candidate {
+        let (parsed, not_verifiable) = match h {
+            Ok(h) => (Some(h), None),
+            Err(why) => (None, Some(why.to_string())),
+        };
+        Candidate {
+            rank: 0,
+            kind,
+            summary,
+            score,
+            unit,
+            failing,
+            passing,
+            evidence,
+            hypothesis: parsed.as_ref().map(Hypothesis::to_inline_toml),
+            verify: None,
+            not_verifiable,
+            parsed,
+            prior,
+            cause_seq: u64::MAX,
+        }
+    }
+}
+
+/// The explanation as text.
+pub fn to_text(x: &Explanation) -> String {
+    let mut out = format!(
+        "explain: capture {}{}, seed {}\n",
+        x.capture_id,
+        x.scenario.as_ref().map(|s| format!(" (scenario {s})")).unwrap_or_default(),
+        x.seed
+    );
+    for (i, p) in x.phases.iter().enumerate() {
+        out.push_str(&format!("phase {}/{} {}: {}\n", i + 1, x.phases.len(), p.name, p.summary));
+    }
+    if x.candidates.is_empty() {
+        out.push_str("\nno candidate separates failing from passing cases\n");
+    }
+    for c in &x.candidates {
+        out.push_str(&format!("\n{}. [{}] {}\n", c.rank, c.kind, c.summary));
+        out.push_str(&format!(
+            "   separates {}: holds in {}/{} failing, {}/{} passing (score {:.2})\n",
+            c.unit, c.failing.holds, c.failing.of, c.passing.holds, c.passing.of, c.score
+        ));
+        if let Some(first) = c.evidence.iter().map(|e| e.time_ns).min() {
+            for e in &c.evidence {
+                out.push_str(&format!(
+                    "   run {:<3} {:<8} t+{:>10.3} ms ±{:.3} ms  {}\n",
+                    e.run,
+                    e.host,
+                    (e.time_ns - first) as f64 / 1e6,
+                    e.error_ns as f64 / 1e6,
+                    e.what
+                ));
+            }
+        }
+        match (&c.verify, &c.not_verifiable) {
+            (Some(v), _) => out.push_str(&format!("   verify: {v}\n")),
+            (None, Some(why)) => out.push_str(&format!("   not verifiable as is: {why}\n")),
+            _ => {}
+        }
+    }
+    for f in &x.findings {
+        out.push_str(&format!("\nfinding [{}]: {}\n", f.kind, f.summary));
+        if let Some(first) = f.evidence.iter().map(|e| e.time_ns).min() {
+            for e in &f.evidence {
+                out.push_str(&format!(
+                    "   {:<8} t+{:>10.3} ms  {}\n",
+                    e.host,
+                    (e.time_ns - first) as f64 / 1e6,
+                    e.what
+                ));
+            }
+        }
+    }
+    out
+}
