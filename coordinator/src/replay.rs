@@ -134,7 +134,7 @@ pub async fn execute(
         } else {
             "passed".into()
         };
-        crate::verify::progress(&format!("[replay {i}/{repeat}] {what}"));
+        crate::output::progress(&format!("[replay {i}/{repeat}] {what}"));
         reps.push(Repetition {
             repetition: i,
             failed: o.failed,

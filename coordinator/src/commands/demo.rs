@@ -6,19 +6,21 @@ use anyhow::{anyhow, Context, Result};
 use heisen_recordings::{Bundle, EventKind, Scenario};
 use serde_json::json;
 
-use crate::verify::{self, progress};
-use crate::{DemoArgs, Hosts, Target};
+use crate::hosts::Hosts;
+use crate::output::progress;
+use crate::verify;
+use crate::{DemoArgs, Target};
 use heisen_analysis::explain;
 use heisen_analysis::timeline::{self, Filter};
 use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
 
 /// Stories with an embedded scenario.
 pub const STORIES: &[(&str, &str)] = &[
-    ("mountd-sighup", include_str!("../../recordings/scenarios/mountd-sighup.toml")),
-    ("lost-wakeup", include_str!("../../recordings/scenarios/lost-wakeup.toml")),
-    ("butterfly", include_str!("../../recordings/scenarios/butterfly.toml")),
-    ("cron-twin", include_str!("../../recordings/scenarios/cron-twin.toml")),
-    ("statd-flock", include_str!("../../recordings/scenarios/statd-flock.toml")),
+    ("mountd-sighup", include_str!("../../../recordings/scenarios/mountd-sighup.toml")),
+    ("lost-wakeup", include_str!("../../../recordings/scenarios/lost-wakeup.toml")),
+    ("butterfly", include_str!("../../../recordings/scenarios/butterfly.toml")),
+    ("cron-twin", include_str!("../../../recordings/scenarios/cron-twin.toml")),
+    ("statd-flock", include_str!("../../../recordings/scenarios/statd-flock.toml")),
 ];
 
 pub async fn run(args: &DemoArgs) -> Result<i32> {
@@ -53,7 +55,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
         token_file: None,
         shared: None,
     };
-    let Hosts { agents, vars, harness } = crate::connect(&scenario, &target).await?;
+    let Hosts { agents, vars, harness } = crate::hosts::connect(&scenario, &target).await?;
     let harness: LocalHosts = harness.expect("local hosts");
     let mode = match &harness.mode {
         Mode::Netns => "netns".to_string(),
@@ -62,7 +64,8 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
     progress(&format!("story {story}: {} hosts on {mode}", scenario.hosts.len()));
 
     progress(&format!("phase 1/4: {load_runs} load runs without gates"));
-    let session = verify::load(agents.clone(), &scenario, &vars, &crate::capture_id(story, "load"), load_runs).await?;
+    let session =
+        verify::load(agents.clone(), &scenario, &vars, &crate::files::capture_id(story, "load"), load_runs).await?;
     let load_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let load_path = out.join(format!("{}.heisen", load_bundle.capture_id));
     load_bundle.write(&load_path).map_err(|e| anyhow!("{e}"))?;
@@ -95,7 +98,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
 
     progress(&format!("phase 3/4: verifying {verified_what}, {runs} runs per ordering"));
     let (session, results) =
-        verify::verify(agents, &verified, &vars, &crate::capture_id(story, "verify"), runs).await?;
+        verify::verify(agents, &verified, &vars, &crate::files::capture_id(story, "verify"), runs).await?;
     let verify_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let verify_path = out.join(format!("{}.heisen", verify_bundle.capture_id));
     verify_bundle.write(&verify_path).map_err(|e| anyhow!("{e}"))?;
@@ -118,7 +121,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
                 Err(e) => json!({"error": e.to_string()}),
             },
             "bundle": load_path,
-            "clocks": crate::clocks_json(&load_bundle),
+            "clocks": crate::output::clocks_json(&load_bundle),
             "verify_bundle": verify_path,
             "timeline_excerpt": excerpt.as_ref().map(|(_, events)| events.clone()),
             "diff": differences.as_ref().map(|(a, b, d)| serde_json::json!({

@@ -1,0 +1,110 @@
+//! `heisen capture`: ad-hoc recording on running agents until a duration passes or Ctrl-C.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+
+use crate::files::{capture_id, write_bundle};
+use crate::hosts::{parse_agents, read_token};
+use crate::output::{progress, LiveLine};
+use crate::{client, session, CaptureArgs};
+
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let bad = || anyhow!("--for `{text}`: want a duration like 30s, 5m, 500ms or 2h");
+    let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, ""), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+pub async fn run(a: CaptureArgs) -> Result<i32> {
+    let duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    let token = read_token(&a.token_file)?;
+    let mut agents = BTreeMap::new();
+    for (name, addr) in parse_agents(&a.agents)? {
+        agents.insert(name.clone(), client::Agent::connect(&name, &addr, token.as_deref()).await?);
+    }
+    let selection = client::Selection { comms: a.comm.clone(), pids: a.pid.clone(), bpf_writes: a.bpf_writes };
+    let id = capture_id("capture", "adhoc");
+    let mut traced = Vec::new();
+    for spec in &a.ptrace {
+        let parsed = spec.split_once('=').and_then(|(h, p)| Some((h.to_string(), p.parse::<i32>().ok()?)));
+        let Some((host, pid)) = parsed else {
+            return Err(anyhow!("--ptrace `{spec}` must be HOST=PID"));
+        };
+        if !agents.contains_key(&host) {
+            return Err(anyhow!("--ptrace `{spec}`: no --agent named {host}"));
+        }
+        traced.push((host, pid));
+    }
+    let mut session = session::Session::open_selected(agents, &id, &selection).await?;
+    for (host, pid) in &traced {
+        let tracer = match session.attach(host, *pid).await {
+            Ok(tracer) => tracer,
+            Err(e) => {
+                let _ = session.close(None, "").await; // stop recording everywhere before giving up
+                return Err(e);
+            }
+        };
+        progress(&format!("ptrace recorder [{tracer}] attached to pid {pid} on {host} (this perturbs it)"));
+    }
+    for note in session.observer_notes() {
+        progress(&note);
+    }
+    let until = match duration {
+        Some(d) => format!("for {:.1} s", d.as_secs_f64()),
+        None => "until Ctrl-C".to_string(),
+    };
+    progress(&format!("capture {id}: recording {until}"));
+    let started = std::time::Instant::now();
+    let mut counter = LiveLine::new(std::time::Duration::from_secs(5));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let stopped_by = loop {
+        let left = duration.map(|d| d.saturating_sub(started.elapsed()));
+        if left.is_some_and(|l| l.is_zero()) {
+            break "time";
+        }
+        let tick = left.unwrap_or(std::time::Duration::from_secs(1)).min(std::time::Duration::from_secs(1));
+        tokio::select! {
+            _ = &mut ctrl_c => break "Ctrl-C",
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let counts = session.counts().await;
+        let shown: Vec<String> = counts
+            .iter()
+            .map(|(host, n)| match n {
+                Ok(n) => format!("{host} {n} events"),
+                Err(_) => format!("{host} UNREACHABLE"),
+            })
+            .collect();
+        counter.show(&format!("[{:>4} s] {}", started.elapsed().as_secs(), shown.join("  ")));
+    };
+    counter.finish();
+    progress(&format!("stopped by {stopped_by}; pulling every host's events"));
+    let bundle = session.close(None, "").await?;
+    let path = write_bundle(&bundle, a.out)?;
+    let per_host: Vec<_> = bundle
+        .hosts
+        .iter()
+        .map(|h| serde_json::json!({"name": h.name, "events": h.events.len(), "lost": h.lost, "observer": h.observer}))
+        .collect();
+    if a.json {
+        println!("{}", serde_json::json!({"capture": bundle.capture_id, "bundle": path, "hosts": per_host}));
+    } else {
+        for h in &bundle.hosts {
+            println!("{:<12} {:>8} events, {} lost ({})", h.name, h.events.len(), h.lost, h.observer);
+        }
+        println!("bundle: {}", path.display());
+    }
+    Ok(0)
+}

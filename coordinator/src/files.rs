@@ -1,0 +1,47 @@
+//! The files a command reads and writes: scenarios, bundles, and the names of new captures.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use heisen_recordings::{Bundle, Scenario};
+
+pub fn load_scenario(path: &Path) -> Result<Scenario> {
+    Scenario::load(path).map_err(|e| anyhow!("{e}"))
+}
+
+pub fn capture_id(scenario: &str, phase: &str) -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    format!("{scenario}-{phase}-{secs}-{}", std::process::id())
+}
+
+pub fn write_bundle(bundle: &Bundle, out: Option<PathBuf>) -> Result<PathBuf> {
+    let path = match out {
+        Some(p) => p,
+        None => {
+            std::fs::create_dir_all("heisen-out").context("cannot create heisen-out/")?;
+            heisen_recordings::bundle_path(Path::new("heisen-out"), &bundle.capture_id)
+        }
+    };
+    bundle.write(&path).map_err(|e| anyhow!("{e}"))?;
+    Ok(path)
+}
+
+pub fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
+    let mut head = [0u8; 8];
+    let is_bundle = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|_| &head == heisen_recordings::BUNDLE_MAGIC);
+    if !is_bundle {
+        return Ok((load_scenario(path)?, None));
+    }
+    let bundle = Bundle::read(path).map_err(|e| anyhow!("{e}"))?;
+    let Some(src) = &bundle.scenario else {
+        return Err(anyhow!(
+            "{} was captured without a scenario (an ad-hoc capture): there is nothing to re-run; write a scenario \
+             for the processes involved and `heisen run` it, or inspect this capture with `heisen timeline`/`heisen diff`",
+            path.display()
+        ));
+    };
+    let scenario = Scenario::parse(&src.path, &src.text).map_err(|e| anyhow!("the bundle's scenario: {e}"))?;
+    Ok((scenario, Some(bundle)))
+}

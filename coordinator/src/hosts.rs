@@ -1,0 +1,86 @@
+//! Host selection: `--local` hosts started by the harness, or the `--agent NAME=ADDR`s given,
+//! connected and with the placeholders a scenario needs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use heisen_recordings::Scenario;
+
+use crate::output::progress;
+use crate::{client, session, Target};
+
+pub fn read_token(path: &Option<PathBuf>) -> Result<Option<String>> {
+    match path {
+        None => Ok(None),
+        Some(p) => {
+            let t = std::fs::read_to_string(p).with_context(|| format!("cannot read token file {}", p.display()))?;
+            Ok(Some(t.trim().to_string()))
+        }
+    }
+}
+
+pub fn parse_agents(specs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (name, addr) = spec.split_once('=').ok_or_else(|| anyhow!("--agent `{spec}` must be NAME=HOST:PORT"))?;
+        if name.is_empty() || addr.is_empty() {
+            return Err(anyhow!("--agent `{spec}` must be NAME=HOST:PORT"));
+        }
+        out.insert(name.to_string(), addr.to_string());
+    }
+    Ok(out)
+}
+
+pub struct Hosts {
+    pub agents: BTreeMap<String, client::Agent>,
+    pub vars: session::Placeholders,
+    pub harness: Option<heisen_fixtures::hosts::Hosts>,
+}
+
+pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
+    let (addrs, token, harness) = if target.local {
+        use heisen_fixtures::hosts;
+        let exe = std::env::current_exe().context("cannot find the heisen binary")?;
+        let options = hosts::Options { loopback: target.loopback, skews: parse_agents(&target.skews)? };
+        let h = hosts::Hosts::start(&[exe, "agent".into()], &scenario.hosts, &options).map_err(|e| anyhow!(e))?;
+        if let hosts::Mode::Loopback(why) = &h.mode {
+            progress(&format!("note: local hosts on loopback ({why})"));
+        }
+        (h.agents.clone(), h.token.clone(), Some(h))
+    } else {
+        (parse_agents(&target.agents)?, read_token(&target.token_file)?, None)
+    };
+    let missing: Vec<_> = scenario.hosts.iter().filter(|h| !addrs.contains_key(*h)).cloned().collect();
+    if !missing.is_empty() {
+        return Err(anyhow!(
+            "scenario `{}` needs hosts {}; pass --agent NAME=HOST:PORT for each, or --local",
+            scenario.name,
+            missing.join(", ")
+        ));
+    }
+    let mut agents = BTreeMap::new();
+    let mut host_addrs = BTreeMap::new();
+    for (name, addr) in &addrs {
+        agents.insert(name.clone(), client::Agent::connect(name, addr, token.as_deref()).await?);
+        let ip = harness.as_ref().and_then(|h| h.host_addrs.get(name).cloned());
+        host_addrs.insert(
+            name.clone(),
+            ip.unwrap_or_else(|| addr.rsplit_once(':').map(|(h, _)| h.to_string()).unwrap_or_default()),
+        );
+    }
+    let shared = match (&target.shared, &harness) {
+        (Some(dir), _) => Some(dir.display().to_string()),
+        (None, Some(h)) => Some(h.shared_dir().map_err(|e| anyhow!(e))?.display().to_string()),
+        (None, None) => None,
+    };
+    if shared.is_none() && scenario.text.contains("{shared}") {
+        return Err(anyhow!(
+            "scenario `{}` uses {{shared}}: pass --shared DIR, a directory every host sees at the same path",
+            scenario.name
+        ));
+    }
+    let port = heisen_fixtures::hosts::free_port().map_err(|e| anyhow!(e))?;
+    let vars = session::Placeholders { host_addrs, port, shared };
+    Ok(Hosts { agents, vars, harness })
+}
