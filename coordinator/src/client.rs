@@ -1,10 +1,14 @@
 //! The coordinator's side of the wire: a connection to one agent, speaking domain types.
+//!
+//! This is the only module of the coordinator that names `heisen_proto`: every request is built
+//! and every reply converted here, so sessions, commands and benches see `recordings` types
+//! (`LaunchSpec`, `ProcessNotice`, `Hold`, `CaptureStatus`, `AgentInfo`) and never a prost one.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use heisen_proto as proto;
-use heisen_recordings::{ClockModel, Event, ProbeSample};
+use heisen_recordings::{AgentInfo, CaptureStatus, ClockModel, Event, Hold, LaunchSpec, ProbeSample, ProcessNotice};
 use proto::agent_client::AgentClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -12,7 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Adds the bearer token (if any) to every request.
 #[derive(Clone)]
-pub struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
+struct Auth(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl tonic::service::Interceptor for Auth {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -23,7 +27,7 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-pub type Rpc = AgentClient<InterceptedService<Channel, Auth>>;
+type Rpc = AgentClient<InterceptedService<Channel, Auth>>;
 
 /// A connected agent.
 #[derive(Clone)]
@@ -31,8 +35,8 @@ pub struct Agent {
     /// The name the scenario (or `--agent NAME=`) knows the host by.
     pub name: String,
     pub addr: String,
-    pub rpc: Rpc,
-    pub info: proto::AgentInfo,
+    rpc: Rpc,
+    pub info: AgentInfo,
 }
 
 /// Coordinator clock: CLOCK_REALTIME nanoseconds.
@@ -82,7 +86,7 @@ impl Agent {
                 proto::PROTOCOL_VERSION
             ));
         }
-        Ok(Agent { name: name.to_string(), addr: addr.to_string(), rpc, info })
+        Ok(Agent { name: name.to_string(), addr: addr.to_string(), rpc, info: info.into() })
     }
 
     /// Takes `n` clock probes.
@@ -102,11 +106,11 @@ impl Agent {
         Ok(samples)
     }
 
-    pub fn err(&self, op: &str, status: tonic::Status) -> anyhow::Error {
+    fn err(&self, op: &str, status: tonic::Status) -> anyhow::Error {
         anyhow!("{op} failed on agent {} ({}): {}", self.name, self.addr, status.message())
     }
 
-    pub async fn start_capture(&mut self, capture: &str, selection: &Selection) -> Result<proto::CaptureStatus> {
+    pub async fn start_capture(&mut self, capture: &str, selection: &Selection) -> Result<CaptureStatus> {
         let req = proto::StartCaptureRequest {
             capture_id: capture.into(),
             syscalls: vec![],
@@ -114,29 +118,52 @@ impl Agent {
             pids: selection.pids.clone(),
             bpf_writes: selection.bpf_writes,
         };
-        Ok(self.rpc.start_capture(req).await.map_err(|s| self.err("start capture", s))?.into_inner())
+        Ok(self.rpc.start_capture(req).await.map_err(|s| self.err("start capture", s))?.into_inner().into())
     }
 
-    /// Opens the gate channel of `capture`: commands (releases) go into the sender, hold notices
-    /// come out of the stream.
-    pub async fn open_gates(
-        &mut self,
-        capture: &str,
-    ) -> Result<(tokio::sync::mpsc::UnboundedSender<proto::GateCommand>, tonic::Streaming<proto::GateNotice>)> {
+    /// Opens the gate channel of `capture`: releases go through the [`Gates`] handle, holds come
+    /// out of [`Holds`].
+    pub async fn open_gates(&mut self, capture: &str) -> Result<(Gates, Holds)> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tx.send(proto::GateCommand { command: Some(proto::gate_command::Command::OpenCapture(capture.into())) })?;
+        tx.send(proto::GateCommand::open(capture))?;
         let notices = self
             .rpc
             .gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
             .await
             .map_err(|s| self.err("open gate channel", s))?
             .into_inner();
-        Ok((tx, notices))
+        Ok((Gates(tx), Holds { agent: self.clone(), notices }))
     }
 
-    pub async fn stop_capture(&mut self, capture: &str) -> Result<proto::CaptureStatus> {
+    pub async fn stop_capture(&mut self, capture: &str) -> Result<CaptureStatus> {
         let req = proto::StopCaptureRequest { capture_id: capture.into() };
-        Ok(self.rpc.stop_capture(req).await.map_err(|s| self.err("stop capture", s))?.into_inner())
+        Ok(self.rpc.stop_capture(req).await.map_err(|s| self.err("stop capture", s))?.into_inner().into())
+    }
+
+    /// Launches a process; returns once the agent reports it started.
+    pub async fn launch(&mut self, spec: &LaunchSpec) -> Result<Launched> {
+        let op = format!("launch {}", spec.name);
+        let mut stream =
+            self.rpc.launch(proto::LaunchRequest::from(spec)).await.map_err(|s| self.err(&op, s))?.into_inner();
+        let first = stream.message().await.map_err(|s| self.err(&op, s))?;
+        let Some(ProcessNotice::Started { pid, .. }) = first.and_then(proto::ProcessNotice::into_domain) else {
+            return Err(anyhow!("agent {} did not report `{}` as started", self.name, spec.name));
+        };
+        Ok(Launched { pid, agent: self.clone(), op, stream })
+    }
+
+    /// Attaches the ptrace recorder to `pid` for the rest of `capture`; returns the tracer's pid.
+    pub async fn attach(&mut self, capture: &str, pid: i32) -> Result<i32> {
+        let req = proto::AttachRequest { capture_id: capture.into(), pid };
+        let reply = self.rpc.attach(req).await.map_err(|s| self.err(&format!("attach to pid {pid}"), s))?;
+        Ok(reply.into_inner().tracer_pid)
+    }
+
+    /// Stops a process the agent launched into `capture` (SIGTERM, SIGKILL after `grace_ms`).
+    pub async fn stop_process(&mut self, capture: &str, pid: i32, grace_ms: u64) -> Result<()> {
+        let req = proto::StopProcessRequest { capture_id: capture.into(), pid, grace_ms };
+        self.rpc.stop_process(req).await.map_err(|s| self.err(&format!("stop pid {pid}"), s))?;
+        Ok(())
     }
 
     /// The host's environment now (`at` says what for: `start`, `run 3`, `end`).
@@ -160,4 +187,51 @@ impl Agent {
 /// Fits a clock model for an agent from probes (best of `samples`).
 pub fn fit(agent: &str, samples: &[ProbeSample]) -> Result<ClockModel> {
     ClockModel::fit(samples).ok_or_else(|| anyhow!("no clock probes for agent {agent}"))
+}
+
+/// A launched process: its pid, and what it reports from now on.
+pub struct Launched {
+    pub pid: i32,
+    agent: Agent,
+    op: String,
+    stream: tonic::Streaming<proto::ProcessNotice>,
+}
+
+impl Launched {
+    /// The next output line or the exit; `Ok(None)` when the agent ended the stream.
+    pub async fn next(&mut self) -> Result<Option<ProcessNotice>> {
+        loop {
+            match self.stream.message().await.map_err(|s| self.agent.err(&self.op, s))? {
+                None => return Ok(None),
+                Some(n) => match n.into_domain() {
+                    Some(n) => return Ok(Some(n)),
+                    None => continue, // a notice of a newer agent: nothing to do with it
+                },
+            }
+        }
+    }
+}
+
+/// Releases holds on one agent's gate channel (cheap to clone; sends never block).
+#[derive(Clone)]
+pub struct Gates(tokio::sync::mpsc::UnboundedSender<proto::GateCommand>);
+
+impl Gates {
+    /// Releases a hold; false when the channel is closed (the agent releases every hold then).
+    pub fn release(&self, hold_id: u64) -> bool {
+        self.0.send(proto::GateCommand::release(hold_id)).is_ok()
+    }
+}
+
+/// The holds an agent reports on its gate channel.
+pub struct Holds {
+    agent: Agent,
+    notices: tonic::Streaming<proto::GateNotice>,
+}
+
+impl Holds {
+    /// The next hold; `Ok(None)` when the agent closed the channel.
+    pub async fn next(&mut self) -> Result<Option<Hold>> {
+        Ok(self.notices.message().await.map_err(|s| self.agent.err("gate channel", s))?.map(Hold::from))
+    }
 }

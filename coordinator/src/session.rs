@@ -6,12 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
-use heisen_proto as proto;
 use heisen_recordings::{
-    Bundle, Environment, GateSpec, HostRecording, Mark, MarkKind, MessageEdge, Process, RunOutcome, Scenario,
-    ScenarioSource, StepOutcome,
+    Bundle, Environment, GateSpec, HostRecording, LaunchSpec, Mark, MarkKind, MessageEdge, Process, ProcessNotice,
+    RunOutcome, Scenario, ScenarioSource, StepOutcome,
 };
-use tokio::sync::mpsc;
 
 use crate::client::{self, Agent};
 use heisen_analysis::schedule::{Action, Ordering};
@@ -74,7 +72,7 @@ struct Shared {
 pub struct Session {
     pub capture_id: String,
     agents: BTreeMap<String, Agent>,
-    gates: BTreeMap<String, mpsc::UnboundedSender<proto::GateCommand>>,
+    gates: BTreeMap<String, client::Gates>,
     shared: Arc<Mutex<Shared>>,
     /// Clock probe samples per host: a burst at the start, every PROBE_PERIOD, and at the end.
     probes: Arc<Mutex<BTreeMap<String, Vec<heisen_recordings::ProbeSample>>>>,
@@ -132,7 +130,7 @@ impl Session {
             let (tx, mut notices) = agent.open_gates(capture_id).await?;
             let (shared, host) = (session.shared.clone(), name.clone());
             tokio::spawn(async move {
-                while let Ok(Some(n)) = notices.message().await {
+                while let Ok(Some(n)) = notices.next().await {
                     shared.lock().expect("shared").holds.insert((host.clone(), n.run, n.gate), n.hold_id);
                 }
             });
@@ -171,10 +169,7 @@ impl Session {
 
     /// Attaches the ptrace recorder to `pid` on `host` for the rest of the capture.
     pub async fn attach(&mut self, host: &str, pid: i32) -> Result<i32> {
-        let mut agent = self.agent(host)?;
-        let req = proto::AttachRequest { capture_id: self.capture_id.clone(), pid };
-        let reply = agent.rpc.attach(req).await.map_err(|s| agent.err(&format!("attach to pid {pid}"), s))?;
-        Ok(reply.into_inner().tracer_pid)
+        self.agent(host)?.attach(&self.capture_id, pid).await
     }
 
     /// One line per host whose observer is not the plain default ("tracefs"): what became of an
@@ -196,33 +191,27 @@ impl Session {
 
     async fn launch(&self, p: &Process, role: &str, run: u32, gates: &[GateSpec], vars: &Placeholders) -> Result<i32> {
         let mut agent = self.agent(&p.host)?;
-        let req = proto::LaunchRequest {
+        let spec = LaunchSpec {
             capture_id: self.capture_id.clone(),
             run,
             name: p.name.clone(),
             role: role.into(),
             argv: vars.expand(&p.command, run),
-            workdir: String::new(),
-            env: Default::default(),
-            gates: gates.iter().filter(|g| g.step == p.name).map(proto::GatePoint::from).collect(),
+            gates: gates.iter().filter(|g| g.step == p.name).cloned().collect(),
             hold_timeout_ms: HOLD_TIMEOUT_MS,
             ptrace: p.ptrace,
+            ..LaunchSpec::default()
         };
-        let mut stream =
-            agent.rpc.launch(req).await.map_err(|s| agent.err(&format!("launch {}", p.name), s))?.into_inner();
         let key = (run, p.name.clone());
         self.shared.lock().expect("shared").procs.insert(key.clone(), ProcState::default());
-        let first = stream.message().await.map_err(|s| agent.err("launch", s))?;
-        let Some(proto::ProcessNotice { notice: Some(proto::process_notice::Notice::Started(started)) }) = first else {
-            return Err(anyhow!("agent {} did not report `{}` as started", p.host, p.name));
-        };
-        self.shared.lock().expect("shared").procs.get_mut(&key).expect("proc").pid = started.pid;
+        let mut launched = agent.launch(&spec).await?;
+        let pid = launched.pid;
+        self.shared.lock().expect("shared").procs.get_mut(&key).expect("proc").pid = pid;
         let shared = self.shared.clone();
         tokio::spawn(async move {
-            use proto::process_notice::Notice;
             loop {
-                let notice = match stream.message().await {
-                    Ok(Some(n)) => n.notice,
+                let notice = match launched.next().await {
+                    Ok(Some(n)) => n,
                     _ => {
                         // The stream broke (agent gone): the process's fate is unknown.
                         let mut s = shared.lock().expect("shared");
@@ -234,16 +223,16 @@ impl Session {
                 let mut s = shared.lock().expect("shared");
                 let proc = s.procs.get_mut(&key).expect("proc");
                 match notice {
-                    Some(Notice::Output(o)) => proc.lines.push(o.line),
-                    Some(Notice::Exited(e)) => {
-                        proc.exit = Some(e.code);
+                    ProcessNotice::Output(line) => proc.lines.push(line),
+                    ProcessNotice::Exited { code, .. } => {
+                        proc.exit = Some(code);
                         return;
                     }
-                    _ => {}
+                    ProcessNotice::Started { .. } => {}
                 }
             }
         });
-        Ok(started.pid)
+        Ok(pid)
     }
 
     /// Polls `check` every 2 ms until it yields a value or `timeout` passes.
@@ -293,17 +282,14 @@ impl Session {
     }
 
     async fn wait_hold(&self, host: &str, run: u32, gate: &GateSpec) -> Option<u64> {
-        let key = (host.to_string(), run, proto::GatePoint::from(gate).id);
+        let key = (host.to_string(), run, gate.id());
         self.wait_for(ACTION_TIMEOUT, |s| s.holds.get(&key).copied()).await
     }
 
     fn release(&self, host: &str, run: u32, gate: &GateSpec, hold_id: u64) {
-        let id = proto::GatePoint::from(gate).id;
-        self.shared.lock().expect("shared").holds.remove(&(host.to_string(), run, id));
-        if let Some(tx) = self.gates.get(host) {
-            let _ = tx.send(proto::GateCommand {
-                command: Some(proto::gate_command::Command::Release(proto::Release { hold_id })),
-            });
+        self.shared.lock().expect("shared").holds.remove(&(host.to_string(), run, gate.id()));
+        if let Some(gates) = self.gates.get(host) {
+            gates.release(hold_id);
         }
     }
 
@@ -365,10 +351,8 @@ impl Session {
                     notes.push(format!("gate {gate} on {host} was held but not released by the schedule"));
                 }
                 self.shared.lock().expect("shared").holds.remove(&(host.clone(), run, gate));
-                if let Some(tx) = self.gates.get(&host) {
-                    let _ = tx.send(proto::GateCommand {
-                        command: Some(proto::gate_command::Command::Release(proto::Release { hold_id })),
-                    });
+                if let Some(gates) = self.gates.get(&host) {
+                    gates.release(hold_id);
                 }
             }
             for step in &steps {
@@ -425,10 +409,7 @@ impl Session {
 
     async fn act(&mut self, scenario: &Scenario, run: u32, action: &Action) -> Result<(), String> {
         let host_of = |step: &str| scenario.process(step).map(|p| p.host.clone()).unwrap_or_default();
-        let gate_mark = |gate: &GateSpec, action: &str| MarkKind::Gate {
-            gate: proto::GatePoint::from(gate).id,
-            action: action.to_string(),
-        };
+        let gate_mark = |gate: &GateSpec, action: &str| MarkKind::Gate { gate: gate.id(), action: action.to_string() };
         match action {
             Action::Reached(gate) => {
                 let host = host_of(&gate.step);
@@ -472,8 +453,7 @@ impl Session {
 
     async fn stop_process(&self, host: &str, pid: i32) {
         if let Ok(mut agent) = self.agent(host) {
-            let req = proto::StopProcessRequest { capture_id: self.capture_id.clone(), pid, grace_ms: 500 };
-            let _ = agent.rpc.stop_process(req).await;
+            let _ = agent.stop_process(&self.capture_id, pid, 500).await;
         }
         let _ = self
             .wait_for(Duration::from_secs(3), |s| s.procs.values().find(|p| p.pid == pid).and_then(|p| p.exit))
@@ -561,5 +541,5 @@ impl Session {
 }
 
 fn not_reached(gate: &GateSpec) -> String {
-    format!("gate {} was never reached within {} s", proto::GatePoint::from(gate).id, ACTION_TIMEOUT.as_secs())
+    format!("gate {} was never reached within {} s", gate.id(), ACTION_TIMEOUT.as_secs())
 }

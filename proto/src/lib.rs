@@ -262,10 +262,7 @@ impl From<&rec::GateSpec> for GatePoint {
             (None, None) => (None, None, None),
         };
         GatePoint {
-            id: match &g.path {
-                Some(path) => format!("{}:{}({path})#{}", g.step, g.syscall, g.nth),
-                None => format!("{}:{}#{}", g.step, g.syscall, g.nth),
-            },
+            id: g.id(),
             syscall: g.syscall.clone(),
             nth: g.nth,
             arg_index,
@@ -273,6 +270,83 @@ impl From<&rec::GateSpec> for GatePoint {
             arg_at_least,
             path: g.path.clone(),
         }
+    }
+}
+
+impl From<AgentInfo> for rec::AgentInfo {
+    fn from(i: AgentInfo) -> Self {
+        let c = i.capabilities.unwrap_or_default();
+        rec::AgentInfo {
+            name: i.name,
+            version: i.version,
+            kernel: i.kernel,
+            pid: i.pid,
+            capabilities: rec::Capabilities {
+                root: c.root,
+                kernel_tracing: c.kernel_tracing,
+                ptrace: c.ptrace,
+                seccomp_notify: c.seccomp_notify,
+                tracing_unavailable_reason: c.tracing_unavailable_reason,
+            },
+        }
+    }
+}
+
+impl From<CaptureStatus> for rec::CaptureStatus {
+    fn from(s: CaptureStatus) -> Self {
+        rec::CaptureStatus {
+            capture_id: s.capture_id,
+            recording: s.recording,
+            events: s.events,
+            lost: s.lost,
+            observer: s.observer,
+        }
+    }
+}
+
+impl From<&rec::LaunchSpec> for LaunchRequest {
+    fn from(l: &rec::LaunchSpec) -> Self {
+        LaunchRequest {
+            capture_id: l.capture_id.clone(),
+            run: l.run,
+            name: l.name.clone(),
+            role: l.role.clone(),
+            argv: l.argv.clone(),
+            workdir: l.workdir.clone(),
+            env: l.env.clone(),
+            gates: l.gates.iter().map(GatePoint::from).collect(),
+            hold_timeout_ms: l.hold_timeout_ms,
+            ptrace: l.ptrace,
+        }
+    }
+}
+
+impl ProcessNotice {
+    /// The domain notice, or None for a notice this side does not know (a newer agent's).
+    pub fn into_domain(self) -> Option<rec::ProcessNotice> {
+        Some(match self.notice? {
+            process_notice::Notice::Started(s) => rec::ProcessNotice::Started { pid: s.pid, workdir: s.workdir },
+            process_notice::Notice::Output(o) => rec::ProcessNotice::Output(o.line),
+            process_notice::Notice::Exited(e) => rec::ProcessNotice::Exited { code: e.code, signal: e.signal },
+        })
+    }
+}
+
+impl From<GateNotice> for rec::Hold {
+    fn from(n: GateNotice) -> Self {
+        rec::Hold { hold_id: n.hold_id, gate: n.gate, process: n.process, pid: n.pid, run: n.run, raw_ns: n.raw_ns }
+    }
+}
+
+impl GateCommand {
+    /// Opens the gate channel of a capture (the first command on it).
+    pub fn open(capture_id: &str) -> GateCommand {
+        GateCommand { command: Some(gate_command::Command::OpenCapture(capture_id.into())) }
+    }
+
+    /// Releases a hold.
+    pub fn release(hold_id: u64) -> GateCommand {
+        GateCommand { command: Some(gate_command::Command::Release(Release { hold_id })) }
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod bundle;
 mod clock;
+mod control;
 mod env;
 mod event;
 mod merge;
@@ -19,6 +20,7 @@ pub use bundle::{
     bundle_path, Bundle, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC, BUNDLE_VERSION,
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
+pub use control::{AgentInfo, Capabilities, CaptureStatus, Hold, LaunchSpec, ProcessNotice};
 pub use env::{crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry};
 pub use event::{errno_name, fcntl_lock_cmd, flock_op_name, signal_name, signal_number, Event, EventKind, SignalPhase};
 pub use merge::{Merge, Placed};

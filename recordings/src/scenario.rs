@@ -86,6 +86,17 @@ pub struct GateSpec {
     pub path: Option<String>,
 }
 
+impl GateSpec {
+    /// The gate point's id, unique within a run: `step:syscall#nth`, or `step:syscall(path)#nth`.
+    /// A hold notice names its gate point by it, and marks of the coordinator carry it.
+    pub fn id(&self) -> String {
+        match &self.path {
+            Some(path) => format!("{}:{}({path})#{}", self.step, self.syscall, self.nth),
+            None => format!("{}:{}#{}", self.step, self.syscall, self.nth),
+        }
+    }
+}
+
 /// What `verify` is asked to confirm.
 #[derive(Clone, Debug)]
 pub enum Hypothesis {

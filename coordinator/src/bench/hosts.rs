@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use heisen_fixtures::hosts::{Hosts, Mode, Options};
-use heisen_proto as proto;
-use heisen_recordings::{ClockModel, ProbeSample};
+use heisen_recordings::{ClockModel, GateSpec, LaunchSpec, ProbeSample};
 use serde::Serialize;
 
 use super::percentile;
@@ -145,11 +144,18 @@ async fn gate_rows(agent: &mut Agent, releases: u32, progress: &impl Fn(&str)) -
     let capture = format!("bench-gates-{}", std::process::id());
     agent.start_capture(&capture, &Selection::default()).await?;
     let mut probes = agent.probe(8).await?;
-    let (tx, mut notices) = agent.open_gates(&capture).await?;
+    let (gates_tx, mut notices) = agent.open_gates(&capture).await?;
     let gates = (1..=releases)
-        .map(|k| proto::GatePoint { id: format!("write-{k}"), syscall: "write".into(), nth: k, ..Default::default() })
+        .map(|nth| GateSpec {
+            step: "bench".into(),
+            syscall: "write".into(),
+            nth,
+            signal: None,
+            fd_at_least: None,
+            path: None,
+        })
         .collect();
-    let req = proto::LaunchRequest {
+    let spec = LaunchSpec {
         capture_id: capture.clone(),
         run: 1,
         name: "bench".into(),
@@ -159,20 +165,19 @@ async fn gate_rows(agent: &mut Agent, releases: u32, progress: &impl Fn(&str)) -
         hold_timeout_ms: 10_000,
         ..Default::default()
     };
-    let mut launched = agent.rpc.launch(req).await.map_err(|s| agent.err("launch", s))?.into_inner();
-    let drain = tokio::spawn(async move { while let Ok(Some(_)) = launched.message().await {} });
+    let mut launched = agent.launch(&spec).await?;
+    let drain = tokio::spawn(async move { while let Ok(Some(_)) = launched.next().await {} });
     // (host stamp of the stop, coordinator time the notice arrived, coordinator time released)
     let mut holds: Vec<(i64, i64, i64)> = Vec::new();
     for _ in 0..releases {
-        let notice = tokio::time::timeout(Duration::from_secs(10), notices.message())
+        let notice = tokio::time::timeout(Duration::from_secs(10), notices.next())
             .await
-            .map_err(|_| anyhow!("no hold notice from host b within 10 s"))?
-            .map_err(|s| agent.err("gate channel", s))?
+            .map_err(|_| anyhow!("no hold notice from host b within 10 s"))??
             .ok_or_else(|| anyhow!("host b closed the gate channel"))?;
         let received = now_ns();
-        tx.send(proto::GateCommand {
-            command: Some(proto::gate_command::Command::Release(proto::Release { hold_id: notice.hold_id })),
-        })?;
+        if !gates_tx.release(notice.hold_id) {
+            return Err(anyhow!("host b closed the gate channel"));
+        }
         holds.push((notice.raw_ns, received, now_ns()));
     }
     probes.extend(agent.probe(8).await?);

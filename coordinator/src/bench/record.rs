@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use heisen_agent::gate::{self, Filter, GatePoint, HoldRegistry};
-use heisen_proto as proto;
 use serde::Serialize;
 
 use crate::client::Agent;
@@ -249,7 +248,7 @@ async fn run_observed(
     agent.start_capture(capture, &crate::client::Selection { bpf_writes, ..Default::default() }).await?;
     let mut argv = vec!["{fixture}".to_string()];
     argv.extend(args.iter().skip(1).cloned());
-    let req = proto::LaunchRequest {
+    let spec = heisen_recordings::LaunchSpec {
         capture_id: capture.into(),
         run: 1,
         name: "bench".into(),
@@ -257,16 +256,16 @@ async fn run_observed(
         argv,
         ..Default::default()
     };
-    let mut stream = agent.rpc.launch(req).await.map_err(|s| agent.err("launch", s))?.into_inner();
+    let mut launched = agent.launch(&spec).await?;
     let mut output = String::new();
-    while let Some(n) = stream.message().await.map_err(|s| agent.err("launch", s))? {
-        match n.notice {
-            Some(proto::process_notice::Notice::Output(o)) => {
-                output.push_str(&o.line);
+    while let Some(n) = launched.next().await? {
+        match n {
+            heisen_recordings::ProcessNotice::Output(line) => {
+                output.push_str(&line);
                 output.push('\n');
             }
-            Some(proto::process_notice::Notice::Exited(_)) => break,
-            _ => {}
+            heisen_recordings::ProcessNotice::Exited { .. } => break,
+            heisen_recordings::ProcessNotice::Started { .. } => {}
         }
     }
     let exited = Instant::now();
@@ -309,7 +308,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     )
     .map_err(|e| anyhow!(e))?;
     let mut agent = Agent::connect("bench", &hosts.agents["bench"], None).await?;
-    let observer = agent.info.capabilities.as_ref().is_some_and(|c| c.kernel_tracing);
+    let observer = agent.info.capabilities.kernel_tracing;
     let strace = Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     let mut rows = Vec::new();
     for workload in ["storm", "load"].into_iter().filter(|w| sizes.measures(w)) {

@@ -14,7 +14,7 @@ pub async fn run(a: AgentsArgs) -> Result<i32> {
             Ok(mut agent) => {
                 let samples = agent.probe(16).await?;
                 let clock = client::fit(&name, &samples)?;
-                let caps = agent.info.capabilities.clone().unwrap_or_default();
+                let caps = agent.info.capabilities.clone();
                 rows.push(serde_json::json!({
                     "name": name, "addr": addr, "reachable": true, "version": agent.info.version,
                     "kernel": agent.info.kernel, "offset_ns": clock.offset_ns, "error_ns": clock.error_ns, "at_ns": clock.ref_ns,
