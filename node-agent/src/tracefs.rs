@@ -181,7 +181,20 @@ impl Instance {
         let _ = std::fs::write(self.dir.join("tracing_on"), "0");
         let _ = std::fs::write(self.dir.join("events/enable"), "0");
         drop(self.marker.lock().expect("marker").take());
-        if self.dir.exists() && std::fs::remove_dir(&self.dir).is_err() {
+        // A process forked by another thread at this moment holds our files until it execs
+        // (close-on-exec closes them only then), and the kernel refuses the rmdir while it does:
+        // try again for up to ~100 ms before settling for events off and buffers shrunk.
+        for _ in 0..20 {
+            match std::fs::remove_dir(&self.dir) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                Err(_) => break,
+            }
+        }
+        if self.dir.exists() {
             let _ = std::fs::write(self.dir.join("buffer_size_kb"), "1");
         }
     }
