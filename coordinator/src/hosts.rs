@@ -35,15 +35,15 @@ pub fn parse_agents(specs: &[String]) -> Result<BTreeMap<String, String>> {
 pub struct Hosts {
     pub agents: BTreeMap<String, client::Agent>,
     pub vars: session::Placeholders,
-    pub harness: Option<heisen_fixtures::hosts::Hosts>,
+    pub harness: Option<heisen_harness::Hosts>,
 }
 
 pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
     let (addrs, token, harness) = if target.local {
-        use heisen_fixtures::hosts;
+        use heisen_harness as hosts;
         let exe = std::env::current_exe().context("cannot find the heisen binary")?;
         let options = hosts::Options { loopback: target.loopback, skews: parse_agents(&target.skews)? };
-        let h = hosts::Hosts::start(&[exe, "agent".into()], &scenario.hosts, &options).map_err(|e| anyhow!(e))?;
+        let h = hosts::Hosts::start(&[exe, "agent".into()], &scenario.hosts, &options)?;
         if let hosts::Mode::Loopback(why) = &h.mode {
             progress(&format!("note: local hosts on loopback ({why})"));
         }
@@ -71,7 +71,7 @@ pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
     }
     let shared = match (&target.shared, &harness) {
         (Some(dir), _) => Some(dir.display().to_string()),
-        (None, Some(h)) => Some(h.shared_dir().map_err(|e| anyhow!(e))?.display().to_string()),
+        (None, Some(h)) => Some(h.shared_dir()?.display().to_string()),
         (None, None) => None,
     };
     if shared.is_none() && scenario.text.contains("{shared}") {
@@ -80,7 +80,7 @@ pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
             scenario.name
         ));
     }
-    let port = heisen_fixtures::hosts::free_port().map_err(|e| anyhow!(e))?;
+    let port = heisen_harness::free_port()?;
     let vars = session::Placeholders { host_addrs, port, shared };
     Ok(Hosts { agents, vars, harness })
 }

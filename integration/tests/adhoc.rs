@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use heisen_fixtures::hosts::{Hosts, Mode, Options};
+use heisen_harness::{Hosts, Mode, Options};
 use serde_json::Value;
 
 mod common;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use heisen_fixtures::hosts::{Hosts, Mode, Options};
+use heisen_harness::{Hosts, Mode, Options};
 use serde_json::Value;
 
 mod common;

@@ -50,21 +50,32 @@ pub struct LaunchSpec {
     pub hold_timeout: Duration,
 }
 
-/// Expands agent-side placeholders: `{fixture}` (this binary's guest programs) and `{workdir}`.
-pub fn expand(argv: &[String], workdir: &Path) -> Result<Vec<String>, String> {
+/// The guest programs' binary (`{fixture}` in scenarios): `heisen-guest`, installed beside the
+/// agent's own binary.
+pub fn guest_program() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent's own binary: {e}"))?;
-    let mut out = Vec::new();
-    for arg in argv {
-        if arg == "{fixture}" {
-            out.push(exe.display().to_string());
-            out.push("fixture".into());
-        } else {
-            // Inside a longer argument (a shell command, a crontab line) it becomes the two words.
-            let fixture = format!("{} fixture", exe.display());
-            out.push(arg.replace("{workdir}", &workdir.display().to_string()).replace("{fixture}", &fixture));
-        }
+    let guest = exe.with_file_name(GUEST_PROGRAM);
+    if !guest.is_file() {
+        return Err(format!(
+            "{{fixture}} names {}, which is not there; install heisen-guest beside the agent \
+             (cargo build -p heisen-guests)",
+            guest.display()
+        ));
     }
-    Ok(out)
+    Ok(guest)
+}
+
+/// The file name of the guest programs' binary.
+pub const GUEST_PROGRAM: &str = "heisen-guest";
+
+/// Expands agent-side placeholders: `{fixture}` (the guest programs) and `{workdir}`.
+pub fn expand(argv: &[String], workdir: &Path) -> Result<Vec<String>, String> {
+    let fixture = if argv.iter().any(|a| a.contains("{fixture}")) { Some(guest_program()?) } else { None };
+    let fixture = fixture.map(|p| p.display().to_string()).unwrap_or_default();
+    Ok(argv
+        .iter()
+        .map(|arg| arg.replace("{workdir}", &workdir.display().to_string()).replace("{fixture}", &fixture))
+        .collect())
 }
 
 /// Launches `spec`; life events go to `life` until the process exits.

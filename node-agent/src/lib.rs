@@ -9,7 +9,8 @@ mod capture;
 mod cgroup;
 mod clock;
 mod environment;
-pub mod gate;
+mod gate;
+pub mod gate_bench;
 mod launch;
 mod observer;
 mod ptrace;
@@ -62,20 +63,16 @@ pub enum ScopeArg {
     Launched,
 }
 
-/// The helper modes of the agent's binary, which the agent starts as processes of its own:
-/// `fixture NAME ...` (the story guest programs, `{fixture}` in scenarios) and `ptrace-record
-/// --pid PID --marker PATH` (the ptrace recorder). Returns the exit code when `args` (without
-/// the program name) names one, None otherwise. Both `heisen-agent` and `heisen` call this first.
+/// The helper mode of the agent's binary, which the agent starts as a process of its own:
+/// `ptrace-record --pid PID --marker PATH` (the ptrace recorder). Returns the exit code when
+/// `args` (without the program name) names it, None otherwise. Both `heisen-agent` and `heisen`
+/// call this first.
 pub fn run_helper(args: &[String]) -> Option<i32> {
     match args.split_first() {
-        Some((mode, rest)) if mode == "fixture" => Some(run_fixture(rest.to_vec())),
         Some((mode, rest)) if mode == "ptrace-record" => Some(ptrace::run(rest)),
         _ => None,
     }
 }
-
-/// Guest programs shipped with the agent (`{fixture}` in scenarios).
-pub use heisen_fixtures::run as run_fixture;
 
 /// Runs the agent until SIGINT/SIGTERM; returns the process exit code (2 on bad input).
 pub fn run(args: AgentArgs) -> i32 {

@@ -1,4 +1,4 @@
-//! `heisen-agent`: the per-host daemon. `heisen-agent fixture NAME ...` runs a story guest program.
+//! `heisen-agent`: the per-host daemon.
 use clap::Parser;
 
 fn main() {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use heisen_fixtures::hosts::{Hosts, Mode, Options};
+use heisen_harness::{Hosts, Mode, Options};
 use heisen_recordings::{ClockModel, GateSpec, LaunchSpec, ProbeSample};
 use serde::Serialize;
 
@@ -96,7 +96,7 @@ async fn clock_rows(
     let mut rows = Vec::new();
     for (host, skew, offset_ns, ppm) in SKEWS {
         let model = ClockModel::fit(&samples[host]).ok_or_else(|| anyhow!("no probes of host {host}"))?;
-        let origin = hosts.skew_origin(host).map_err(|e| anyhow!(e))?;
+        let origin = hosts.skew_origin(host)?;
         // The worst error over the capture, each against the bound the model reports there.
         let (mut worst, mut bound_at_worst, mut within) = (0.0f64, 0.0, true);
         for &at in &burst_times {

@@ -2,15 +2,13 @@
 //! the untraced workload. Workloads are guest programs that time their own loop:
 //! `storm` (one-byte writes to /dev/null) and `load` (a file written in 64 KiB chunks).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use heisen_agent::gate::{self, Filter, GatePoint, HoldRegistry};
+use heisen_agent::gate_bench::{self, pin_to_cpu0, Supervisor};
 use serde::Serialize;
 
 use crate::client::Agent;
@@ -59,6 +57,16 @@ fn exe() -> Result<PathBuf> {
     std::env::current_exe().context("cannot find the heisen binary")
 }
 
+/// The guest programs' binary beside heisen, which runs the workloads.
+fn guest() -> Result<PathBuf> {
+    let exe = exe()?;
+    let guest = exe.with_file_name("heisen-guest");
+    if !guest.is_file() {
+        return Err(anyhow!("no {} beside heisen: build it (cargo build --release -p heisen-guests)", guest.display()));
+    }
+    Ok(guest)
+}
+
 /// `elapsed_ns=N calls=M` from a workload's output.
 fn parse(output: &str) -> Result<(f64, u64)> {
     let line = output
@@ -92,10 +100,9 @@ fn workload_args(workload: &str, sizes: &Sizes, dir: &Path, trapped: bool) -> Ve
     match workload {
         "storm" => {
             let n = if trapped { sizes.trapped_writes } else { sizes.storm_writes };
-            vec!["fixture".into(), "storm".into(), "--writes".into(), n.to_string()]
+            vec!["storm".into(), "--writes".into(), n.to_string()]
         }
         _ => vec![
-            "fixture".into(),
             "load".into(),
             "--mib".into(),
             sizes.load_mib.to_string(),
@@ -107,7 +114,7 @@ fn workload_args(workload: &str, sizes: &Sizes, dir: &Path, trapped: bool) -> Ve
 
 /// Runs the workload with heisen's ptrace recorder attached before its timed loop starts; the
 /// recorder's notes go to /dev/null (no capture), so this is the tracing and decoding cost.
-fn run_ptrace_recorded(heisen: &Path, args: &[String], pinned: bool) -> Result<(f64, u64)> {
+fn run_ptrace_recorded(heisen: &Path, guest: &Path, args: &[String], pinned: bool) -> Result<(f64, u64)> {
     let pin = |cmd: &mut Command| {
         if pinned {
             // SAFETY: sched_setaffinity is async-signal-safe.
@@ -119,7 +126,7 @@ fn run_ptrace_recorded(heisen: &Path, args: &[String], pinned: bool) -> Result<(
             }
         }
     };
-    let mut cmd = Command::new(heisen);
+    let mut cmd = Command::new(guest);
     cmd.args(args).args(["--start-after-ms", "300"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
     pin(&mut cmd);
     let workload = cmd.spawn().context("cannot start the workload")?;
@@ -137,104 +144,13 @@ fn run_ptrace_recorded(heisen: &Path, args: &[String], pinned: bool) -> Result<(
     parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t with CPU 0 set; sched_setaffinity on the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Runs the workload with a seccomp filter trapping `nrs`, served by `serve` (or by nobody, when
-/// the workload never makes those calls).
-fn run_gated(args: &[String], nrs: &[i64], pinned: bool, serve: Option<fn(OwnedFd)>) -> Result<(f64, u64)> {
-    let filter = Filter::new(nrs);
-    let mut socks = [0; 2];
-    // SAFETY: socks is a valid out-array of two fds.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, socks.as_mut_ptr()) } != 0 {
-        return Err(anyhow!("socketpair: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: both fds were just created and are owned here.
-    let (parent, child) = unsafe { (OwnedFd::from_raw_fd(socks[0]), OwnedFd::from_raw_fd(socks[1])) };
-    let child_fd = child.as_raw_fd();
-    let mut cmd = Command::new(exe()?);
-    cmd.args(args).stdout(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (sched_setaffinity, seccomp, sendmsg, close).
-    unsafe {
-        cmd.pre_exec(move || {
-            if pinned {
-                pin_to_cpu0();
-            }
-            let listener = filter.install()?;
-            gate::send_fd(child_fd, listener)?;
-            libc::close(listener);
-            Ok(())
-        });
-    }
-    let proc = cmd.spawn().context("cannot start the gated workload")?;
-    drop(child);
-    let listener = gate::recv_fd(parent.as_raw_fd())?;
-    let server = serve.map(|serve| {
-        std::thread::spawn(move || {
-            if pinned {
-                pin_to_cpu0();
-            }
-            serve(listener)
-        })
-    });
-    let out = proc.wait_with_output()?;
-    if let Some(server) = server {
-        let _ = server.join();
-    }
-    parse(&String::from_utf8_lossy(&out.stdout))
-}
-
-/// heisen's gate supervisor with a gate that never holds: every write is a notification answered
-/// at once, i.e. the hold/release round trip without the coordinator's decision time.
-fn heisen_supervisor(listener: OwnedFd) {
-    let never = GatePoint {
-        id: "never".into(),
-        nr: libc::SYS_write,
-        nth: u32::MAX,
-        arg_index: None,
-        arg_equals: None,
-        arg_at_least: None,
-        path: None,
-    };
-    gate::supervise(
-        listener,
-        vec![never],
-        Arc::new(HoldRegistry::default()),
-        Duration::from_secs(1),
-        |_| {},
-        |_, _| {},
-    );
-}
-
-/// The baseline: the least a seccomp user-notification supervisor can do.
-fn bare_supervisor(listener: OwnedFd) {
-    let fd = listener.as_raw_fd();
-    gate::sync_wake_up(fd);
-    loop {
-        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed before RECV.
-        let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: fd is the listener; notif is a correctly sized out-buffer.
-        if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) } < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return; // every task using the filter is gone
-        }
-        let mut resp = libc::seccomp_notif_resp {
-            id: notif.id,
-            val: 0,
-            error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        };
-        // SAFETY: a response for the notification just received.
-        unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
-    }
+/// Runs the workload with a seccomp filter trapping `nrs`, served by `supervisor` (the agent's
+/// gate, measured by the agent crate).
+fn run_gated(args: &[String], nrs: &[i64], pinned: bool, supervisor: Supervisor) -> Result<(f64, u64)> {
+    let guest = guest()?;
+    let out = gate_bench::run_gated(&guest, args, nrs, pinned, supervisor)
+        .with_context(|| format!("cannot run the gated workload {}", guest.display()))?;
+    parse(&out)
 }
 
 /// Runs the workload through a local agent with the kernel observer recording it; returns its
@@ -247,7 +163,7 @@ async fn run_observed(
 ) -> Result<(f64, u64, u64, f64)> {
     agent.start_capture(capture, &crate::client::Selection { bpf_writes, ..Default::default() }).await?;
     let mut argv = vec!["{fixture}".to_string()];
-    argv.extend(args.iter().skip(1).cloned());
+    argv.extend(args.iter().cloned());
     let spec = heisen_recordings::LaunchSpec {
         capture_id: capture.into(),
         run: 1,
@@ -301,12 +217,12 @@ fn row(workload: &str, method: &str, ns: f64, base: f64, lost: Option<u64>, targ
 pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     let heisen = exe()?;
-    let hosts = heisen_fixtures::hosts::Hosts::start(
+    let guest = guest()?;
+    let hosts = heisen_harness::Hosts::start(
         &[heisen.clone(), "agent".into()],
         &["bench".to_string()],
-        &heisen_fixtures::hosts::Options { loopback: true, ..Default::default() },
-    )
-    .map_err(|e| anyhow!(e))?;
+        &heisen_harness::Options { loopback: true, ..Default::default() },
+    )?;
     let mut agent = Agent::connect("bench", &hosts.agents["bench"], None).await?;
     let observer = agent.info.capabilities.kernel_tracing;
     let strace = Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
@@ -315,11 +231,11 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         let args = workload_args(workload, sizes, dir.path(), false);
         progress(&format!("{workload}: untraced (a warm-up run, then the median of three)"));
         // The first run pays cold costs (page cache for the load's file) the others do not.
-        run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?;
+        run(Command::new(&guest).args(&args).stdout(Stdio::piped()))?;
         // Every ratio divides by this: the median of three runs (one run moved by +-15% here).
         let mut bases = Vec::new();
         for _ in 0..3 {
-            bases.push(run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?.0);
+            bases.push(run(Command::new(&guest).args(&args).stdout(Stdio::piped()))?.0);
         }
         let base = super::percentile(&mut bases, 0.5);
         rows.push(row(workload, "untraced", base, base, None, "", None));
@@ -371,7 +287,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                 progress(&format!("{workload}: {method}"));
                 let out = dir.path().join("strace.out");
                 let mut cmd = Command::new("strace");
-                cmd.args(&extra).arg("-o").arg(&out).arg(&heisen).args(&args).stdout(Stdio::piped());
+                cmd.args(&extra).arg("-o").arg(&out).arg(&guest).args(&args).stdout(Stdio::piped());
                 if pinned {
                     // SAFETY: sched_setaffinity is async-signal-safe; strace and its child inherit it.
                     unsafe {
@@ -413,7 +329,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         .into_iter()
         .filter(|_| sizes.runs("ptrace"))
         {
-            let (ns, _) = run_ptrace_recorded(&heisen, &traced_args, pinned)?;
+            let (ns, _) = run_ptrace_recorded(&heisen, &guest, &traced_args, pinned)?;
             rows.push(row(workload, method, ns, base, None, "", None));
         }
         if !sizes.runs("gate") {
@@ -426,9 +342,9 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         // syscall notifies) is the kernel's own price for any seccomp filter.
         let (mut untraced, mut gated, mut allow_all) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..5 {
-            untraced.push(run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?.0);
-            gated.push(run_gated(&args, &[libc::SYS_flock], false, None)?.0);
-            allow_all.push(run_gated(&args, &[], false, None)?.0);
+            untraced.push(run(Command::new(&guest).args(&args).stdout(Stdio::piped()))?.0);
+            gated.push(run_gated(&args, &[libc::SYS_flock], false, Supervisor::None)?.0);
+            allow_all.push(run_gated(&args, &[], false, Supervisor::None)?.0);
         }
         let local = super::percentile(&mut untraced, 0.5);
         let (ns, allow_all) = (super::percentile(&mut gated, 0.5), super::percentile(&mut allow_all, 0.5));
@@ -441,8 +357,8 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         if workload == "load" {
             // Every 64 KiB write held and released at once (the storm's round trips are below).
             progress("load: gate on every write, released at once");
-            let (bare, _) = run_gated(&args, &[libc::SYS_write], false, Some(bare_supervisor))?;
-            let (ours, _) = run_gated(&args, &[libc::SYS_write], false, Some(heisen_supervisor))?;
+            let (bare, _) = run_gated(&args, &[libc::SYS_write], false, Supervisor::Bare)?;
+            let (ours, _) = run_gated(&args, &[libc::SYS_write], false, Supervisor::Heisen)?;
             rows.push(row(workload, "bare seccomp supervisor, every write", bare, base, None, "", None));
             let target = format!("<= 1.5x bare ({:.0} ns)", 1.5 * bare);
             let method = "heisen gate hold/release, every write";
@@ -451,12 +367,12 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     }
     // Hold/release round trips: every write traps to a supervisor.
     let args = workload_args("storm", sizes, dir.path(), true);
-    let base = if sizes.runs("holds") { run(Command::new(&heisen).args(&args).stdout(Stdio::piped()))?.0 } else { 0.0 };
+    let base = if sizes.runs("holds") { run(Command::new(&guest).args(&args).stdout(Stdio::piped()))?.0 } else { 0.0 };
     for pinned in [true, false].into_iter().filter(|_| sizes.runs("holds")) {
         let how = if pinned { "pinned to one CPU" } else { "unpinned" };
         progress(&format!("hold/release round trips, {how}"));
-        let (bare, _) = run_gated(&args, &[libc::SYS_write], pinned, Some(bare_supervisor))?;
-        let (ours, _) = run_gated(&args, &[libc::SYS_write], pinned, Some(heisen_supervisor))?;
+        let (bare, _) = run_gated(&args, &[libc::SYS_write], pinned, Supervisor::Bare)?;
+        let (ours, _) = run_gated(&args, &[libc::SYS_write], pinned, Supervisor::Heisen)?;
         rows.push(row("storm", &format!("bare seccomp supervisor, {how}"), bare, base, None, "", None));
         let target = format!("<= 1.5x bare ({:.0} ns)", 1.5 * bare);
         rows.push(row(
@@ -477,9 +393,9 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     // A difference of two ~250 ns figures that each move by +-20% between runs here: medians
     // of several runs, the idle ones taken before and after the recording ones (drift).
     progress("getppid in an unrelated process, without and with the observer recording");
-    let getppid = ["fixture".to_string(), "getppid".into(), "--calls".into(), sizes.storm_writes.to_string()];
+    let getppid = ["getppid".to_string(), "--calls".into(), sizes.storm_writes.to_string()];
     let measure = |runs: usize| -> Result<Vec<f64>> {
-        (0..runs).map(|_| Ok(run(Command::new(&heisen).args(&getppid).stdout(Stdio::piped()))?.0)).collect()
+        (0..runs).map(|_| Ok(run(Command::new(&guest).args(&getppid).stdout(Stdio::piped()))?.0)).collect()
     };
     let mut idle_runs = measure(TAX_RUNS)?;
     let mut busy = Vec::new();

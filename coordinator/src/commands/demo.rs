@@ -12,7 +12,7 @@ use crate::verify;
 use crate::{DemoArgs, Target};
 use heisen_analysis::explain;
 use heisen_analysis::timeline::{self, Filter};
-use heisen_fixtures::hosts::{Hosts as LocalHosts, Mode};
+use heisen_harness::{Hosts as LocalHosts, Mode};
 
 /// Stories with an embedded scenario.
 pub const STORIES: &[(&str, &str)] = &[

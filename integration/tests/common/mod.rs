@@ -4,18 +4,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The workspace's `heisen` binary, built (once per test binary) so it is never stale when a
-/// single package's tests run.
+/// The workspace's `heisen` binary, built (once per test binary) with the guest programs'
+/// `heisen-guest` beside it (what `{fixture}` runs), so neither is stale when a single package's
+/// tests run.
 pub fn heisen() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "heisen-coordinator", "--bin", "heisen"])
+                .args(["build", "--quiet", "-p", "heisen-coordinator", "--bin", "heisen", "-p", "heisen-guests"])
                 .status()
                 .expect("run cargo");
-            assert!(status.success(), "building heisen failed");
+            assert!(status.success(), "building heisen and heisen-guest failed");
             let exe = std::env::current_exe().unwrap();
             exe.parent().and_then(Path::parent).unwrap().join("heisen")
         })

@@ -9,11 +9,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Harness errors are sentences for the user.
-pub type Result<T> = std::result::Result<T, String>;
+/// What went wrong starting or using local hosts, as a sentence for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("ip {args} failed: {stderr}")]
+    Ip { args: String, stderr: String },
+    /// Network namespaces cannot be used here (the reason), or another precondition is missing.
+    #[error("{0}")]
+    NoNetns(&'static str),
+    #[error("agent for host {host} did not come up: {source}; its log: {log}")]
+    AgentDown { host: String, source: Box<HarnessError>, log: String },
+    #[error("agent {host} logged no clock skew origin (was it started with a skew?)")]
+    NoSkewOrigin { host: String },
+    #[error("bad agent address `{addr}`")]
+    BadAddress { addr: String },
+    #[error("nothing listening on {addr} after {secs} s")]
+    NotListening { addr: String, secs: u64 },
+    #[error("no agent program given")]
+    NoAgentProgram,
+    #[error("no free bridge id in 20..220 (stale hzbr* links?)")]
+    NoBridge,
+}
 
-fn context<T, E: std::fmt::Display>(r: std::result::Result<T, E>, what: &str) -> Result<T> {
-    r.map_err(|e| format!("{what}: {e}"))
+pub type Result<T> = std::result::Result<T, HarnessError>;
+
+fn context<T>(r: std::io::Result<T>, what: &str) -> Result<T> {
+    r.map_err(|source| HarnessError::Io { what: what.to_string(), source })
 }
 
 /// How the local hosts are isolated.
@@ -51,7 +74,8 @@ pub struct Hosts {
 fn ip(args: &[&str]) -> Result<()> {
     let out = context(Command::new("ip").args(args).output(), "cannot run `ip` (install iproute2: ./scripts/setup)")?;
     if !out.status.success() {
-        return Err(format!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(HarnessError::Ip { args: args.join(" "), stderr });
     }
     Ok(())
 }
@@ -60,11 +84,11 @@ fn ip(args: &[&str]) -> Result<()> {
 pub fn netns_possible() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("not root: network namespaces need CAP_SYS_ADMIN".into());
+        return Err(HarnessError::NoNetns("not root: network namespaces need CAP_SYS_ADMIN"));
     }
     match Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status() {
         Ok(s) if s.success() => Ok(()),
-        _ => Err("`ip` (iproute2) is not installed; run ./scripts/setup".into()),
+        _ => Err(HarnessError::NoNetns("`ip` (iproute2) is not installed; run ./scripts/setup")),
     }
 }
 
@@ -103,7 +127,7 @@ impl Hosts {
         } else {
             match netns_possible() {
                 Ok(()) => Mode::Netns,
-                Err(why) => Mode::Loopback(why),
+                Err(why) => Mode::Loopback(why.to_string()),
             }
         };
         let mut started = Hosts {
@@ -147,7 +171,7 @@ impl Hosts {
         for (host, addr) in started.agents.clone() {
             wait_listening(&addr, Duration::from_secs(15)).map_err(|e| {
                 let log = std::fs::read_to_string(started.log_path(&host)).unwrap_or_default();
-                format!("agent for host {host} did not come up: {e}; its log: {}", log.trim())
+                HarnessError::AgentDown { host: host.clone(), source: Box::new(e), log: log.trim().to_string() }
             })?;
         }
         Ok(started)
@@ -166,7 +190,7 @@ impl Hosts {
             .find(|l| l.starts_with("clock skew (testing option)"))
             .and_then(|l| l.split("origin_ns=").nth(1))
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("agent {host} logged no clock skew origin (was it started with a skew?)"))
+            .ok_or_else(|| HarnessError::NoSkewOrigin { host: host.into() })
     }
 
     /// Claims a free id (bridge `hzbrID`, subnet 10.213.ID.0/24) and brings its bridge up.
@@ -184,11 +208,11 @@ impl Hosts {
                     claimed = Some((id, bridge));
                     break;
                 }
-                Err(e) if e.contains("File exists") => continue,
+                Err(HarnessError::Ip { stderr, .. }) if stderr.contains("File exists") => continue,
                 Err(e) => return Err(e),
             }
         }
-        let (id, bridge) = claimed.ok_or("no free bridge id in 20..220 (stale hzbr* links?)")?;
+        let (id, bridge) = claimed.ok_or(HarnessError::NoBridge)?;
         self.bridge = Some(bridge.clone());
         ip(&["addr", "add", &format!("10.213.{id}.1/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
@@ -223,7 +247,7 @@ impl Hosts {
 
 /// Starts an agent, inside netns `ns` and a mount namespace of its own when given.
 fn spawn_agent(agent_cmd: &[PathBuf], args: &[String], ns: Option<&str>, log: &Path) -> Result<Child> {
-    let (program, leading) = agent_cmd.split_first().ok_or("no agent program given")?;
+    let (program, leading) = agent_cmd.split_first().ok_or(HarnessError::NoAgentProgram)?;
     let log_file = context(std::fs::File::create(log), "cannot create an agent log")?;
     let mut cmd = Command::new(program);
     cmd.args(leading).args(args).stdin(Stdio::null());
@@ -268,13 +292,13 @@ fn spawn_agent(agent_cmd: &[PathBuf], args: &[String], ns: Option<&str>, log: &P
 
 fn wait_listening(addr: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    let sock: std::net::SocketAddr = context(addr.parse(), "bad agent address")?;
+    let sock: std::net::SocketAddr = addr.parse().map_err(|_| HarnessError::BadAddress { addr: addr.into() })?;
     loop {
         if std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("nothing listening on {addr} after {} s", timeout.as_secs()));
+            return Err(HarnessError::NotListening { addr: addr.into(), secs: timeout.as_secs() });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
