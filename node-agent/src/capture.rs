@@ -332,6 +332,7 @@ fn clock_ns(clock: libc::clockid_t) -> i64 {
 impl Capture {
     /// Starts recording. Without tracefs the capture still records the agent's own notes and says
     /// why the kernel observer is off.
+    #[allow(clippy::too_many_arguments)] // each is one part of the capture's set-up, named at the one call site
     pub fn start(
         store: Arc<Store>,
         id: &str,

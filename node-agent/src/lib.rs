@@ -176,6 +176,7 @@ async fn serve(listen: SocketAddr, token: Option<String>, service: Arc<service::
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
     let expected = token.map(|t| format!("Bearer {t}"));
+    #[allow(clippy::result_large_err)] // tonic's interceptor signature: its error type is Status
     let check = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
         match &expected {
             None => Ok(req),
@@ -235,14 +236,8 @@ fn capabilities() -> proto::Capabilities {
         root,
         kernel_tracing,
         ptrace: root || ptrace_scope.trim() != "3",
-        seccomp_notify: std::path::Path::new("/proc/sys/kernel/seccomp/actions_avail")
-            .exists()
-            .then(|| {
-                std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
-                    .unwrap_or_default()
-                    .contains("user_notif")
-            })
-            .unwrap_or(false),
+        seccomp_notify: std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
+            .is_ok_and(|actions| actions.contains("user_notif")),
         tracing_unavailable_reason: reason,
     }
 }

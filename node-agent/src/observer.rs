@@ -543,7 +543,7 @@ impl Decoder {
             phase: phase.into(),
             how: format!("{how} (seen by the kernel observer)"),
         };
-        self.event(line, line.pid, &line.comm.to_string(), kind)
+        self.event(line, line.pid, line.comm.as_ref(), kind)
     }
 
     fn marker(&mut self, line: &TraceLine<'_>) -> Step {

@@ -530,7 +530,7 @@ mod tests {
         );
         check(
             " tokio-rt-worker-12672   [000] ...1.  1636.709286: tracing_mark_write: heisen:{}",
-            ("tokio-rt-worker", 12672, 1636_709_286_000, "tracing_mark_write", "heisen:{}"),
+            ("tokio-rt-worker", 12672, 1_636_709_286_000, "tracing_mark_write", "heisen:{}"),
         );
         assert_eq!(parse_line("garbage"), None);
     }

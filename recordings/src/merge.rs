@@ -81,8 +81,8 @@ mod tests {
 
     #[test]
     fn merges_by_corrected_time_keeping_host_order() {
-        let a = vec![ev(0, 100), ev(1, 300), ev(2, 250)]; // host clock stepped back: seq still wins
-        let b = vec![ev(0, 1_200), ev(1, 1_280)]; // host b runs 1000 ns ahead
+        let a = [ev(0, 100), ev(1, 300), ev(2, 250)]; // host clock stepped back: seq still wins
+        let b = [ev(0, 1_200), ev(1, 1_280)]; // host b runs 1000 ns ahead
         let clocks = [
             ClockModel { offset_ns: 0, error_ns: 5, ..ClockModel::identity() },
             ClockModel { offset_ns: 1_000, error_ns: 5, ..ClockModel::identity() },

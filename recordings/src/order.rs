@@ -85,9 +85,12 @@ impl Mark {
     }
 }
 
+/// A TCP state change: (from, to).
+type Transition = (&'static str, &'static str);
+
 /// TCP transitions that send a segment, and the peer's transition that receives it:
 /// the final ACK of the handshake, the first FIN, the second FIN.
-const TCP_PAIRS: &[((&str, &str), (&str, &str))] = &[
+const TCP_PAIRS: &[(Transition, Transition)] = &[
     (("SYN_SENT", "ESTABLISHED"), ("SYN_RECV", "ESTABLISHED")),
     (("ESTABLISHED", "FIN_WAIT1"), ("ESTABLISHED", "CLOSE_WAIT")),
     (("CLOSE_WAIT", "LAST_ACK"), ("FIN_WAIT2", "TIME_WAIT")),

@@ -99,6 +99,7 @@ impl GateSpec {
 
 /// What `verify` is asked to confirm.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per scenario; `During` is boxed, the rest are small enough
 pub enum Hypothesis {
     /// A cause lands *during* the victim's operations (story 1).
     During(Box<During>),

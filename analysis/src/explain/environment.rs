@@ -38,7 +38,9 @@ pub(crate) fn environment_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usiz
         }
     }
     let pairs: Vec<_> = pairs.into_iter().filter_map(|(r, a, b)| Some((r, a?, b?))).take(400).collect();
-    let mut seen: BTreeMap<(String, String, String, String), (usize, diff::Difference, u32)> = BTreeMap::new();
+    // (category, subject, a, b) -> (pairs it differs in, the difference, the first run it did)
+    type Seen = BTreeMap<(String, String, String, String), (usize, diff::Difference, u32)>;
+    let mut seen: Seen = BTreeMap::new();
     for (run, a, b) in &pairs {
         for mut d in diff::compare(a, b) {
             // Per-run paths (`run-3`) are the same state in every run.

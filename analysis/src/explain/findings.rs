@@ -9,7 +9,9 @@ use super::report::{Evidence, Finding};
 /// (the observer woke it: a lost-wakeup suspect, story 2).
 pub(crate) fn findings(bundle: &Bundle) -> Vec<Finding> {
     let mut out = Vec::new();
-    let (mut seen, mut repeats): (Vec<(String, String, String, String)>, Vec<u32>) = (Vec::new(), Vec::new());
+    // (host, comm, call, tracer) of each finding, and how many more runs showed the same.
+    type Key = (String, String, String, String);
+    let (mut seen, mut repeats): (Vec<Key>, Vec<u32>) = (Vec::new(), Vec::new());
     for rec in &bundle.hosts {
         let attaches: Vec<&Event> = rec
             .events

@@ -23,6 +23,7 @@ pub fn heisen() -> PathBuf {
         .clone()
 }
 
+#[allow(dead_code)] // not every test binary needs root
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
