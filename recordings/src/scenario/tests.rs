@@ -1,0 +1,158 @@
+use super::*;
+
+const GOOD: &str = r#"name = "t"
+[hosts.a]
+[hosts.b]
+[services.srv]
+host = "a"
+command = ["srv"]
+ready = "listening"
+[steps.w]
+host = "b"
+command = ["w"]
+[steps.k]
+host = "a"
+command = ["k"]
+[failure]
+step = "w"
+exit = "nonzero"
+[hypothesis]
+cause = { step = "k", syscall = "kill", signal = "SIGHUP" }
+victim = { step = "w", syscall = "write", nth = 3, fd_at_least = 3 }
+victim_count = 8
+effect_started = { process = "srv", output = "reloading" }
+effect_done = { process = "srv", output = "reloaded" }
+"#;
+
+fn check_err(text: &str, expected: &str) {
+    let got = Scenario::parse("s.toml", text).unwrap_err().to_string();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn parses_a_good_scenario() {
+    let s = Scenario::parse("s.toml", GOOD).unwrap();
+    assert_eq!(s.hosts, vec!["a", "b"]);
+    assert_eq!(s.repeat, 20);
+    let Some(Hypothesis::During(h)) = s.hypothesis else { panic!("a during hypothesis") };
+    assert_eq!(h.cause.signal, Some(1));
+    assert_eq!(h.victim.nth, 3);
+    assert_eq!(h.effect_started.process, "srv");
+    assert!(s.steps.iter().all(|st| st.timeout_s == DEFAULT_STEP_TIMEOUT_S));
+}
+
+#[test]
+fn step_timeouts() {
+    let s = Scenario::parse("s.toml", &GOOD.replace("command = [\"w\"]", "command = [\"w\"]\ntimeout = 90")).unwrap();
+    let w = s.steps.iter().find(|st| st.name == "w").unwrap();
+    assert_eq!(w.timeout_s, 90);
+    check_err(
+        &GOOD.replace("command = [\"w\"]", "command = [\"w\"]\ntimeout = 0"),
+        "s.toml:11: steps.w.timeout: timeout must be at least 1 (seconds)",
+    );
+    check_err(
+        &GOOD.replace("ready = \"listening\"", "ready = \"listening\"\ntimeout = 5"),
+        "s.toml:8: services.srv.timeout: `timeout` is for steps; a service runs until the run ends",
+    );
+}
+
+const STATE: &str = r#"name = "t"
+[hosts.a]
+[variants.statd]
+description = "the status daemon runs"
+[services.lockd]
+host = "a"
+command = ["lockd"]
+after = ["statd"]
+[services.statd]
+host = "a"
+command = ["statd"]
+variant = "statd"
+[steps.w]
+host = "a"
+command = ["w"]
+[failure]
+step = "w"
+exit = "nonzero"
+[hypothesis]
+variant = "statd"
+fails_when = "off"
+"#;
+
+#[test]
+fn state_hypotheses_variants_and_service_order() {
+    let s = Scenario::parse("s.toml", STATE).unwrap();
+    let order: Vec<_> = s.services.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(order, vec!["statd", "lockd"], "lockd waits for statd");
+    assert_eq!(s.services[0].variant.as_deref(), Some("statd"));
+    assert!(s.default_variants().is_empty());
+    let Some(Hypothesis::State(h)) = s.hypothesis else { panic!("a state hypothesis") };
+    assert_eq!((h.variant.as_str(), h.fails_when_on, h.runs), ("statd", false, 5));
+    check_err(
+        &STATE.replace("variant = \"statd\"\n[steps", "variant = \"nfs\"\n[steps"),
+        "s.toml:12: services.statd.variant: unknown variant `nfs`; declare it as [variants.nfs] (declared: statd)",
+    );
+    check_err(
+        &STATE.replace("after = [\"statd\"]", "after = [\"lockd\"]"),
+        "s.toml:8: services.lockd.after: services wait for each other in a cycle",
+    );
+    check_err(
+        &STATE.replace("fails_when = \"off\"", "fails_when = \"never\""),
+        "s.toml:21: hypothesis.fails_when: say when the failure happens: \"on\" or \"off\" (the variant present or absent)",
+    );
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    check_err(
+        &GOOD.replace("host = \"b\"", "host = \"c\""),
+        "s.toml:9: steps.w.host: unknown host `c`; the scenario's hosts are: a, b",
+    );
+    check_err(
+        &GOOD.replace("step = \"w\"\nexit", "step = \"x\"\nexit"),
+        "s.toml:15: failure.step: unknown step `x`; the scenario's steps are: k, w",
+    );
+    check_err(
+        &GOOD.replace("\"SIGHUP\"", "\"SIGNOPE\""),
+        "s.toml:18: hypothesis.cause.signal: unknown signal `SIGNOPE`",
+    );
+    check_err(
+        &GOOD.replace("ready =", "redy ="),
+        "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`, `ptrace`, `timeout`",
+    );
+    check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
+}
+
+#[test]
+fn hypotheses_round_trip_through_inline_toml() {
+    for name in ["mountd-sighup", "lost-wakeup", "butterfly", "cron-twin", "statd-flock"] {
+        let path = format!("{}/scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        let s = Scenario::load(Path::new(&path)).unwrap();
+        let h = s.hypothesis.clone().unwrap();
+        let inline = h.to_inline_toml();
+        let again = s.with_hypothesis(&path, &inline).unwrap_or_else(|e| panic!("{name}: {e}\n{inline}"));
+        let h2 = again.hypothesis.unwrap();
+        assert!(h.same_cause(&h2), "{name}: {inline}");
+        assert_eq!(h2.to_inline_toml(), inline, "{name}");
+        assert_eq!(again.text, s.text);
+    }
+    // Story 2's stream begins at its connect; a victim_begins of another step is an error.
+    let path = format!("{}/scenarios/lost-wakeup.toml", env!("CARGO_MANIFEST_DIR"));
+    let s = Scenario::load(Path::new(&path)).unwrap();
+    let Some(Hypothesis::During(d)) = &s.hypothesis else { panic!("during") };
+    let begins = d.victim_begins.clone().expect("victim_begins");
+    assert_eq!((begins.step.as_str(), begins.syscall.as_str(), begins.nth), ("upload", "connect", 1));
+    let inline = s
+        .hypothesis
+        .as_ref()
+        .unwrap()
+        .to_inline_toml()
+        .replace("victim_begins = { step = \"upload\"", "victim_begins = { step = \"healthcheck\"");
+    let e = s.with_hypothesis(&path, &inline).unwrap_err();
+    assert_eq!(e.key, "--hypothesis hypothesis.victim_begins.step", "{e}");
+
+    let s = Scenario::parse("s.toml", GOOD).unwrap();
+    let e = s.with_hypothesis("s.toml", "{ variant = \"nope\", fails_when = \"off\" }").unwrap_err();
+    assert_eq!(e.key, "--hypothesis hypothesis.variant", "{e}");
+    assert!(s.with_hypothesis("s.toml", "not toml").unwrap_err().to_string().contains("inline table"));
+}
