@@ -193,6 +193,14 @@ impl EventKind {
     }
 }
 
+/// Whether a blocking call's return value says a signal or a tracer interrupted it: EINTR, or
+/// one of the restart codes (ERESTARTSYS 512, ERESTARTNOINTR 513, ERESTARTNOHAND 514,
+/// ERESTART_RESTARTBLOCK 516) the kernel turns into a restart or EINTR on the way out. The agent
+/// keeps a blocking wait only when it was interrupted, and explain looks for those it kept.
+pub fn interrupted(ret: i64) -> bool {
+    matches!(ret, -4 | -512 | -513 | -514 | -516)
+}
+
 /// Symbolic errno name for a positive errno value (`13` -> `"EACCES"`).
 pub fn errno_name(errno: i64) -> Option<&'static str> {
     Some(match errno {

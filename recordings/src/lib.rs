@@ -22,7 +22,9 @@ pub use bundle::{
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use control::{AgentInfo, Capabilities, CaptureStatus, Hold, LaunchSpec, ProcessNotice};
 pub use env::{crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry};
-pub use event::{errno_name, fcntl_lock_cmd, flock_op_name, signal_name, signal_number, Event, EventKind, SignalPhase};
+pub use event::{
+    errno_name, fcntl_lock_cmd, flock_op_name, interrupted, signal_name, signal_number, Event, EventKind, SignalPhase,
+};
 pub use merge::{Merge, Placed};
 pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,

@@ -1,7 +1,7 @@
 //! Findings: observations that are not ranked causes but change how a capture reads — a blocked
 //! call woken by a tracer's attach, a failure rate that changes with the observer.
 
-use heisen_recordings::{Bundle, Event, EventKind};
+use heisen_recordings::{interrupted, Bundle, Event, EventKind};
 
 use super::report::{Evidence, Finding};
 
@@ -28,13 +28,11 @@ pub(crate) fn findings(bundle: &Bundle) -> Vec<Finding> {
                 };
                 let blocking =
                     ["epoll_wait", "epoll_pwait", "epoll_pwait2", "read", "poll", "ppoll", "select", "pselect6"];
-                // EINTR, or the kernel's restart codes a tracer sees in its place.
-                let interrupted = ret == -4 || ret == -512 || ret == -514 || ret == -516;
                 // Blocked for a while before the attach: a loop that was merely between two
                 // events (a recorder attaching at start) is not a stuck one.
                 same_process(e.pid, *target_pid, rec)
                     && blocking.contains(&name.as_str())
-                    && interrupted
+                    && interrupted(ret)
                     && enter < at.raw_ns - 100_000_000
                     && e.raw_ns >= at.raw_ns
                     && e.raw_ns - at.raw_ns < 1_000_000_000

@@ -1,0 +1,178 @@
+//! The decoder, table-driven: trace lines in, one line per decoded event out, compared with
+//! `expect![[...]]` (`UPDATE_EXPECT=1 cargo test -p heisen-agent` rewrites the expectations).
+
+use expect_test::{expect, Expect};
+
+use super::*;
+use crate::tracefs::parse_line;
+
+/// The JSON of the note the agent writes before launching `name` (a step or a service) of `run`.
+fn launch_note(comm: &str, name: &str, role: &str, run: u32) -> String {
+    let kind = EventKind::Launch { name: name.into(), role: role.into(), argv: vec![] };
+    serde_json::to_string(&AgentNote { pid: 0, comm: comm.into(), run, kind }).unwrap()
+}
+
+/// A marker line carrying `note`, written by pid `pid`.
+fn note_line(pid: i32, note: &str) -> String {
+    format!("   agent-{pid} [0] ..... 1.000001: tracing_mark_write: heisen:{note}")
+}
+
+/// One line per decoded event: `run R pid P (comm) @raw_ns kind`; a stop marker as `stop TOKEN`.
+fn render(steps: &[Step]) -> String {
+    let event = |d: &Decoded| format!("run {} pid {} ({}) @{} {:?}\n", d.run, d.pid, d.comm, d.raw_ns, d.kind);
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Event(d) => event(d),
+            Step::Events(ds) => ds.iter().map(event).collect(),
+            Step::Stop(token) => format!("stop {token}\n"),
+            Step::Nothing => String::new(),
+        })
+        .collect()
+}
+
+/// Decodes `lines` with a fresh launched-scope decoder (host clock = mono + 1000 s) and compares.
+fn check(lines: &[&str], expect: Expect) {
+    let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
+    let steps: Vec<Step> = lines.iter().map(|l| decoder.decode(&parse_line(l).unwrap())).collect();
+    expect.assert_eq(&render(&steps));
+}
+
+#[test]
+fn launched_scope_follows_lineage_and_pairs_syscalls() {
+    let note = note_line(5000050, &launch_note("writer", "write", "step", 3));
+    check(
+        &[
+            // Not launched: out of scope.
+            "   other-5000009 [0] ..... 1.000001: sys_write(fd: 3, buf: 0x10, count: 0x10)",
+            "   other-5000009 [0] ..... 1.000002: sys_write -> 0x10",
+            &note,
+            "   writer-5000050 [0] ..... 1.000004: sched_process_fork: comm=writer pid=5000050 child_comm=writer child_pid=5000051",
+            // Enter and exit become one event at the exit, with the entry's time.
+            "   writer-5000051 [1] ..... 1.000005: sys_write(fd: 3, buf: 0x7f, count: 0x10000)",
+            "   writer-5000051 [1] ..... 1.000009: sys_write -> 0xfffffffffffffff3",
+            // The sender of a signal is the task generating it; its delivery remembers it.
+            "   kill er-5000052 [1] d..1. 1.000010: signal_generate: sig=1 errno=0 code=0 comm=writer pid=5000051 grp=1 res=0",
+            "   writer-5000051 [1] d..1. 1.000011: signal_deliver: sig=1 errno=0 code=0 sa_handler=0 sa_flags=0",
+            "   x-1 [1] ..... 1.000012: tracing_mark_write: heisen-stop:7",
+        ],
+        expect![[r#"
+            run 3 pid 5000050 (writer) @1001000001000 Launch { name: "write", role: "step", argv: [] }
+            run 3 pid 5000050 (writer) @1001000004000 Fork { parent_pid: 5000050, child_pid: 5000051 }
+            run 3 pid 5000051 (writer) @1001000009000 Syscall { name: "write", args: [3, 127, 65536], ret: -13, enter_ns: 1001000005000, fd_path: None }
+            run 0 pid 5000052 (kill er) @1001000010000 Signal { signal: 1, sender_pid: 5000052, sender_comm: "kill er", target_pid: 5000051, target_comm: "writer", phase: Generate, result: 0 }
+            run 3 pid 5000051 (writer) @1001000011000 Signal { signal: 1, sender_pid: 5000052, sender_comm: "kill er", target_pid: 5000051, target_comm: "writer", phase: Deliver, result: 0 }
+            stop 7
+        "#]],
+    );
+}
+
+#[test]
+fn attaches_are_recorded_and_only_interrupted_waits_are_kept() {
+    let note = note_line(5000060, &launch_note("eventd", "eventd", "service", 2));
+    check(
+        &[
+            &note,
+            "   eventd-5000060 [0] ..... 1.000001: sched_process_exec: filename=/usr/sbin/eventd pid=5000060 old_pid=5000060",
+            "   eventd-5000060 [0] ..... 1.000002: sched_process_fork: comm=eventd pid=5000060 child_comm=check child_pid=5000061",
+            // A wait that returned events: not kept.
+            "   eventd-5000060 [0] ..... 1.000003: sys_epoll_wait(epfd: 4, events: 0x7f, maxevents: 8, timeout: 0xffffffff)",
+            "   eventd-5000060 [0] ..... 1.000004: sys_epoll_wait -> 0x1",
+            "   eventd-5000060 [0] ..... 1.000005: sys_epoll_wait(epfd: 4, events: 0x7f, maxevents: 8, timeout: 0xffffffff)",
+            // PTRACE_SEIZE (0x4206) by another process of the host, then PTRACE_SYSCALL (24): only the seize.
+            "   check-5000061 [1] ..... 2.000000: sys_ptrace(request: 0x4206, pid: 0x4c4b7c, addr: 0x0, data: 0x0)",
+            "   check-5000061 [1] ..... 2.000001: sys_ptrace(request: 0x18, pid: 0x4c4b7c, addr: 0x0, data: 0x0)",
+            // The blocked wait returns EINTR: kept, with its entry a second earlier.
+            "   eventd-5000060 [0] ..... 2.000002: sys_epoll_wait -> 0xfffffffffffffffc",
+            // ERESTARTNOINTR (-513), as a tracer sees it: interrupted too.
+            "   eventd-5000060 [0] ..... 2.000003: sys_epoll_wait(epfd: 4, events: 0x7f, maxevents: 8, timeout: 0xffffffff)",
+            "   eventd-5000060 [0] ..... 2.000004: sys_epoll_wait -> 0xfffffffffffffdff",
+        ],
+        expect![[r#"
+            run 2 pid 5000060 (eventd) @1001000001000 Launch { name: "eventd", role: "service", argv: [] }
+            run 2 pid 5000060 (eventd) @1001000001000 Exec { filename: "/usr/sbin/eventd", argv: [], ppid: 0 }
+            run 2 pid 5000060 (eventd) @1001000002000 Fork { parent_pid: 5000060, child_pid: 5000061 }
+            run 2 pid 5000061 (check) @1002000000000 Attach { tracer: "check", tracer_pid: 5000061, target_pid: 5000060, phase: "attach", how: "PTRACE_SEIZE (seen by the kernel observer)" }
+            run 2 pid 5000060 (eventd) @1002000002000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -4, enter_ns: 1001000005000, fd_path: None }
+            run 2 pid 5000060 (eventd) @1002000004000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -513, enter_ns: 1002000003000, fd_path: None }
+        "#]],
+    );
+}
+
+#[test]
+fn locks_exits_and_signals_from_outside_the_run() {
+    let note = note_line(5000070, &launch_note("php-worker", "worker", "step", 4));
+    check(
+        &[
+            &note,
+            "   php-worker-5000070 [0] ..... 1.000001: sched_process_exec: filename=/usr/bin/php pid=5000070 old_pid=5000070",
+            // flock(fd, LOCK_EX) blocked and returned: one lock event; fcntl F_SETLKW too.
+            "   php-worker-5000070 [0] ..... 1.000002: sys_flock(fd: 5, cmd: 0x2)",
+            "   php-worker-5000070 [0] ..... 1.000003: sys_flock -> 0x0",
+            "   php-worker-5000070 [0] ..... 1.000004: sys_fcntl(fd: 5, cmd: 0x7, arg: 0x7ffd)",
+            "   php-worker-5000070 [0] ..... 1.000005: sys_fcntl -> 0xfffffffffffffff5",
+            // fcntl F_GETFL is no lock: nothing.
+            "   php-worker-5000070 [0] ..... 1.000006: sys_fcntl(fd: 5, cmd: 0x3, arg: 0x0)",
+            "   php-worker-5000070 [0] ..... 1.000007: sys_fcntl -> 0x2",
+            // A signal from a process outside the run to one inside: recorded (its target is ours).
+            "   bash-5000099 [1] d..1. 1.000008: signal_generate: sig=15 errno=0 code=0 comm=php-worker pid=5000070 grp=1 res=0",
+            // SIGCHLD to a process outside the run from outside it: not ours.
+            "   bash-5000099 [1] d..1. 1.000009: signal_generate: sig=17 errno=0 code=0 comm=sshd pid=5000098 grp=1 res=0",
+        ],
+        expect![[r#"
+            run 4 pid 5000070 (php-worker) @1001000001000 Launch { name: "worker", role: "step", argv: [] }
+            run 4 pid 5000070 (php-worker) @1001000001000 Exec { filename: "/usr/bin/php", argv: [], ppid: 0 }
+            run 4 pid 5000070 (php-worker) @1001000003000 Lock { call: "flock", op: "LOCK_EX", fd: 5, path: None, ret: 0, enter_ns: 1001000002000 }
+            run 4 pid 5000070 (php-worker) @1001000005000 Lock { call: "fcntl", op: "F_SETLKW", fd: 5, path: None, ret: -11, enter_ns: 1001000004000 }
+            run 0 pid 5000099 (bash) @1001000008000 Signal { signal: 15, sender_pid: 5000099, sender_comm: "bash", target_pid: 5000070, target_comm: "php-worker", phase: Generate, result: 0 }
+        "#]],
+    );
+}
+
+#[test]
+fn whole_calls_decode_and_launch_plumbing_is_dropped() {
+    let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
+    let note = launch_note("load", "load", "step", 2);
+    let format = crate::bpf::write_format();
+    let record = |fd: u64, count: u64, ret: i64| {
+        let mut r = vec![0u8; 48];
+        r[16..24].copy_from_slice(&fd.to_le_bytes());
+        r[32..40].copy_from_slice(&count.to_le_bytes());
+        r[40..48].copy_from_slice(&ret.to_le_bytes());
+        r
+    };
+    let (plumbing, program) = (record(17, 200, 200), record(1, 5, 5));
+    let whole = |data, mono_ns| TraceLine {
+        comm: "load".into(),
+        pid: 5000060,
+        mono_ns,
+        event: "sys_write",
+        body: crate::tracefs::Body::Raw { format: &format, data },
+    };
+    fn text(l: &str) -> TraceLine<'_> {
+        parse_line(l).unwrap()
+    }
+    let steps = vec![
+        decoder.decode(&text(&note_line(5000060, &note))),
+        // The launch note's own write into the trace is the launcher's, not the program's.
+        decoder.decode(&whole(&plumbing, 1_000_002_000)),
+        decoder.decode(&text(
+            "   load-5000060 [0] ..... 1.000003: sched_process_exec: filename=/bin/load pid=5000060 old_pid=5000060",
+        )),
+        decoder.decode(&whole(&program, 1_000_004_000)),
+    ];
+    expect![[r#"
+        run 2 pid 5000060 (load) @1001000001000 Launch { name: "load", role: "step", argv: [] }
+        run 2 pid 5000060 (load) @1001000003000 Exec { filename: "/bin/load", argv: [], ppid: 0 }
+        run 2 pid 5000060 (load) @1001000004000 Syscall { name: "write", args: [1, 0, 5], ret: 5, enter_ns: 1001000004000, fd_path: None }
+    "#]]
+    .assert_eq(&render(&steps));
+}
+
+#[test]
+fn fields_are_found_by_whole_key() {
+    use crate::tracefs::{text_int, text_value};
+    assert_eq!(text_int("comm=a pid=5 child_pid=6", "pid"), Some(5));
+    assert_eq!(text_int("comm=a pid=5 child_pid=6", "child_pid"), Some(6));
+    assert_eq!(text_value("sig=1 comm=my prog pid=3", "comm", " pid="), Some("my prog".into()));
+}
