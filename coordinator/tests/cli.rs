@@ -206,8 +206,19 @@ fn bench_refuses_unknown_parts() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The guest programs' binary beside heisen (the bench's workloads): `cargo test` builds the
+/// binaries of the package under test only.
+fn build_guests() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo).args(["build", "--quiet", "-p", "heisen-guests"]).status().unwrap();
+    assert!(status.success(), "building heisen-guest failed");
+    let guest = Path::new(HEISEN).with_file_name("heisen-guest");
+    assert!(guest.is_file(), "{} was not built", guest.display());
+}
+
 #[test]
 fn bench_json_has_a_row_per_measurement_with_its_target() {
+    build_guests();
     // A small storm (the gate rows need no root: the filter is installed with no_new_privs).
     let out = heisen(&["bench", "--only", "gate", "--workload", "storm", "--storm-writes", "20000", "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
