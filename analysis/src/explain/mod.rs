@@ -24,6 +24,8 @@ mod ordering;
 mod predicates;
 mod propose;
 mod report;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,210 @@
+//! explain's scoring core, table-driven: a small capture written as a table goes in, the ranked
+//! candidates come out one per line and are compared with `expect![[...]]`
+//! (`UPDATE_EXPECT=1 cargo test -p heisen-analysis` rewrites the expectations).
+//!
+//! A table has one line per fact:
+//! - `run N passed` / `run N failed`: the runs, and the run the following events belong to;
+//! - `host NAME ±US`: a host and its clock error bound (µs);
+//! - `HOST PID T_US launch NAME`: a scenario process starts (its pid gets the role NAME);
+//! - `HOST PID T_US CALL ARG... [= RET]`: a syscall returning at T_US (entered 1 µs before);
+//! - `HOST PID T_US prints TEXT`: an output line.
+//!
+//! Every host clock is the coordinator's (offset 0), so only the error bounds matter.
+
+use expect_test::{expect, Expect};
+use heisen_recordings::{Bundle, ClockModel, Event, EventKind, HostRecording, RunOutcome};
+
+use super::{explain, Options};
+
+fn bundle(table: &str) -> Bundle {
+    let mut hosts: Vec<HostRecording> = Vec::new();
+    let mut runs: Vec<RunOutcome> = Vec::new();
+    for line in table.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["run", n, outcome] => runs.push(RunOutcome {
+                run: n.parse().unwrap(),
+                ordering: None,
+                failed: *outcome == "failed",
+                valid: true,
+                note: String::new(),
+                steps: vec![],
+                observer: "kernel".into(),
+            }),
+            ["host", name, error] => hosts.push(HostRecording {
+                name: name.to_string(),
+                agent_version: String::new(),
+                kernel: String::new(),
+                observer: "tracefs".into(),
+                clock: ClockModel {
+                    error_ns: error.trim_start_matches('±').parse::<i64>().unwrap() * 1_000,
+                    ..ClockModel::identity()
+                },
+                probes: vec![],
+                events: vec![],
+                lost: 0,
+                environments: vec![],
+            }),
+            [host, pid, t_us, what, rest @ ..] => {
+                let raw_ns = t_us.parse::<i64>().unwrap() * 1_000;
+                let kind = match (*what, rest) {
+                    ("launch", [name]) => {
+                        EventKind::Launch { name: name.to_string(), role: "step".into(), argv: vec![] }
+                    }
+                    ("prints", text) => {
+                        EventKind::Output { name: String::new(), stream: "stdout".into(), line: text.join(" ") }
+                    }
+                    (call, args) => {
+                        let (args, ret) = match args.iter().position(|a| *a == "=") {
+                            Some(i) => (&args[..i], args[i + 1].parse().unwrap()),
+                            None => (args, 0),
+                        };
+                        EventKind::Syscall {
+                            name: call.to_string(),
+                            args: args.iter().map(|a| a.parse().unwrap()).collect(),
+                            ret,
+                            enter_ns: raw_ns - 1_000,
+                            fd_path: None,
+                        }
+                    }
+                };
+                let run = runs.last().expect("a `run` line comes first").run;
+                let rec = hosts.iter_mut().find(|h| h.name == *host).expect("a `host` line names the host first");
+                let seq = rec.events.len() as u64;
+                rec.events.push(Event { seq, raw_ns, pid: pid.parse().unwrap(), comm: String::new(), run, kind });
+            }
+            _ => panic!("not a table line: {line}"),
+        }
+    }
+    Bundle { capture_id: "t".into(), started_ns: 0, scenario: None, hosts, runs, causal: vec![] }
+}
+
+/// Ranked candidates, one line each: score, failing and passing counts, kind, summary.
+fn check(table: &str, expect: Expect) {
+    let x = explain(&bundle(table), &Options::default()).unwrap();
+    let lines: String = x
+        .candidates
+        .iter()
+        .map(|c| {
+            format!(
+                "{:.2} {}/{} vs {}/{} [{}] {}\n",
+                c.score, c.failing.holds, c.failing.of, c.passing.holds, c.passing.of, c.kind, c.summary
+            )
+        })
+        .collect();
+    expect.assert_eq(&lines);
+}
+
+/// Three writes of a client and a reload signal on the server, per run: the signal lands among
+/// the writes in the failing runs, before them in the passing one.
+#[test]
+fn a_signal_among_a_stream_of_calls_separates() {
+    check(
+        r#"
+        host client ±10
+        host server ±10
+        run 1 failed
+        client 100 1000 launch writer
+        server 200 1000 launch remount
+        client 100 2000 write 3 = 8
+        client 100 3000 write 3 = 8
+        server 200 3500 kill 300 1
+        client 100 4000 write 3 = -13
+        run 2 failed
+        client 101 11000 launch writer
+        server 201 11000 launch remount
+        client 101 12000 write 3 = 8
+        server 201 12500 kill 300 1
+        client 101 13000 write 3 = 8
+        client 101 14000 write 3 = -13
+        run 3 passed
+        client 102 21000 launch writer
+        server 202 21000 launch remount
+        server 202 21500 kill 300 1
+        client 102 22000 write 3 = 8
+        client 102 23000 write 3 = 8
+        client 102 24000 write 3 = 8
+        "#,
+        expect![[r#"
+            1.00 2/2 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands while writer's write(fd>=3) calls are under way [client]
+            1.00 2/2 vs 0/1 [ordering] writer's write(fd>=3) [client] before remount's kill(SIGHUP) [server]
+        "#]],
+    );
+}
+
+/// Across hosts, a signal within the clock error of the last write is not known to come after
+/// it: it counts as "during" in the failing runs, and the passing run (well after) does not.
+#[test]
+fn within_the_clock_error_is_concurrent_not_after() {
+    check(
+        r#"
+        host client ±400
+        host server ±400
+        run 1 failed
+        client 100 1000 launch writer
+        server 200 1000 launch remount
+        client 100 2000 write 3 = 8
+        client 100 3000 write 3 = 8
+        server 200 3300 kill 300 1
+        run 2 passed
+        client 101 11000 launch writer
+        server 201 11000 launch remount
+        client 101 12000 write 3 = 8
+        client 101 13000 write 3 = 8
+        server 201 15000 kill 300 1
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands while writer's write(fd>=3) calls are under way [client]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's write(fd>=3) calls [client]
+        "#]],
+    );
+}
+
+/// On one host the order is (host, seq): a signal sent after the last write by seq is after it,
+/// even when the host's clock error would make the two concurrent across hosts.
+#[test]
+fn same_host_order_is_by_seq_not_clock() {
+    check(
+        r#"
+        host box ±5000
+        run 1 failed
+        box 100 1000 launch writer
+        box 200 1000 launch remount
+        box 100 2000 write 3 = 8
+        box 200 2100 kill 300 1
+        box 100 2200 write 3 = 8
+        run 2 passed
+        box 101 11000 launch writer
+        box 201 11000 launch remount
+        box 101 12000 write 3 = 8
+        box 101 12200 write 3 = 8
+        box 201 12100 kill 300 1
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [box] lands while writer's write(fd>=3) calls are under way [box]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [box] lands before the end of writer's write(fd>=3) calls [box]
+        "#]],
+    );
+}
+
+/// What holds in every run, failing or passing, separates nothing and is no candidate.
+#[test]
+fn an_ordering_every_run_has_is_no_candidate() {
+    check(
+        r#"
+        host a ±10
+        host b ±10
+        run 1 failed
+        a 100 1000 launch first
+        b 200 1000 launch second
+        a 100 2000 connect 3
+        b 200 5000 connect 3
+        run 2 passed
+        a 101 11000 launch first
+        b 201 11000 launch second
+        a 101 12000 connect 3
+        b 201 15000 connect 3
+        "#,
+        expect![[r#""#]],
+    );
+}
