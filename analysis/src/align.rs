@@ -8,9 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use heisen_recordings::{
-    errno_name, signal_name, Bundle, Event, EventKind, Interval, Scenario, SignalPhase, GATEABLE_SYSCALLS,
-};
+use heisen_recordings::{errno_name, signal_name, Bundle, Event, EventKind, Interval, Scenario, SignalPhase};
 
 use crate::error::Unverifiable;
 
@@ -241,7 +239,7 @@ pub(crate) fn key_of(e: &Event) -> Option<Key> {
         |ret: i64| (ret < 0).then(|| errno_name(-ret).map(str::to_string).unwrap_or_else(|| format!("errno {}", -ret)));
     match &e.kind {
         EventKind::Syscall { name, args, ret, fd_path, .. } => {
-            let gateable = GATEABLE_SYSCALLS.contains(&name.as_str());
+            let gateable = heisen_recordings::gateable(name);
             let arg = |i: usize| args.get(i).copied().unwrap_or(0);
             if name == "kill" || name == "tgkill" || name == "tkill" {
                 let sig = if name == "tgkill" { arg(2) } else { arg(1) } as i32;

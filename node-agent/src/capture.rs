@@ -14,7 +14,7 @@ use heisen_recordings::{Event, EventKind, Store};
 
 use crate::bpf::{Select, WriteRecorder};
 use crate::cgroup::Cgroup;
-use crate::observer::{AgentNote, Decoded, Decoder, Scope, Step, BASE_EVENTS, DEFAULT_SYSCALLS, PTRACE_FILTER};
+use crate::observer::{AgentNote, Decoded, Decoder, Scope, Step, BASE_EVENTS, PTRACE_FILTER};
 use crate::tracefs::{self, Instance};
 
 const BATCH: usize = 512;
@@ -351,7 +351,7 @@ impl Capture {
             writing: Mutex::new(()),
         });
         let syscalls: Vec<String> = if syscalls.is_empty() {
-            DEFAULT_SYSCALLS.iter().map(|s| s.to_string()).collect()
+            heisen_recordings::default_syscalls().into_iter().map(str::to_string).collect()
         } else {
             syscalls.to_vec()
         };
@@ -376,9 +376,10 @@ impl Capture {
         };
         let mut events: Vec<String> = BASE_EVENTS.iter().map(|s| s.to_string()).collect();
         for name in syscalls.iter().filter(|s| writes.is_none() || *s != "write") {
-            events.push(format!("syscalls/sys_enter_{name}"));
+            let tracepoint = heisen_recordings::tracepoint_name(name);
+            events.push(format!("syscalls/sys_enter_{tracepoint}"));
             if name != "ptrace" {
-                events.push(format!("syscalls/sys_exit_{name}"));
+                events.push(format!("syscalls/sys_exit_{tracepoint}"));
             }
         }
         let stopped = Arc::new(AtomicBool::new(false));
@@ -394,7 +395,8 @@ impl Capture {
         if let (Some(instance), Some(expression)) = (&instance, selection.filter()) {
             for name in syscalls.iter().filter(|s| !HOST_WIDE_SYSCALLS.contains(&s.as_str()) && *s != "ptrace") {
                 for part in ["enter", "exit"] {
-                    instance.filter(&format!("syscalls/sys_{part}_{name}"), &expression)?;
+                    let tracepoint = heisen_recordings::tracepoint_name(name);
+                    instance.filter(&format!("syscalls/sys_{part}_{tracepoint}"), &expression)?;
                 }
             }
         }

@@ -83,24 +83,7 @@ fn read_string(pid: i32, addr: u64) -> Option<String> {
 
 /// Syscall number for a gateable syscall name (x86_64).
 pub fn syscall_number(name: &str) -> Option<i64> {
-    Some(match name {
-        "write" => libc::SYS_write,
-        "pwrite64" => libc::SYS_pwrite64,
-        "sendto" => libc::SYS_sendto,
-        "sendmsg" => libc::SYS_sendmsg,
-        "connect" => libc::SYS_connect,
-        "kill" => libc::SYS_kill,
-        "tgkill" => libc::SYS_tgkill,
-        "mount" => libc::SYS_mount,
-        "umount2" => libc::SYS_umount2,
-        "flock" => libc::SYS_flock,
-        "openat" => libc::SYS_openat,
-        "mkdir" => libc::SYS_mkdir,
-        "mkdirat" => libc::SYS_mkdirat,
-        "symlink" => libc::SYS_symlink,
-        "symlinkat" => libc::SYS_symlinkat,
-        _ => return None,
-    })
+    heisen_recordings::syscall(name).filter(|s| s.gateable).map(|s| s.nr)
 }
 
 /// A BPF program that returns USER_NOTIF for the given syscall numbers and ALLOW otherwise.

@@ -503,6 +503,21 @@ mod tests {
         assert!(!instance.dir().exists());
     }
 
+    /// Every syscall of heisen's table has its tracepoints in the running kernel.
+    #[test]
+    fn the_syscall_table_names_the_running_kernels_tracepoints() {
+        let Ok(root) = available() else {
+            eprintln!("SKIPPED the_syscall_table_names_the_running_kernels_tracepoints: no tracefs (root needed)");
+            return;
+        };
+        for s in heisen_recordings::SYSCALLS {
+            for side in ["enter", "exit"] {
+                let dir = root.join(format!("events/syscalls/sys_{side}_{}", s.tracepoint));
+                assert!(dir.is_dir(), "{} is not in this kernel", dir.display());
+            }
+        }
+    }
+
     #[test]
     fn parses_the_kernel_text_format() {
         let check = |line: &str, expected: (&str, i32, i64, &str, &str)| {

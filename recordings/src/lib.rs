@@ -13,6 +13,7 @@ mod merge;
 mod order;
 mod scenario;
 mod store;
+mod syscalls;
 
 use std::path::PathBuf;
 
@@ -31,9 +32,12 @@ pub use order::{
 };
 pub use scenario::{
     During, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process, Scenario, ScenarioError,
-    StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S, GATEABLE_SYSCALLS,
+    StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
 };
 pub use store::Store;
+pub use syscalls::{
+    default_syscalls, gateable, gateable_syscalls, syscall, syscall_of_tracepoint, tracepoint_name, Syscall, SYSCALLS,
+};
 
 /// Errors of the recordings layer, each naming the operation and the file.
 #[derive(Debug, thiserror::Error)]

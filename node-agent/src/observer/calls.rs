@@ -6,29 +6,6 @@ use heisen_recordings::{fcntl_lock_cmd, flock_op_name, interrupted, EventKind};
 use super::{Decoder, Step};
 use crate::tracefs::{SyscallPart, TraceLine};
 
-/// Syscalls recorded when a capture names none.
-/// Blocking waits (`epoll_wait`, `epoll_pwait`) are kept only when they return interrupted (what
-/// a tracer attaching does to them, story 2); `ptrace` only its attach and detach requests.
-pub const DEFAULT_SYSCALLS: &[&str] = &[
-    "write",
-    "pwrite64",
-    "sendto",
-    "sendmsg",
-    "connect",
-    "kill",
-    "tgkill",
-    "mount",
-    "umount2",
-    "flock",
-    "fcntl",
-    "openat",
-    "mkdir",
-    "symlink",
-    "epoll_wait",
-    "epoll_pwait",
-    "ptrace",
-];
-
 /// `ptrace` requests the observer records (PTRACE_ATTACH, PTRACE_SEIZE, PTRACE_DETACH): the
 /// in-kernel filter keeps a tracer's per-stop requests out of the trace. Only entries are
 /// recorded (an exit filter cannot see the request).

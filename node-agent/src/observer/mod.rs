@@ -17,7 +17,7 @@ mod scope;
 #[cfg(test)]
 mod tests;
 
-pub use calls::{DEFAULT_SYSCALLS, PTRACE_FILTER};
+pub use calls::PTRACE_FILTER;
 pub use scope::{host_addresses, Scope};
 
 use crate::tracefs::TraceLine;
@@ -274,7 +274,9 @@ impl Decoder {
                     },
                 )
             }
-            name if name.starts_with("sys_") => self.syscall(line, &name[4..]),
+            name if name.starts_with("sys_") => {
+                self.syscall(line, heisen_recordings::syscall_of_tracepoint(&name[4..]))
+            }
             _ => Step::Nothing,
         }
     }

@@ -114,6 +114,9 @@ fn locks_exits_and_signals_from_outside_the_run() {
             // fcntl F_GETFL is no lock: nothing.
             "   php-worker-5000070 [0] ..... 1.000006: sys_fcntl(fd: 5, cmd: 0x3, arg: 0x0)",
             "   php-worker-5000070 [0] ..... 1.000007: sys_fcntl -> 0x2",
+            // umount2's tracepoint is the kernel's `umount`: recorded as umount2.
+            "   php-worker-5000070 [0] ..... 1.000007: sys_umount(name: 0x7ffd, flags: 0x2)",
+            "   php-worker-5000070 [0] ..... 1.000007: sys_umount -> 0x0",
             // A signal from a process outside the run to one inside: recorded (its target is ours).
             "   bash-5000099 [1] d..1. 1.000008: signal_generate: sig=15 errno=0 code=0 comm=php-worker pid=5000070 grp=1 res=0",
             // SIGCHLD to a process outside the run from outside it: not ours.
@@ -124,6 +127,7 @@ fn locks_exits_and_signals_from_outside_the_run() {
             run 4 pid 5000070 (php-worker) @1001000001000 Exec { filename: "/usr/bin/php", argv: [], ppid: 0 }
             run 4 pid 5000070 (php-worker) @1001000003000 Lock { call: "flock", op: "LOCK_EX", fd: 5, path: None, ret: 0, enter_ns: 1001000002000 }
             run 4 pid 5000070 (php-worker) @1001000005000 Lock { call: "fcntl", op: "F_SETLKW", fd: 5, path: None, ret: -11, enter_ns: 1001000004000 }
+            run 4 pid 5000070 (php-worker) @1001000007000 Syscall { name: "umount2", args: [32765, 2], ret: 0, enter_ns: 1001000007000, fd_path: None }
             run 0 pid 5000099 (bash) @1001000008000 Signal { signal: 15, sender_pid: 5000099, sender_comm: "bash", target_pid: 5000070, target_comm: "php-worker", phase: Generate, result: 0 }
         "#]],
     );

@@ -203,25 +203,6 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
-/// Syscalls a gate can hold (the agent's seccomp filter knows these).
-pub const GATEABLE_SYSCALLS: &[&str] = &[
-    "write",
-    "pwrite64",
-    "sendto",
-    "sendmsg",
-    "connect",
-    "kill",
-    "tgkill",
-    "mount",
-    "umount2",
-    "flock",
-    "openat",
-    "mkdir",
-    "mkdirat",
-    "symlink",
-    "symlinkat",
-];
-
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {

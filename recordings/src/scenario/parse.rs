@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::raw::{RawFailure, RawGate, RawHypothesis, RawOutputMatch, RawProcess, RawScenario, RawVariant};
 use super::{
     line_of, start_order, During, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process, Scenario,
-    ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S, GATEABLE_SYSCALLS,
+    ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
 };
 
 /// The text being parsed, for errors with their place.
@@ -206,11 +206,15 @@ fn output_match(src: &Source<'_>, names: &Names, m: RawOutputMatch, key: &str) -
 
 fn gate(src: &Source<'_>, names: &Names, g: RawGate, key: &str) -> Result<GateSpec, ScenarioError> {
     let step = known_step(src, names, &g.step, &format!("{key}.step"))?;
-    if !GATEABLE_SYSCALLS.contains(&g.syscall.get_ref().as_str()) {
+    if !crate::gateable(g.syscall.get_ref()) {
         return Err(src.err(
             Some(g.syscall.span()),
             &format!("{key}.syscall"),
-            format!("cannot gate `{}`; gateable syscalls: {}", g.syscall.get_ref(), GATEABLE_SYSCALLS.join(", ")),
+            format!(
+                "cannot gate `{}`; gateable syscalls: {}",
+                g.syscall.get_ref(),
+                crate::gateable_syscalls().join(", ")
+            ),
         ));
     }
     let signal = match g.signal {
