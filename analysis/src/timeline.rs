@@ -1,5 +1,5 @@
 //! The merged timeline of a bundle, as text for people and as the JSON contract of
-//! `heisen timeline --json` (see PRODUCT.md: fields are only ever added).
+//! `heisen timeline --json`: fields are only ever added, never renamed or removed.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Guest programs with known races: miniatures of the stories in `STORIES.md`, small enough to
+//! Guest programs with known races: miniatures of the stories in `docs/STORIES.md`, small enough to
 //! read in one sitting. They are real programs (real sockets, signals, files); heisen observes
 //! them like any other process. Run as `heisen-guest NAME ARGS...`: the binary of this crate,
 //! installed beside the agent, which `{fixture}` in a scenario resolves to.

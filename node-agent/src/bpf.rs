@@ -3,7 +3,7 @@
 //! timer, beside the tracefs per-CPU buffers.
 //!
 //! Why: through tracefs a call costs two kernel events, `sys_enter_write` for the arguments and
-//! `sys_exit_write` for the result, about 250 ns each here (KERNEL.md); a storm of writes then
+//! `sys_exit_write` for the result, about 250 ns each here (docs/KERNEL.md); a storm of writes then
 //! runs at 4-5x. At the raw `sys_exit` tracepoint the task's saved registers still hold the
 //! arguments, so one event carries the call whole: fd, buffer, count and result. Writes are the
 //! calls storms are made of; every other call keeps its tracefs enter/exit pair, whose enter

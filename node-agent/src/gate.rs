@@ -257,7 +257,7 @@ impl HoldRegistry {
 
 /// Asks the kernel to wake the held task on the CPU of the supervisor that answers it
 /// (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`): cross-CPU wake-ups dominate a hold/release round trip
-/// on this kind of machine (KERNEL.md). Best effort: older kernels refuse the flag.
+/// on this kind of machine (docs/KERNEL.md). Best effort: older kernels refuse the flag.
 pub fn sync_wake_up(listener: RawFd) {
     const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
     // SAFETY: SET_FLAGS takes the flags by value; the fd is a seccomp listener.

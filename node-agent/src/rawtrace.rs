@@ -3,7 +3,7 @@
 //! `events/header_event`), records decoded with the offsets of each event's `format` file.
 //!
 //! Why: the text `trace_pipe` makes the kernel format every event, one reader for all CPUs, and
-//! loses most of a syscall storm (KERNEL.md); it also rounds timestamps to microseconds. Raw pages
+//! loses most of a syscall storm (docs/KERNEL.md); it also rounds timestamps to microseconds. Raw pages
 //! cost the kernel nothing extra and carry nanoseconds.
 //!
 //! Per-CPU streams are each in time order; a task can migrate between its syscall's enter and
