@@ -35,8 +35,10 @@ impl Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Class {
     Output = 1,
-    Syscall = 2,
-    Exec = 3,
+    /// An exec changes only its own process, and it comes before that process's own calls: when
+    /// both separate equally, the call (which a gate can hold) is the cause, not the birth.
+    Exec = 2,
+    Syscall = 3,
     SignalReceived = 4,
     Lock = 5,
     Cron = 6,

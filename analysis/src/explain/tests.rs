@@ -7,7 +7,8 @@
 //! - `host NAME ±US`: a host and its clock error bound (µs);
 //! - `HOST PID T_US launch NAME`: a scenario process starts (its pid gets the role NAME);
 //! - `HOST PID T_US CALL ARG... [= RET]`: a syscall returning at T_US (entered 1 µs before);
-//! - `HOST PID T_US prints TEXT`: an output line.
+//! - `HOST PID T_US prints TEXT`: an output line;
+//! - `HOST PID T_US exec`: the process execs (a program named after its role).
 //!
 //! Every host clock is the coordinator's (offset 0), so only the error bounds matter.
 
@@ -51,6 +52,7 @@ fn bundle(table: &str) -> Bundle {
                     ("launch", [name]) => {
                         EventKind::Launch { name: name.to_string(), role: "step".into(), argv: vec![] }
                     }
+                    ("exec", []) => EventKind::Exec { filename: format!("/bin/{host}-prog"), argv: vec![], ppid: 1 },
                     ("prints", text) => {
                         EventKind::Output { name: String::new(), stream: "stdout".into(), line: text.join(" ") }
                     }
@@ -206,5 +208,37 @@ fn an_ordering_every_run_has_is_no_candidate() {
         b 201 15000 connect 3
         "#,
         expect![[r#""#]],
+    );
+}
+
+/// A process's exec and the call right after it separate alike: the call is ranked first (a
+/// gate can hold it; the exec is only the process being born).
+#[test]
+fn a_call_outranks_its_own_processes_exec() {
+    check(
+        r#"
+        host client ±10
+        host node ±10
+        run 1 failed
+        client 100 1000 launch upload
+        client 100 2000 write 3 = 8
+        node 200 2100 launch healthcheck
+        node 200 2200 exec
+        node 200 2300 connect 3
+        client 100 3000 write 3 = 8
+        run 2 passed
+        client 101 11000 launch upload
+        node 201 11100 launch healthcheck
+        node 201 11200 exec
+        node 201 11300 connect 3
+        client 101 12000 write 3 = 8
+        client 101 13000 write 3 = 8
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/1 [ordering] healthcheck's connect [node] lands while upload's write(fd>=3) calls are under way [client]
+            1.00 1/1 vs 0/1 [ordering] upload's write(fd>=3) [client] before healthcheck's connect [node]
+            1.00 1/1 vs 0/1 [ordering] upload's write(fd>=3) [client] before healthcheck's exec node-prog [node]
+            1.00 1/1 vs 0/1 [ordering] healthcheck's exec node-prog [node] lands while upload's write(fd>=3) calls are under way [client]
+        "#]],
     );
 }
