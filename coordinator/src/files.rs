@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context, Result};
 use heisen_recordings::{Bundle, Scenario};
 
 pub fn load_scenario(path: &Path) -> Result<Scenario> {
-    Scenario::load(path).map_err(|e| anyhow!("{e}"))
+    Ok(Scenario::load(path)?)
 }
 
 pub fn capture_id(scenario: &str, phase: &str) -> String {
@@ -22,7 +22,7 @@ pub fn write_bundle(bundle: &Bundle, out: Option<PathBuf>) -> Result<PathBuf> {
             heisen_recordings::bundle_path(Path::new("heisen-out"), &bundle.capture_id)
         }
     };
-    bundle.write(&path).map_err(|e| anyhow!("{e}"))?;
+    bundle.write(&path)?;
     Ok(path)
 }
 
@@ -34,7 +34,7 @@ pub fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
     if !is_bundle {
         return Ok((load_scenario(path)?, None));
     }
-    let bundle = Bundle::read(path).map_err(|e| anyhow!("{e}"))?;
+    let bundle = Bundle::read(path)?;
     let Some(src) = &bundle.scenario else {
         return Err(anyhow!(
             "{} was captured without a scenario (an ad-hoc capture): there is nothing to re-run; write a scenario \
@@ -42,6 +42,6 @@ pub fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
             path.display()
         ));
     };
-    let scenario = Scenario::parse(&src.path, &src.text).map_err(|e| anyhow!("the bundle's scenario: {e}"))?;
+    let scenario = Scenario::parse(&src.path, &src.text).context("the bundle's scenario")?;
     Ok((scenario, Some(bundle)))
 }

@@ -370,13 +370,31 @@ fn main() {
             match runtime.block_on(dispatch(command)) {
                 Ok(code) => code,
                 Err(e) => {
-                    eprintln!("heisen: {e:#}");
+                    eprintln!("heisen: {}", one_line(&e));
                     2
                 }
             }
         }
     };
     std::process::exit(code);
+}
+
+/// An error and its causes on one line. Library errors already say their source in their own
+/// message (`cannot open X: permission denied`), so a cause whose text is already there is not
+/// repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn dispatch(command: Command) -> Result<i32> {

@@ -21,6 +21,7 @@
 //! (`trace_clock mono`), so records merge with the tracefs streams by time. Records that do not
 //! fit the ring are counted in the kernel and reported as lost, never dropped silently.
 
+use crate::error::AgentError;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -80,9 +81,12 @@ pub struct WriteRecorder {
 
 impl WriteRecorder {
     /// Loads the program for `select` and attaches it to `sys_exit`.
-    pub fn start(select: Select) -> Result<WriteRecorder, String> {
+    pub fn start(select: Select) -> Result<WriteRecorder, AgentError> {
         if std::env::consts::ARCH != "x86_64" {
-            return Err(format!("the write recorder reads x86_64 registers; this is {}", std::env::consts::ARCH));
+            return Err(AgentError::Unavailable(format!(
+                "the write recorder reads x86_64 registers; this is {}",
+                std::env::consts::ARCH
+            )));
         }
         let ring_map = map_create(MAP_TYPE_RINGBUF, 0, 0, RING_BYTES as u32, "heisen_writes")?;
         let lost_map = map_create(MAP_TYPE_ARRAY, 4, 8, 1, "heisen_lost")?;
@@ -310,16 +314,18 @@ fn sys_bpf(cmd: i32, attr: &mut Attr) -> std::io::Result<i64> {
     }
 }
 
-fn fd_result(rc: std::io::Result<i64>, what: &str) -> Result<OwnedFd, String> {
+fn fd_result(rc: std::io::Result<i64>, what: &str) -> Result<OwnedFd, AgentError> {
     match rc {
         // SAFETY: the kernel just returned this fd to us.
         Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Err(format!("{what}: {e} (BPF needs root)")),
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(e) => {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) { " (BPF needs root)" } else { "" };
+            Err(AgentError::Syscall { op: what.to_string(), source: e, hint: hint.into() })
+        }
     }
 }
 
-fn map_create(kind: u32, key: u32, value: u32, entries: u32, name: &str) -> Result<OwnedFd, String> {
+fn map_create(kind: u32, key: u32, value: u32, entries: u32, name: &str) -> Result<OwnedFd, AgentError> {
     let mut attr = Attr::default();
     attr.u32(0, kind);
     attr.u32(4, key);
@@ -329,7 +335,7 @@ fn map_create(kind: u32, key: u32, value: u32, entries: u32, name: &str) -> Resu
     fd_result(sys_bpf(CMD_MAP_CREATE, &mut attr), &format!("cannot create BPF map {name}"))
 }
 
-fn prog_load(insns: &[Insn], name: &str) -> Result<OwnedFd, String> {
+fn prog_load(insns: &[Insn], name: &str) -> Result<OwnedFd, AgentError> {
     let license = c"Dual MIT/GPL";
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = Attr::default();
@@ -345,16 +351,19 @@ fn prog_load(insns: &[Insn], name: &str) -> Result<OwnedFd, String> {
         let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
         let text = String::from_utf8_lossy(&log[..end]);
         let tail: Vec<&str> = text.lines().rev().take(4).collect();
-        if tail.is_empty() {
-            e
-        } else {
-            format!("{e}; verifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "))
+        match e {
+            AgentError::Syscall { op, source, mut hint } if !tail.is_empty() => {
+                hint.push_str(&format!("; verifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / ")));
+                AgentError::Syscall { op, source, hint }
+            }
+            e => e,
         }
     })
 }
 
-fn raw_tracepoint_open(name: &str, prog: RawFd) -> Result<OwnedFd, String> {
-    let name_c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+fn raw_tracepoint_open(name: &str, prog: RawFd) -> Result<OwnedFd, AgentError> {
+    let name_c = std::ffi::CString::new(name)
+        .map_err(|_| AgentError::BadInput(format!("raw tracepoint name {name:?} contains NUL")))?;
     let mut attr = Attr::default();
     attr.u64(0, name_c.as_ptr() as u64);
     attr.u32(8, prog as u32);
@@ -379,14 +388,14 @@ const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
 
 impl Ring {
-    fn map(fd: RawFd, size: usize) -> Result<Ring, String> {
+    fn map(fd: RawFd, size: usize) -> Result<Ring, AgentError> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         let prot_rw = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: mapping a ring buffer map's pages as the kernel documents them; results checked.
         let consumer = unsafe { libc::mmap(std::ptr::null_mut(), page, prot_rw, libc::MAP_SHARED, fd, 0) };
         if consumer == libc::MAP_FAILED {
-            return Err(format!("cannot map the BPF ring buffer: {}", std::io::Error::last_os_error()));
+            return Err(AgentError::syscall("cannot map the BPF ring buffer")(std::io::Error::last_os_error()));
         }
         // SAFETY: as above; the producer side is read-only and twice the data size long.
         let producer = unsafe {
@@ -396,7 +405,7 @@ impl Ring {
             let err = std::io::Error::last_os_error();
             // SAFETY: unmapping what was mapped just above.
             unsafe { libc::munmap(consumer, page) };
-            return Err(format!("cannot map the BPF ring buffer's data: {err}"));
+            return Err(AgentError::syscall("cannot map the BPF ring buffer's data")(err));
         }
         Ok(Ring { consumer: consumer.cast(), producer: producer.cast(), page, size })
     }

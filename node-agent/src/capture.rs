@@ -5,6 +5,7 @@
 //! into the trace as a marker, so it is ordered with kernel events by the kernel's own clock and
 //! gets its sequence number in the same stream. Without tracefs the notes go straight to the sink.
 
+use crate::error::AgentError;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -263,7 +264,7 @@ fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
 /// capture's own cgroup, in netns scope every task (the decoder keeps the host's). When it cannot
 /// start, writes are recorded through tracefs as every other call, and the log and the
 /// capture's observer description say why.
-fn start_write_recorder(scope: &Scope, name: &str) -> Result<(WriteRecorder, Option<Cgroup>), String> {
+fn start_write_recorder(scope: &Scope, name: &str) -> Result<(WriteRecorder, Option<Cgroup>), AgentError> {
     let started = match scope {
         Scope::Launched => Cgroup::create(name)
             .and_then(|group| WriteRecorder::start(Select::Cgroup(group.id())).map(|r| (r, Some(group)))),
@@ -342,8 +343,9 @@ impl Capture {
         workdir: &std::path::Path,
         crontab_dirs: &[std::path::PathBuf],
         selection: &Selection,
-    ) -> Result<Capture, String> {
-        let next_seq = store.next_seq(id).map_err(|e| e.to_string())?;
+    ) -> Result<Capture, AgentError> {
+        let next_seq =
+            store.next_seq(id).map_err(|source| AgentError::Store { op: "read the capture's next seq", source })?;
         let sink = Arc::new(Sink {
             store,
             capture: id.to_string(),
@@ -453,7 +455,7 @@ impl Capture {
             let handle = std::thread::Builder::new()
                 .name(format!("trace-{id}"))
                 .spawn(move || read_trace(reader, decoder, &sink, &stopped))
-                .map_err(|e| format!("cannot start the trace reader thread: {e}"))?;
+                .map_err(AgentError::syscall("cannot start the trace reader thread"))?;
             *capture.reader.lock().expect("reader") = Some(handle);
             capture.spawn_housekeeping();
         }
@@ -516,17 +518,18 @@ impl Capture {
 
     /// Attaches the ptrace recorder (a helper process of this binary) to `pid`; its decoded calls
     /// and its attach/detach go into this capture's trace. Returns the recorder's pid.
-    pub fn attach_ptrace(&self, pid: i32) -> Result<i32, String> {
-        let instance =
-            self.instance.as_ref().ok_or("the ptrace recorder writes into the kernel trace, which is off here")?;
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent's own binary: {e}"))?;
+    pub fn attach_ptrace(&self, pid: i32) -> Result<i32, AgentError> {
+        let instance = self.instance.as_ref().ok_or_else(|| {
+            AgentError::Unavailable("the ptrace recorder writes into the kernel trace, which is off here".into())
+        })?;
+        let exe = std::env::current_exe().map_err(AgentError::syscall("cannot find the agent's own binary"))?;
         let mut child = std::process::Command::new(exe)
             .args(["ptrace-record", "--pid", &pid.to_string(), "--marker"])
             .arg(instance.dir().join("trace_marker"))
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start the ptrace recorder: {e}"))?;
+            .map_err(AgentError::syscall("cannot start the ptrace recorder"))?;
         // A recorder that cannot attach exits at once: say why instead of pretending.
         std::thread::sleep(Duration::from_millis(100));
         if let Ok(Some(status)) = child.try_wait() {
@@ -535,7 +538,10 @@ impl Capture {
                 use std::io::Read;
                 let _ = err.read_to_string(&mut why);
             }
-            return Err(format!("ptrace recorder for pid {pid} ended ({status}): {}", why.trim()));
+            return Err(AgentError::BadInput(format!(
+                "ptrace recorder for pid {pid} ended ({status}): {}",
+                why.trim()
+            )));
         }
         let tracer = child.id() as i32;
         self.tracers.lock().expect("tracers").push(child);

@@ -6,6 +6,7 @@
 //! ancestors (and their limits). Removing it moves any process still inside back to the agent's
 //! group first; groups of dead agents are removed the same way when the next one starts.
 
+use crate::error::AgentError;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,19 +19,19 @@ pub struct Cgroup {
 
 impl Cgroup {
     /// Creates `NAME` (ending in `-AGENTPID`) under the agent's own cgroup v2.
-    pub fn create(name: &str) -> Result<Cgroup, String> {
+    pub fn create(name: &str) -> Result<Cgroup, AgentError> {
         let parent = own_group()?;
         remove_stale(&parent);
         let dir = parent.join(name);
         if dir.exists() {
             empty_and_remove(&dir);
         }
-        std::fs::create_dir(&dir).map_err(|e| format!("cannot create cgroup {}: {e}", dir.display()))?;
+        std::fs::create_dir(&dir).map_err(AgentError::file("create cgroup", dir.clone()))?;
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"))
-            .map_err(|e| format!("cannot open {}/cgroup.procs: {e}", dir.display()))?;
-        let id = std::fs::metadata(&dir).map_err(|e| format!("cannot stat {}: {e}", dir.display()))?.ino();
+            .map_err(AgentError::file("open", dir.join("cgroup.procs")))?;
+        let id = std::fs::metadata(&dir).map_err(AgentError::file("stat", dir.clone()))?.ino();
         Ok(Cgroup { dir, procs, id })
     }
 
@@ -62,11 +63,13 @@ fn mount_point() -> Option<PathBuf> {
 }
 
 /// The agent's own cgroup v2 directory.
-fn own_group() -> Result<PathBuf, String> {
-    let root = mount_point().ok_or("no cgroup v2 file system is mounted")?;
-    let mine =
-        std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-    let path = mine.lines().find_map(|l| l.strip_prefix("0::")).ok_or("this process has no cgroup v2 membership")?;
+fn own_group() -> Result<PathBuf, AgentError> {
+    let root = mount_point().ok_or_else(|| AgentError::Unavailable("no cgroup v2 file system is mounted".into()))?;
+    let mine = std::fs::read_to_string("/proc/self/cgroup").map_err(AgentError::file("read", "/proc/self/cgroup"))?;
+    let path = mine
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or_else(|| AgentError::Unavailable("this process has no cgroup v2 membership".into()))?;
     Ok(root.join(path.trim_start_matches('/')))
 }
 

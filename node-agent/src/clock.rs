@@ -4,6 +4,7 @@
 //! runs 100 ppm fast: every timestamp it produces (events, probe replies) goes through [`skewed`].
 //! The coordinator is not told; tests check that it recovers the skew from probes alone.
 
+use crate::error::AgentError;
 use std::sync::OnceLock;
 
 /// A fixed offset plus a rate error, relative to the moment the agent started.
@@ -18,21 +19,22 @@ pub struct Skew {
 static SKEW: OnceLock<Skew> = OnceLock::new();
 
 /// Parses `+750ms,100ppm`, `-300ms`, `0,-50ppm`, `+2s`, `1500us`.
-pub fn parse_skew(text: &str) -> Result<(i64, f64), String> {
+pub fn parse_skew(text: &str) -> Result<(i64, f64), AgentError> {
     let mut parts = text.split(',');
     let offset = parts.next().unwrap_or("").trim();
-    let offset_ns = parse_duration_ns(offset)
-        .ok_or_else(|| format!("--clock-skew: `{offset}` is not an offset like +750ms, -300ms, 2s, 1500us, 0"))?;
+    let offset_ns = parse_duration_ns(offset).ok_or_else(|| {
+        AgentError::BadInput(format!("--clock-skew: `{offset}` is not an offset like +750ms, -300ms, 2s, 1500us, 0"))
+    })?;
     let ppm = match parts.next().map(str::trim) {
         None => 0.0,
         Some(p) => p
             .strip_suffix("ppm")
             .and_then(|v| v.trim_start_matches('+').parse::<f64>().ok())
             .filter(|v| v.abs() < 10_000.0)
-            .ok_or_else(|| format!("--clock-skew: `{p}` is not a drift like 100ppm or -50ppm"))?,
+            .ok_or_else(|| AgentError::BadInput(format!("--clock-skew: `{p}` is not a drift like 100ppm or -50ppm")))?,
     };
     if parts.next().is_some() {
-        return Err("--clock-skew takes OFFSET[,DRIFTppm]".into());
+        return Err(AgentError::BadInput("--clock-skew takes OFFSET[,DRIFTppm]".into()));
     }
     Ok((offset_ns, ppm))
 }
@@ -89,17 +91,17 @@ mod tests {
     #[test]
     fn parses_offsets_and_drifts() {
         let cases = [
-            ("+750ms,100ppm", Ok((750_000_000, 100.0))),
-            ("-300ms", Ok((-300_000_000, 0.0))),
-            ("0,-50ppm", Ok((0, -50.0))),
-            ("2s", Ok((2_000_000_000, 0.0))),
-            ("1500us", Ok((1_500_000, 0.0))),
+            ("+750ms,100ppm", (750_000_000, 100.0)),
+            ("-300ms", (-300_000_000, 0.0)),
+            ("0,-50ppm", (0, -50.0)),
+            ("2s", (2_000_000_000, 0.0)),
+            ("1500us", (1_500_000, 0.0)),
         ];
         for (text, expected) in cases {
-            assert_eq!(parse_skew(text), expected, "{text}");
+            assert_eq!(parse_skew(text).unwrap(), expected, "{text}");
         }
-        assert!(parse_skew("750").unwrap_err().contains("not an offset"));
-        assert!(parse_skew("1ms,fast").unwrap_err().contains("not a drift"));
+        assert!(parse_skew("750").unwrap_err().to_string().contains("not an offset"));
+        assert!(parse_skew("1ms,fast").unwrap_err().to_string().contains("not a drift"));
         assert!(parse_skew("1ms,1ppm,2").is_err());
     }
 }

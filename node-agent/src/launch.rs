@@ -1,6 +1,7 @@
 //! The step launcher: runs a scenario's service or step on this host, streams its life (pid,
 //! output lines, exit) and installs its gate filter before exec.
 
+use crate::error::AgentError;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -52,15 +53,15 @@ pub struct LaunchSpec {
 
 /// The guest programs' binary (`{fixture}` in scenarios): `heisen-guest`, installed beside the
 /// agent's own binary.
-pub fn guest_program() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the agent's own binary: {e}"))?;
+pub fn guest_program() -> Result<PathBuf, AgentError> {
+    let exe = std::env::current_exe().map_err(AgentError::syscall("cannot find the agent's own binary"))?;
     let guest = exe.with_file_name(GUEST_PROGRAM);
     if !guest.is_file() {
-        return Err(format!(
+        return Err(AgentError::BadInput(format!(
             "{{fixture}} names {}, which is not there; install heisen-guest beside the agent \
              (cargo build -p heisen-guests)",
             guest.display()
-        ));
+        )));
     }
     Ok(guest)
 }
@@ -69,7 +70,7 @@ pub fn guest_program() -> Result<PathBuf, String> {
 pub const GUEST_PROGRAM: &str = "heisen-guest";
 
 /// Expands agent-side placeholders: `{fixture}` (the guest programs) and `{workdir}`.
-pub fn expand(argv: &[String], workdir: &Path) -> Result<Vec<String>, String> {
+pub fn expand(argv: &[String], workdir: &Path) -> Result<Vec<String>, AgentError> {
     let fixture = if argv.iter().any(|a| a.contains("{fixture}")) { Some(guest_program()?) } else { None };
     let fixture = fixture.map(|p| p.display().to_string()).unwrap_or_default();
     Ok(argv
@@ -85,11 +86,11 @@ pub fn launch(
     holds: Arc<HoldRegistry>,
     gate_sender: GateSender,
     life: mpsc::UnboundedSender<Life>,
-) -> Result<i32, String> {
-    std::fs::create_dir_all(&spec.workdir)
-        .map_err(|e| format!("cannot create work dir {}: {e}", spec.workdir.display()))?;
+) -> Result<i32, AgentError> {
+    std::fs::create_dir_all(&spec.workdir).map_err(AgentError::file("create work dir", spec.workdir.clone()))?;
     let argv = expand(&spec.argv, &spec.workdir)?;
-    let program = which(&argv[0]).ok_or_else(|| format!("`{}` not found or not executable on this host", argv[0]))?;
+    let program = which(&argv[0])
+        .ok_or_else(|| AgentError::BadInput(format!("`{}` not found or not executable on this host", argv[0])))?;
     let mut cmd = tokio::process::Command::new(&program);
     cmd.args(&argv[1..])
         .current_dir(&spec.workdir)
@@ -118,7 +119,7 @@ pub fn launch(
         if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, socks.as_mut_ptr()) }
             != 0
         {
-            return Err(format!("socketpair for the gate listener failed: {}", std::io::Error::last_os_error()));
+            return Err(AgentError::syscall("socketpair for the gate listener")(std::io::Error::last_os_error()));
         }
     }
     // SAFETY: socketpair succeeded (or is unused), so both fds are ours to own.
@@ -151,7 +152,7 @@ pub fn launch(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let mut child = cmd.spawn().map_err(AgentError::file("start", program.clone()))?;
     drop(child_sock);
     let pid = child.id().map(|p| p as i32).unwrap_or(-1);
     if capture.launch_marker(&launch_note).is_none() {
@@ -161,7 +162,7 @@ pub fn launch(
 
     if let Some(sock) = parent_sock {
         let listener =
-            gate::recv_fd(sock.as_raw_fd()).map_err(|e| format!("gate setup for {} failed: {e}", spec.name))?;
+            gate::recv_fd(sock.as_raw_fd()).map_err(AgentError::syscall(format!("gate setup for {}", spec.name)))?;
         let (name, run, timeout) = (spec.name.clone(), spec.run, spec.hold_timeout);
         let (cap_hold, cap_end) = (capture.clone(), capture.clone());
         let gates = spec.gates.clone();

@@ -9,6 +9,8 @@ mod capture;
 mod cgroup;
 mod clock;
 mod environment;
+mod error;
+pub use error::AgentError;
 mod gate;
 pub mod gate_bench;
 mod launch;
@@ -229,7 +231,7 @@ fn capabilities() -> proto::Capabilities {
     let (kernel_tracing, reason) = match tracefs::available() {
         Ok(_) if root => (true, String::new()),
         Ok(_) => (false, "not root: tracefs instances need root".to_string()),
-        Err(e) => (false, e),
+        Err(e) => (false, e.to_string()),
     };
     let ptrace_scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").unwrap_or_default();
     proto::Capabilities {

@@ -9,6 +9,7 @@
 //! Attaching perturbs: on this kernel a seize + interrupt makes a blocked `epoll_wait` return
 //! EINTR (story 2). So the attach and the detach are events of their own.
 
+use crate::error::AgentError;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,14 +108,14 @@ fn ptrace(request: libc::c_uint, tid: i32, addr: usize, data: usize) -> std::io:
     Ok(r)
 }
 
-fn record(pid: i32, out: &mut Out) -> Result<(), String> {
+fn record(pid: i32, out: &mut Out) -> Result<(), AgentError> {
     let options = libc::PTRACE_O_TRACESYSGOOD
         | libc::PTRACE_O_TRACECLONE
         | libc::PTRACE_O_TRACEFORK
         | libc::PTRACE_O_TRACEVFORK
         | libc::PTRACE_O_TRACEEXEC;
     let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map_err(|e| format!("no process {pid}: {e}"))?
+        .map_err(AgentError::file("list the threads of", format!("/proc/{pid}/task")))?
         .flatten()
         .filter_map(|t| t.file_name().to_str()?.parse().ok())
         .collect();
@@ -135,7 +136,7 @@ fn record(pid: i32, out: &mut Out) -> Result<(), String> {
     for tid in &tids {
         let seized = ptrace(libc::PTRACE_SEIZE, *tid, 0, options as usize)
             .and_then(|_| ptrace(libc::PTRACE_INTERRUPT, *tid, 0, 0))
-            .map_err(|e| format!("cannot attach to {tid}: {e}"));
+            .map_err(AgentError::syscall(format!("cannot attach to {tid}")));
         if let Err(e) = seized {
             detach_all(&mut traced);
             out.note(pid, attach("failed"));

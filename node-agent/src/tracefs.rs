@@ -4,6 +4,7 @@
 //! Mechanism only: lines are handed to a callback as [`TraceLine`]s; what they mean is
 //! `observer`'s business.
 
+use crate::error::AgentError;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -11,11 +12,13 @@ use std::path::{Path, PathBuf};
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 /// Why tracefs cannot be used here, or `Ok` with its root.
-pub fn available() -> Result<PathBuf, String> {
+pub fn available() -> Result<PathBuf, AgentError> {
     let root = Path::new(TRACEFS);
     if let Err(e) = std::fs::read_dir(root) {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
-            return Err(format!("{TRACEFS} is not readable ({e}); the kernel observer needs root"));
+            return Err(AgentError::Unavailable(format!(
+                "{TRACEFS} is not readable ({e}); the kernel observer needs root"
+            )));
         }
     }
     if !root.join("instances").is_dir() {
@@ -25,11 +28,15 @@ pub fn available() -> Result<PathBuf, String> {
         };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
-            return Err(format!("tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); run as root"));
+            return Err(AgentError::Unavailable(format!(
+                "tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); run as root"
+            )));
         }
     }
     if !root.join("instances").is_dir() {
-        return Err(format!("{TRACEFS}/instances is missing: kernel without tracing instances"));
+        return Err(AgentError::Unavailable(format!(
+            "{TRACEFS}/instances is missing: kernel without tracing instances"
+        )));
     }
     Ok(root.to_path_buf())
 }
@@ -44,7 +51,7 @@ pub struct Instance {
 impl Instance {
     /// Creates `instances/NAME` with a monotonic trace clock and enables `events`
     /// (`group/event` names). Stale heisen instances of dead agents are removed first.
-    pub fn create(name: &str, events: &[String], buffer_kb: u32) -> Result<Instance, String> {
+    pub fn create(name: &str, events: &[String], buffer_kb: u32) -> Result<Instance, AgentError> {
         let root = available()?;
         remove_stale(&root);
         let dir = root.join("instances").join(name);
@@ -56,12 +63,12 @@ impl Instance {
         while let Err(e) = std::fs::create_dir(&dir) {
             attempt += 1;
             if attempt >= 5 {
-                return Err(format!("cannot create tracefs instance {}: {e}", dir.display()));
+                return Err(AgentError::File { op: "create tracefs instance", path: dir, source: e });
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         let instance_marker = || OpenOptions::new().write(true).open(dir.join("trace_marker"));
-        let marker = instance_marker().map_err(|e| format!("cannot open {}/trace_marker: {e}", dir.display()))?;
+        let marker = instance_marker().map_err(AgentError::file("open", dir.join("trace_marker")))?;
         let instance = Instance { dir, marker: std::sync::Mutex::new(Some(marker)) };
         instance.set("trace_clock", "mono")?;
         // Remember more task names (global; only ever raised): raw records carry no comm.
@@ -78,7 +85,7 @@ impl Instance {
     }
 
     /// Enables one event (`group/event`), if this kernel has it.
-    pub fn enable(&self, event: &str) -> Result<(), String> {
+    pub fn enable(&self, event: &str) -> Result<(), AgentError> {
         let path = format!("events/{event}/enable");
         match self.dir.join(&path).exists() {
             true => self.set(&path, "1"),
@@ -86,25 +93,24 @@ impl Instance {
         }
     }
 
-    fn set(&self, file: &str, value: &str) -> Result<(), String> {
-        std::fs::write(self.dir.join(file), value)
-            .map_err(|e| format!("cannot write {value:?} to {}/{file}: {e}", self.dir.display()))
+    fn set(&self, file: &str, value: &str) -> Result<(), AgentError> {
+        std::fs::write(self.dir.join(file), value).map_err(AgentError::file("write to", self.dir.join(file)))
     }
 
     /// Restricts every event of the instance to pids that are added later (and their children,
     /// through `event-fork`), in the kernel. Returns the `set_event_pid` file to add pids through.
     /// Pid 0 (the idle task, which makes no syscalls) keeps the filter active while it is empty.
-    pub fn restrict_to_pids(&self) -> Result<File, String> {
+    pub fn restrict_to_pids(&self) -> Result<File, AgentError> {
         self.set("options/event-fork", "1")?;
         self.set("set_event_pid", "0")?;
         OpenOptions::new()
             .write(true)
             .open(self.dir.join("set_event_pid"))
-            .map_err(|e| format!("cannot open set_event_pid: {e}"))
+            .map_err(AgentError::file("open", self.dir.join("set_event_pid")))
     }
 
     /// Sets an event's in-kernel filter (e.g. `comm == "flock" || common_pid == 42`).
-    pub fn filter(&self, event: &str, expression: &str) -> Result<(), String> {
+    pub fn filter(&self, event: &str, expression: &str) -> Result<(), AgentError> {
         self.set(&format!("events/{event}/filter"), expression)
     }
 
@@ -148,9 +154,9 @@ impl Instance {
     }
 
     /// Opens the instance's `trace_pipe` for a reader thread.
-    pub fn pipe(&self) -> Result<BufReader<File>, String> {
+    pub fn pipe(&self) -> Result<BufReader<File>, AgentError> {
         let path = self.dir.join("trace_pipe");
-        let file = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = File::open(&path).map_err(AgentError::file("open", path.clone()))?;
         Ok(BufReader::with_capacity(1 << 20, file))
     }
 

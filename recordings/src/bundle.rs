@@ -119,38 +119,52 @@ impl Bundle {
         Bundle::decode(&bytes).map_err(|problem| RecordingsError::BadBundle { path: path.to_path_buf(), problem })
     }
 
-    fn decode(bytes: &[u8]) -> Result<Bundle, String> {
+    fn decode(bytes: &[u8]) -> Result<Bundle, BundleProblem> {
         if bytes.len() < HEADER_LEN || &bytes[..8] != BUNDLE_MAGIC {
-            return Err("not a heisen bundle (no HEISENBN header)".into());
+            return Err(BundleProblem::NotABundle);
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         if version > BUNDLE_VERSION {
-            return Err(format!(
-                "bundle format version {version} is newer than this heisen reads (up to {BUNDLE_VERSION}); upgrade heisen"
-            ));
+            return Err(BundleProblem::TooNew { version });
         }
         if version == 0 {
-            return Err("bundle format version 0 is invalid".into());
+            return Err(BundleProblem::VersionZero);
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
         let payload = &bytes[HEADER_LEN..];
         if payload.len() as u64 != len {
-            return Err(format!(
-                "truncated or padded: header promises {len} payload bytes, file has {}",
-                payload.len()
-            ));
+            return Err(BundleProblem::Length { promised: len, found: payload.len() });
         }
         if crc32fast::hash(payload) != crc {
-            return Err("checksum mismatch: the file is corrupt".into());
+            return Err(BundleProblem::Checksum);
         }
-        serde_json::from_slice(payload).map_err(|e| format!("payload does not decode: {e}"))
+        serde_json::from_slice(payload).map_err(BundleProblem::Payload)
     }
 
     /// The host recording named `name`.
     pub fn host(&self, name: &str) -> Option<&HostRecording> {
         self.hosts.iter().find(|h| h.name == name)
     }
+}
+
+/// What is wrong with a file read as a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleProblem {
+    #[error("not a heisen bundle (no HEISENBN header)")]
+    NotABundle,
+    #[error(
+        "bundle format version {version} is newer than this heisen reads (up to {BUNDLE_VERSION}); upgrade heisen"
+    )]
+    TooNew { version: u32 },
+    #[error("bundle format version 0 is invalid")]
+    VersionZero,
+    #[error("truncated or padded: header promises {promised} payload bytes, file has {found}")]
+    Length { promised: u64, found: usize },
+    #[error("checksum mismatch: the file is corrupt")]
+    Checksum,
+    #[error("payload does not decode: {0}")]
+    Payload(#[source] serde_json::Error),
 }
 
 /// Default bundle location for a capture id under `dir`.

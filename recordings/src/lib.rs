@@ -18,7 +18,8 @@ mod syscalls;
 use std::path::PathBuf;
 
 pub use bundle::{
-    bundle_path, Bundle, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC, BUNDLE_VERSION,
+    bundle_path, Bundle, BundleProblem, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC,
+    BUNDLE_VERSION,
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use control::{AgentInfo, Capabilities, CaptureStatus, Hold, LaunchSpec, ProcessNotice};
@@ -47,7 +48,11 @@ pub enum RecordingsError {
     #[error("{op} failed for {}: {source}", path.display())]
     Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("{}: {problem}", path.display())]
-    BadBundle { path: PathBuf, problem: String },
+    BadBundle {
+        path: PathBuf,
+        #[source]
+        problem: BundleProblem,
+    },
     #[error("encoding failed: {0}")]
     Encode(String),
 }

@@ -29,7 +29,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
         let names: Vec<_> = STORIES.iter().map(|(n, _)| *n).collect();
         anyhow!("unknown story `{story}`; stories with a demo: {}", names.join(", "))
     })?;
-    let scenario = Scenario::parse(&format!("<embedded {story}.toml>"), text).map_err(|e| anyhow!("{e}"))?;
+    let scenario = Scenario::parse(&format!("<embedded {story}.toml>"), text)?;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let needs_root = match story {
@@ -68,7 +68,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
         verify::load(agents.clone(), &scenario, &vars, &crate::files::capture_id(story, "load"), load_runs).await?;
     let load_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let load_path = out.join(format!("{}.heisen", load_bundle.capture_id));
-    load_bundle.write(&load_path).map_err(|e| anyhow!("{e}"))?;
+    load_bundle.write(&load_path)?;
     let load_failures = load_bundle.runs.iter().filter(|r| r.failed).count();
 
     let excerpt = excerpt(&load_bundle);
@@ -101,7 +101,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
         verify::verify(agents, &verified, &vars, &crate::files::capture_id(story, "verify"), runs).await?;
     let verify_bundle = session.close(Some(&scenario), &format!("embedded:{story}")).await?;
     let verify_path = out.join(format!("{}.heisen", verify_bundle.capture_id));
-    verify_bundle.write(&verify_path).map_err(|e| anyhow!("{e}"))?;
+    verify_bundle.write(&verify_path)?;
     let verdict = verify::verdict(&results, runs);
     progress("phase 4/4: verdict");
     drop(harness);

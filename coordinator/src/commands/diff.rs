@@ -7,9 +7,9 @@ use heisen_recordings::Bundle;
 use crate::DiffArgs;
 
 pub fn run(a: DiffArgs) -> Result<i32> {
-    let bundle_a = Bundle::read(&a.a).map_err(|e| anyhow!("{e}"))?;
+    let bundle_a = Bundle::read(&a.a)?;
     let bundle_b = match &a.b {
-        Some(path) => Some(Bundle::read(path).map_err(|e| anyhow!("{e}"))?),
+        Some(path) => Some(Bundle::read(path)?),
         None => None,
     };
     let at = a.at.as_deref();

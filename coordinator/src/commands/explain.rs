@@ -1,13 +1,13 @@
 //! `heisen explain`: rank candidate causes in a bundle.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use heisen_analysis::explain;
 use heisen_recordings::Bundle;
 
 use crate::ExplainArgs;
 
 pub fn run(a: ExplainArgs) -> Result<i32> {
-    let bundle = Bundle::read(&a.bundle).map_err(|e| anyhow!("{e}"))?;
+    let bundle = Bundle::read(&a.bundle)?;
     let opts = explain::Options {
         seed: a.seed,
         budget: a.budget.max(1),

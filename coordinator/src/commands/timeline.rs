@@ -1,13 +1,13 @@
 //! `heisen timeline`: a bundle's merged timeline, as text or the JSON contract.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use heisen_analysis::timeline;
 use heisen_recordings::Bundle;
 
 use crate::TimelineArgs;
 
 pub fn run(a: TimelineArgs) -> Result<i32> {
-    let bundle = Bundle::read(&a.bundle).map_err(|e| anyhow!("{e}"))?;
+    let bundle = Bundle::read(&a.bundle)?;
     let filter = timeline::Filter { hosts: a.host, run: a.run, kinds: a.kind, essentials: !a.all && !a.json };
     let timeline = timeline::build(&bundle, &filter);
     if timeline.violations > 0 {

@@ -12,7 +12,7 @@ pub async fn run(a: VerifyArgs) -> Result<i32> {
     let (mut scenario, bundle) = scenario_or_bundle(&a.scenario)?;
     let shown = a.scenario.display().to_string();
     if let Some(inline) = &a.hypothesis {
-        scenario = scenario.with_hypothesis(&shown, inline).map_err(|e| anyhow!("{e}"))?;
+        scenario = scenario.with_hypothesis(&shown, inline)?;
     }
     if let Some(n) = a.candidate {
         let bundle =
