@@ -50,9 +50,15 @@ pub fn recorded(bundle: &Bundle, scenario: &Scenario, run: u32, h: &Hypothesis) 
     };
     match h {
         Hypothesis::State(s) => {
-            let on = match &outcome.ordering {
-                Some(name) => name == &format!("with-{}", s.variant),
-                None => scenario.default_variants().contains(&s.variant),
+            let on = if !outcome.variants.is_empty() {
+                outcome.variants.contains(&s.variant)
+            } else {
+                // Bundles of older heisen: the ordering's name said it (`with-X`), a free run had
+                // the defaults.
+                match &outcome.ordering {
+                    Some(name) => name == &format!("with-{}", s.variant),
+                    None => scenario.default_variants().contains(&s.variant),
+                }
             };
             Ok(Recorded::State { on })
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use heisen_recordings::{
     Bundle, Environment, GateSpec, HostRecording, LaunchSpec, Mark, MarkKind, MessageEdge, Process, ProcessNotice,
-    RunOutcome, Scenario, ScenarioSource, StepOutcome,
+    RunObserver, RunOutcome, Scenario, ScenarioSource, StepOutcome,
 };
 
 use crate::client::{self, Agent};
@@ -500,8 +500,18 @@ impl Session {
             .iter()
             .chain(scenario.steps.iter())
             .any(|p| p.ptrace && s.procs.contains_key(&(run, p.name.clone())));
-        let observer = if traced { "ptrace" } else { "kernel" }.to_string();
-        RunOutcome { run, ordering: ordering.map(|o| o.name.to_string()), failed, valid, note, steps, observer }
+        let observer = if traced { RunObserver::Ptrace } else { RunObserver::Kernel };
+        let variants = ordering.map(|o| o.variants.clone()).unwrap_or_else(|| scenario.default_variants());
+        RunOutcome {
+            run,
+            ordering: ordering.map(|o| o.name.to_string()),
+            failed,
+            valid,
+            note,
+            steps,
+            observer,
+            variants,
+        }
     }
 
     /// Stops recording everywhere, pulls every host's events and returns the bundle.

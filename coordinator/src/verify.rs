@@ -124,7 +124,7 @@ pub async fn load_observed(
     for i in 1..=repeat {
         let ptrace = observe == Observe::Ptrace || (observe == Observe::Both && i % 2 == 0);
         let outcome = session.run(if ptrace { &traced } else { scenario }, None, vars).await?;
-        let under = if observe == Observe::Kernel { String::new() } else { format!(" [{}]", outcome.observer) };
+        let under = if observe == Observe::Kernel { String::new() } else { format!(" [{}]", outcome.observer.name()) };
         progress(&format!("[load {i}/{repeat}]{under} {}", describe_run(&outcome)));
     }
     Ok(session)

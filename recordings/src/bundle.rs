@@ -73,11 +73,37 @@ pub struct RunOutcome {
     /// Why the run is invalid or failed, in words.
     pub note: String,
     pub steps: Vec<StepOutcome>,
-    /// How the run's processes were observed: `kernel` (tracepoints only) or `ptrace` (the ptrace
-    /// recorder attached to every scenario process too, which perturbs them). Empty in bundles
-    /// of older heisen.
+    /// How the run's processes were observed (unknown in bundles of older heisen).
     #[serde(default)]
-    pub observer: String,
+    pub observer: RunObserver,
+    /// The scenario's variants that were on in this run (their processes ran). Empty in bundles
+    /// of older heisen, where the ordering's name (`with-X`) said it.
+    #[serde(default)]
+    pub variants: Vec<String>,
+}
+
+/// How a run's processes were observed; serialized as `kernel`, `ptrace`, or `` when unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunObserver {
+    /// A bundle of an older heisen did not say.
+    #[default]
+    #[serde(rename = "")]
+    Unknown,
+    /// Kernel tracepoints only: the processes are not perturbed.
+    Kernel,
+    /// The ptrace recorder was attached to the scenario's processes too, which perturbs them.
+    Ptrace,
+}
+
+impl RunObserver {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunObserver::Unknown => "unknown",
+            RunObserver::Kernel => "kernel",
+            RunObserver::Ptrace => "ptrace",
+        }
+    }
 }
 
 /// How one step of a run ended.
@@ -190,7 +216,8 @@ mod tests {
                 valid: true,
                 note: String::new(),
                 steps: vec![],
-                observer: "kernel".into(),
+                observer: RunObserver::Kernel,
+                variants: vec![],
             }],
         }
     }
@@ -218,5 +245,19 @@ mod tests {
         future[8] = 99;
         check(&future, "newer");
         check(b"random bytes that are not a bundle at all", "not a heisen bundle");
+    }
+
+    #[test]
+    fn run_observers_read_and_write_as_the_strings_they_were() {
+        for (observer, text) in
+            [(RunObserver::Kernel, "kernel"), (RunObserver::Ptrace, "ptrace"), (RunObserver::Unknown, "")]
+        {
+            assert_eq!(serde_json::to_string(&observer).unwrap(), format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<RunObserver>(&format!("\"{text}\"")).unwrap(), observer);
+        }
+        // A run of an older bundle: no observer, no variants.
+        let old = r#"{"run":1,"ordering":null,"failed":true,"valid":true,"note":"","steps":[]}"#;
+        let run: RunOutcome = serde_json::from_str(old).unwrap();
+        assert_eq!((run.observer, run.variants.len()), (RunObserver::Unknown, 0));
     }
 }

@@ -18,8 +18,8 @@ mod syscalls;
 use std::path::PathBuf;
 
 pub use bundle::{
-    bundle_path, Bundle, BundleProblem, HostRecording, RunOutcome, ScenarioSource, StepOutcome, BUNDLE_MAGIC,
-    BUNDLE_VERSION,
+    bundle_path, Bundle, BundleProblem, HostRecording, RunObserver, RunOutcome, ScenarioSource, StepOutcome,
+    BUNDLE_MAGIC, BUNDLE_VERSION,
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use control::{AgentInfo, Capabilities, CaptureStatus, Hold, LaunchSpec, ProcessNotice};

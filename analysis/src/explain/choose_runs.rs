@@ -1,7 +1,7 @@
 //! Phase 1, choose failing runs: the valid free runs (no gates) of a capture, and those of them
 //! that failed. Runs perturbed by the ptrace recorder are left out unless only they failed.
 
-use heisen_recordings::Bundle;
+use heisen_recordings::{Bundle, RunObserver};
 
 use crate::AnalysisError;
 
@@ -15,9 +15,9 @@ pub fn choose_failing(bundle: &Bundle) -> Result<(Vec<u32>, Vec<u32>), AnalysisE
     let mut pool: Vec<_> = if free.is_empty() { bundle.runs.iter().filter(|r| r.valid).collect() } else { free };
     // Runs with the ptrace recorder attached are perturbed: compare the undisturbed ones, unless
     // none of those failed (then the observer is part of the story: compare them all).
-    let undisturbed_failed = pool.iter().any(|r| r.observer != "ptrace" && r.failed);
-    if pool.iter().any(|r| r.observer == "ptrace") && undisturbed_failed {
-        pool.retain(|r| r.observer != "ptrace");
+    let undisturbed_failed = pool.iter().any(|r| r.observer != RunObserver::Ptrace && r.failed);
+    if pool.iter().any(|r| r.observer == RunObserver::Ptrace) && undisturbed_failed {
+        pool.retain(|r| r.observer != RunObserver::Ptrace);
     }
     let valid: Vec<u32> = pool.iter().map(|r| r.run).collect();
     let failing: Vec<u32> = pool.iter().filter(|r| r.failed).map(|r| r.run).collect();
@@ -40,7 +40,7 @@ pub fn choose_failing(bundle: &Bundle) -> Result<(Vec<u32>, Vec<u32>), AnalysisE
 mod tests {
     use super::*;
 
-    fn outcome(run: u32, failed: bool, observer: &str) -> heisen_recordings::RunOutcome {
+    fn outcome(run: u32, failed: bool, observer: RunObserver) -> heisen_recordings::RunOutcome {
         heisen_recordings::RunOutcome {
             run,
             ordering: None,
@@ -48,13 +48,14 @@ mod tests {
             valid: true,
             note: String::new(),
             steps: vec![],
-            observer: observer.into(),
+            observer,
+            variants: vec![],
         }
     }
 
     #[test]
     fn no_valid_run_is_explained_with_the_runs_notes() {
-        let mut run = outcome(1, false, "kernel");
+        let mut run = outcome(1, false, RunObserver::Kernel);
         run.valid = false;
         run.note = "step submit did not exit within 60 s (its `timeout`); stopped".into();
         let bundle = Bundle {

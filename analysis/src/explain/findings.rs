@@ -1,7 +1,7 @@
 //! Findings: observations that are not ranked causes but change how a capture reads — a blocked
 //! call woken by a tracer's attach, a failure rate that changes with the observer.
 
-use heisen_recordings::{interrupted, Bundle, Event, EventKind};
+use heisen_recordings::{interrupted, Bundle, Event, EventKind, RunObserver};
 
 use super::report::{Evidence, Finding};
 
@@ -114,12 +114,12 @@ pub(crate) fn findings(bundle: &Bundle) -> Vec<Finding> {
 /// Failure rates of the free runs per observer, when a capture has runs under both: a rate that
 /// changes with the observer means observing perturbs the failure (story 2: strace "fixes" it).
 pub(crate) fn observer_effect(bundle: &Bundle) -> Option<Finding> {
-    let rate = |observer: &str| {
+    let rate = |observer: RunObserver| {
         let runs: Vec<_> =
             bundle.runs.iter().filter(|r| r.valid && r.ordering.is_none() && r.observer == observer).collect();
         (runs.iter().filter(|r| r.failed).count(), runs.len())
     };
-    let ((kf, kn), (pf, pn)) = (rate("kernel"), rate("ptrace"));
+    let ((kf, kn), (pf, pn)) = (rate(RunObserver::Kernel), rate(RunObserver::Ptrace));
     if kn == 0 || pn == 0 {
         return None;
     }
@@ -162,7 +162,7 @@ mod tests {
     use super::*;
     use crate::explain::choose_failing;
 
-    fn outcome(run: u32, failed: bool, observer: &str) -> heisen_recordings::RunOutcome {
+    fn outcome(run: u32, failed: bool, observer: RunObserver) -> heisen_recordings::RunOutcome {
         heisen_recordings::RunOutcome {
             run,
             ordering: None,
@@ -170,7 +170,8 @@ mod tests {
             valid: true,
             note: String::new(),
             steps: vec![],
-            observer: observer.into(),
+            observer,
+            variants: vec![],
         }
     }
 
@@ -181,7 +182,9 @@ mod tests {
             started_ns: 0,
             scenario: None,
             hosts: vec![],
-            runs: (1..=6).map(|r| outcome(r, r % 2 == 1, if r % 2 == 1 { "kernel" } else { "ptrace" })).collect(),
+            runs: (1..=6)
+                .map(|r| outcome(r, r % 2 == 1, if r % 2 == 1 { RunObserver::Kernel } else { RunObserver::Ptrace }))
+                .collect(),
             causal: vec![],
         };
         let f = observer_effect(&bundle).expect("both observers");
@@ -194,9 +197,11 @@ mod tests {
         // explain compares the undisturbed runs only.
         let (failing, valid) = choose_failing(&bundle).unwrap();
         assert_eq!((failing, valid), (vec![1, 3, 5], vec![1, 3, 5]));
-        bundle.runs = (1..=4).map(|r| outcome(r, r <= 2, if r % 2 == 1 { "kernel" } else { "ptrace" })).collect();
+        bundle.runs = (1..=4)
+            .map(|r| outcome(r, r <= 2, if r % 2 == 1 { RunObserver::Kernel } else { RunObserver::Ptrace }))
+            .collect();
         assert_eq!(observer_effect(&bundle).unwrap().kind, "no-observer-effect");
-        bundle.runs.iter_mut().for_each(|r| r.observer = "kernel".into());
+        bundle.runs.iter_mut().for_each(|r| r.observer = RunObserver::Kernel);
         assert!(observer_effect(&bundle).is_none());
     }
 }

@@ -29,7 +29,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
-use heisen_recordings::{Bundle, Scenario};
+use heisen_recordings::{Bundle, RunObserver, Scenario};
 
 use crate::AnalysisError;
 use environment::environment_candidates;
@@ -73,9 +73,9 @@ pub fn explain(bundle: &Bundle, opts: &Options) -> Result<Explanation, AnalysisE
     };
     let mut phases = Vec::new();
     let (failing, valid) = choose_failing(bundle)?;
-    let observed_by = |r: &u32, o: &str| bundle.runs.iter().any(|x| x.run == *r && x.observer == o);
-    let only_traced_failed =
-        failing.iter().all(|r| observed_by(r, "ptrace")) && valid.iter().any(|r| observed_by(r, "kernel"));
+    let observed_by = |r: &u32, o: RunObserver| bundle.runs.iter().any(|x| x.run == *r && x.observer == o);
+    let only_traced_failed = failing.iter().all(|r| observed_by(r, RunObserver::Ptrace))
+        && valid.iter().any(|r| observed_by(r, RunObserver::Kernel));
     phases.push(PhaseReport {
         name: "choose failing runs",
         summary: format!(

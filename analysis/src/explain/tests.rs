@@ -13,7 +13,7 @@
 //! Every host clock is the coordinator's (offset 0), so only the error bounds matter.
 
 use expect_test::{expect, Expect};
-use heisen_recordings::{Bundle, ClockModel, Event, EventKind, HostRecording, RunOutcome};
+use heisen_recordings::{Bundle, ClockModel, Event, EventKind, HostRecording, RunObserver, RunOutcome};
 
 use super::{explain, Options};
 
@@ -30,7 +30,8 @@ fn bundle(table: &str) -> Bundle {
                 valid: true,
                 note: String::new(),
                 steps: vec![],
-                observer: "kernel".into(),
+                observer: RunObserver::Kernel,
+                variants: vec![],
             }),
             ["host", name, error] => hosts.push(HostRecording {
                 name: name.to_string(),
