@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use heisen_recordings::{Bundle, Environment, MountEntry};
+use heisen_recordings::{Bundle, Environment, MountEntry, SnapshotAt};
 use serde::Serialize;
 
 use crate::AnalysisError;
@@ -44,15 +44,17 @@ pub fn pick<'a>(bundle: &'a Bundle, host: &str, at: Option<&str>) -> Result<&'a 
         return Err(AnalysisError::NoSnapshots { host: host.into(), capture: bundle.capture_id.clone() });
     }
     let wanted = match at {
-        Some(at) => at.replace(':', " "),
+        Some(at) => SnapshotAt::from(at),
         None => match bundle.runs.iter().find(|r| r.failed && r.valid) {
-            Some(run) => format!("run {}", run.run),
-            None => "start".to_string(),
+            Some(run) => SnapshotAt::Run(run.run),
+            None => SnapshotAt::Start,
         },
     };
+    // As `--at` spells them: `run:3`.
+    let spelled = |at: &SnapshotAt| at.to_string().replace(' ', ":");
     recording.environments.iter().find(|e| e.at == wanted).ok_or_else(|| {
-        let have: Vec<_> = recording.environments.iter().map(|e| e.at.replace(' ', ":")).collect();
-        AnalysisError::NoSnapshotAt { host: host.into(), at: wanted.replace(' ', ":"), have: have.join(", ") }
+        let have: Vec<_> = recording.environments.iter().map(|e| spelled(&e.at)).collect();
+        AnalysisError::NoSnapshotAt { host: host.into(), at: spelled(&wanted), have: have.join(", ") }
     })
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use heisen_recordings::{
     Bundle, Environment, GateSpec, HostRecording, LaunchSpec, Mark, MarkKind, MessageEdge, Process, ProcessNotice,
-    RunObserver, RunOutcome, Scenario, ScenarioSource, StepOutcome,
+    RunObserver, RunOutcome, Scenario, ScenarioSource, SnapshotAt, StepOutcome,
 };
 
 use crate::client::{self, Agent};
@@ -321,7 +321,7 @@ impl Session {
             }
         }
         if notes.is_empty() {
-            self.snapshot_all(&format!("run {run}")).await;
+            self.snapshot_all(&SnapshotAt::Run(run).to_string()).await;
         }
         let gates = ordering.map(|o| o.gates.clone()).unwrap_or_default();
         if notes.is_empty() {
@@ -520,7 +520,7 @@ impl Session {
         if let Some(prober) = self.prober.take() {
             prober.abort();
         }
-        self.snapshot_all("end").await;
+        self.snapshot_all(&SnapshotAt::End.to_string()).await;
         let mut hosts = Vec::new();
         for (name, agent) in self.agents.iter_mut() {
             let mut samples = self.probes.lock().expect("probes").remove(name).unwrap_or_default();

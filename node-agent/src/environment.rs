@@ -35,7 +35,7 @@ pub struct Sources {
 /// Takes a snapshot now.
 pub fn snapshot(at: &str, workdir: &Path, sources: &Sources) -> Environment {
     Environment {
-        at: at.to_string(),
+        at: at.into(),
         raw_ns: crate::clock::skewed(crate::clock::now_ns()),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
         workdir: workdir.display().to_string(),

@@ -103,7 +103,7 @@ impl From<&rec::Event> for Event {
 impl From<&rec::Environment> for Environment {
     fn from(e: &rec::Environment) -> Self {
         Environment {
-            at: e.at.clone(),
+            at: e.at.to_string(),
             raw_ns: e.raw_ns,
             kernel: e.kernel.clone(),
             workdir: e.workdir.clone(),
@@ -136,7 +136,7 @@ impl From<&rec::Environment> for Environment {
 impl From<Environment> for rec::Environment {
     fn from(e: Environment) -> Self {
         rec::Environment {
-            at: e.at,
+            at: e.at.into(),
             raw_ns: e.raw_ns,
             kernel: e.kernel,
             workdir: e.workdir,
@@ -430,7 +430,7 @@ mod tests {
     #[test]
     fn environments_round_trip_through_the_wire() {
         let env = rec::Environment {
-            at: "run 2".into(),
+            at: rec::SnapshotAt::Run(2),
             raw_ns: 5,
             kernel: "6.18".into(),
             workdir: "/w".into(),

@@ -6,11 +6,62 @@
 
 use serde::{Deserialize, Serialize};
 
+/// When a snapshot was taken; written as `start`, `run N` or `end` (bundles and the wire).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", from = "String")]
+pub enum SnapshotAt {
+    /// When the capture started.
+    #[default]
+    Start,
+    /// In run N, once its services were up.
+    Run(u32),
+    /// When the capture stopped.
+    End,
+    /// Any other label (kept as written).
+    Other(String),
+}
+
+impl std::fmt::Display for SnapshotAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotAt::Start => write!(f, "start"),
+            SnapshotAt::Run(n) => write!(f, "run {n}"),
+            SnapshotAt::End => write!(f, "end"),
+            SnapshotAt::Other(label) => write!(f, "{label}"),
+        }
+    }
+}
+
+impl From<&str> for SnapshotAt {
+    /// `start`, `end`, `run N` (or `run:N`, as `heisen diff --at` spells it).
+    fn from(text: &str) -> SnapshotAt {
+        let run = text.strip_prefix("run ").or_else(|| text.strip_prefix("run:"));
+        match (text, run.and_then(|n| n.trim().parse().ok())) {
+            (_, Some(n)) => SnapshotAt::Run(n),
+            ("start", None) => SnapshotAt::Start,
+            ("end", None) => SnapshotAt::End,
+            (other, None) => SnapshotAt::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<String> for SnapshotAt {
+    fn from(text: String) -> SnapshotAt {
+        SnapshotAt::from(text.as_str())
+    }
+}
+
+impl From<SnapshotAt> for String {
+    fn from(at: SnapshotAt) -> String {
+        at.to_string()
+    }
+}
+
 /// One host's environment at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Environment {
-    /// When: `start`, `end` or `run N`.
-    pub at: String,
+    /// When it was taken.
+    pub at: SnapshotAt,
     /// Host clock (CLOCK_REALTIME domain) when taken.
     pub raw_ns: i64,
     /// `uname -r`.
@@ -137,6 +188,20 @@ pub fn crontab_command(path: &str, line: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn snapshot_times_are_the_strings_they_were() {
+        for (at, text) in [
+            (SnapshotAt::Start, "start"),
+            (SnapshotAt::Run(3), "run 3"),
+            (SnapshotAt::End, "end"),
+            (SnapshotAt::Other("before upgrade".into()), "before upgrade"),
+        ] {
+            assert_eq!(serde_json::to_string(&at).unwrap(), format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<SnapshotAt>(&format!("\"{text}\"")).unwrap(), at);
+        }
+        assert_eq!(SnapshotAt::from("run:12"), SnapshotAt::Run(12));
+    }
+
     use super::*;
 
     #[test]

@@ -23,7 +23,9 @@ pub use bundle::{
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use control::{AgentInfo, Capabilities, CaptureStatus, Hold, LaunchSpec, ProcessNotice};
-pub use env::{crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry};
+pub use env::{
+    crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry, SnapshotAt,
+};
 pub use event::{
     errno_name, fcntl_lock_cmd, flock_op_name, interrupted, signal_name, signal_number, Event, EventKind, SignalPhase,
 };

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use heisen_recordings::{GateSpec, Hypothesis, OrderHypothesis, Scenario, StateHypothesis};
+use heisen_recordings::{GateSpec, Hypothesis, OrderHypothesis, Scenario, SnapshotAt, StateHypothesis};
 
 use super::baseline::Baseline;
 use super::hypotheses::runs_wanted;
@@ -17,7 +17,7 @@ use crate::error::Unverifiable;
 /// runs, or the peer host in the same runs).
 pub(crate) fn environment_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
     let Some(s) = ctx.scenario else { return (vec![], 0) };
-    let env = |host: &str, run: u32| ctx.bundle.host(host)?.environments.iter().find(|e| e.at == format!("run {run}"));
+    let env = |host: &str, run: u32| ctx.bundle.host(host)?.environments.iter().find(|e| e.at == SnapshotAt::Run(run));
     let failing_host = match ctx.baseline {
         Baseline::Peer { failing_host, .. } => failing_host.clone(),
         _ => match s.process(&s.failure.step) {
@@ -61,7 +61,7 @@ pub(crate) fn environment_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usiz
             continue;
         }
         let rec = ctx.bundle.host(&failing_host);
-        let at = rec.and_then(|h| h.environments.iter().find(|e| e.at == format!("run {run}")).map(|e| (h, e)));
+        let at = rec.and_then(|h| h.environments.iter().find(|e| e.at == SnapshotAt::Run(run)).map(|e| (h, e)));
         let evidence = at
             .map(|(h, e)| {
                 vec![Evidence {
