@@ -39,19 +39,7 @@ pub fn choose_failing(bundle: &Bundle) -> Result<(Vec<u32>, Vec<u32>), AnalysisE
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn outcome(run: u32, failed: bool, observer: RunObserver) -> heisen_recordings::RunOutcome {
-        heisen_recordings::RunOutcome {
-            run,
-            ordering: None,
-            failed,
-            valid: true,
-            note: String::new(),
-            steps: vec![],
-            observer,
-            variants: vec![],
-        }
-    }
+    use crate::explain::tests::outcome;
 
     #[test]
     fn no_valid_run_is_explained_with_the_runs_notes() {

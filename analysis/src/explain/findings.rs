@@ -161,19 +161,7 @@ pub(crate) fn same_process(tid: i32, pid: i32, rec: &heisen_recordings::HostReco
 mod tests {
     use super::*;
     use crate::explain::choose_failing;
-
-    fn outcome(run: u32, failed: bool, observer: RunObserver) -> heisen_recordings::RunOutcome {
-        heisen_recordings::RunOutcome {
-            run,
-            ordering: None,
-            failed,
-            valid: true,
-            note: String::new(),
-            steps: vec![],
-            observer,
-            variants: vec![],
-        }
-    }
+    use crate::explain::tests::outcome;
 
     #[test]
     fn a_failure_rate_that_changes_with_the_observer_is_a_finding() {

@@ -17,22 +17,27 @@ use heisen_recordings::{Bundle, ClockModel, Event, EventKind, HostRecording, Run
 
 use super::{explain, Options};
 
+/// A valid free run of the given outcome and observer.
+pub(super) fn outcome(run: u32, failed: bool, observer: RunObserver) -> RunOutcome {
+    RunOutcome {
+        run,
+        ordering: None,
+        failed,
+        valid: true,
+        note: String::new(),
+        steps: vec![],
+        observer,
+        variants: vec![],
+    }
+}
+
 fn bundle(table: &str) -> Bundle {
     let mut hosts: Vec<HostRecording> = Vec::new();
     let mut runs: Vec<RunOutcome> = Vec::new();
     for line in table.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["run", n, outcome] => runs.push(RunOutcome {
-                run: n.parse().unwrap(),
-                ordering: None,
-                failed: *outcome == "failed",
-                valid: true,
-                note: String::new(),
-                steps: vec![],
-                observer: RunObserver::Kernel,
-                variants: vec![],
-            }),
+            ["run", n, result] => runs.push(outcome(n.parse().unwrap(), *result == "failed", RunObserver::Kernel)),
             ["host", name, error] => hosts.push(HostRecording {
                 name: name.to_string(),
                 agent_version: String::new(),
