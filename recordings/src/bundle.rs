@@ -121,7 +121,7 @@ impl Bundle {
     /// the new one, never half of one.
     pub fn write(&self, path: &Path) -> Result<(), RecordingsError> {
         let io_err = |source| RecordingsError::Io { op: "write bundle", path: path.to_path_buf(), source };
-        let payload = serde_json::to_vec(self).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+        let payload = serde_json::to_vec(self).map_err(RecordingsError::EncodeBundle)?;
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
         bytes.extend_from_slice(BUNDLE_MAGIC);
         bytes.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());

@@ -55,6 +55,14 @@ pub enum RecordingsError {
         #[source]
         problem: BundleProblem,
     },
-    #[error("encoding failed: {0}")]
-    Encode(String),
+    #[error("{what} failed: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: bincode::Error,
+    },
+    #[error("encoding a bundle failed: {0}")]
+    EncodeBundle(#[source] serde_json::Error),
+    #[error("corrupt stored batch: {why}")]
+    CorruptBatch { why: String },
 }

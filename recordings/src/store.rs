@@ -62,7 +62,9 @@ impl Store {
     /// Appends events (already numbered by the caller, in increasing order) as one batch.
     pub fn append(&self, capture: &str, events: &[Event]) -> Result<(), RecordingsError> {
         let Some(first) = events.first() else { return Ok(()) };
-        let value = packed().serialize(events).map_err(|e| RecordingsError::Encode(e.to_string()))?;
+        let value = packed()
+            .serialize(events)
+            .map_err(|source| RecordingsError::Encode { what: "encoding a batch", source })?;
         let value = lz4_flex::block::compress_prepend_size(&value);
         self.tree(capture)?.insert(first.seq.to_be_bytes(), value).map_err(|e| self.err("append", e))?;
         Ok(())
@@ -128,7 +130,7 @@ impl Layout {
 
     /// The events of one stored value.
     fn decode(self, value: &[u8]) -> Result<Vec<Event>, RecordingsError> {
-        let encode = |e: bincode::Error| RecordingsError::Encode(e.to_string());
+        let encode = |source| RecordingsError::Encode { what: "decoding a stored batch", source };
         match self {
             Layout::PerEvent => bincode::deserialize(value).map(|e| vec![e]).map_err(encode),
             Layout::Batches => bincode::deserialize(value).map_err(encode),
@@ -150,7 +152,7 @@ const MAX_UNPACKED: usize = 64 << 20;
 
 /// Decompresses a `packed/` value: a little-endian u32 length, then an LZ4 block.
 fn unpack(value: &[u8]) -> Result<Vec<u8>, RecordingsError> {
-    let corrupt = |why: String| RecordingsError::Encode(format!("corrupt stored batch: {why}"));
+    let corrupt = |why: String| RecordingsError::CorruptBatch { why };
     let (len, block) = value.split_first_chunk::<4>().ok_or_else(|| corrupt("shorter than its length".into()))?;
     let len = u32::from_le_bytes(*len) as usize;
     if len > MAX_UNPACKED {
@@ -248,7 +250,13 @@ mod tests {
         let garbage = lz4_flex::block::compress_prepend_size(&[0xff; 40]);
         for value in [vec![1, 0], vec![0xff; 7], [&[100u8, 0, 0, 0][..], &[0xf0; 20]].concat(), garbage] {
             tree.insert(0u64.to_be_bytes(), value.clone()).unwrap();
-            assert!(matches!(store.read("c", 0, 10), Err(RecordingsError::Encode(_))), "{value:?}");
+            assert!(
+                matches!(
+                    store.read("c", 0, 10),
+                    Err(RecordingsError::Encode { .. } | RecordingsError::CorruptBatch { .. })
+                ),
+                "{value:?}"
+            );
             assert!(store.next_seq("c").is_err());
         }
     }
