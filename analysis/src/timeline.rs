@@ -185,7 +185,7 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
             "job_pid": job_pid, "exit_code": exit_code,
         }),
         EventKind::Attach { tracer, tracer_pid, target_pid, phase, how } => json!({
-            "tracer": tracer, "tracer_pid": tracer_pid, "target_pid": target_pid, "phase": phase, "how": how,
+            "tracer": tracer, "tracer_pid": tracer_pid, "target_pid": target_pid, "phase": phase.as_str(), "how": how,
         }),
         EventKind::Traced { name, args, ret, enter_ns } => json!({
             "name": name, "ret": ret, "errno": (*ret < 0 && *ret >= -4095).then(|| errno_name(-ret)).flatten(),
@@ -238,7 +238,7 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
             format!("{op} {source} on {target} type {fstype} ({options})")
         }
         EventKind::Attach { tracer, tracer_pid, target_pid, phase, .. } => {
-            format!("{tracer} {phase} by [{tracer_pid}] -> [{target_pid}]")
+            format!("{tracer} {} by [{tracer_pid}] -> [{target_pid}]", phase.as_str())
         }
         EventKind::Traced { name, args, ret, enter_ns } => {
             let result = if (-4095..0).contains(ret) {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use heisen_recordings::{fcntl_lock_cmd, flock_op_name, signal_name, EventKind};
+use heisen_recordings::{fcntl_lock_cmd, flock_op_name, signal_name, AttachPhase, EventKind};
 
 use crate::observer::AgentNote;
 
@@ -121,17 +121,17 @@ fn record(pid: i32, out: &mut Out) -> Result<(), AgentError> {
         .collect();
     tids.sort_unstable();
     let me = std::process::id() as i32;
-    let attach = |phase: &str| EventKind::Attach {
+    let attach = |phase: AttachPhase| EventKind::Attach {
         tracer: "ptrace".into(),
         tracer_pid: me,
         target_pid: pid,
-        phase: phase.into(),
+        phase,
         how: "PTRACE_SEIZE + PTRACE_INTERRUPT, then PTRACE_SYSCALL".into(),
     };
     // The note goes first: the attach's effects (the tracee's stops, a blocked call's EINTR)
     // must come after it on the timeline, and the decoder must know the recorder before its
     // first SIGCHLD.
-    out.note(pid, attach("attach"));
+    out.note(pid, attach(AttachPhase::Attach));
     let mut traced: HashMap<i32, Option<Entered>> = HashMap::new();
     for tid in &tids {
         let seized = ptrace(libc::PTRACE_SEIZE, *tid, 0, options as usize)
@@ -139,7 +139,7 @@ fn record(pid: i32, out: &mut Out) -> Result<(), AgentError> {
             .map_err(AgentError::syscall(format!("cannot attach to {tid}")));
         if let Err(e) = seized {
             detach_all(&mut traced);
-            out.note(pid, attach("failed"));
+            out.note(pid, attach(AttachPhase::Failed));
             return Err(e);
         }
         traced.insert(*tid, None);
@@ -147,7 +147,7 @@ fn record(pid: i32, out: &mut Out) -> Result<(), AgentError> {
     while !traced.is_empty() {
         if STOP.load(Ordering::SeqCst) {
             detach_all(&mut traced);
-            out.note(pid, attach("detach"));
+            out.note(pid, attach(AttachPhase::Detach));
             return Ok(());
         }
         let mut status = 0;
@@ -179,7 +179,7 @@ fn record(pid: i32, out: &mut Out) -> Result<(), AgentError> {
         }
         let _ = ptrace(libc::PTRACE_SYSCALL, tid, 0, inject as usize);
     }
-    out.note(pid, attach("detach"));
+    out.note(pid, attach(AttachPhase::Detach));
     Ok(())
 }
 

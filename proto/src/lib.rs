@@ -80,7 +80,7 @@ impl From<&rec::Event> for Event {
                 tracer: tracer.clone(),
                 tracer_pid: *tracer_pid,
                 target_pid: *target_pid,
-                phase: phase.clone(),
+                phase: phase.as_str().to_string(),
                 how: how.clone(),
             }),
             rec::EventKind::Traced { name, args, ret, enter_ns } => {
@@ -168,24 +168,21 @@ impl From<Environment> for rec::Environment {
     }
 }
 
-/// A wire event that cannot become a domain event.
-#[derive(Debug, PartialEq, Eq)]
-pub struct MissingKind {
-    pub seq: u64,
-}
-
-impl std::fmt::Display for MissingKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "event {} has no kind (agent newer than this coordinator?)", self.seq)
-    }
+/// Why a wire event cannot become a domain event.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("event {seq} has no kind (agent newer than this coordinator?)")]
+    MissingKind { seq: u64 },
+    #[error("event {seq}: unknown attach phase `{phase}` (agent newer than this coordinator?)")]
+    UnknownAttachPhase { seq: u64, phase: String },
 }
 
 impl TryFrom<Event> for rec::Event {
-    type Error = MissingKind;
+    type Error = WireError;
 
-    fn try_from(e: Event) -> Result<Self, MissingKind> {
+    fn try_from(e: Event) -> Result<Self, WireError> {
         use event::Kind;
-        let kind = match e.kind.ok_or(MissingKind { seq: e.seq })? {
+        let kind = match e.kind.ok_or(WireError::MissingKind { seq: e.seq })? {
             Kind::Syscall(s) => rec::EventKind::Syscall {
                 name: s.name,
                 args: s.args,
@@ -232,10 +229,11 @@ impl TryFrom<Event> for rec::Event {
                 exit_code: c.exit_code,
             },
             Kind::Attach(a) => rec::EventKind::Attach {
+                phase: rec::AttachPhase::parse(&a.phase)
+                    .ok_or_else(|| WireError::UnknownAttachPhase { seq: e.seq, phase: a.phase.clone() })?,
                 tracer: a.tracer,
                 tracer_pid: a.tracer_pid,
                 target_pid: a.target_pid,
-                phase: a.phase,
                 how: a.how,
             },
             Kind::Traced(t) => rec::EventKind::Traced { name: t.name, args: t.args, ret: t.ret, enter_ns: t.enter_ns },
@@ -392,7 +390,7 @@ mod tests {
                 tracer: "ptrace".into(),
                 tracer_pid: 5,
                 target_pid: 6,
-                phase: "attach".into(),
+                phase: rec::AttachPhase::Attach,
                 how: "seize".into(),
             },
             rec::EventKind::Traced {
@@ -424,7 +422,16 @@ mod tests {
             let wire = Event::from(&event);
             assert_eq!(rec::Event::try_from(wire).unwrap(), event);
         }
-        assert_eq!(rec::Event::try_from(Event::default()), Err(MissingKind { seq: 0 }));
+        assert_eq!(rec::Event::try_from(Event::default()), Err(WireError::MissingKind { seq: 0 }));
+        let bogus = Event {
+            seq: 9,
+            kind: Some(event::Kind::Attach(Attach { phase: "reattach".into(), ..Default::default() })),
+            ..Default::default()
+        };
+        assert_eq!(
+            rec::Event::try_from(bogus),
+            Err(WireError::UnknownAttachPhase { seq: 9, phase: "reattach".into() })
+        );
     }
 
     #[test]

@@ -104,8 +104,7 @@ pub enum EventKind {
         tracer: String,
         tracer_pid: i32,
         target_pid: i32,
-        /// `attach` or `detach`.
-        phase: String,
+        phase: AttachPhase,
         /// The mechanism, in words.
         how: String,
     },
@@ -167,6 +166,33 @@ impl SignalPhase {
             SignalPhase::Generate => "generate",
             SignalPhase::Deliver => "deliver",
         }
+    }
+}
+
+/// What a tracer did to its target; written `attach`, `detach` or `failed` in bundles, on the
+/// wire and in `timeline --json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachPhase {
+    /// The tracer attached: from here on the target is perturbed.
+    Attach,
+    Detach,
+    /// An attach that did not take.
+    Failed,
+}
+
+impl AttachPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachPhase::Attach => "attach",
+            AttachPhase::Detach => "detach",
+            AttachPhase::Failed => "failed",
+        }
+    }
+
+    /// The phase `text` names, if any.
+    pub fn parse(text: &str) -> Option<AttachPhase> {
+        [AttachPhase::Attach, AttachPhase::Detach, AttachPhase::Failed].into_iter().find(|p| p.as_str() == text)
     }
 }
 

@@ -27,7 +27,8 @@ pub use env::{
     crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry, SnapshotAt,
 };
 pub use event::{
-    errno_name, fcntl_lock_cmd, flock_op_name, interrupted, signal_name, signal_number, Event, EventKind, SignalPhase,
+    errno_name, fcntl_lock_cmd, flock_op_name, interrupted, signal_name, signal_number, AttachPhase, Event, EventKind,
+    SignalPhase,
 };
 pub use merge::{Merge, Placed};
 pub use order::{

@@ -1,7 +1,7 @@
 //! Findings: observations that are not ranked causes but change how a capture reads — a blocked
 //! call woken by a tracer's attach, a failure rate that changes with the observer.
 
-use heisen_recordings::{interrupted, Bundle, Event, EventKind, RunObserver};
+use heisen_recordings::{interrupted, AttachPhase, Bundle, Event, EventKind, RunObserver};
 
 use super::report::{Evidence, Finding};
 
@@ -16,7 +16,7 @@ pub(crate) fn findings(bundle: &Bundle) -> Vec<Finding> {
         let attaches: Vec<&Event> = rec
             .events
             .iter()
-            .filter(|e| matches!(&e.kind, EventKind::Attach { phase, .. } if phase == "attach"))
+            .filter(|e| matches!(&e.kind, EventKind::Attach { phase: AttachPhase::Attach, .. }))
             .collect();
         for at in attaches {
             let EventKind::Attach { tracer, target_pid, .. } = &at.kind else { continue };

@@ -1,7 +1,7 @@
 //! Syscalls: enter and exit paired per thread into one event, with the fd's path; lock calls
 //! become lock events, ptrace attach and detach become attach events.
 
-use heisen_recordings::{fcntl_lock_cmd, flock_op_name, interrupted, EventKind};
+use heisen_recordings::{fcntl_lock_cmd, flock_op_name, interrupted, AttachPhase, EventKind};
 
 use super::{Decoder, Step};
 use crate::tracefs::{SyscallPart, TraceLine};
@@ -101,16 +101,16 @@ impl Decoder {
         let Some(SyscallPart::Enter(args)) = line.syscall() else { return Step::Nothing };
         let (Some(request), Some(target)) = (args.first(), args.get(1)) else { return Step::Nothing };
         let (phase, how) = match *request {
-            16 => ("attach", "PTRACE_ATTACH"),
-            0x4206 => ("attach", "PTRACE_SEIZE"),
-            17 => ("detach", "PTRACE_DETACH"),
+            16 => (AttachPhase::Attach, "PTRACE_ATTACH"),
+            0x4206 => (AttachPhase::Attach, "PTRACE_SEIZE"),
+            17 => (AttachPhase::Detach, "PTRACE_DETACH"),
             _ => return Step::Nothing,
         };
         let kind = EventKind::Attach {
             tracer: line.comm.to_string(),
             tracer_pid: line.pid,
             target_pid: *target as i32,
-            phase: phase.into(),
+            phase,
             how: format!("{how} (seen by the kernel observer)"),
         };
         self.event(line, line.pid, line.comm.as_ref(), kind)

@@ -92,7 +92,7 @@ fn attaches_are_recorded_and_only_interrupted_waits_are_kept() {
             run 2 pid 5000060 (eventd) @1001000001000 Launch { name: "eventd", role: "service", argv: [] }
             run 2 pid 5000060 (eventd) @1001000001000 Exec { filename: "/usr/sbin/eventd", argv: [], ppid: 0 }
             run 2 pid 5000060 (eventd) @1001000002000 Fork { parent_pid: 5000060, child_pid: 5000061 }
-            run 2 pid 5000061 (check) @1002000000000 Attach { tracer: "check", tracer_pid: 5000061, target_pid: 5000060, phase: "attach", how: "PTRACE_SEIZE (seen by the kernel observer)" }
+            run 2 pid 5000061 (check) @1002000000000 Attach { tracer: "check", tracer_pid: 5000061, target_pid: 5000060, phase: Attach, how: "PTRACE_SEIZE (seen by the kernel observer)" }
             run 2 pid 5000060 (eventd) @1002000002000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -4, enter_ns: 1001000005000, fd_path: None }
             run 2 pid 5000060 (eventd) @1002000004000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -513, enter_ns: 1002000003000, fd_path: None }
         "#]],
