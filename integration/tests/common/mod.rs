@@ -13,7 +13,7 @@ pub fn heisen() -> PathBuf {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "--quiet", "-p", "heisen-coordinator", "--bin", "heisen", "-p", "heisen-guests"])
+                .args(["build", "--quiet", "-p", "heisen-coordinator", "-p", "heisen-guests", "--bins"])
                 .status()
                 .expect("run cargo");
             assert!(status.success(), "building heisen and heisen-guest failed");
