@@ -35,14 +35,50 @@ fn capture_on(hosts: &Hosts, host: &str) -> Command {
     cmd
 }
 
-/// Waits for a capture given `--for`, at most 30 s, and returns what it printed.
-fn finished(mut capture: std::process::Child) -> std::process::Output {
+/// A running `heisen capture` whose stderr is read as it comes, so a test waits until every
+/// agent records (the capture's `recording` line) instead of sleeping a guessed time (2.5 s was
+/// not enough on a cold CI machine: the workload ran before the capture started).
+struct Running {
+    child: std::process::Child,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+/// Starts `cmd` (a capture) with stdout and stderr piped, and waits, at most 30 s, until it
+/// records.
+fn recording(cmd: &mut Command) -> Running {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let pipe = child.stderr.take().unwrap();
+    let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let collected = stderr.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = collected.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while capture.try_wait().unwrap().is_none() {
+    while !stderr.lock().unwrap().contains(": recording ") {
+        assert!(child.try_wait().unwrap().is_none(), "capture ended early: {}", stderr.lock().unwrap());
+        assert!(Instant::now() < deadline, "capture did not start within 30 s: {}", stderr.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running { child, stderr, reader }
+}
+
+/// Waits for a capture given `--for`, at most 30 s, and returns what it printed.
+fn finished(mut capture: Running) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capture.child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "capture did not end");
         std::thread::sleep(Duration::from_millis(100));
     }
-    capture.wait_with_output().unwrap()
+    let output = capture.child.wait_with_output().unwrap();
+    capture.reader.join().unwrap();
+    let stderr = capture.stderr.lock().unwrap().clone().into_bytes();
+    std::process::Output { stderr, ..output }
 }
 
 #[test]
@@ -72,14 +108,11 @@ fn capture_shows_a_blocked_util_linux_flock_and_an_nginx_reload() {
     .unwrap();
     let nginx = format!("nginx -p {} -c {}", prefix.display(), conf.display());
 
-    let capture = capture_on(&hosts, "box")
-        .args(["--for", "8s", "--comm", "flock", "--comm", "nginx", "--json", "--out"])
-        .arg(&bundle)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500)); // capture started on the agent
+    let capture = recording(
+        capture_on(&hosts, "box")
+            .args(["--for", "8s", "--comm", "flock", "--comm", "nginx", "--json", "--out"])
+            .arg(&bundle),
+    );
 
     let lock = work.path().join("spool.lock");
     let out = in_netns(
@@ -257,14 +290,8 @@ fn bpf_writes_records_each_write_of_the_host_once_and_none_of_the_machine_outsid
     let ns = hosts.netns("box").unwrap().to_string();
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("writes.heisen");
-    let capture = capture_on(&hosts, "box")
-        .args(["--for", "5s", "--bpf-writes", "--json", "--out"])
-        .arg(&bundle)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500)); // capture started on the agent
+    let capture =
+        recording(capture_on(&hosts, "box").args(["--for", "5s", "--bpf-writes", "--json", "--out"]).arg(&bundle));
 
     // 200 writes of 13 bytes on the host, 150 of 17 bytes on the machine outside it (the BPF
     // program sees every task; the agent must keep only its host's).
