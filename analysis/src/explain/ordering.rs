@@ -189,7 +189,16 @@ pub(crate) fn ordering_candidate(
         Pred::BeforeEnd(..) => 1,
         Pred::Before(..) => 0,
     };
-    let prior = a.class as u32 * 10 + on_failing_step as u32 * 5 + specific;
+    // A victim whose calls end in an error in every failing run and in none of the passing ones
+    // is where the failure shows (the writer's last write = EACCES), not a call the failing
+    // process happened to make around the same time (its loader's openat calls).
+    let ends_in_error = |runs: &[u32]| {
+        runs.iter().filter_map(|r| ctx.aligned.runs.get(r)?.last.get(&bi)).map(|o| o.ret < 0).collect::<Vec<_>>()
+    };
+    let failing_ends = ends_in_error(ctx.failing);
+    let victim_fails =
+        !failing_ends.is_empty() && failing_ends.iter().all(|e| *e) && !ends_in_error(passing).iter().any(|e| *e);
+    let prior = a.class as u32 * 10 + on_failing_step as u32 * 5 + victim_fails as u32 * 3 + specific;
     // Evidence: the first failing run where it holds.
     let mut evidence = Vec::new();
     let run = ctx.failing.iter().copied().find(|r| ctx.aligned.runs.get(r).is_some_and(|rs| holds(rs, p)));

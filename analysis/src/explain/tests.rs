@@ -248,3 +248,39 @@ fn a_call_outranks_its_own_processes_exec() {
         "#]],
     );
 }
+
+/// A signal that lands early, while the failing process is still starting, precedes the end of
+/// its start-up calls (openat) as well as of its writes: both separate alike. The writes end in
+/// the error in the failing run and in no passing one, so they are where the failure shows and
+/// rank first (CI once ranked the loader's openat calls first on a tie of summaries).
+#[test]
+fn the_victim_that_ends_in_the_error_outranks_a_bystander() {
+    check(
+        r#"
+        host client ±10
+        host server ±10
+        run 1 failed
+        client 100 1000 launch writer
+        server 200 1000 launch remount
+        server 200 1100 kill 300 1
+        client 100 1500 openat 3
+        client 100 1600 openat 3
+        client 100 2000 write 3 = 8
+        client 100 3000 write 3 = -13
+        run 2 passed
+        client 101 11000 launch writer
+        server 201 11000 launch remount
+        client 101 11500 openat 3
+        client 101 11600 openat 3
+        client 101 12000 write 3 = 8
+        client 101 13000 write 3 = 8
+        server 201 14000 kill 300 1
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's write(fd>=3) calls [client]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] before writer's write(fd>=3) [client]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's openat calls [client]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] before writer's openat [client]
+        "#]],
+    );
+}
