@@ -27,6 +27,8 @@ pub enum HarnessError {
     BadAddress { addr: String },
     #[error("nothing listening on {addr} after {secs} s")]
     NotListening { addr: String, secs: u64 },
+    #[error("the agent exited before it listened ({status})")]
+    Exited { status: String },
     #[error("no agent program given")]
     NoAgentProgram,
     #[error("no free bridge id in 20..220 (stale hzbr* links?)")]
@@ -142,6 +144,7 @@ impl Hosts {
             dir,
         };
         let id = if mode == Mode::Netns { started.bridge_up()? } else { 0 };
+        let mut spawned = Vec::new();
         for (i, host) in hosts.iter().enumerate() {
             let data = started.dir.path().join(format!("agent-{host}"));
             let mut args: Vec<String> =
@@ -158,21 +161,36 @@ impl Hosts {
                     (format!("{addr}:7800"), addr, Some(ns))
                 }
                 Mode::Loopback(_) => {
+                    // Port 0: the agent picks a free port and announces it (below). A port
+                    // picked here and released could be taken by a parallel test's agent first.
                     args.extend(["--scope".into(), "launched".into()]);
-                    (format!("127.0.0.1:{}", free_port()?), "127.0.0.1".to_string(), None)
+                    ("127.0.0.1:0".to_string(), "127.0.0.1".to_string(), None)
                 }
             };
             args.extend(["--listen".into(), listen.clone()]);
             let child = spawn_agent(agent_cmd, &args, ns.as_deref(), &started.log_path(host))?;
             started.children.push(child);
+            spawned.push((host.clone(), started.children.len() - 1));
             started.agents.insert(host.clone(), listen);
             started.host_addrs.insert(host.clone(), addr);
         }
-        for (host, addr) in started.agents.clone() {
-            wait_listening(&addr, Duration::from_secs(15)).map_err(|e| {
-                let log = std::fs::read_to_string(started.log_path(&host)).unwrap_or_default();
-                HarnessError::AgentDown { host: host.clone(), source: Box::new(e), log: log.trim().to_string() }
-            })?;
+        for (host, i) in spawned {
+            let addr = started.agents[&host].clone();
+            let log_path = started.log_path(&host);
+            let up = if addr.ends_with(":0") {
+                wait_announced(&log_path, &mut started.children[i], Duration::from_secs(15))
+            } else {
+                wait_listening(&addr, Duration::from_secs(15)).map(|()| addr)
+            };
+            match up {
+                Ok(addr) => {
+                    started.agents.insert(host, addr);
+                }
+                Err(e) => {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    return Err(HarnessError::AgentDown { host, source: Box::new(e), log: log.trim().to_string() });
+                }
+            }
         }
         Ok(started)
     }
@@ -288,6 +306,30 @@ fn spawn_agent(agent_cmd: &[PathBuf], args: &[String], ns: Option<&str>, log: &P
         }
     }
     context(cmd.spawn(), &format!("cannot start the agent {}", program.display()))
+}
+
+/// The address an agent started on port 0 announced in its log (`heisen-agent NAME listening on
+/// ADDR`), once it is listening; an error when it exits first or says nothing in time.
+fn wait_announced(log: &Path, child: &mut Child, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let announced = text
+            .lines()
+            .filter(|l| l.starts_with("heisen-agent "))
+            .find_map(|l| l.split(" listening on ").nth(1))
+            .map(|a| a.trim().to_string());
+        if let Some(addr) = announced {
+            return Ok(addr);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(HarnessError::Exited { status: status.to_string() });
+        }
+        if Instant::now() >= deadline {
+            return Err(HarnessError::NotListening { addr: "127.0.0.1:0".into(), secs: timeout.as_secs() });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn wait_listening(addr: &str, timeout: Duration) -> Result<()> {

@@ -26,37 +26,34 @@ impl Drop for Running {
     }
 }
 
-/// Starts an agent on a free loopback port. A port picked by binding :0 and closing it can be
-/// handed to the other test running in parallel before this agent binds it; then this agent
-/// fails to bind and the client reaches the other test's agent (which later goes away: "transport
-/// error"). Hello's pid tells: on a mismatch, try another port (bounded).
+/// Starts an agent on loopback port 0: it picks a free port and announces it on stdout
+/// (`heisen-agent NAME listening on ADDR`), so no other test's agent can take it first.
 async fn agent() -> (Running, AgentClient<Channel>) {
-    for _attempt in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(AGENT)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "g", "--scope", "launched", "--data"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            // Kept for a failing test to show (a panic in a handler surfaces only as "transport error").
-            .stderr(std::fs::File::create(dir.path().join("agent.stderr")).unwrap())
-            .spawn()
-            .unwrap();
-        let running = Running(child, dir);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut client = loop {
-            if let Ok(client) = AgentClient::connect(format!("http://127.0.0.1:{port}")).await {
-                break client;
-            }
-            assert!(Instant::now() < deadline, "agent did not come up: {}", running.stderr());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let info = client.hello(proto::HelloRequest {}).await.unwrap().into_inner();
-        if info.pid == running.0.id() {
-            return (running, client);
-        }
-    }
-    panic!("no free port for a test agent after 5 attempts");
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(AGENT)
+        .args(["--listen", "127.0.0.1:0", "--name", "g", "--scope", "launched", "--data"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        // Kept for a failing test to show (a panic in a handler surfaces only as "transport error").
+        .stderr(std::fs::File::create(dir.path().join("agent.stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child, dir);
+    let announced = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.split(" listening on ").nth(1).map(str::to_string))
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(10), announced)
+        .await
+        .unwrap_or_else(|_| panic!("agent did not announce its address: {}", running.stderr()))
+        .unwrap()
+        .unwrap_or_else(|| panic!("agent exited without listening: {}", running.stderr()));
+    let client = AgentClient::connect(format!("http://{addr}")).await.unwrap();
+    (running, client)
 }
 
 /// `sh -c 'echo held; echo free'` gated at its first write to stdout.
