@@ -207,7 +207,7 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -
 /// write/sendto/sendmsg signature and the role made one.
 pub(crate) fn connection_of(sigs: &[Sig], b: usize) -> Option<usize> {
     let gate_is = |s: &Sig, names: &[&str]| s.gate.as_ref().is_some_and(|g| names.contains(&g.0.as_str()));
-    if !gate_is(&sigs[b], &["write", "sendto", "sendmsg"]) {
+    if !gate_is(&sigs[b], &["write", "sendto", "sendmsg", "recvfrom", "recvmsg"]) {
         return None;
     }
     sigs.iter().position(|c| c.role == sigs[b].role && gate_is(c, &["connect"]))
@@ -253,7 +253,7 @@ pub(crate) fn key_of(e: &Event) -> Option<Key> {
                     format!("{what} to pid {}{}", arg(0), errno(*ret).map(|e| format!(" = {e}")).unwrap_or_default());
                 return Some((what, Class::SignalSent, Some((name.clone(), Some(sig), None)), desc));
             }
-            let fd_call = matches!(name.as_str(), "write" | "pwrite64" | "sendto" | "sendmsg");
+            let fd_call = matches!(name.as_str(), "write" | "pwrite64" | "sendto" | "sendmsg" | "recvfrom" | "recvmsg");
             if fd_call && arg(0) < 3 {
                 return None; // stdio: the output events carry it
             }

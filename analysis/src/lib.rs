@@ -17,6 +17,7 @@ mod error;
 pub mod explain;
 pub mod recorded;
 pub mod schedule;
+pub mod strace;
 pub mod timeline;
 
 pub use error::AnalysisError;

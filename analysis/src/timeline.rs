@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use heisen_recordings::{
     errno_name, recorded_edges, signal_name, violates_clocks, Bundle, EdgeKind, Event, EventKind, EventRef, Interval,
-    Merge, Order, Placed, Relation,
+    Merge, Order, Placed, Relation, SignalPhase,
 };
 use serde_json::{json, Value};
 
@@ -34,14 +34,58 @@ impl Filter {
             return match &p.event.kind {
                 EventKind::Signal { signal, .. } => *signal != libc::SIGCHLD,
                 EventKind::Fork { .. } => false,
-                EventKind::Syscall { name, ret, fd_path, .. } => {
-                    let quiet_error = name == "openat" && (*ret == -2 || *ret == -11);
+                EventKind::Syscall { name, ret, fd_path, args, .. } => {
+                    let quiet_error = matches!(name.as_str(), "openat" | "open") && (*ret == -2 || *ret == -11);
                     let control = matches!(
                         name.as_str(),
-                        "kill" | "tgkill" | "mount" | "umount2" | "flock" | "mkdir" | "symlink" | "connect"
+                        "kill"
+                            | "tgkill"
+                            | "tkill"
+                            | "rt_sigqueueinfo"
+                            | "pidfd_send_signal"
+                            | "mount"
+                            | "umount2"
+                            | "flock"
+                            | "connect"
+                            | "bind"
+                            | "accept"
+                            | "accept4"
+                            | "shutdown"
                     );
+                    // Calls that change a file or what a name points to.
+                    let changes = matches!(
+                        name.as_str(),
+                        "rename"
+                            | "renameat"
+                            | "renameat2"
+                            | "unlink"
+                            | "unlinkat"
+                            | "rmdir"
+                            | "mkdir"
+                            | "mkdirat"
+                            | "link"
+                            | "linkat"
+                            | "symlink"
+                            | "symlinkat"
+                            | "truncate"
+                            | "ftruncate"
+                            | "fsync"
+                            | "fdatasync"
+                            | "creat"
+                            | "chmod"
+                            | "fchmodat"
+                            | "chown"
+                            | "lchown"
+                            | "fchownat"
+                    );
+                    let opens_for_writing = match name.as_str() {
+                        "openat" => args.get(2).is_some_and(|f| f & 0o1103 != 0),
+                        "open" => args.get(1).is_some_and(|f| f & 0o1103 != 0),
+                        _ => false,
+                    };
                     let on_socket = fd_path.as_deref().is_some_and(|p| p.starts_with("socket:"));
-                    (*ret < 0 && !quiet_error) || control || on_socket
+                    let on_deleted = fd_path.as_deref().is_some_and(|p| p.ends_with("(deleted)"));
+                    (*ret < 0 && !quiet_error) || control || changes || opens_for_writing || on_socket || on_deleted
                 }
                 _ => true,
             };
@@ -155,9 +199,11 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
         "raw_ns": e.raw_ns, "earliest_ns": p.interval.earliest_ns, "latest_ns": p.interval.latest_ns,
     });
     let extra = match &e.kind {
-        EventKind::Syscall { name, args, ret, enter_ns, fd_path } => json!({
+        EventKind::Syscall { name, args, ret, enter_ns, fd_path, strings, addr, path_from } => json!({
             "name": name, "ret": ret, "errno": (*ret < 0).then(|| errno_name(-ret)).flatten(),
             "args": args, "enter_ns": enter_ns, "duration_ns": e.raw_ns - enter_ns, "fd_path": fd_path,
+            "strings": strings, "addr": addr, "path_from": path_from,
+            "call": crate::strace::call(name, args, *ret, strings, addr.as_deref(), fd_path.as_deref()),
         }),
         EventKind::Signal { signal, sender_pid, sender_comm, target_pid, target_comm, phase, result } => json!({
             "signal": signal_name(*signal), "sender_pid": sender_pid, "sender_comm": sender_comm,
@@ -202,17 +248,44 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
     v
 }
 
+/// One event as strace prints it, after `HOST PID COMM`: a syscall as `call(args) = ret`, a
+/// signal as `--- SIGHUP {si_pid=812 (remount)} ---`, an exit as `+++ exited with 0 +++`; None for
+/// what strace does not show (heisen's own notes, cron and TCP facts, forks).
+pub fn to_strace(host: &str, e: &Event) -> Option<String> {
+    let what = match &e.kind {
+        EventKind::Syscall { name, args, ret, fd_path, strings, addr, .. } => {
+            crate::strace::call(name, args, *ret, strings, addr.as_deref(), fd_path.as_deref())
+        }
+        EventKind::Traced { name, args, ret, .. } => {
+            format!("{name}({}) = {}", args.join(", "), crate::strace::result(name, *ret, None, false))
+        }
+        EventKind::Lock { call, op, fd, path, ret, .. } => {
+            let fd = path.as_ref().map_or_else(|| fd.to_string(), |p| format!("{fd}<{p}>"));
+            format!("{call}({fd}, {op}) = {}", crate::strace::result(call, *ret, None, false))
+        }
+        EventKind::Signal { signal, sender_pid, sender_comm, phase: SignalPhase::Deliver, .. } => {
+            let from = if *sender_pid == 0 { String::new() } else { format!(", si_pid={sender_pid} ({sender_comm})") };
+            format!("--- {} {{si_signo={}{from}}} ---", signal_name(*signal), signal_name(*signal))
+        }
+        EventKind::Exec { filename, argv, .. } => {
+            let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+            format!("execve({filename:?}, [{}]) = 0", argv.join(", "))
+        }
+        EventKind::Exit { exit_code } => format!("+++ exited with {exit_code} +++"),
+        _ => return None,
+    };
+    Some(format!("{host} {} {} {what}", e.pid, e.comm))
+}
+
 /// One event as a line of text: time relative to `origin_ns` with its uncertainty, host, process, what.
 pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
     let e = p.event;
     let mid = p.interval.midpoint_ns() - origin_ns;
     let err_us = (p.interval.latest_ns - p.interval.earliest_ns) / 2 / 1_000;
     let what = match &e.kind {
-        EventKind::Syscall { name, args, ret, enter_ns, fd_path } => {
-            let shown: Vec<String> = args.iter().take(3).map(|a| format!("{a:#x}")).collect();
-            let result = if *ret < 0 { format!("-1 {}", errno_name(-ret).unwrap_or("E?")) } else { ret.to_string() };
-            let path = fd_path.as_ref().map(|p| format!("  [{p}]")).unwrap_or_default();
-            format!("{name}({}) = {result}  ({} us){path}", shown.join(", "), (e.raw_ns - enter_ns) / 1_000)
+        EventKind::Syscall { name, args, ret, enter_ns, fd_path, strings, addr, .. } => {
+            let call = crate::strace::call(name, args, *ret, strings, addr.as_deref(), fd_path.as_deref());
+            format!("{call}  ({} us)", (e.raw_ns - enter_ns) / 1_000)
         }
         EventKind::Signal { signal, sender_pid, sender_comm, target_pid, target_comm, phase, .. } => {
             let sender =

@@ -51,6 +51,8 @@ pub struct Selection {
     pub pids: Vec<i32>,
     /// Writes through the BPF write recorder (see `StartCaptureRequest.bpf_writes`).
     pub bpf_writes: bool,
+    /// Syscalls and classes to record (empty: the agent's default set).
+    pub syscalls: Vec<String>,
 }
 
 impl Agent {
@@ -113,7 +115,7 @@ impl Agent {
     pub async fn start_capture(&mut self, capture: &str, selection: &Selection) -> Result<CaptureStatus> {
         let req = proto::StartCaptureRequest {
             capture_id: capture.into(),
-            syscalls: vec![],
+            syscalls: selection.syscalls.clone(),
             comms: selection.comms.clone(),
             pids: selection.pids.clone(),
             bpf_writes: selection.bpf_writes,

@@ -217,9 +217,21 @@ struct TimelineArgs {
     /// Show everything, including SIGCHLD, forks and stdio writes.
     #[arg(long)]
     all: bool,
-    /// Print a JSON array of events.
+    /// Print a JSON array of events (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// text (times with their uncertainty, causal edges), json, or strace (`HOST PID COMM
+    /// call(args) = ret`, one line per call, as strace users read them).
+    #[arg(long, value_enum, default_value_t = TimelineFormat::Text)]
+    format: TimelineFormat,
+}
+
+/// How `heisen timeline` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimelineFormat {
+    Text,
+    Json,
+    Strace,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +252,11 @@ struct CaptureArgs {
     /// Record syscalls of this pid (repeatable).
     #[arg(long)]
     pid: Vec<i32>,
+    /// Which syscalls to record, as strace's -e trace=: classes (file, desc, read, write,
+    /// network, signal, mount, lock, process, default) and syscall names, comma-separated.
+    /// Default: file, desc, network, signal, mount and process together.
+    #[arg(long, value_name = "LIST")]
+    syscalls: Vec<String>,
     /// Record write(2) with one BPF event per call instead of two tracefs events: cheaper for a
     /// write storm, but every syscall on the machine pays ~130 ns more while recording (see
     /// docs/BENCHMARKS.md). Ignored with --comm/--pid.
@@ -328,13 +345,16 @@ struct RecordArgs {
     /// Writes for the rows where every write traps to a supervisor.
     #[arg(long, default_value_t = 100_000)]
     trapped_writes: u64,
+    /// Iterations of the files workload (openat O_TRUNC, write, rename, close on distinct paths).
+    #[arg(long, default_value_t = 20_000)]
+    files_iterations: u64,
     /// Run only these parts (comma-separated): observer, strace, ptrace, gate (a filter on a
     /// syscall not made), holds (hold/release round trips), tax (getppid of an untraced
     /// process while the observer records). Default: all.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::record::SECTIONS))]
     only: Vec<String>,
-    /// Workloads of the per-workload parts (comma-separated): storm, load. Default: both.
-    #[arg(long, value_delimiter = ',', value_parser = ["storm", "load"])]
+    /// Workloads of the per-workload parts (comma-separated): storm, load, files. Default: all.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::record::WORKLOADS))]
     workload: Vec<String>,
     /// Print JSON (one object per row).
     #[arg(long)]

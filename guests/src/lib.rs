@@ -55,6 +55,7 @@ const NAMES: &[&str] = &[
     "healthcheck",
     "storm",
     "load",
+    "files",
     "getppid",
 ];
 
@@ -72,6 +73,7 @@ pub fn run(args: Vec<String>) -> i32 {
         "export-mount" => export_mount::run(&Flags::new(rest)),
         "storm" => workloads::storm(&Flags::new(rest)),
         "load" => workloads::load(&Flags::new(rest)),
+        "files" => workloads::files(&Flags::new(rest)),
         "getppid" => workloads::getppid(&Flags::new(rest)),
         "tmpfs-mount" => butterfly::tmpfs_mount(&Flags::new(rest)),
         "tidy-mounts" => butterfly::tidy_mounts(&Flags::new(rest)),
@@ -132,7 +134,7 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn usage(message: String) -> Failure {
+    pub(crate) fn usage(message: String) -> Failure {
         Failure { code: 2, message }
     }
 }

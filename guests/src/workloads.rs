@@ -61,3 +61,38 @@ pub fn getppid(flags: &Flags<'_>) -> Result<(), Failure> {
     report(start, n);
     Ok(())
 }
+
+/// `files --iterations N --dir DIR`: a service's file work, N times on distinct paths:
+/// `openat(O_WRONLY|O_CREAT|O_TRUNC)`, a 64-byte write, `rename` into place, `close` (four calls
+/// per iteration, each path argument a fresh string). The renamed files are removed after the
+/// timed loop.
+pub fn files(flags: &Flags<'_>) -> Result<(), Failure> {
+    let n = flags.number("--iterations", 20_000)?;
+    let dir = std::path::PathBuf::from(flags.required("--dir")?);
+    std::fs::create_dir_all(&dir).map_err(io("create the files directory"))?;
+    let cstr = |p: std::path::PathBuf| {
+        std::ffi::CString::new(p.into_os_string().into_encoded_bytes())
+            .map_err(|_| Failure::usage("NUL in --dir".into()))
+    };
+    let names: Vec<(std::ffi::CString, std::ffi::CString)> = (0..n)
+        .map(|i| Ok((cstr(dir.join(format!("f{i}.tmp")))?, cstr(dir.join(format!("f{i}")))?)))
+        .collect::<Result<_, Failure>>()?;
+    let data = [0x5au8; 64];
+    start_after(flags)?;
+    let start = Instant::now();
+    for (tmp, name) in &names {
+        // SAFETY: NUL-terminated paths and a live buffer; the fd is ours and closed below.
+        unsafe {
+            let fd = libc::openat(libc::AT_FDCWD, tmp.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644);
+            if fd < 0 {
+                return Err(io("openat")(std::io::Error::last_os_error()));
+            }
+            libc::write(fd, data.as_ptr().cast(), data.len());
+            libc::rename(tmp.as_ptr(), name.as_ptr());
+            libc::close(fd);
+        }
+    }
+    report(start, n * 4);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -97,8 +97,24 @@ impl WriteRecorder {
         Ok(WriteRecorder { _prog: prog, _link: link, _ring_map: ring_map, lost_map, ring })
     }
 
+    /// Writes the kernel could not queue because the ring was full.
+    pub fn lost(&self) -> u64 {
+        let key = 0u32;
+        let mut value = 0u64;
+        let mut attr = Attr::default();
+        attr.u32(0, self.lost_map.as_raw_fd() as u32);
+        attr.u64(8, &key as *const u32 as u64);
+        attr.u64(16, &mut value as *mut u64 as u64);
+        match sys_bpf(CMD_MAP_LOOKUP_ELEM, &mut attr) {
+            Ok(_) => value,
+            Err(_) => 0,
+        }
+    }
+}
+
+impl crate::rawtrace::SideBuffer for WriteRecorder {
     /// Moves every committed record into `out`, as records of [`write_format`], in time order.
-    pub fn drain(&mut self, out: &mut VecDeque<Record>, pool: &mut Pool) {
+    fn drain(&mut self, out: &mut VecDeque<Record>, pool: &mut Pool) {
         let before = out.len();
         self.ring.consume(|bytes| {
             if bytes.len() < RECORD_BYTES {
@@ -112,20 +128,6 @@ impl WriteRecorder {
         // their stamps: restore time order (nearly sorted already, so this is cheap).
         if out.len() > before {
             out.make_contiguous().sort_by_key(|r| r.mono_ns);
-        }
-    }
-
-    /// Writes the kernel could not queue because the ring was full.
-    pub fn lost(&self) -> u64 {
-        let key = 0u32;
-        let mut value = 0u64;
-        let mut attr = Attr::default();
-        attr.u32(0, self.lost_map.as_raw_fd() as u32);
-        attr.u64(8, &key as *const u32 as u64);
-        attr.u64(16, &mut value as *mut u64 as u64);
-        match sys_bpf(CMD_MAP_LOOKUP_ELEM, &mut attr) {
-            Ok(_) => value,
-            Err(_) => 0,
         }
     }
 }
@@ -497,7 +499,7 @@ mod tests {
         assert!(child.wait_with_output().unwrap().status.success());
         std::thread::sleep(std::time::Duration::from_millis(20));
         let (mut out, mut pool) = (VecDeque::new(), Pool::default());
-        recorder.drain(&mut out, &mut pool);
+        crate::rawtrace::SideBuffer::drain(&mut recorder, &mut out, &mut pool);
         let f = write_format();
         let get = |r: &Record, k: &str| crate::rawtrace::int(&r.data, f.field(k).unwrap()).unwrap();
         let dd: Vec<&Record> = out.iter().filter(|r| get(r, "count") == 7).collect();

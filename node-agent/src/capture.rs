@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use heisen_recordings::{Event, EventKind, Store};
 
 use crate::bpf::{Select, WriteRecorder};
+use crate::bpf_args::ArgsRecorder;
 use crate::cgroup::Cgroup;
 use crate::observer::{AgentNote, Decoded, Decoder, Scope, Step, BASE_EVENTS, PTRACE_FILTER};
 use crate::tracefs::{self, Instance};
@@ -116,7 +117,12 @@ enum Reader {
     Text(std::io::BufReader<std::fs::File>),
     /// Every CPU's `trace_pipe_raw`, with the formats of the enabled events by id, and the write
     /// recorder's ring when writes are recorded by BPF.
-    Raw(Arc<Instance>, fxhash::FxHashMap<u16, crate::rawtrace::Format>, Option<WriteRecorder>),
+    Raw(
+        Arc<Instance>,
+        fxhash::FxHashMap<u16, crate::rawtrace::Format>,
+        Option<WriteRecorder>,
+        Option<Box<ArgsRecorder>>,
+    ),
 }
 
 /// The reader thread: decode every event in time order into the sink until the stop marker.
@@ -146,10 +152,17 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
                 sink.record_loss(unparsed, "unparsed trace lines".into());
             }
         }
-        Reader::Raw(instance, formats, mut writes) => {
+        Reader::Raw(instance, formats, mut writes, mut args) => {
             let mut comms = CommCache::default();
             let (dir, page_size) = (instance.dir(), instance.page_size());
-            let result = crate::rawtrace::read_records(&dir, page_size, writes.as_mut(), stopped, |record| {
+            let mut sides: Vec<&mut dyn crate::rawtrace::SideBuffer> = Vec::new();
+            if let Some(w) = writes.as_mut() {
+                sides.push(w);
+            }
+            if let Some(a) = args.as_mut() {
+                sides.push(a.as_mut());
+            }
+            let result = crate::rawtrace::read_records(&dir, page_size, &mut sides, stopped, |record| {
                 let Some(format) = formats.get(&record.id) else { return true };
                 comms.follow(format, &record.data);
                 let line = crate::tracefs::TraceLine {
@@ -168,6 +181,12 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
             }
             if let Some(lost) = writes.as_ref().map(WriteRecorder::lost).filter(|n| *n > 0) {
                 sink.record_loss(lost, "write recorder's BPF ring buffer was full".into());
+            }
+            if let Some(lost) = args.as_ref().map(|a| a.lost()).filter(|n| *n > 0) {
+                sink.record_loss(
+                    lost,
+                    "argument recorder: calls recorded without their paths (BPF ring or slots full)".into(),
+                );
             }
         }
     }
@@ -260,20 +279,27 @@ fn write_note(instance: Option<&Instance>, sink: &Sink, note: AgentNote) {
     sink.push(Decoded { raw_ns: now_ns(), pid: note.pid, comm: note.comm, run: note.run, kind: note.kind });
 }
 
-/// Starts the BPF write recorder for this scope (see `bpf`): in launched scope it selects the
-/// capture's own cgroup, in netns scope every task (the decoder keeps the host's). When it cannot
-/// start, writes are recorded through tracefs as every other call, and the log and the
-/// capture's observer description say why.
-fn start_write_recorder(scope: &Scope, name: &str) -> Result<(WriteRecorder, Option<Cgroup>), AgentError> {
-    let started = match scope {
-        Scope::Launched => Cgroup::create(name)
-            .and_then(|group| WriteRecorder::start(Select::Cgroup(group.id())).map(|r| (r, Some(group)))),
-        Scope::Netns { .. } => WriteRecorder::start(Select::All).map(|r| (r, None)),
-    };
-    if let Err(reason) = &started {
-        tracing::warn!(%reason, "BPF write recorder unavailable; writes are recorded through tracefs");
+/// The agent's threads now.
+fn own_tasks() -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Which tasks the BPF recorders select in this scope: in launched scope the capture's own
+/// cgroup (created on first use; launched processes join it before exec), in netns scope every
+/// task (the decoder keeps the host's). When a recorder cannot start, the capture records
+/// without it, and the log and the capture's observer description say why.
+fn bpf_select(scope: &Scope, name: &str, cgroup: &mut Option<Cgroup>) -> Result<Select, AgentError> {
+    match scope {
+        Scope::Launched => {
+            if cgroup.is_none() {
+                *cgroup = Some(Cgroup::create(name)?);
+            }
+            Ok(Select::Cgroup(cgroup.as_ref().map(Cgroup::id).unwrap_or_default()))
+        }
+        Scope::Netns { .. } => Ok(Select::All),
     }
-    started
 }
 
 /// Syscalls recorded for every process even when a capture selects processes: file locks (the
@@ -364,18 +390,45 @@ impl Capture {
         let instance_name = format!("heisen-{agent_name}-{n}-{}", std::process::id());
         let text_reader = std::env::var("HEISEN_TRACE_READER").is_ok_and(|v| v == "text");
         // What became of --bpf-writes, for the observer's description (the user asked for it).
-        let (writes, cgroup, bpf_note) = if !selection.bpf_writes || !syscalls.iter().any(|s| s == "write") {
-            (None, None, None)
+        let mut cgroup = None;
+        let (writes, bpf_note) = if !selection.bpf_writes || !syscalls.iter().any(|s| s == "write") {
+            (None, None)
         } else if selection.filter().is_some() {
-            (None, None, Some("--bpf-writes ignored: processes are selected by name or pid".to_string()))
+            (None, Some("--bpf-writes ignored: processes are selected by name or pid".to_string()))
         } else if text_reader {
-            (None, None, Some("--bpf-writes ignored: HEISEN_TRACE_READER=text".to_string()))
+            (None, Some("--bpf-writes ignored: HEISEN_TRACE_READER=text".to_string()))
         } else {
-            match start_write_recorder(&scope, &instance_name) {
-                Ok((recorder, group)) => (Some(recorder), group, Some("writes by BPF".to_string())),
-                Err(reason) => (None, None, Some(format!("BPF write recorder unavailable: {reason}"))),
+            match bpf_select(&scope, &instance_name, &mut cgroup).and_then(WriteRecorder::start) {
+                Ok(recorder) => (Some(recorder), Some("writes by BPF".to_string())),
+                Err(reason) => {
+                    tracing::warn!(%reason, "BPF write recorder unavailable; writes are recorded through tracefs");
+                    (None, Some(format!("BPF write recorder unavailable: {reason}")))
+                }
             }
         };
+        // Paths and addresses at call time (see `bpf_args`); without them, calls keep their
+        // pointers and the fd table names what it can.
+        let tracepoints: Vec<&str> = syscalls.iter().map(|s| heisen_recordings::tracepoint_name(s)).collect();
+        let (args, args_note) = if text_reader {
+            (None, "no paths: HEISEN_TRACE_READER=text".to_string())
+        } else {
+            match bpf_select(&scope, &instance_name, &mut cgroup)
+                .and_then(|select| ArgsRecorder::start(select, &tracepoints))
+            {
+                Ok(recorder) => {
+                    let n = recorder.attached.len() / 2;
+                    (Some(recorder), format!("paths and addresses by BPF on {n} syscalls"))
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "BPF argument recorder unavailable; calls are recorded without their paths");
+                    (None, format!("no paths: {reason}"))
+                }
+            }
+        };
+        let bpf_note = Some(match bpf_note {
+            Some(note) => format!("{note}; {args_note}"),
+            None => args_note,
+        });
         let mut events: Vec<String> = BASE_EVENTS.iter().map(|s| s.to_string()).collect();
         for name in syscalls.iter().filter(|s| writes.is_none() || *s != "write") {
             let tracepoint = heisen_recordings::tracepoint_name(name);
@@ -408,6 +461,12 @@ impl Capture {
         }
         let pid_filter = match (&instance, &scope) {
             (Some(instance), Scope::Launched) => Some(instance.restrict_to_pids()?),
+            (Some(instance), Scope::Netns { .. }) => {
+                // The agent's own threads are not the host's behaviour, and its reader's calls
+                // would feed themselves (the reader excludes itself once it runs).
+                instance.exclude_tasks(&own_tasks())?;
+                None
+            }
             _ => None,
         };
         let capture = Capture {
@@ -433,6 +492,7 @@ impl Capture {
                 Scope::Launched => Vec::new(),
                 Scope::Netns { .. } => crate::observer::host_addresses(),
             };
+            let netns = matches!(scope, Scope::Netns { .. });
             let decoder = Decoder::new(scope, mono_to_raw)
                 .with_socket_addresses(socket_addrs)
                 .with_crontab_dirs(crontab_dirs.to_vec());
@@ -449,12 +509,25 @@ impl Capture {
                 if writes.is_some() {
                     formats.insert(crate::bpf::WRITE_ID, crate::bpf::write_format());
                 }
-                Reader::Raw(instance.clone(), formats, writes)
+                if args.is_some() {
+                    formats.insert(crate::bpf_args::ARGS_ID, crate::bpf_args::args_format());
+                }
+                Reader::Raw(instance.clone(), formats, writes, args.map(Box::new))
             };
             let (sink, stopped) = (capture.sink.clone(), capture.stopped.clone());
+            let own = netns.then(|| instance.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("trace-{id}"))
-                .spawn(move || read_trace(reader, decoder, &sink, &stopped))
+                .spawn(move || {
+                    if let Some(instance) = own {
+                        // SAFETY: gettid has no preconditions.
+                        let tid = unsafe { libc::gettid() };
+                        if let Err(e) = instance.exclude_tasks(&[tid]) {
+                            tracing::warn!(%e, "the trace reader could not leave its own calls out of the trace");
+                        }
+                    }
+                    read_trace(reader, decoder, &sink, &stopped)
+                })
                 .map_err(AgentError::syscall("cannot start the trace reader thread"))?;
             *capture.reader.lock().expect("reader") = Some(handle);
             capture.spawn_housekeeping();

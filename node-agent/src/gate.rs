@@ -49,8 +49,30 @@ impl GatePoint {
 /// Which argument of a gateable syscall is its path.
 fn path_argument(nr: i64) -> Option<usize> {
     match nr {
-        libc::SYS_openat | libc::SYS_mount | libc::SYS_mkdirat | libc::SYS_symlinkat => Some(1),
-        libc::SYS_umount2 | libc::SYS_mkdir | libc::SYS_symlink => Some(0),
+        libc::SYS_openat
+        | libc::SYS_openat2
+        | libc::SYS_mount
+        | libc::SYS_mkdirat
+        | libc::SYS_renameat
+        | libc::SYS_renameat2
+        | libc::SYS_unlinkat
+        | libc::SYS_linkat
+        | libc::SYS_fchmodat
+        | libc::SYS_fchownat => Some(1),
+        libc::SYS_umount2
+        | libc::SYS_symlinkat
+        | libc::SYS_mkdir
+        | libc::SYS_symlink
+        | libc::SYS_open
+        | libc::SYS_creat
+        | libc::SYS_rename
+        | libc::SYS_unlink
+        | libc::SYS_rmdir
+        | libc::SYS_link
+        | libc::SYS_truncate
+        | libc::SYS_chmod
+        | libc::SYS_chown
+        | libc::SYS_lchown => Some(0),
         _ => None,
     }
 }
@@ -104,6 +126,13 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 
 impl Filter {
     pub fn new(numbers: &[i64]) -> Filter {
+        Filter::sparing(numbers, None)
+    }
+
+    /// Like [`Filter::new`], but a call of syscall `nr` on fd `fd` (its first argument) is never
+    /// trapped: the launcher's own `sendmsg` of the listener, made after the filter is installed
+    /// and before exec, must not wait for the supervisor it is handing the listener to.
+    pub fn sparing(numbers: &[i64], spare: Option<(i64, i32)>) -> Filter {
         use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
         let mut nrs: Vec<i64> = numbers.to_vec();
         nrs.sort_unstable();
@@ -114,6 +143,15 @@ impl Filter {
             stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
             stmt(BPF_LD | BPF_W | BPF_ABS, 0), // seccomp_data.nr
         ];
+        if let Some((nr, fd)) = spare {
+            program.extend([
+                jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 0, 3),
+                stmt(BPF_LD | BPF_W | BPF_ABS, 16), // seccomp_data.args[0], low half
+                jump(BPF_JMP | BPF_JEQ | BPF_K, fd as u32, 0, 1),
+                stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW),
+                stmt(BPF_LD | BPF_W | BPF_ABS, 0), // seccomp_data.nr again
+            ]);
+        }
         let n = nrs.len();
         for (i, nr) in nrs.iter().enumerate() {
             // On a match jump over the remaining compares and the ALLOW to the USER_NOTIF return.

@@ -108,20 +108,28 @@ pub fn launch(
     };
     let marker = capture.launch_marker(&launch_note);
     let pid_filters = capture.pid_filter_fds();
-    let filter = if spec.gates.is_empty() {
-        None
-    } else {
-        Some(Filter::new(&spec.gates.iter().map(|g| g.nr).collect::<Vec<_>>()))
-    };
+    let gated = !spec.gates.is_empty();
     let mut socks = [0; 2];
-    if filter.is_some() {
+    if gated {
         // SAFETY: socks is a valid out-array of two fds.
         if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, socks.as_mut_ptr()) }
             != 0
         {
             return Err(AgentError::syscall("socketpair for the gate listener")(std::io::Error::last_os_error()));
         }
+        // The child's end moves to a number programs seldom reach: the filter spares sendmsg on
+        // it (the listener's hand-over), and after exec (CLOEXEC) the number is free again.
+        // SAFETY: fcntl on an fd we own; the old number is closed once the copy exists.
+        let high = unsafe { libc::fcntl(socks[1], libc::F_DUPFD_CLOEXEC, 900) };
+        if high >= 0 {
+            // SAFETY: socks[1] is ours and no longer used.
+            unsafe { libc::close(socks[1]) };
+            socks[1] = high;
+        }
     }
+    let filter = gated.then(|| {
+        Filter::sparing(&spec.gates.iter().map(|g| g.nr).collect::<Vec<_>>(), Some((libc::SYS_sendmsg, socks[1])))
+    });
     // SAFETY: socketpair succeeded (or is unused), so both fds are ours to own.
     let (parent_sock, child_sock) = unsafe {
         if filter.is_some() {
@@ -131,8 +139,8 @@ pub fn launch(
         }
     };
     let child_sock_fd = child_sock.as_ref().map(|s| s.as_raw_fd());
-    // SAFETY: the closure only makes async-signal-safe calls (setpgid, write, seccomp, sendmsg,
-    // close) on data prepared before fork; it allocates nothing.
+    // SAFETY: the closure only makes async-signal-safe calls (setpgid, write, seccomp, sendmsg)
+    // on data prepared before fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             libc::setpgid(0, 0);
@@ -145,9 +153,11 @@ pub fn launch(
                 libc::write(*fd, bytes.as_ptr().cast(), bytes.len());
             }
             if let (Some(filter), Some(sock)) = (&filter, child_sock_fd) {
+                // Nothing after the install but the spared sendmsg: any other call could be a
+                // gated one, held before the program even runs. The listener is O_CLOEXEC (the
+                // kernel makes it so): exec closes it.
                 let listener = filter.install()?;
                 gate::send_fd(sock, listener)?;
-                libc::close(listener);
             }
             Ok(())
         });

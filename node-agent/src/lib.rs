@@ -5,6 +5,7 @@
 //! enforce. That is the coordinator's job.
 
 mod bpf;
+mod bpf_args;
 mod capture;
 mod cgroup;
 mod clock;

@@ -200,10 +200,17 @@ pub fn parse_page(page: &[u8], out: &mut VecDeque<Record>, pool: &mut Pool) -> b
 /// Reads the instance at `dir` until `stopped` (or `handle` says stop), merging CPUs, and the
 /// write recorder's ring if there is one, by time. `handle` gets records in time order; returns
 /// pages the kernel marked as having missed events.
+/// A BPF ring buffer read beside the tracefs buffers (the write and argument recorders): its
+/// records, in time order, are merged with the CPUs'.
+pub trait SideBuffer {
+    /// Moves every committed record into `out`, in time order.
+    fn drain(&mut self, out: &mut VecDeque<Record>, pool: &mut Pool);
+}
+
 pub fn read_records(
     dir: &Path,
     page_size: usize,
-    mut writes: Option<&mut crate::bpf::WriteRecorder>,
+    sides: &mut [&mut dyn SideBuffer],
     stopped: &AtomicBool,
     mut handle: impl FnMut(&Record) -> bool,
 ) -> std::io::Result<u64> {
@@ -212,8 +219,8 @@ pub fn read_records(
         let path = entry?.path().join("trace_pipe_raw");
         cpus.push(std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&path)?);
     }
-    // One queue per CPU, then the write recorder's.
-    let mut queues: Vec<VecDeque<Record>> = (0..cpus.len() + 1).map(|_| VecDeque::new()).collect();
+    // One queue per CPU, then one per side buffer.
+    let mut queues: Vec<VecDeque<Record>> = (0..cpus.len() + sides.len()).map(|_| VecDeque::new()).collect();
     let mut page = vec![0u8; page_size];
     let mut pool = Pool::default();
     let mut missed_pages = 0;
@@ -224,10 +231,10 @@ pub fn read_records(
         for (file, queue) in cpus.iter_mut().zip(queues.iter_mut()) {
             drain(file, &mut page, queue, &mut pool, &mut missed_pages);
         }
-        // After the CPUs: a thread's write is committed before its next call can be traced, so
-        // every write before a traced event drained above is in the ring now.
-        if let (Some(writes), Some(queue)) = (writes.as_deref_mut(), queues.last_mut()) {
-            writes.drain(queue, &mut pool);
+        // After the CPUs: a thread's BPF record is committed before its next call can be traced,
+        // so every record before a traced event drained above is in its ring now.
+        for (side, queue) in sides.iter_mut().zip(queues[cpus.len()..].iter_mut()) {
+            side.drain(queue, &mut pool);
         }
         loop {
             let next = queues.iter().enumerate().filter_map(|(i, q)| q.front().map(|r| (r.mono_ns, i))).min();

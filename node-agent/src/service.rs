@@ -111,8 +111,19 @@ impl proto::agent_server::Agent for AgentService {
         &self,
         request: Request<proto::StartCaptureRequest>,
     ) -> Result<Response<proto::CaptureStatus>, Status> {
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         valid_id(&req.capture_id)?;
+        // Names become tracefs paths: only the table's names and classes, never a path from the wire.
+        req.syscalls = heisen_recordings::expand_syscalls(&req.syscalls)
+            .map_err(|bad| {
+                Status::invalid_argument(format!(
+                    "unknown syscall or class {bad:?}; classes: {}",
+                    heisen_recordings::CLASSES.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ")
+                ))
+            })?
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         if let Ok(existing) = self.capture(&req.capture_id) {
             return Ok(Response::new(self.status(&existing, true)));
         }

@@ -109,6 +109,18 @@ impl Instance {
             .map_err(AgentError::file("open", self.dir.join("set_event_pid")))
     }
 
+    /// Leaves these tasks' events out in the kernel (`set_event_notrace_pid`, appended to). The
+    /// agent's own threads: the trace reader's `read` of the buffers would otherwise record
+    /// itself, each page read adding events to read. Markers are not events: they still arrive.
+    pub fn exclude_tasks(&self, tids: &[i32]) -> Result<(), AgentError> {
+        let path = self.dir.join("set_event_notrace_pid");
+        let mut file = OpenOptions::new().append(true).open(&path).map_err(AgentError::file("open", path.clone()))?;
+        for tid in tids {
+            file.write_all(format!("{tid}\n").as_bytes()).map_err(AgentError::file("write", path.clone()))?;
+        }
+        Ok(())
+    }
+
     /// Sets an event's in-kernel filter (e.g. `comm == "flock" || common_pid == 42`).
     pub fn filter(&self, event: &str, expression: &str) -> Result<(), AgentError> {
         self.set(&format!("events/{event}/filter"), expression)
@@ -341,6 +353,45 @@ impl TraceLine<'_> {
                     return crate::rawtrace::string(data, f);
                 }
                 crate::rawtrace::int(data, f).map(|v| v.to_string())
+            }
+        }
+    }
+
+    /// A socket address field: raw `struct sockaddr` bytes decoded (`10.0.0.2:8080`); in the
+    /// text format (tests), the value as written.
+    pub fn sockaddr(&self, key: &str) -> Option<String> {
+        match &self.body {
+            Body::Text(body) => text_value(body, key, " ").filter(|v| !v.is_empty()),
+            Body::Raw { format, data } => {
+                let f = format.field(key)?;
+                let loc = u32::from_le_bytes(data.get(f.offset..f.offset + 4)?.try_into().ok()?);
+                let (off, len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
+                heisen_recordings::sockaddr(data.get(off..off + len)?)
+            }
+        }
+    }
+
+    /// A field of NUL-separated strings (the argument recorder's argv); in the text format
+    /// (tests), `|`-separated.
+    pub fn text_list(&self, key: &str) -> Vec<String> {
+        match &self.body {
+            Body::Text(body) => text_value(body, key, " ")
+                .map(|v| v.split('|').filter(|a| !a.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default(),
+            Body::Raw { format, data } => {
+                let Some(f) = format.field(key) else { return Vec::new() };
+                let Some(loc) = data.get(f.offset..f.offset + 4) else { return Vec::new() };
+                let loc = u32::from_le_bytes(loc.try_into().expect("4 bytes"));
+                let (off, len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
+                data.get(off..off + len)
+                    .map(|bytes| {
+                        bytes
+                            .split(|b| *b == 0)
+                            .filter(|a| !a.is_empty())
+                            .map(|a| String::from_utf8_lossy(a).into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default()
             }
         }
     }

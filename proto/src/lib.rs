@@ -19,13 +19,22 @@ impl From<&rec::Event> for Event {
     fn from(e: &rec::Event) -> Self {
         use event::Kind;
         let kind = match &e.kind {
-            rec::EventKind::Syscall { name, args, ret, enter_ns, fd_path } => Kind::Syscall(Syscall {
-                name: name.clone(),
-                args: args.clone(),
-                ret: *ret,
-                enter_ns: *enter_ns,
-                fd_path: fd_path.clone().unwrap_or_default(),
-            }),
+            rec::EventKind::Syscall { name, args, ret, enter_ns, fd_path, strings, addr, path_from } => {
+                Kind::Syscall(Syscall {
+                    name: name.clone(),
+                    args: args.clone(),
+                    ret: *ret,
+                    enter_ns: *enter_ns,
+                    fd_path: fd_path.clone().unwrap_or_default(),
+                    strings: strings.clone(),
+                    addr: addr.clone().unwrap_or_default(),
+                    path_from: match path_from {
+                        Some(rec::PathFrom::Trace) => "trace".into(),
+                        Some(rec::PathFrom::Proc) => "proc".into(),
+                        None => String::new(),
+                    },
+                })
+            }
             rec::EventKind::Signal { signal, sender_pid, sender_comm, target_pid, target_comm, phase, result } => {
                 Kind::Signal(Signal {
                     signal: *signal,
@@ -189,6 +198,13 @@ impl TryFrom<Event> for rec::Event {
                 ret: s.ret,
                 enter_ns: s.enter_ns,
                 fd_path: Some(s.fd_path).filter(|p| !p.is_empty()),
+                strings: s.strings,
+                addr: Some(s.addr).filter(|a| !a.is_empty()),
+                path_from: match s.path_from.as_str() {
+                    "trace" => Some(rec::PathFrom::Trace),
+                    "proc" => Some(rec::PathFrom::Proc),
+                    _ => None,
+                },
             },
             Kind::Signal(s) => rec::EventKind::Signal {
                 signal: s.signal,
@@ -360,6 +376,9 @@ mod tests {
                 ret: -13,
                 enter_ns: 5,
                 fd_path: Some("socket:[1]".into()),
+                strings: vec!["/tmp/x".into()],
+                addr: Some("10.0.0.2:8080".into()),
+                path_from: Some(rec::PathFrom::Trace),
             },
             rec::EventKind::Signal {
                 signal: 1,

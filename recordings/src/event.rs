@@ -30,14 +30,27 @@ pub enum EventKind {
     Syscall {
         /// Syscall name (`write`, `kill`, ...).
         name: String,
-        /// Raw register arguments; pointers are addresses (the kernel observer cannot read user memory).
+        /// Raw register arguments; pointers are addresses (`strings` and `addr` hold what they
+        /// pointed to, when recorded).
         args: Vec<u64>,
         /// Return value; negative values are `-errno`.
         ret: i64,
         /// Host clock at entry; the event's `raw_ns` is the exit. Gives the syscall's duration.
         enter_ns: i64,
-        /// Path of the fd argument when /proc could resolve it at event time.
+        /// What the fd argument (or the fd returned) named at the time of the call: a path from
+        /// the fd table built from the recorded calls (`/x (deleted)`, `/a.tmp (renamed to /a)`),
+        /// a socket and its peer, or what /proc said for an fd opened before the capture.
         fd_path: Option<String>,
+        /// The string arguments (paths, fstype) as the caller's memory held them at the call, in
+        /// argument order; empty when the argument recorder did not run.
+        #[serde(default)]
+        strings: Vec<String>,
+        /// The socket address the call was given or filled in (`10.0.0.2:8080`, `unix:/run/x`).
+        #[serde(default)]
+        addr: Option<String>,
+        /// Where `fd_path` came from.
+        #[serde(default)]
+        path_from: Option<PathFrom>,
     },
     /// A signal generated (sender context) or delivered (target context). The sender is what
     /// single-host tools miss in story 1, so it is recorded at generation.
@@ -154,6 +167,17 @@ pub fn fcntl_lock_cmd(cmd: u64) -> Option<&'static str> {
 }
 
 /// Where a signal event was observed.
+/// Where an fd's name came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathFrom {
+    /// The fd table the decoder keeps from the recorded calls (open, dup, fork, exec, close).
+    Trace,
+    /// `/proc/PID/fd` when the event was decoded: the fd was opened before the capture began
+    /// (or by a call heisen does not record), and may name a later file.
+    Proc,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SignalPhase {
     Generate,
@@ -227,78 +251,12 @@ pub fn interrupted(ret: i64) -> bool {
     matches!(ret, -4 | -512 | -513 | -514 | -516)
 }
 
-/// Symbolic errno name for a positive errno value (`13` -> `"EACCES"`).
-pub fn errno_name(errno: i64) -> Option<&'static str> {
-    Some(match errno {
-        1 => "EPERM",
-        2 => "ENOENT",
-        3 => "ESRCH",
-        4 => "EINTR",
-        5 => "EIO",
-        9 => "EBADF",
-        10 => "ECHILD",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        20 => "ENOTDIR",
-        21 => "EISDIR",
-        22 => "EINVAL",
-        24 => "EMFILE",
-        28 => "ENOSPC",
-        32 => "EPIPE",
-        38 => "ENOSYS",
-        104 => "ECONNRESET",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        115 => "EINPROGRESS",
-        512 => "ERESTARTSYS",
-        _ => return None,
-    })
-}
-
-/// Symbolic signal name (`1` -> `"SIGHUP"`).
-pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        6 => "SIGABRT",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        17 => "SIGCHLD",
-        18 => "SIGCONT",
-        19 => "SIGSTOP",
-        _ => return format!("SIG{sig}"),
-    };
-    name.to_string()
-}
-
-/// Signal number for a name (`"SIGHUP"` or `"HUP"` -> 1).
-pub fn signal_number(name: &str) -> Option<i32> {
-    let upper = name.to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    (1..=31).find(|n| signal_name(*n).strip_prefix("SIG") == Some(bare))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(signal_number("SIGHUP"), Some(1));
-        assert_eq!(signal_number("term"), Some(15));
-        assert_eq!(signal_number("SIGBOGUS"), None);
-        assert_eq!(errno_name(13), Some("EACCES"));
-        assert_eq!(errno_name(9999), None);
         assert_eq!(flock_op_name(2 | 4), "LOCK_EX|LOCK_NB");
         assert_eq!(flock_op_name(1), "LOCK_SH");
         assert_eq!(fcntl_lock_cmd(7), Some("F_SETLKW"));

@@ -7,6 +7,7 @@
 mod bundle;
 mod clock;
 mod control;
+mod decode;
 mod env;
 mod event;
 mod merge;
@@ -23,13 +24,13 @@ pub use bundle::{
 };
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use control::{AgentInfo, Capabilities, CaptureStatus, Hold, LaunchSpec, ProcessNotice};
+pub use decode::{
+    default_kills, errno_name, open_flags, opens_cloexec, result_errno, signal_name, signal_number, sockaddr,
+};
 pub use env::{
     crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry, SnapshotAt,
 };
-pub use event::{
-    errno_name, fcntl_lock_cmd, flock_op_name, interrupted, signal_name, signal_number, AttachPhase, Event, EventKind,
-    SignalPhase,
-};
+pub use event::{fcntl_lock_cmd, flock_op_name, interrupted, AttachPhase, Event, EventKind, PathFrom, SignalPhase};
 pub use merge::{Merge, Placed};
 pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,
@@ -40,7 +41,8 @@ pub use scenario::{
 };
 pub use store::Store;
 pub use syscalls::{
-    default_syscalls, gateable, gateable_syscalls, syscall, syscall_of_tracepoint, tracepoint_name, Syscall, SYSCALLS,
+    default_syscalls, expand_syscalls, gateable, gateable_syscalls, syscall, syscall_of_tracepoint, tracepoint_name,
+    Syscall, CLASSES, SYSCALLS,
 };
 
 /// Errors of the recordings layer, each naming the operation and the file.

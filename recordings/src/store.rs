@@ -229,6 +229,9 @@ mod tests {
                 ret: 1,
                 enter_ns: 1_764_000_000_000_000_000 + seq as i64 * 700 - 300,
                 fd_path: Some("/dev/null".into()),
+                strings: vec![],
+                addr: None,
+                path_from: Some(crate::PathFrom::Trace),
             },
         };
         let batch: Vec<Event> = (0..512).map(write).collect();

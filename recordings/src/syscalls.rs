@@ -26,26 +26,158 @@ const fn call(name: &'static str, nr: i64, gateable: bool, recorded_by_default: 
 /// when they return interrupted (what a tracer attaching does to them, story 2); `ptrace` only its
 /// attach and detach requests.
 pub const SYSCALLS: &[Syscall] = &[
+    // Files: opened by path (the argument recorder reads the path at the call).
+    call("open", 2, true, true),
+    call("openat", 257, true, true),
+    call("openat2", 437, true, true),
+    call("creat", 85, true, true),
+    call("rename", 82, true, true),
+    call("renameat", 264, true, true),
+    call("renameat2", 316, true, true),
+    call("unlink", 87, true, true),
+    call("unlinkat", 263, true, true),
+    call("mkdir", 83, true, true),
+    call("mkdirat", 258, true, true),
+    call("rmdir", 84, true, true),
+    call("link", 86, true, true),
+    call("linkat", 265, true, true),
+    call("symlink", 88, true, true),
+    call("symlinkat", 266, true, true),
+    call("truncate", 76, true, true),
+    call("chmod", 90, true, true),
+    call("fchmodat", 268, true, true),
+    call("chown", 92, true, true),
+    call("lchown", 94, true, true),
+    call("fchownat", 260, true, true),
+    // Files: by fd (the fd table names them).
+    call("read", 0, true, true),
+    call("pread64", 17, true, true),
+    call("readv", 19, true, true),
+    call("preadv", 295, true, true),
     call("write", 1, true, true),
     call("pwrite64", 18, true, true),
-    call("sendto", 44, true, true),
-    call("sendmsg", 46, true, true),
+    call("writev", 20, true, true),
+    call("close", 3, true, true),
+    call("close_range", 436, false, true),
+    call("dup", 32, false, true),
+    call("dup2", 33, false, true),
+    call("dup3", 292, false, true),
+    call("fcntl", 72, false, true),
+    call("fsync", 74, true, true),
+    call("fdatasync", 75, true, true),
+    call("ftruncate", 77, true, true),
+    call("flock", 73, true, true),
+    // Sockets (the argument recorder reads the addresses).
+    call("socket", 41, false, true),
     call("connect", 42, true, true),
+    call("bind", 49, true, true),
+    call("accept", 43, true, true),
+    call("accept4", 288, true, true),
+    call("sendto", 44, true, true),
+    call("recvfrom", 45, true, true),
+    call("sendmsg", 46, true, true),
+    call("recvmsg", 47, true, true),
+    call("shutdown", 48, true, true),
+    // Signals.
     call("kill", 62, true, true),
     call("tgkill", 234, true, true),
+    call("tkill", 200, true, true),
+    call("rt_sigqueueinfo", 129, true, true),
+    call("pidfd_send_signal", 424, true, true),
+    call("rt_sigaction", 13, false, true),
+    call("rt_sigprocmask", 14, false, true),
+    // Mounts.
     call("mount", 165, true, true),
     Syscall { name: "umount2", nr: 166, tracepoint: "umount", gateable: true, recorded_by_default: true },
-    call("flock", 73, true, true),
-    call("fcntl", 72, false, true),
-    call("openat", 257, true, true),
-    call("mkdir", 83, true, true),
-    call("mkdirat", 258, true, false),
-    call("symlink", 88, true, true),
-    call("symlinkat", 266, true, false),
+    // Waits kept only when interrupted; ptrace's attach and detach.
     call("epoll_wait", 232, false, true),
     call("epoll_pwait", 281, false, true),
     call("ptrace", 101, false, true),
 ];
+
+/// Named groups of syscalls, as strace's `-e trace=%file` classes: `heisen capture --syscalls
+/// file,network,write` and a scenario's `syscalls` take these names and syscall names alike.
+pub const CLASSES: &[(&str, &[&str])] = &[
+    (
+        "file",
+        &[
+            "open",
+            "openat",
+            "openat2",
+            "creat",
+            "rename",
+            "renameat",
+            "renameat2",
+            "unlink",
+            "unlinkat",
+            "mkdir",
+            "mkdirat",
+            "rmdir",
+            "link",
+            "linkat",
+            "symlink",
+            "symlinkat",
+            "truncate",
+            "chmod",
+            "fchmodat",
+            "chown",
+            "lchown",
+            "fchownat",
+        ],
+    ),
+    (
+        "desc",
+        &[
+            "read",
+            "pread64",
+            "readv",
+            "preadv",
+            "write",
+            "pwrite64",
+            "writev",
+            "close",
+            "close_range",
+            "dup",
+            "dup2",
+            "dup3",
+            "fcntl",
+            "fsync",
+            "fdatasync",
+            "ftruncate",
+            "flock",
+        ],
+    ),
+    ("read", &["read", "pread64", "readv", "preadv"]),
+    ("write", &["write", "pwrite64", "writev"]),
+    (
+        "network",
+        &["socket", "connect", "bind", "accept", "accept4", "sendto", "recvfrom", "sendmsg", "recvmsg", "shutdown"],
+    ),
+    ("signal", &["kill", "tgkill", "tkill", "rt_sigqueueinfo", "pidfd_send_signal", "rt_sigaction", "rt_sigprocmask"]),
+    ("mount", &["mount", "umount2"]),
+    ("lock", &["flock", "fcntl"]),
+    ("process", &["ptrace", "epoll_wait", "epoll_pwait"]),
+];
+
+/// Expands class names (`file`, `network`, ...; a leading `%` as strace writes it is accepted)
+/// and syscall names into syscall names, in table order, each once. Unknown names are errors:
+/// the returned `Err` is the first name neither a class nor a syscall heisen knows.
+pub fn expand_syscalls(names: &[String]) -> Result<Vec<&'static str>, String> {
+    let mut wanted = std::collections::BTreeSet::new();
+    for raw in names.iter().flat_map(|n| n.split(',')).map(str::trim).filter(|n| !n.is_empty()) {
+        let name = raw.trim_start_matches('%');
+        if name == "default" {
+            wanted.extend(default_syscalls());
+        } else if let Some((_, members)) = CLASSES.iter().find(|(c, _)| *c == name) {
+            wanted.extend(members.iter().copied());
+        } else if let Some(s) = syscall(name) {
+            wanted.insert(s.name);
+        } else {
+            return Err(raw.to_string());
+        }
+    }
+    Ok(SYSCALLS.iter().map(|s| s.name).filter(|n| wanted.contains(n)).collect())
+}
 
 /// The syscall called `name`, if heisen knows it.
 pub fn syscall(name: &str) -> Option<&'static Syscall> {
@@ -102,5 +234,33 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = SYSCALLS.iter().map(|s| s.name).collect();
         assert_eq!(names.len(), SYSCALLS.len(), "a name stands twice in the table");
+        for (class, members) in CLASSES {
+            assert!(members.iter().all(|m| names.contains(m)), "class {class} names a syscall the table lacks");
+        }
+    }
+
+    /// As root (CI), every tracepoint the table names exists in this kernel's tracefs.
+    #[test]
+    fn tracepoints_are_the_kernels() {
+        let root = std::path::Path::new("/sys/kernel/tracing/events/syscalls");
+        if !root.exists() {
+            eprintln!("SKIPPED tracepoints_are_the_kernels: no tracefs at /sys/kernel/tracing (needs root; ./scripts/setup mounts it)");
+            return;
+        }
+        for s in SYSCALLS {
+            for part in ["enter", "exit"] {
+                let dir = root.join(format!("sys_{part}_{}", s.tracepoint));
+                assert!(dir.exists(), "{} has no tracepoint {}", s.name, dir.display());
+            }
+        }
+    }
+
+    #[test]
+    fn classes_expand_like_strace() {
+        let names = |v: &[&str]| expand_syscalls(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(names(&["%network"]).unwrap().len(), 10);
+        assert_eq!(names(&["write,kill"]).unwrap(), vec!["write", "pwrite64", "writev", "kill"]);
+        assert_eq!(names(&["bogus"]), Err("bogus".to_string()));
+        assert_eq!(names(&["default"]).unwrap(), default_syscalls());
     }
 }

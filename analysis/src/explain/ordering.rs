@@ -224,5 +224,19 @@ pub(crate) fn ordering_candidate(
     };
     let mut c = Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h);
     c.cause_seq = run.and_then(|r| Some(ctx.aligned.runs.get(&r)?.first.get(&ai)?.seq)).unwrap_or(u64::MAX);
+    if !matches!(p, Pred::Before(..)) {
+        let mut spans: Vec<i64> = ctx
+            .failing
+            .iter()
+            .filter_map(|r| {
+                let rs = ctx.aligned.runs.get(r)?;
+                let start = rs.begin.get(&bi).or(rs.first.get(&bi))?;
+                let end = rs.end.get(&bi).or(rs.last.get(&bi))?;
+                Some(end.at.midpoint_ns() - start.at.midpoint_ns())
+            })
+            .collect();
+        spans.sort_unstable();
+        c.window_ns = spans.get(spans.len() / 2).copied().unwrap_or(0);
+    }
     c
 }

@@ -1,5 +1,5 @@
-//! Phase 5, propose: rank the candidates (separation first; the kind prior, then where the cause
-//! comes in its process, only break ties), keep one per hypothesis, number them and write their
+//! Phase 5, propose: rank the candidates (separation first; the kind prior, then the narrower
+//! window, then where the cause comes in its process, only break ties), keep one per hypothesis, number them and write their
 //! verify commands.
 
 use std::collections::BTreeSet;
@@ -11,7 +11,11 @@ use super::Options;
 pub(crate) fn propose(candidates: &mut Vec<Candidate>, opts: &Options) {
     candidates.sort_by(|x, y| {
         let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior, c.failing.holds);
-        key(y).cmp(&key(x)).then_with(|| x.cause_seq.cmp(&y.cause_seq)).then_with(|| x.summary.cmp(&y.summary))
+        key(y)
+            .cmp(&key(x))
+            .then_with(|| x.window_ns.cmp(&y.window_ns))
+            .then_with(|| x.cause_seq.cmp(&y.cause_seq))
+            .then_with(|| x.summary.cmp(&y.summary))
     });
     // One candidate per hypothesis: the best-placed keeps it.
     let mut seen = BTreeSet::new();

@@ -58,6 +58,11 @@ pub struct Candidate {
     /// (a connect, then the request written on it).
     #[serde(skip)]
     pub(crate) cause_seq: u64,
+    /// How long the victim's window lasts (median over failing runs, ns; 0 when the candidate has
+    /// none): between equals, the narrower window says more (a connection's calls, not every
+    /// close the process made from start to end).
+    #[serde(skip)]
+    pub(crate) window_ns: i64,
 }
 
 /// In how many of `of` cases a candidate holds.
@@ -134,6 +139,7 @@ impl Candidate {
             parsed,
             prior,
             cause_seq: u64::MAX,
+            window_ns: 0,
         }
     }
 }

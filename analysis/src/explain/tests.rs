@@ -73,6 +73,9 @@ fn bundle(table: &str) -> Bundle {
                             ret,
                             enter_ns: raw_ns - 1_000,
                             fd_path: None,
+                            strings: vec![],
+                            addr: None,
+                            path_from: None,
                         }
                     }
                 };
@@ -281,6 +284,41 @@ fn the_victim_that_ends_in_the_error_outranks_a_bystander() {
             1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] before writer's write(fd>=3) [client]
             1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's openat calls [client]
             1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] before writer's openat [client]
+        "#]],
+    );
+}
+
+/// A signal that lands among a process's writes also lands among its close calls, which run
+/// from its start to its end: both separate alike, and the narrower window (the writes) ranks
+/// first; it says more about when the cause must land.
+#[test]
+fn the_narrower_window_outranks_a_process_long_one() {
+    check(
+        r#"
+        host client ±10
+        host server ±10
+        run 1 failed
+        client 100 1000 launch writer
+        server 200 1000 launch remount
+        client 100 1100 close 3
+        client 100 5000 write 4 = 8
+        server 200 5500 kill 300 1
+        client 100 6000 write 4 = 8
+        client 100 9000 close 4
+        run 2 passed
+        client 101 11000 launch writer
+        server 201 11000 launch remount
+        client 101 11100 close 3
+        client 101 15000 write 4 = 8
+        client 101 16000 write 4 = 8
+        client 101 19000 close 4
+        server 201 20000 kill 300 1
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands while writer's write(fd>=3) calls are under way [client]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands while writer's close calls are under way [client]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's write(fd>=3) calls [client]
+            1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's close calls [client]
         "#]],
     );
 }

@@ -1,6 +1,7 @@
 //! `heisen bench record`: what observing and gating cost, side by side in one run, as ratios to
 //! the untraced workload. Workloads are guest programs that time their own loop:
-//! `storm` (one-byte writes to /dev/null) and `load` (a file written in 64 KiB chunks).
+//! `storm` (one-byte writes to /dev/null), `load` (a file written in 64 KiB chunks) and `files`
+//! (openat with O_TRUNC, write, rename, close on distinct paths).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,11 +34,38 @@ pub struct Sizes {
     pub load_mib: u64,
     /// Writes for the rows where every write traps to a supervisor (slow by design).
     pub trapped_writes: u64,
+    /// Iterations of the files workload (four syscalls each).
+    pub files_iterations: u64,
     /// Which parts to run (all of [`SECTIONS`] when empty).
     pub only: Vec<String>,
-    /// Which workloads the per-workload parts run (storm and load when empty).
+    /// Which workloads the per-workload parts run (all of [`WORKLOADS`] when empty).
     pub workloads: Vec<String>,
 }
+
+/// The workloads of the per-workload parts.
+pub const WORKLOADS: &[&str] = &["storm", "load", "files"];
+
+/// The syscalls a capture recorded by default before paths were recorded (issue 15): the rows
+/// "previous default set" put the wider default's cost beside it.
+const PREVIOUS_DEFAULT: &[&str] = &[
+    "write",
+    "pwrite64",
+    "sendto",
+    "sendmsg",
+    "connect",
+    "kill",
+    "tgkill",
+    "mount",
+    "umount2",
+    "flock",
+    "fcntl",
+    "openat",
+    "mkdir",
+    "symlink",
+    "epoll_wait",
+    "epoll_pwait",
+    "ptrace",
+];
 
 /// The parts of `heisen bench record`, in the order they run; the untraced baseline of a
 /// workload always runs.
@@ -102,6 +130,13 @@ fn workload_args(workload: &str, sizes: &Sizes, dir: &Path, trapped: bool) -> Ve
             let n = if trapped { sizes.trapped_writes } else { sizes.storm_writes };
             vec!["storm".into(), "--writes".into(), n.to_string()]
         }
+        "files" => vec![
+            "files".into(),
+            "--iterations".into(),
+            sizes.files_iterations.to_string(),
+            "--dir".into(),
+            dir.join("files").display().to_string(),
+        ],
         _ => vec![
             "load".into(),
             "--mib".into(),
@@ -159,9 +194,9 @@ async fn run_observed(
     agent: &mut Agent,
     args: &[String],
     capture: &str,
-    bpf_writes: bool,
+    selection: &crate::client::Selection,
 ) -> Result<(f64, u64, u64, f64)> {
-    agent.start_capture(capture, &crate::client::Selection { bpf_writes, ..Default::default() }).await?;
+    agent.start_capture(capture, selection).await?;
     let mut argv = vec!["{fixture}".to_string()];
     argv.extend(args.iter().cloned());
     let spec = heisen_recordings::LaunchSpec {
@@ -192,12 +227,25 @@ async fn run_observed(
     // then). Launching the workload is not ingest.
     let elapsed = ns * calls as f64 / 1e9 + exited.elapsed().as_secs_f64();
     let events = agent.pull(capture).await?;
-    let writes = events
-        .iter()
-        .filter(|e| matches!(&e.kind, heisen_recordings::EventKind::Syscall { name, .. } if name == "write"))
-        .filter(|e| e.comm == "storm" || e.comm == "load")
-        .count() as u64;
-    let lost = calls.saturating_sub(writes).max(status.lost);
+    let lost = if args.first().map(String::as_str) == Some("files") {
+        // Each iteration's rename, recorded with both of its paths.
+        let renames = events
+            .iter()
+            .filter(|e| e.comm == "files")
+            .filter(|e| {
+                matches!(&e.kind, heisen_recordings::EventKind::Syscall { name, strings, .. }
+                    if name == "rename" && strings.len() == 2)
+            })
+            .count() as u64;
+        (calls / 4).saturating_sub(renames).max(status.lost)
+    } else {
+        let writes = events
+            .iter()
+            .filter(|e| matches!(&e.kind, heisen_recordings::EventKind::Syscall { name, .. } if name == "write"))
+            .filter(|e| e.comm == "storm" || e.comm == "load")
+            .count() as u64;
+        calls.saturating_sub(writes).max(status.lost)
+    };
     Ok((ns, lost, status.events, status.events as f64 / elapsed))
 }
 
@@ -227,7 +275,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
     let observer = agent.info.capabilities.kernel_tracing;
     let strace = Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     let mut rows = Vec::new();
-    for workload in ["storm", "load"].into_iter().filter(|w| sizes.measures(w)) {
+    for workload in WORKLOADS.iter().copied().filter(|w| sizes.measures(w)) {
         let args = workload_args(workload, sizes, dir.path(), false);
         progress(&format!("{workload}: untraced (a warm-up run, then the median of three)"));
         // The first run pays cold costs (page cache for the load's file) the others do not.
@@ -240,13 +288,18 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         let base = super::percentile(&mut bases, 0.5);
         rows.push(row(workload, "untraced", base, base, None, "", None));
         if observer && sizes.runs("observer") {
-            progress(&format!("{workload}: heisen kernel observer"));
-            let (ns, lost, _, per_s) = run_observed(&mut agent, &args, &format!("bench-{workload}"), false).await?;
-            let limit = if workload == "storm" { 3.0 } else { 1.10 };
+            progress(&format!("{workload}: heisen kernel observer, default syscall set"));
+            let default = crate::client::Selection::default();
+            let (ns, lost, _, per_s) = run_observed(&mut agent, &args, &format!("bench-{workload}"), &default).await?;
+            let limit = match workload {
+                "storm" => 3.0,
+                "files" => 2.0,
+                _ => 1.10,
+            };
             let target = format!("<= {limit}x untraced, 0 lost");
             let r = row(
                 workload,
-                "heisen observer (tracefs, sled)",
+                "heisen observer (tracefs, sled, paths by BPF)",
                 ns,
                 base,
                 Some(lost),
@@ -254,11 +307,21 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                 Some(ns / base <= limit && lost == 0),
             );
             rows.push(r);
+            // The same beside the narrower set recorded before paths were (17 syscalls).
+            progress(&format!("{workload}: heisen kernel observer, the previous default set"));
+            let previous = crate::client::Selection {
+                syscalls: PREVIOUS_DEFAULT.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            };
+            let capture = format!("bench-{workload}-previous");
+            let (prev_ns, prev_lost, _, _) = run_observed(&mut agent, &args, &capture, &previous).await?;
+            rows.push(row(workload, "heisen observer, previous default set", prev_ns, base, Some(prev_lost), "", None));
             if workload == "storm" {
                 // The opt-in BPF write recorder, for comparison: one kernel event per write, but
                 // its dispatch taxes every syscall on the machine (the tax rows below).
                 progress("storm: heisen kernel observer with the BPF write recorder (opt-in)");
-                let (bpf_ns, bpf_lost, _, bpf_per_s) = run_observed(&mut agent, &args, "bench-storm-bpf", true).await?;
+                let bpf = crate::client::Selection { bpf_writes: true, ..Default::default() };
+                let (bpf_ns, bpf_lost, _, bpf_per_s) = run_observed(&mut agent, &args, "bench-storm-bpf", &bpf).await?;
                 rows.push(row(
                     workload,
                     "heisen observer, --bpf-writes (opt-in)",
@@ -279,10 +342,11 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
             }
         }
         if strace && sizes.runs("strace") {
+            let trace = if workload == "files" { "trace=openat,write,rename,close" } else { "trace=write" };
             for (method, extra, pinned) in [
-                ("strace -f", vec!["-f", "-e", "trace=write"], false),
-                ("strace -f, pinned to one CPU", vec!["-f", "-e", "trace=write"], true),
-                ("strace --seccomp-bpf -f", vec!["--seccomp-bpf", "-f", "-e", "trace=write"], false),
+                ("strace -f", vec!["-f", "-e", trace], false),
+                ("strace -f, pinned to one CPU", vec!["-f", "-e", trace], true),
+                ("strace --seccomp-bpf -f", vec!["--seccomp-bpf", "-f", "-e", trace], false),
             ] {
                 progress(&format!("{workload}: {method}"));
                 let out = dir.path().join("strace.out");
@@ -308,7 +372,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
                 .iter()
                 .find(|r| r.workload == workload && r.method == "strace -f, pinned to one CPU")
                 .map(|r| r.ns_per_syscall);
-            if let (Some(ours), Some(theirs), "storm") = (observed, strace_pinned, workload) {
+            if let (Some(ours), Some(theirs), "storm" | "files") = (observed, strace_pinned, workload) {
                 let speedup = theirs / ours;
                 let method = format!("heisen vs strace -f pinned: {speedup:.1}x faster");
                 rows.push(Row {

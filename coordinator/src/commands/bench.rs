@@ -8,8 +8,23 @@ use crate::{BenchCommand, RecordArgs};
 
 pub async fn run(command: BenchCommand) -> Result<i32> {
     match command {
-        BenchCommand::Record(RecordArgs { storm_writes, load_mib, trapped_writes, only, workload, json }) => {
-            let sizes = bench::record::Sizes { storm_writes, load_mib, trapped_writes, only, workloads: workload };
+        BenchCommand::Record(RecordArgs {
+            storm_writes,
+            load_mib,
+            trapped_writes,
+            files_iterations,
+            only,
+            workload,
+            json,
+        }) => {
+            let sizes = bench::record::Sizes {
+                storm_writes,
+                load_mib,
+                trapped_writes,
+                files_iterations,
+                only,
+                workloads: workload,
+            };
             let rows = bench::record::record(&sizes, |what| progress(&format!("bench: {what}"))).await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);

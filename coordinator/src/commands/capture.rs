@@ -33,7 +33,16 @@ pub async fn run(a: CaptureArgs) -> Result<i32> {
     for (name, addr) in parse_agents(&a.agents)? {
         agents.insert(name.clone(), client::Agent::connect(&name, &addr, token.as_deref()).await?);
     }
-    let selection = client::Selection { comms: a.comm.clone(), pids: a.pid.clone(), bpf_writes: a.bpf_writes };
+    if let Err(bad) = heisen_recordings::expand_syscalls(&a.syscalls) {
+        let classes: Vec<&str> = heisen_recordings::CLASSES.iter().map(|(c, _)| *c).collect();
+        anyhow::bail!("--syscalls: `{bad}` is neither a syscall heisen records nor a class ({})", classes.join(", "));
+    }
+    let selection = client::Selection {
+        comms: a.comm.clone(),
+        pids: a.pid.clone(),
+        bpf_writes: a.bpf_writes,
+        syscalls: a.syscalls.clone(),
+    };
     let id = capture_id("capture", "adhoc");
     let mut traced = Vec::new();
     for spec in &a.ptrace {

@@ -4,11 +4,13 @@ use anyhow::Result;
 use heisen_analysis::timeline;
 use heisen_recordings::Bundle;
 
-use crate::TimelineArgs;
+use crate::{TimelineArgs, TimelineFormat};
 
 pub fn run(a: TimelineArgs) -> Result<i32> {
     let bundle = Bundle::read(&a.bundle)?;
-    let filter = timeline::Filter { hosts: a.host, run: a.run, kinds: a.kind, essentials: !a.all && !a.json };
+    let format = if a.json { TimelineFormat::Json } else { a.format };
+    let essentials = !a.all && format == TimelineFormat::Text;
+    let filter = timeline::Filter { hosts: a.host, run: a.run, kinds: a.kind, essentials };
     let timeline = timeline::build(&bundle, &filter);
     if timeline.violations > 0 {
         eprintln!(
@@ -16,7 +18,16 @@ pub fn run(a: TimelineArgs) -> Result<i32> {
             timeline.violations
         );
     }
-    if a.json {
+    if format == TimelineFormat::Strace {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for s in &timeline.events {
+            if let Some(line) = timeline::to_strace(s.host, s.placed.event) {
+                writeln!(out, "{line}")?;
+            }
+        }
+        out.flush()?;
+    } else if format == TimelineFormat::Json {
         let array: Vec<_> = timeline
             .events
             .iter()

@@ -3,6 +3,7 @@
 
 use heisen_recordings::{fcntl_lock_cmd, flock_op_name, interrupted, AttachPhase, EventKind};
 
+use super::fds::Open;
 use super::{Decoder, Step};
 use crate::tracefs::{SyscallPart, TraceLine};
 
@@ -29,13 +30,9 @@ impl Decoder {
         let (args, ret, enter_ns) = match line.syscall() {
             Some(SyscallPart::Enter(args)) => {
                 let enter_ns = crate::clock::skewed(line.mono_ns + self.mono_to_raw_ns);
-                // A lock call can block for long and its process may exit right after it returns:
-                // name the fd while the call is still in progress.
                 if name == "flock" || (name == "fcntl" && args.get(1).and_then(|c| fcntl_lock_cmd(*c)).is_some()) {
                     if let Some(fd) = args.first() {
-                        if let Ok(path) = std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)) {
-                            self.fd_paths.insert((line.pid, *fd), path.display().to_string());
-                        }
+                        self.name_lock_fd(line.pid, *fd);
                     }
                 }
                 self.pending.insert(line.pid, (intern(name), args, enter_ns));
@@ -60,26 +57,15 @@ impl Decoder {
         if matches!(name, "epoll_wait" | "epoll_pwait") && !interrupted(ret) {
             return Step::Nothing;
         }
-        let resolve =
-            |fd: u64| std::fs::read_link(format!("/proc/{}/fd/{fd}", line.pid)).ok().map(|p| p.display().to_string());
-        // One /proc lookup per (task, fd), not per event: a storm of writes on one fd
-        // costs one readlink. openat forgets the entry when an fd number is reused.
-        let fd_path = if takes_fd(name) {
-            args.first().and_then(|fd| match self.fd_paths.get(&(line.pid, *fd)) {
-                Some(path) => Some(path.clone()),
-                None => {
-                    let path = resolve(*fd)?;
-                    self.fd_paths.insert((line.pid, *fd), path.clone());
-                    Some(path)
-                }
-            })
-        } else if name == "openat" && ret >= 0 {
-            // The fd number is new (or reused): forget what it named. Its own path cannot be
-            // read back reliably here, /proc may already show a later file on that number.
-            self.fd_paths.remove(&(line.pid, ret as u64));
-            None
-        } else {
-            None
+        // What the argument recorder read for this call (it sorts before the call's exit).
+        let nr = heisen_recordings::syscall(name).map(|s| s.nr as u32);
+        let (strings, addr) = match self.call_args.remove(&line.pid) {
+            Some(recorded) if Some(recorded.nr) == nr => (recorded.strings, recorded.addr),
+            _ => (Vec::new(), None),
+        };
+        let (fd_path, path_from) = match self.follow_fds(line.pid, name, &args, ret, &strings, addr.as_deref()) {
+            Some(open) => (Some(open.shown()), Some(open.from)),
+            None => (None, None),
         };
         let comm = &line.comm;
         if matches!(name, "mount" | "umount2") && ret == 0 {
@@ -89,10 +75,166 @@ impl Decoder {
         if let Some(kind) = lock_event(name, &args, ret, enter_ns, &fd_path) {
             return self.event(line, line.pid, comm, kind);
         }
-        if name == "fcntl" {
-            return Step::Nothing; // not a lock command
+        if name == "fcntl" && !args.get(1).is_some_and(|c| matches!(*c, F_DUPFD | F_DUPFD_CLOEXEC | F_SETFD)) {
+            return Step::Nothing; // neither a lock nor a change to the fd table
         }
-        self.event(line, line.pid, comm, EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path })
+        let kind =
+            EventKind::Syscall { name: name.to_string(), args, ret, enter_ns, fd_path, strings, addr, path_from };
+        self.event(line, line.pid, comm, kind)
+    }
+
+    /// An argument record: the strings and address of the call `line.pid` is making, kept until
+    /// that call's exit.
+    pub(super) fn call_arguments(&mut self, line: &TraceLine<'_>) -> Step {
+        let Some(nr) = line.int("nr") else { return Step::Nothing };
+        if nr == libc::SYS_execve || nr == libc::SYS_execveat {
+            // Read at entry; the exec event that follows takes it.
+            let argv = line.text_list("s1");
+            let cut_short = line.int("flags").is_some_and(|f| f & 2 != 0);
+            if !argv.is_empty() {
+                self.exec_argv.insert(line.pid, (argv, cut_short));
+            }
+            return Step::Nothing;
+        }
+        if !self.in_scope(line.pid) {
+            return Step::Nothing;
+        }
+        let mut strings: Vec<String> = ["s0", "s1", "s2"].iter().map(|k| line.text(k).unwrap_or_default()).collect();
+        while strings.last().is_some_and(String::is_empty) {
+            strings.pop();
+        }
+        let addr = line.sockaddr("addr");
+        self.call_args.insert(line.pid, CallArgs { nr: nr as u32, strings, addr });
+        Step::Nothing
+    }
+
+    /// Updates the fd table with what the call did, and returns what its fd named: the fd
+    /// argument as the call found it, or the fd it returned.
+    fn follow_fds(
+        &mut self,
+        tid: i32,
+        name: &str,
+        args: &[u64],
+        ret: i64,
+        strings: &[String],
+        addr: Option<&str>,
+    ) -> Option<Open> {
+        let arg = |i: usize| args.get(i).copied().unwrap_or(0);
+        let proc_fd =
+            |fd: u64| move || std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok().map(|p| p.display().to_string());
+        let cwd = || std::fs::read_link(format!("/proc/{tid}/cwd")).ok().map(|p| p.display().to_string());
+        let ok = ret >= 0;
+        match name {
+            "open" | "openat" | "openat2" | "creat" => {
+                if !ok {
+                    return None;
+                }
+                let (dirfd, flags) = match name {
+                    "open" => (None, arg(1)),
+                    "creat" => (None, (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64),
+                    "openat" => (Some(arg(0)), arg(2)),
+                    _ => (Some(arg(0)), 0),
+                };
+                let fd = ret as u64;
+                match strings.first() {
+                    Some(path) => {
+                        let path = self.fds.resolve(tid, dirfd, path, cwd);
+                        self.fds.open(tid, fd, path, flags);
+                    }
+                    // No path recorded: the table forgets the number's old file; /proc is asked.
+                    None => self.fds.close(tid, fd),
+                }
+                self.fds.name(tid, fd, proc_fd(fd))
+            }
+            "socket" => {
+                if ok {
+                    let family = match arg(0) as i32 {
+                        libc::AF_INET => "inet",
+                        libc::AF_INET6 => "inet6",
+                        libc::AF_UNIX => "unix",
+                        libc::AF_NETLINK => "netlink",
+                        _ => "other",
+                    };
+                    self.fds.open(tid, ret as u64, format!("socket:{family}"), arg(1) & libc::SOCK_CLOEXEC as u64);
+                }
+                ok.then(|| self.fds.get(tid, ret as u64).cloned()).flatten()
+            }
+            "accept" | "accept4" => {
+                if ok {
+                    let peer = addr.map_or_else(|| "socket".to_string(), |a| format!("socket:[<-{a}]"));
+                    let flags = if name == "accept4" { arg(3) & libc::SOCK_CLOEXEC as u64 } else { 0 };
+                    self.fds.open(tid, ret as u64, peer, flags);
+                }
+                ok.then(|| self.fds.get(tid, ret as u64).cloned()).flatten()
+            }
+            "dup" | "dup2" | "dup3" => {
+                let old = self.fds.name(tid, arg(0), proc_fd(arg(0)));
+                if ok {
+                    let cloexec = name == "dup3" && arg(2) & libc::O_CLOEXEC as u64 != 0;
+                    self.fds.dup(tid, arg(0), ret as u64, cloexec);
+                }
+                old
+            }
+            "fcntl" => {
+                let open = self.fds.name(tid, arg(0), proc_fd(arg(0)));
+                match arg(1) {
+                    F_DUPFD | F_DUPFD_CLOEXEC if ok => self.fds.dup(tid, arg(0), ret as u64, arg(1) == F_DUPFD_CLOEXEC),
+                    F_SETFD if ok => self.fds.set_cloexec(tid, arg(0), arg(2) & libc::FD_CLOEXEC as u64 != 0),
+                    _ => {}
+                }
+                open
+            }
+            "close" => {
+                let open = self.fds.name(tid, arg(0), proc_fd(arg(0)));
+                // Even a failed close (other than EBADF) releases the fd.
+                if ret != -(libc::EBADF as i64) {
+                    self.fds.close(tid, arg(0));
+                }
+                open
+            }
+            "close_range" => {
+                if ok {
+                    self.fds.close_range(tid, arg(0), arg(1), arg(2));
+                }
+                None
+            }
+            "unlink" | "unlinkat" | "rmdir" => {
+                if let (true, Some(path)) = (ok, strings.first()) {
+                    let dirfd = (name == "unlinkat").then(|| arg(0));
+                    let path = self.fds.resolve(tid, dirfd, path, cwd);
+                    self.fds.unlinked(&path);
+                }
+                None
+            }
+            "rename" | "renameat" | "renameat2" => {
+                if let (true, [from, to, ..]) = (ok, strings) {
+                    let (d0, d1) = if name == "rename" { (None, None) } else { (Some(arg(0)), Some(arg(2))) };
+                    let from = self.fds.resolve(tid, d0, from, cwd);
+                    let to = self.fds.resolve(tid, d1, to, cwd);
+                    self.fds.renamed(&from, &to);
+                }
+                None
+            }
+            "connect" | "bind" => {
+                let open = self.fds.name(tid, arg(0), proc_fd(arg(0)));
+                let took = ok || ret == -(libc::EINPROGRESS as i64);
+                if let (true, Some(a)) = (took, addr) {
+                    let shown = if name == "connect" { format!("socket:[->{a}]") } else { format!("socket:[{a}]") };
+                    self.fds.rename_fd(tid, arg(0), shown);
+                }
+                open
+            }
+            _ if takes_fd(name) => self.fds.name(tid, arg(0), proc_fd(arg(0))),
+            _ => None,
+        }
+    }
+
+    /// A lock call can block for long and its process may exit right after it returns: name the
+    /// fd while the call is in progress (the table knows it; /proc is asked only for an fd
+    /// opened before the capture).
+    pub(super) fn name_lock_fd(&mut self, tid: i32, fd: u64) {
+        let proc = move || std::fs::read_link(format!("/proc/{tid}/fd/{fd}")).ok().map(|p| p.display().to_string());
+        self.fds.name(tid, fd, proc);
     }
 
     /// A ptrace attach or detach by any process of the host (strace, gdb, a health check): the
@@ -128,8 +270,39 @@ fn lock_event(name: &str, args: &[u64], ret: i64, enter_ns: i64, path: &Option<S
     Some(EventKind::Lock { call: name.to_string(), op, fd, path: path.clone(), ret, enter_ns })
 }
 
+/// Syscalls whose first argument is an fd, which the event names.
 fn takes_fd(syscall: &str) -> bool {
-    matches!(syscall, "write" | "pwrite64" | "sendto" | "sendmsg" | "flock" | "fcntl")
+    matches!(
+        syscall,
+        "read"
+            | "pread64"
+            | "readv"
+            | "preadv"
+            | "write"
+            | "pwrite64"
+            | "writev"
+            | "fsync"
+            | "fdatasync"
+            | "ftruncate"
+            | "sendto"
+            | "recvfrom"
+            | "sendmsg"
+            | "recvmsg"
+            | "shutdown"
+            | "flock"
+            | "fcntl"
+    )
+}
+
+const F_DUPFD: u64 = 0;
+const F_SETFD: u64 = 2;
+const F_DUPFD_CLOEXEC: u64 = 1030;
+
+/// What the argument recorder read for a call in progress.
+pub(super) struct CallArgs {
+    nr: u32,
+    strings: Vec<String>,
+    addr: Option<String>,
 }
 /// A syscall name as a `&'static str`: a call in progress is remembered per task without an
 /// allocation. The set of names is the kernel's syscall table, so what is leaked is bounded.

@@ -12,6 +12,7 @@ use heisen_recordings::{EventKind, SignalPhase};
 use serde::{Deserialize, Serialize};
 
 mod calls;
+mod fds;
 mod host;
 mod scope;
 #[cfg(test)]
@@ -79,9 +80,12 @@ pub struct Decoder {
     launched_roots: FxHashMap<i32, String>,
     pending: FxHashMap<i32, (&'static str, Vec<u64>, i64)>,
     last_sender: FxHashMap<(i32, i32), (i32, String)>,
-    /// (thread, fd) -> path, resolved when `openat` returned the fd; used when the process is
-    /// gone by the time a later syscall on that fd is decoded.
-    fd_paths: FxHashMap<(i32, u64), String>,
+    /// What every process's fds name, from the recorded calls.
+    fds: fds::Fds,
+    /// Strings and addresses the argument recorder read for a call in progress, per thread.
+    call_args: FxHashMap<i32, calls::CallArgs>,
+    /// argv of an exec in progress, as the argument recorder read it at the call.
+    exec_argv: FxHashMap<i32, (Vec<String>, bool)>,
     /// Addresses that make a TCP socket this host's (empty: socket events are not recorded).
     local_addrs: Vec<String>,
     /// The last successful mount/umount2 in scope (pid, comm, host ns): the mount watcher's
@@ -115,7 +119,9 @@ impl Decoder {
             launched_roots: FxHashMap::default(),
             pending: FxHashMap::default(),
             last_sender: FxHashMap::default(),
-            fd_paths: FxHashMap::default(),
+            fds: fds::Fds::default(),
+            call_args: FxHashMap::default(),
+            exec_argv: FxHashMap::default(),
             local_addrs: Vec::new(),
             last_mount_call: None,
             exit_codes: FxHashMap::default(),
@@ -176,6 +182,11 @@ impl Decoder {
                 if let Some(run) = self.run_of.get(&parent).copied() {
                     self.run_of.insert(child, run);
                 }
+                // A thread shares its process's fds; a process gets a copy. Only /proc tells
+                // which (the tracepoint carries no clone flags); a child gone already was a process
+                // as far as any later event can tell.
+                let thread = scope::tgid_of(child).is_some_and(|tgid| tgid != child);
+                self.fds.fork(parent, child, thread);
                 self.in_scope.insert(child, member);
                 if !member {
                     return Step::Nothing;
@@ -184,19 +195,40 @@ impl Decoder {
             }
             "sched_process_exec" => {
                 self.launching.remove(&line.pid);
+                self.fds.exec(line.pid);
+                let recorded_argv = self.exec_argv.remove(&line.pid);
                 self.refresh_scope(line.pid); // see fork: entered after setns
                 if !self.in_scope(line.pid) {
                     return Step::Nothing;
                 }
                 let filename = line.text("filename").unwrap_or_default();
-                let argv: Vec<String> = std::fs::read(format!("/proc/{}/cmdline", line.pid))
-                    .map(|raw| {
-                        raw.split(|b| *b == 0)
-                            .filter(|a| !a.is_empty())
-                            .map(|a| String::from_utf8_lossy(a).into())
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                // argv as the exec call had it (the argument recorder); /proc without it, where it
+                // may already show a later exec's, or when the recorded one was cut short and
+                // /proc's begins with it (the same exec, whole).
+                let proc_argv = || -> Vec<String> {
+                    std::fs::read(format!("/proc/{}/cmdline", line.pid))
+                        .map(|raw| {
+                            raw.split(|b| *b == 0)
+                                .filter(|a| !a.is_empty())
+                                .map(|a| String::from_utf8_lossy(a).into())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let argv = match recorded_argv {
+                    None => proc_argv(),
+                    Some((recorded, false)) => recorded,
+                    Some((recorded, true)) => {
+                        let whole = proc_argv();
+                        let extends = recorded.len() <= whole.len()
+                            && recorded.iter().zip(&whole).all(|(cut, full)| full.starts_with(cut.as_str()));
+                        if extends {
+                            whole
+                        } else {
+                            recorded
+                        }
+                    }
+                };
                 let ppid = parent_of(line.pid).unwrap_or(0);
                 let cron = self.cron_start(line.pid, ppid, &argv);
                 let exec = self.decoded(line, line.pid, &line.comm, EventKind::Exec { filename, argv, ppid });
@@ -206,7 +238,9 @@ impl Decoder {
                 let group_dead = line.flag("group_dead").unwrap_or(true);
                 let member = self.in_scope(line.pid);
                 self.pending.remove(&line.pid);
-                self.fd_paths.retain(|(pid, _), _| *pid != line.pid);
+                self.call_args.remove(&line.pid);
+                self.exec_argv.remove(&line.pid);
+                self.fds.exit(line.pid, group_dead);
                 let exit_code = self.exit_codes.remove(&line.pid).unwrap_or(-1);
                 if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
                     return Step::Nothing; // the launcher reports launched processes' exit codes
@@ -274,6 +308,7 @@ impl Decoder {
                     },
                 )
             }
+            crate::bpf_args::ARGS_EVENT => self.call_arguments(line),
             name if name.starts_with("sys_") => {
                 self.syscall(line, heisen_recordings::syscall_of_tracepoint(&name[4..]))
             }

@@ -59,7 +59,7 @@ fn launched_scope_follows_lineage_and_pairs_syscalls() {
         expect![[r#"
             run 3 pid 5000050 (writer) @1001000001000 Launch { name: "write", role: "step", argv: [] }
             run 3 pid 5000050 (writer) @1001000004000 Fork { parent_pid: 5000050, child_pid: 5000051 }
-            run 3 pid 5000051 (writer) @1001000009000 Syscall { name: "write", args: [3, 127, 65536], ret: -13, enter_ns: 1001000005000, fd_path: None }
+            run 3 pid 5000051 (writer) @1001000009000 Syscall { name: "write", args: [3, 127, 65536], ret: -13, enter_ns: 1001000005000, fd_path: None, strings: [], addr: None, path_from: None }
             run 0 pid 5000052 (kill er) @1001000010000 Signal { signal: 1, sender_pid: 5000052, sender_comm: "kill er", target_pid: 5000051, target_comm: "writer", phase: Generate, result: 0 }
             run 3 pid 5000051 (writer) @1001000011000 Signal { signal: 1, sender_pid: 5000052, sender_comm: "kill er", target_pid: 5000051, target_comm: "writer", phase: Deliver, result: 0 }
             stop 7
@@ -93,8 +93,8 @@ fn attaches_are_recorded_and_only_interrupted_waits_are_kept() {
             run 2 pid 5000060 (eventd) @1001000001000 Exec { filename: "/usr/sbin/eventd", argv: [], ppid: 0 }
             run 2 pid 5000060 (eventd) @1001000002000 Fork { parent_pid: 5000060, child_pid: 5000061 }
             run 2 pid 5000061 (check) @1002000000000 Attach { tracer: "check", tracer_pid: 5000061, target_pid: 5000060, phase: Attach, how: "PTRACE_SEIZE (seen by the kernel observer)" }
-            run 2 pid 5000060 (eventd) @1002000002000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -4, enter_ns: 1001000005000, fd_path: None }
-            run 2 pid 5000060 (eventd) @1002000004000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -513, enter_ns: 1002000003000, fd_path: None }
+            run 2 pid 5000060 (eventd) @1002000002000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -4, enter_ns: 1001000005000, fd_path: None, strings: [], addr: None, path_from: None }
+            run 2 pid 5000060 (eventd) @1002000004000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -513, enter_ns: 1002000003000, fd_path: None, strings: [], addr: None, path_from: None }
         "#]],
     );
 }
@@ -127,7 +127,7 @@ fn locks_exits_and_signals_from_outside_the_run() {
             run 4 pid 5000070 (php-worker) @1001000001000 Exec { filename: "/usr/bin/php", argv: [], ppid: 0 }
             run 4 pid 5000070 (php-worker) @1001000003000 Lock { call: "flock", op: "LOCK_EX", fd: 5, path: None, ret: 0, enter_ns: 1001000002000 }
             run 4 pid 5000070 (php-worker) @1001000005000 Lock { call: "fcntl", op: "F_SETLKW", fd: 5, path: None, ret: -11, enter_ns: 1001000004000 }
-            run 4 pid 5000070 (php-worker) @1001000007000 Syscall { name: "umount2", args: [32765, 2], ret: 0, enter_ns: 1001000007000, fd_path: None }
+            run 4 pid 5000070 (php-worker) @1001000007000 Syscall { name: "umount2", args: [32765, 2], ret: 0, enter_ns: 1001000007000, fd_path: None, strings: [], addr: None, path_from: None }
             run 0 pid 5000099 (bash) @1001000008000 Signal { signal: 15, sender_pid: 5000099, sender_comm: "bash", target_pid: 5000070, target_comm: "php-worker", phase: Generate, result: 0 }
         "#]],
     );
@@ -168,7 +168,7 @@ fn whole_calls_decode_and_launch_plumbing_is_dropped() {
     expect![[r#"
         run 2 pid 5000060 (load) @1001000001000 Launch { name: "load", role: "step", argv: [] }
         run 2 pid 5000060 (load) @1001000003000 Exec { filename: "/bin/load", argv: [], ppid: 0 }
-        run 2 pid 5000060 (load) @1001000004000 Syscall { name: "write", args: [1, 0, 5], ret: 5, enter_ns: 1001000004000, fd_path: None }
+        run 2 pid 5000060 (load) @1001000004000 Syscall { name: "write", args: [1, 0, 5], ret: 5, enter_ns: 1001000004000, fd_path: None, strings: [], addr: None, path_from: None }
     "#]]
     .assert_eq(&render(&steps));
 }
@@ -179,4 +179,130 @@ fn fields_are_found_by_whole_key() {
     assert_eq!(text_int("comm=a pid=5 child_pid=6", "pid"), Some(5));
     assert_eq!(text_int("comm=a pid=5 child_pid=6", "child_pid"), Some(6));
     assert_eq!(text_value("sig=1 comm=my prog pid=3", "comm", " pid="), Some("my prog".into()));
+}
+
+/// Syscalls only, one short line each: `pid name = ret  [fd_path (from)] strings addr`.
+fn check_calls(lines: &[&str], expect: Expect) {
+    let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
+    let mut out = String::new();
+    for l in lines {
+        let parsed = parse_line(l).unwrap_or_else(|| panic!("not a trace line: {l}"));
+        let decoded = match decoder.decode(&parsed) {
+            Step::Event(d) => vec![d],
+            Step::Events(ds) => ds,
+            _ => vec![],
+        };
+        for d in decoded {
+            if let EventKind::Syscall { name, ret, fd_path, strings, addr, path_from, .. } = &d.kind {
+                let fd = fd_path.as_ref().map(|p| format!("  [{p}] ({:?})", path_from.unwrap())).unwrap_or_default();
+                let s = if strings.is_empty() { String::new() } else { format!("  {strings:?}") };
+                let a = addr.as_ref().map(|a| format!("  {{{a}}}")).unwrap_or_default();
+                out.push_str(&format!("{} {name} = {ret}{fd}{s}{a}\n", d.pid));
+            }
+        }
+    }
+    expect.assert_eq(&out);
+}
+
+/// A path call: the argument record (strings read at the call), its enter and its exit.
+fn path_call(pid: i32, t: u32, nr: u32, call: &str, args: &str, strings: &[&str], ret: &str) -> [String; 3] {
+    let s: String = strings.iter().enumerate().map(|(i, p)| format!(" s{i}={p}")).collect();
+    [
+        format!("   p-{pid} [0] ..... 2.{t:06}: heisen_args: nr={nr}{s}"),
+        format!("   p-{pid} [0] ..... 2.{t:06}: sys_{call}({args})"),
+        format!("   p-{pid} [0] ..... 2.{:06}: sys_{call} -> {ret}", t + 1),
+    ]
+}
+
+/// The fd table: every fd call names what its fd named at that moment — through a rename, an
+/// unlink, a reused number, dup2, a fork's inherited table and an exec's O_CLOEXEC.
+#[test]
+fn the_fd_table_names_each_call_at_its_time() {
+    let note = note_line(5000080, &launch_note("p", "writer", "step", 1));
+    let at = "dfd: 0xffffffffffffff9c, filename: 0x7f00";
+    let wr = |pid: i32, t: u32, fd: u32| {
+        [
+            format!("   p-{pid} [0] ..... 3.{t:06}: sys_write(fd: {fd}, buf: 0x10, count: 0x5)"),
+            format!("   p-{pid} [0] ..... 3.{:06}: sys_write -> 0x5", t + 1),
+        ]
+    };
+    let open = |t, path: &str, flags: &str, fd: &str| {
+        path_call(5000080, t, 257, "openat", &format!("{at}, flags: {flags}, mode: 0x1a4"), &[path], fd)
+    };
+    let exec =
+        "   p-5000080 [0] ..... 1.000002: sched_process_exec: filename=/usr/bin/python3 pid=5000080 old_pid=5000080";
+    let mut lines: Vec<String> = vec![note, exec.into()];
+    // O_WRONLY|O_CREAT|O_TRUNC as fd 3; a write; renamed over /srv/a; a write.
+    lines.extend(open(10, "/srv/a.tmp", "0x241", "0x3"));
+    lines.extend(wr(5000080, 20, 3));
+    lines.extend(path_call(
+        5000080,
+        30,
+        82,
+        "rename",
+        "oldname: 0x7f00, newname: 0x7f10",
+        &["/srv/a.tmp", "/srv/a"],
+        "0x0",
+    ));
+    lines.extend(wr(5000080, 40, 3));
+    // /srv/b as fd 4, unlinked while open, written.
+    lines.extend(open(50, "/srv/b", "0x2", "0x4"));
+    lines.extend(path_call(5000080, 60, 87, "unlink", "pathname: 0x7f00", &["/srv/b"], "0x0"));
+    lines.extend(wr(5000080, 70, 4));
+    // close(3), then fd 3 is reused for /srv/c; dup2(3, 9).
+    lines.push("   p-5000080 [0] ..... 4.000080: sys_close(fd: 3)".into());
+    lines.push("   p-5000080 [0] ..... 4.000081: sys_close -> 0x0".into());
+    lines.extend(open(90, "/srv/c", "0x0", "0x3"));
+    lines.extend(wr(5000080, 100, 3));
+    lines.push("   p-5000080 [0] ..... 4.000110: sys_dup2(oldfd: 3, newfd: 9)".into());
+    lines.push("   p-5000080 [0] ..... 4.000111: sys_dup2 -> 0x9".into());
+    lines.extend(wr(5000080, 120, 9));
+    // /srv/d with O_CLOEXEC as fd 5; a child inherits the table; its exec drops fd 5.
+    lines.extend(open(130, "/srv/d", "0x80001", "0x5"));
+    lines.push(
+        "   p-5000080 [0] ..... 4.000140: sched_process_fork: comm=p pid=5000080 child_comm=p child_pid=5000081".into(),
+    );
+    lines.extend(wr(5000081, 150, 4));
+    lines.extend(wr(5000081, 160, 5));
+    lines.push(
+        "   p-5000081 [0] ..... 4.000170: sched_process_exec: filename=/bin/sh pid=5000081 old_pid=5000081".into(),
+    );
+    lines.extend(wr(5000081, 180, 4));
+    lines.extend(wr(5000081, 190, 5));
+    // The parent's own fd 5 stays.
+    lines.extend(wr(5000080, 200, 5));
+    // A socket connected to a peer; a relative path resolved against an fd's directory.
+    lines.push("   p-5000080 [0] ..... 4.000210: sys_socket(family: 0x2, type: 0x1, protocol: 0x0)".into());
+    lines.push("   p-5000080 [0] ..... 4.000211: sys_socket -> 0x6".into());
+    lines.push("   p-5000080 [0] ..... 4.000220: heisen_args: nr=42 addr=10.0.0.2:8080".into());
+    lines.push("   p-5000080 [0] ..... 4.000220: sys_connect(fd: 6, uservaddr: 0x7f00, addrlen: 0x10)".into());
+    lines.push("   p-5000080 [0] ..... 4.000221: sys_connect -> 0x0".into());
+    lines.extend(wr(5000080, 230, 6));
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    check_calls(
+        &refs,
+        expect![[r#"
+            5000080 openat = 3  [/srv/a.tmp] (Trace)  ["/srv/a.tmp"]
+            5000080 write = 5  [/srv/a.tmp] (Trace)
+            5000080 rename = 0  ["/srv/a.tmp", "/srv/a"]
+            5000080 write = 5  [/srv/a.tmp (renamed to /srv/a)] (Trace)
+            5000080 openat = 4  [/srv/b] (Trace)  ["/srv/b"]
+            5000080 unlink = 0  ["/srv/b"]
+            5000080 write = 5  [/srv/b (deleted)] (Trace)
+            5000080 close = 0  [/srv/a.tmp (renamed to /srv/a)] (Trace)
+            5000080 openat = 3  [/srv/c] (Trace)  ["/srv/c"]
+            5000080 write = 5  [/srv/c] (Trace)
+            5000080 dup2 = 9  [/srv/c] (Trace)
+            5000080 write = 5  [/srv/c] (Trace)
+            5000080 openat = 5  [/srv/d] (Trace)  ["/srv/d"]
+            5000081 write = 5  [/srv/b (deleted)] (Trace)
+            5000081 write = 5  [/srv/d] (Trace)
+            5000081 write = 5  [/srv/b (deleted)] (Trace)
+            5000081 write = 5
+            5000080 write = 5  [/srv/d] (Trace)
+            5000080 socket = 6  [socket:inet] (Trace)
+            5000080 connect = 0  [socket:inet] (Trace)  {10.0.0.2:8080}
+            5000080 write = 5  [socket:[->10.0.0.2:8080]] (Trace)
+        "#]],
+    );
 }
