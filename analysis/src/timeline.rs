@@ -211,7 +211,12 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
         }),
         EventKind::Exec { filename, argv, ppid } => json!({"filename": filename, "argv": argv, "ppid": ppid}),
         EventKind::Fork { parent_pid, child_pid } => json!({"parent_pid": parent_pid, "child_pid": child_pid}),
-        EventKind::Exit { exit_code } => json!({"exit_code": exit_code}),
+        EventKind::Exit { exit_code, killed_by } => json!({
+            "exit_code": exit_code,
+            "killed_by": killed_by.as_ref().map(|k| json!({
+                "signal": signal_name(k.signal), "sender_pid": k.sender_pid, "sender_comm": k.sender_comm,
+            })),
+        }),
         EventKind::Lost { count, location } => json!({"count": count, "where": location}),
         EventKind::Launch { name, role, argv } => json!({"name": name, "role": role, "argv": argv}),
         EventKind::Output { name, stream, line } => {
@@ -248,6 +253,18 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
     v
 }
 
+/// How a process ended, in words: `exit 0`, `killed by SIGHUP from kill[812]`.
+fn exit_text(exit_code: i32, killed_by: Option<&heisen_recordings::KilledBy>) -> String {
+    match killed_by {
+        Some(k) if k.sender_pid != 0 => {
+            format!("killed by {} from {}[{}]", signal_name(k.signal), k.sender_comm, k.sender_pid)
+        }
+        Some(k) => format!("killed by {} (sender not seen)", signal_name(k.signal)),
+        None if exit_code == -1 => "exit (status not seen)".to_string(),
+        None => format!("exit {exit_code}"),
+    }
+}
+
 /// One event as strace prints it, after `HOST PID COMM`: a syscall as `call(args) = ret`, a
 /// signal as `--- SIGHUP {si_pid=812 (remount)} ---`, an exit as `+++ exited with 0 +++`; None for
 /// what strace does not show (heisen's own notes, cron and TCP facts, forks).
@@ -271,7 +288,9 @@ pub fn to_strace(host: &str, e: &Event) -> Option<String> {
             let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
             format!("execve({filename:?}, [{}]) = 0", argv.join(", "))
         }
-        EventKind::Exit { exit_code } => format!("+++ exited with {exit_code} +++"),
+        EventKind::Exit { killed_by: Some(k), .. } => format!("+++ killed by {} +++", signal_name(k.signal)),
+        EventKind::Exit { exit_code: -1, .. } => "+++ exited (status not seen) +++".to_string(),
+        EventKind::Exit { exit_code, .. } => format!("+++ exited with {exit_code} +++"),
         _ => return None,
     };
     Some(format!("{host} {} {} {what}", e.pid, e.comm))
@@ -294,7 +313,7 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         }
         EventKind::Exec { filename, argv, .. } => format!("exec {filename} {}", argv.join(" ")),
         EventKind::Fork { child_pid, .. } => format!("fork -> {child_pid}"),
-        EventKind::Exit { exit_code } => format!("exit {exit_code}"),
+        EventKind::Exit { exit_code, killed_by } => exit_text(*exit_code, killed_by.as_ref()),
         EventKind::Lost { count, location } => format!("LOST {count} events ({location})"),
         EventKind::Launch { name, role, .. } => format!("launch {role} {name}"),
         EventKind::Output { stream, line, .. } => format!("{stream}: {line}"),

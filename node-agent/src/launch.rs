@@ -233,7 +233,10 @@ pub fn launch(
             }
             Err(_) => (-1, 0),
         };
-        capture.note(AgentNote { pid, comm: name, run, kind: EventKind::Exit { exit_code: code } });
+        // The sender is the decoder's to add: it saw the signal generated.
+        let killed_by =
+            (signal != 0).then(|| heisen_recordings::KilledBy { signal, sender_pid: 0, sender_comm: String::new() });
+        capture.note(AgentNote { pid, comm: name, run, kind: EventKind::Exit { exit_code: code, killed_by } });
         let _ = life.send(Life::Exited { code, signal });
     });
     Ok(pid)

@@ -52,7 +52,12 @@ impl From<&rec::Event> for Event {
             rec::EventKind::Fork { parent_pid, child_pid } => {
                 Kind::Fork(Fork { parent_pid: *parent_pid, child_pid: *child_pid })
             }
-            rec::EventKind::Exit { exit_code } => Kind::Exit(Exit { exit_code: *exit_code }),
+            rec::EventKind::Exit { exit_code, killed_by } => Kind::Exit(Exit {
+                exit_code: *exit_code,
+                killed_by_signal: killed_by.as_ref().map_or(0, |k| k.signal),
+                sender_pid: killed_by.as_ref().map_or(0, |k| k.sender_pid),
+                sender_comm: killed_by.as_ref().map(|k| k.sender_comm.clone()).unwrap_or_default(),
+            }),
             rec::EventKind::Lost { count, location } => Kind::Lost(Lost { count: *count, r#where: location.clone() }),
             rec::EventKind::Launch { name, role, argv } => {
                 Kind::Launch(Launch { name: name.clone(), role: role.clone(), argv: argv.clone() })
@@ -217,7 +222,14 @@ impl TryFrom<Event> for rec::Event {
             },
             Kind::Exec(x) => rec::EventKind::Exec { filename: x.filename, argv: x.argv, ppid: x.ppid },
             Kind::Fork(f) => rec::EventKind::Fork { parent_pid: f.parent_pid, child_pid: f.child_pid },
-            Kind::Exit(x) => rec::EventKind::Exit { exit_code: x.exit_code },
+            Kind::Exit(x) => rec::EventKind::Exit {
+                exit_code: x.exit_code,
+                killed_by: (x.killed_by_signal != 0).then_some(rec::KilledBy {
+                    signal: x.killed_by_signal,
+                    sender_pid: x.sender_pid,
+                    sender_comm: x.sender_comm,
+                }),
+            },
             Kind::Lost(l) => rec::EventKind::Lost { count: l.count, location: l.r#where },
             Kind::Launch(l) => rec::EventKind::Launch { name: l.name, role: l.role, argv: l.argv },
             Kind::Output(o) => rec::EventKind::Output { name: o.name, stream: o.stream, line: o.line },

@@ -69,7 +69,15 @@ pub enum EventKind {
     /// A new task: the fork -> child causal edge.
     Fork { parent_pid: i32, child_pid: i32 },
     /// A process ended; `exit_code` is -1 when only the tracepoint saw it.
-    Exit { exit_code: i32 },
+    Exit {
+        /// The status it asked for (exit_group), 128+signal when a signal ended it, -1 when
+        /// neither was seen.
+        exit_code: i32,
+        /// The signal whose default action ended the process, with its sender when the signal's
+        /// generation was seen; None for an exit through exit_group.
+        #[serde(default)]
+        killed_by: Option<KilledBy>,
+    },
     /// Events dropped by the kernel buffer or the agent. Loss is never silent.
     Lost { count: u64, location: String },
     /// The agent launched a scenario process (service or step).
@@ -167,6 +175,14 @@ pub fn fcntl_lock_cmd(cmd: u64) -> Option<&'static str> {
 }
 
 /// Where a signal event was observed.
+/// The signal that ended a process and who sent it (pid 0 and an empty name: not seen).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KilledBy {
+    pub signal: i32,
+    pub sender_pid: i32,
+    pub sender_comm: String,
+}
+
 /// Where an fd's name came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -30,7 +30,9 @@ pub use decode::{
 pub use env::{
     crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry, SnapshotAt,
 };
-pub use event::{fcntl_lock_cmd, flock_op_name, interrupted, AttachPhase, Event, EventKind, PathFrom, SignalPhase};
+pub use event::{
+    fcntl_lock_cmd, flock_op_name, interrupted, AttachPhase, Event, EventKind, KilledBy, PathFrom, SignalPhase,
+};
 pub use merge::{Merge, Placed};
 pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,

@@ -76,7 +76,14 @@ mod tests {
     use crate::EventKind;
 
     fn ev(seq: u64, raw_ns: i64) -> Event {
-        Event { seq, raw_ns, pid: 1, comm: String::new(), run: 0, kind: EventKind::Exit { exit_code: 0 } }
+        Event {
+            seq,
+            raw_ns,
+            pid: 1,
+            comm: String::new(),
+            run: 0,
+            kind: EventKind::Exit { exit_code: 0, killed_by: None },
+        }
     }
 
     #[test]

@@ -73,7 +73,9 @@ impl Mark {
                 (MarkKind::Output { process, text }, EventKind::Output { name, line, .. }) => {
                     process == name && line.contains(text.as_str())
                 }
-                (MarkKind::Exit { process }, EventKind::Exit { exit_code }) => *exit_code >= 0 && e.comm == *process,
+                (MarkKind::Exit { process }, EventKind::Exit { exit_code, .. }) => {
+                    *exit_code >= 0 && e.comm == *process
+                }
                 _ => false,
             }
     }
@@ -376,7 +378,7 @@ mod tests {
         let events = vec![
             ev(0, 10, EventKind::Fork { parent_pid: 10, child_pid: 11 }),
             ev(1, 10, signal(SignalPhase::Generate)),
-            ev(2, 11, EventKind::Exit { exit_code: 0 }),
+            ev(2, 11, EventKind::Exit { exit_code: 0, killed_by: None }),
             ev(3, 20, signal(SignalPhase::Deliver)),
         ];
         let edges = recorded_edges(&[("h", &events)]);

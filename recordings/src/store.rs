@@ -167,7 +167,14 @@ mod tests {
     use crate::EventKind;
 
     fn event(seq: u64) -> Event {
-        Event { seq, raw_ns: seq as i64 * 10, pid: 7, comm: "w".into(), run: 1, kind: EventKind::Exit { exit_code: 0 } }
+        Event {
+            seq,
+            raw_ns: seq as i64 * 10,
+            pid: 7,
+            comm: "w".into(),
+            run: 1,
+            kind: EventKind::Exit { exit_code: 0, killed_by: None },
+        }
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn stream(h: usize, n: u64) -> (impl Iterator<Item = Event>, ClockModel) {
             pid: h as i32,
             comm: String::new(),
             run: 0,
-            kind: EventKind::Exit { exit_code: 0 },
+            kind: EventKind::Exit { exit_code: 0, killed_by: None },
         }
     });
     let span = n as i64 * 100 * (h as i64 + 1);

@@ -93,6 +93,9 @@ pub struct Decoder {
     last_mount_call: Option<(i32, String, i64)>,
     /// Exit status each process passed to exit_group, for its exit event.
     exit_codes: FxHashMap<i32, i32>,
+    /// The last signal generated for each process whose default action ends it, and its sender:
+    /// what ended a process that exits without exit_group.
+    fatal: FxHashMap<i32, (i32, i32, String)>,
     /// Cron jobs in progress: pid -> (crontab, line, command).
     cron_jobs: FxHashMap<i32, (String, String, String)>,
     /// Crontab directories besides the system ones and the cron daemon's own `-c DIR`.
@@ -125,6 +128,7 @@ impl Decoder {
             local_addrs: Vec::new(),
             last_mount_call: None,
             exit_codes: FxHashMap::default(),
+            fatal: FxHashMap::default(),
             cron_jobs: FxHashMap::default(),
             crontab_dirs: Vec::new(),
             tracers: std::collections::HashSet::new(),
@@ -241,11 +245,20 @@ impl Decoder {
                 self.call_args.remove(&line.pid);
                 self.exec_argv.remove(&line.pid);
                 self.fds.exit(line.pid, group_dead);
-                let exit_code = self.exit_codes.remove(&line.pid).unwrap_or(-1);
+                let asked = self.exit_codes.remove(&line.pid);
+                let fatal = self.fatal.remove(&line.pid);
                 if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
                     return Step::Nothing; // the launcher reports launched processes' exit codes
                 }
-                let exit = self.decoded(line, line.pid, &line.comm, EventKind::Exit { exit_code });
+                // No exit_group: a signal's default action ended it (the last one generated for it).
+                let (exit_code, killed_by) = match (asked, fatal) {
+                    (Some(code), _) => (code, None),
+                    (None, Some((signal, sender_pid, sender_comm))) => {
+                        (128 + signal, Some(heisen_recordings::KilledBy { signal, sender_pid, sender_comm }))
+                    }
+                    (None, None) => (-1, None),
+                };
+                let exit = self.decoded(line, line.pid, &line.comm, EventKind::Exit { exit_code, killed_by });
                 let end = self.cron_jobs.remove(&line.pid).map(|(crontab, crontab_line, command)| EventKind::Cron {
                     phase: "end".into(),
                     crontab,
@@ -269,6 +282,9 @@ impl Decoder {
                 }
                 let target_comm = line.text("comm").unwrap_or_default();
                 self.last_sender.insert((target, sig), (line.pid, line.comm.to_string()));
+                if heisen_recordings::default_kills(sig) {
+                    self.fatal.insert(target, (sig, line.pid, line.comm.to_string()));
+                }
                 let result = line.int("result").unwrap_or(0) as i32;
                 self.event(
                     line,
@@ -292,7 +308,15 @@ impl Decoder {
                 if !self.in_scope(line.pid) {
                     return Step::Nothing;
                 }
-                let (sender_pid, sender_comm) = self.last_sender.remove(&(line.pid, sig)).unwrap_or((0, String::new()));
+                let (mut sig, (mut sender_pid, mut sender_comm)) =
+                    (sig, self.last_sender.remove(&(line.pid, sig)).unwrap_or((0, String::new())));
+                // A fatal signal's default action reaches every thread as a SIGKILL the kernel
+                // makes up: the signal that was sent is the one to show, with its sender.
+                if sig == libc::SIGKILL && sender_pid == 0 {
+                    if let Some((fatal, pid, comm)) = self.fatal.get(&line.pid).filter(|f| f.0 != libc::SIGKILL) {
+                        (sig, sender_pid, sender_comm) = (*fatal, *pid, comm.clone());
+                    }
+                }
                 self.event(
                     line,
                     line.pid,
@@ -343,6 +367,12 @@ impl Decoder {
                 self.launching.insert(pid);
             }
             self.in_scope.insert(pid, true);
+        }
+        let mut note = note;
+        if let EventKind::Exit { killed_by: Some(k), .. } = &mut note.kind {
+            if let Some((signal, sender_pid, sender_comm)) = self.fatal.remove(&pid).filter(|f| f.0 == k.signal) {
+                (k.signal, k.sender_pid, k.sender_comm) = (signal, sender_pid, sender_comm);
+            }
         }
         // Notes of other recorders (ptrace) do not know the run: the process's lineage does.
         let run = if note.run == 0 { self.run_of.get(&pid).copied().unwrap_or(0) } else { note.run };

@@ -306,3 +306,37 @@ fn the_fd_table_names_each_call_at_its_time() {
         "#]],
     );
 }
+
+/// A process ended by SIGHUP's default action: the kernel delivers it as a SIGKILL it makes up,
+/// and the process never calls exit_group. The delivery shows the SIGHUP and its sender, and the
+/// exit says the process was killed by it, from whom — never `SIGKILL (sender not seen)`, `exit -1`.
+#[test]
+fn a_death_by_a_signals_default_action_names_the_signal_and_its_sender() {
+    let note = note_line(5000090, &launch_note("svc", "svc", "service", 1));
+    check(
+        &[
+            &note,
+            "   svc-5000090 [0] ..... 1.000001: sched_process_exec: filename=/usr/bin/svc pid=5000090 old_pid=5000090",
+            "   svc-5000091 [0] ..... 1.000002: sched_process_fork: comm=svc pid=5000090 child_comm=svc child_pid=5000091",
+            "   svc-5000092 [0] ..... 1.000002: sched_process_fork: comm=svc pid=5000090 child_comm=svc child_pid=5000092",
+            "   kill-5000099 [1] d..1. 1.000003: signal_generate: sig=1 errno=0 code=0 comm=svc pid=5000091 grp=1 res=0",
+            "   svc-5000091 [0] d..1. 1.000004: signal_deliver: sig=9 errno=0 code=0 sa_handler=0 sa_flags=0",
+            "   svc-5000091 [0] ..... 1.000005: sched_process_exit: comm=svc pid=5000091 prio=120 group_dead=1",
+            // One that exits through exit_group keeps its status, whatever was sent to it.
+            "   kill-5000099 [1] d..1. 1.000006: signal_generate: sig=15 errno=0 code=0 comm=svc pid=5000092 grp=1 res=0",
+            "   svc-5000092 [0] ..... 1.000007: sys_exit_group(error_code: 0x3)",
+            "   svc-5000092 [0] ..... 1.000008: sched_process_exit: comm=svc pid=5000092 prio=120 group_dead=1",
+        ],
+        expect![[r#"
+            run 1 pid 5000090 (svc) @1001000001000 Launch { name: "svc", role: "service", argv: [] }
+            run 1 pid 5000090 (svc) @1001000001000 Exec { filename: "/usr/bin/svc", argv: [], ppid: 0 }
+            run 1 pid 5000090 (svc) @1001000002000 Fork { parent_pid: 5000090, child_pid: 5000091 }
+            run 1 pid 5000090 (svc) @1001000002000 Fork { parent_pid: 5000090, child_pid: 5000092 }
+            run 0 pid 5000099 (kill) @1001000003000 Signal { signal: 1, sender_pid: 5000099, sender_comm: "kill", target_pid: 5000091, target_comm: "svc", phase: Generate, result: 0 }
+            run 1 pid 5000091 (svc) @1001000004000 Signal { signal: 1, sender_pid: 5000099, sender_comm: "kill", target_pid: 5000091, target_comm: "svc", phase: Deliver, result: 0 }
+            run 1 pid 5000091 (svc) @1001000005000 Exit { exit_code: 129, killed_by: Some(KilledBy { signal: 1, sender_pid: 5000099, sender_comm: "kill" }) }
+            run 0 pid 5000099 (kill) @1001000006000 Signal { signal: 15, sender_pid: 5000099, sender_comm: "kill", target_pid: 5000092, target_comm: "svc", phase: Generate, result: 0 }
+            run 1 pid 5000092 (svc) @1001000008000 Exit { exit_code: 3, killed_by: None }
+        "#]],
+    );
+}
