@@ -32,42 +32,6 @@ pub const ARGS_EVENT: &str = "heisen_args";
 /// The object, 8-byte aligned: ELF headers are read in place.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/args.bpf.o"));
 
-/// Syscalls (tracepoint names) the object has programs for: strings, addresses or both.
-pub const SYSCALLS: &[&str] = &[
-    "open",
-    "openat",
-    "openat2",
-    "creat",
-    "rename",
-    "renameat",
-    "renameat2",
-    "unlink",
-    "unlinkat",
-    "mkdir",
-    "mkdirat",
-    "rmdir",
-    "link",
-    "linkat",
-    "symlink",
-    "symlinkat",
-    "truncate",
-    "chmod",
-    "fchmodat",
-    "chown",
-    "lchown",
-    "fchownat",
-    "mount",
-    "umount",
-    "connect",
-    "bind",
-    "sendto",
-    "recvfrom",
-    "accept",
-    "accept4",
-    "execve",
-    "execveat",
-];
-
 /// Byte layout of a record (`struct record` in the C program).
 const STR_OFFSET: usize = 40;
 const RECORD_BYTES: usize = STR_OFFSET + 3 * 256 + 128;
@@ -126,8 +90,9 @@ impl ArgsRecorder {
         let mut attached = Vec::new();
         // Exec's path and argv always: an exec is rare, and /proc read later may show the next
         // program already (`ip netns exec` becomes `sh` within a millisecond).
-        let wanted = syscalls.iter().copied().chain(["execve", "execveat"]);
-        for name in wanted.filter(|n| SYSCALLS.contains(n)) {
+        // The object's programs are named after the tracepoints (`enter_openat`, `exit_openat`):
+        // a syscall it has none for is simply not read.
+        for name in syscalls.iter().copied().chain(["execve", "execveat"]) {
             for (prefix, event) in [("enter_", "sys_enter_"), ("exit_", "sys_exit_")] {
                 let Some(program) = ebpf.program_mut(&format!("{prefix}{name}")) else { continue };
                 let program: &mut TracePoint = program

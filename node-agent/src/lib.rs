@@ -9,6 +9,7 @@ mod bpf_args;
 mod capture;
 mod cgroup;
 mod clock;
+mod comms;
 mod environment;
 mod error;
 pub use error::AgentError;
