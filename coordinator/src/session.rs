@@ -93,9 +93,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// Starts capture `capture_id` on every agent and opens the gate channels.
-    pub async fn open(agents: BTreeMap<String, Agent>, capture_id: &str) -> Result<Session> {
-        Session::open_selected(agents, capture_id, &client::Selection::default()).await
+    /// Starts capture `capture_id` of `scenario` on every agent (recording the syscalls it
+    /// names, or the agents' default set) and opens the gate channels.
+    pub async fn open(agents: BTreeMap<String, Agent>, capture_id: &str, scenario: &Scenario) -> Result<Session> {
+        let selection = client::Selection { syscalls: scenario.syscalls.clone(), ..Default::default() };
+        Session::open_selected(agents, capture_id, &selection).await
     }
 
     /// Like `open`, recording syscalls only of the selected processes (ad-hoc captures).

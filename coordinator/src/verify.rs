@@ -117,7 +117,7 @@ pub async fn load_observed(
     for p in traced.services.iter_mut().chain(traced.steps.iter_mut()) {
         p.ptrace = true;
     }
-    let mut session = Session::open(agents, capture_id).await?;
+    let mut session = Session::open(agents, capture_id, scenario).await?;
     for note in session.observer_notes() {
         progress(&note);
     }
@@ -144,7 +144,7 @@ pub async fn verify(
             scenario.name
         )
     })?;
-    let mut session = Session::open(agents, capture_id).await?;
+    let mut session = Session::open(agents, capture_id, scenario).await?;
     let mut results = Vec::new();
     for ordering in for_scenario(scenario, hypothesis) {
         results.push(run_ordering(&mut session, scenario, &ordering, vars, runs).await?);

@@ -339,6 +339,10 @@ impl Capture {
         let tracepoints: Vec<&str> = syscalls.iter().map(|s| heisen_recordings::tracepoint_name(s)).collect();
         let (args, args_note) = if text_reader {
             (None, "no paths: HEISEN_TRACE_READER=text".to_string())
+        } else if std::env::var("HEISEN_ARGS_RECORDER").is_ok_and(|v| v == "off") {
+            // Its BPF programs make the kernel's perf hook run on every syscall of the machine
+            // (docs/BENCHMARKS.md): an agent may be started without them.
+            (None, "no paths: HEISEN_ARGS_RECORDER=off".to_string())
         } else {
             match bpf_select(&scope, &instance_name, &mut cgroup)
                 .and_then(|select| ArgsRecorder::start(select, &tracepoints))

@@ -18,7 +18,7 @@ pub async fn run(a: ReplayArgs) -> Result<i32> {
     progress(&format!("enforcing {}", ordering.description));
     let repeat = a.repeat.max(1);
     let hosts = connect(&scenario, &a.target).await?;
-    let mut session = session::Session::open(hosts.agents, &capture_id(&scenario.name, "replay")).await?;
+    let mut session = session::Session::open(hosts.agents, &capture_id(&scenario.name, "replay"), &scenario).await?;
     let reps = replay::execute(&mut session, &scenario, &ordering, &hosts.vars, repeat).await?;
     let replay_bundle = session.close(Some(&scenario), &shown).await?;
     let path = write_bundle(&replay_bundle, a.out)?;

@@ -25,6 +25,9 @@ pub struct Scenario {
     /// Environment variants: named pieces of state (a daemon running, a mount present) that a run
     /// can have or not.
     pub variants: Vec<Variant>,
+    /// The syscalls every host records, as named in the file (classes such as `file`, `network`,
+    /// and syscall names); empty: the agents' default set.
+    pub syscalls: Vec<String>,
     /// The file's text, kept so bundles carry the scenario verbatim.
     pub text: String,
 }

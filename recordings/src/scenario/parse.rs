@@ -76,6 +76,22 @@ impl Scenario {
             return Err(src.err(Some(raw.load.repeat.span()), "load.repeat", "must be at least 1".into()));
         }
         let failure = failure(&src, &names, raw.failure)?;
+        let syscalls = match raw.syscalls {
+            None => Vec::new(),
+            Some(list) => {
+                let span = list.span();
+                let list = list.into_inner();
+                crate::expand_syscalls(&list).map_err(|bad| {
+                    let classes: Vec<&str> = crate::CLASSES.iter().map(|(c, _)| *c).collect();
+                    let message = format!(
+                        "`{bad}` is neither a syscall heisen records nor a class ({}, default)",
+                        classes.join(", ")
+                    );
+                    src.err(Some(span), "syscalls", message)
+                })?;
+                list
+            }
+        };
         let hypothesis = raw.hypothesis.map(|h| hypothesis(&src, &names, h)).transpose()?;
         Ok(Scenario {
             name: raw.name,
@@ -87,6 +103,7 @@ impl Scenario {
             failure,
             hypothesis,
             variants,
+            syscalls,
             text: text.to_string(),
         })
     }

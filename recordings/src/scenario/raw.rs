@@ -21,6 +21,8 @@ pub(super) struct RawScenario {
     pub(super) hypothesis: Option<RawHypothesis>,
     #[serde(default)]
     pub(super) variants: BTreeMap<String, RawVariant>,
+    /// What every host records: syscall classes and names, as `heisen capture --syscalls`.
+    pub(super) syscalls: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]

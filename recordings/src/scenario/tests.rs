@@ -121,6 +121,19 @@ fn errors_name_file_line_and_key() {
         "s.toml:7: redy: unknown field `redy`, expected one of `host`, `command`, `ready`, `after`, `variant`, `ptrace`, `timeout`",
     );
     check_err(&GOOD.replace("[steps.k]", "[steps.k"), "s.toml:11: syntax: invalid table header\nexpected `.`, `]`");
+    check_err(
+        &GOOD.replace("name = \"t\"\n", "name = \"t\"\nsyscalls = [\"file\", \"wirte\"]\n"),
+        "s.toml:2: syscalls: `wirte` is neither a syscall heisen records nor a class (file, desc, read, write, network, \
+         signal, mount, lock, process, default)",
+    );
+}
+
+#[test]
+fn a_scenario_names_what_its_hosts_record() {
+    let s = Scenario::parse("s.toml", &GOOD.replace("name = \"t\"\n", "name = \"t\"\nsyscalls = [\"file\", \"kill\"]\n"))
+        .unwrap();
+    assert_eq!(s.syscalls, vec!["file", "kill"]);
+    assert!(Scenario::parse("s.toml", GOOD).unwrap().syscalls.is_empty(), "none named: the default set");
 }
 
 #[test]
