@@ -130,8 +130,9 @@ fn errors_name_file_line_and_key() {
 
 #[test]
 fn a_scenario_names_what_its_hosts_record() {
-    let s = Scenario::parse("s.toml", &GOOD.replace("name = \"t\"\n", "name = \"t\"\nsyscalls = [\"file\", \"kill\"]\n"))
-        .unwrap();
+    let s =
+        Scenario::parse("s.toml", &GOOD.replace("name = \"t\"\n", "name = \"t\"\nsyscalls = [\"file\", \"kill\"]\n"))
+            .unwrap();
     assert_eq!(s.syscalls, vec!["file", "kill"]);
     assert!(Scenario::parse("s.toml", GOOD).unwrap().syscalls.is_empty(), "none named: the default set");
 }
