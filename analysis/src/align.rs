@@ -131,7 +131,9 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -
     let mut runs: BTreeMap<u32, RunSigs> = valid.iter().map(|r| (*r, RunSigs::default())).collect();
     for (h, rec) in bundle.hosts.iter().enumerate() {
         let mut roles: HashMap<i32, Role> = HashMap::new();
-        for e in &rec.events {
+        // A shim's exec (superseded by the same process's next) says nothing of the program.
+        let shims = heisen_recordings::superseded_execs(&rec.events);
+        for e in rec.events.iter().filter(|e| !shims.contains(&e.seq)) {
             assign_role(h, e, &mut roles);
             let Some(rs) = runs.get_mut(&e.run) else { continue };
             let Some(role) = roles.get(&e.pid).cloned() else { continue };

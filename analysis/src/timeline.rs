@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use heisen_recordings::{
-    errno_name, recorded_edges, signal_name, violates_clocks, Bundle, EdgeKind, Event, EventKind, EventRef, Interval,
-    Merge, Order, Placed, Relation, SignalPhase,
+    errno_name, recorded_edges, signal_name, superseded_execs, violates_clocks, Bundle, EdgeKind, Event, EventKind,
+    EventRef, Interval, Merge, Order, Placed, Relation, SignalPhase,
 };
 use serde_json::{json, Value};
 
@@ -15,7 +15,8 @@ pub struct Filter {
     pub hosts: Vec<String>,
     pub run: Option<u32>,
     pub kinds: Vec<String>,
-    /// Hide noise: SIGCHLD, successful syscalls on stdio, forks.
+    /// Hide noise: SIGCHLD, successful syscalls on stdio, forks, and the execs of shims a
+    /// process ran on its way to its program (its final exec names them).
     pub essentials: bool,
 }
 
@@ -139,9 +140,12 @@ pub fn build<'a>(bundle: &'a Bundle, filter: &Filter) -> Timeline<'a> {
         violations += bad as usize;
         into.entry(e.to).or_default().push((e.from, hosts[e.from.host].0, e.kind, bad));
     }
+    let shims: Vec<std::collections::HashSet<u64>> =
+        if filter.essentials { bundle.hosts.iter().map(|h| superseded_execs(&h.events)).collect() } else { Vec::new() };
     let mut events: Vec<Shown<'a>> = all
         .into_iter()
         .map(|p| (hosts[p.host].0, p))
+        .filter(|(_, p)| shims.get(p.host).is_none_or(|s| !s.contains(&p.event.seq)))
         .filter(|(host, p)| filter.keeps(host, p))
         .map(|(host, placed)| {
             let at = EventRef { host: placed.host, seq: placed.event.seq };
@@ -209,7 +213,9 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
             "signal": signal_name(*signal), "sender_pid": sender_pid, "sender_comm": sender_comm,
             "target_pid": target_pid, "target_comm": target_comm, "phase": phase.as_str(), "result": result,
         }),
-        EventKind::Exec { filename, argv, ppid } => json!({"filename": filename, "argv": argv, "ppid": ppid}),
+        EventKind::Exec { filename, argv, ppid, chain } => {
+            json!({"filename": filename, "argv": argv, "ppid": ppid, "chain": chain})
+        }
         EventKind::Fork { parent_pid, child_pid } => json!({"parent_pid": parent_pid, "child_pid": child_pid}),
         EventKind::Exit { exit_code, killed_by } => json!({
             "exit_code": exit_code,
@@ -311,7 +317,11 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
                 if *sender_pid == 0 { "(sender not seen)".to_string() } else { format!("{sender_comm}[{sender_pid}]") };
             format!("{} {} {sender} -> {target_comm}[{target_pid}]", signal_name(*signal), phase.as_str())
         }
-        EventKind::Exec { filename, argv, .. } => format!("exec {filename} {}", argv.join(" ")),
+        EventKind::Exec { filename, argv, chain, .. } => {
+            let via: Vec<&str> = chain.iter().map(|c| c.rsplit('/').next().unwrap_or(c)).collect();
+            let via = if via.is_empty() { String::new() } else { format!("  (via {})", via.join(", ")) };
+            format!("exec {filename} {}{via}", argv.join(" "))
+        }
         EventKind::Fork { child_pid, .. } => format!("fork -> {child_pid}"),
         EventKind::Exit { exit_code, killed_by } => exit_text(*exit_code, killed_by.as_ref()),
         EventKind::Lost { count, location } => format!("LOST {count} events ({location})"),

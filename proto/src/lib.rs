@@ -46,8 +46,8 @@ impl From<&rec::Event> for Event {
                     result: *result,
                 })
             }
-            rec::EventKind::Exec { filename, argv, ppid } => {
-                Kind::Exec(Exec { filename: filename.clone(), argv: argv.clone(), ppid: *ppid })
+            rec::EventKind::Exec { filename, argv, ppid, chain } => {
+                Kind::Exec(Exec { filename: filename.clone(), argv: argv.clone(), ppid: *ppid, chain: chain.clone() })
             }
             rec::EventKind::Fork { parent_pid, child_pid } => {
                 Kind::Fork(Fork { parent_pid: *parent_pid, child_pid: *child_pid })
@@ -220,7 +220,7 @@ impl TryFrom<Event> for rec::Event {
                 phase: if s.phase == "deliver" { rec::SignalPhase::Deliver } else { rec::SignalPhase::Generate },
                 result: s.result,
             },
-            Kind::Exec(x) => rec::EventKind::Exec { filename: x.filename, argv: x.argv, ppid: x.ppid },
+            Kind::Exec(x) => rec::EventKind::Exec { filename: x.filename, argv: x.argv, ppid: x.ppid, chain: x.chain },
             Kind::Fork(f) => rec::EventKind::Fork { parent_pid: f.parent_pid, child_pid: f.child_pid },
             Kind::Exit(x) => rec::EventKind::Exit {
                 exit_code: x.exit_code,

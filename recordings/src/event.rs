@@ -65,7 +65,15 @@ pub enum EventKind {
         result: i32,
     },
     /// A successful execve: gives process lineage and what ran.
-    Exec { filename: String, argv: Vec<String>, ppid: i32 },
+    Exec {
+        filename: String,
+        argv: Vec<String>,
+        ppid: i32,
+        /// The programs this process ran before this one, in order: the shims it went through
+        /// (a shell, `env`, pyenv's) on its way to its program.
+        #[serde(default)]
+        chain: Vec<String>,
+    },
     /// A new task: the fork -> child causal edge.
     Fork { parent_pid: i32, child_pid: i32 },
     /// A process ended; `exit_code` is -1 when only the tracepoint saw it.
@@ -236,6 +244,33 @@ impl AttachPhase {
     }
 }
 
+/// The exec events of `events` (one host's, in seq order) that the same process superseded with
+/// another exec before it exited: a shim's, not the program's. Their seqs.
+pub fn superseded_execs(events: &[Event]) -> std::collections::HashSet<u64> {
+    let mut last: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
+    let mut superseded = std::collections::HashSet::new();
+    for e in events {
+        match &e.kind {
+            EventKind::Exec { .. } => {
+                if let Some(earlier) = last.insert(e.pid, e.seq) {
+                    superseded.insert(earlier);
+                }
+            }
+            EventKind::Exit { .. } | EventKind::Fork { .. } => {
+                // An exit ends the pid's life (a later exec is a reused pid); a fork's child
+                // starts a new one.
+                if let EventKind::Fork { child_pid, .. } = &e.kind {
+                    last.remove(child_pid);
+                } else {
+                    last.remove(&e.pid);
+                }
+            }
+            _ => {}
+        }
+    }
+    superseded
+}
+
 impl EventKind {
     /// The stable kind name used in `timeline --json` (`syscall`, `signal`, ...).
     pub fn name(&self) -> &'static str {
@@ -277,5 +312,36 @@ mod tests {
         assert_eq!(flock_op_name(1), "LOCK_SH");
         assert_eq!(fcntl_lock_cmd(7), Some("F_SETLKW"));
         assert_eq!(fcntl_lock_cmd(3), None);
+    }
+}
+
+#[cfg(test)]
+mod shim_tests {
+    use super::*;
+
+    fn ev(seq: u64, pid: i32, kind: EventKind) -> Event {
+        Event { seq, raw_ns: seq as i64, pid, comm: String::new(), run: 0, kind }
+    }
+
+    fn exec(seq: u64, pid: i32, file: &str) -> Event {
+        ev(seq, pid, EventKind::Exec { filename: file.into(), argv: vec![], ppid: 1, chain: vec![] })
+    }
+
+    /// A shim chain in one process (sh, pyenv, python): the first two are superseded. A forked
+    /// child's first exec and a reused pid's exec after an exit are not.
+    #[test]
+    fn a_processes_earlier_execs_are_its_shims() {
+        let events = vec![
+            exec(1, 10, "/bin/sh"),
+            exec(2, 10, "/usr/bin/pyenv"),
+            ev(3, 10, EventKind::Fork { parent_pid: 10, child_pid: 11 }),
+            exec(4, 11, "/usr/libexec/pyenv-hooks"),
+            exec(5, 10, "/usr/bin/python3"),
+            ev(6, 10, EventKind::Exit { exit_code: 0, killed_by: None }),
+            exec(7, 10, "/bin/true"),
+        ];
+        let mut shims: Vec<u64> = superseded_execs(&events).into_iter().collect();
+        shims.sort_unstable();
+        assert_eq!(shims, vec![1, 2]);
     }
 }

@@ -31,7 +31,8 @@ pub use env::{
     crontab_command, crontab_jobs, parse_mountinfo, Crontab, Daemon, Environment, Interface, MountEntry, SnapshotAt,
 };
 pub use event::{
-    fcntl_lock_cmd, flock_op_name, interrupted, AttachPhase, Event, EventKind, KilledBy, PathFrom, SignalPhase,
+    fcntl_lock_cmd, flock_op_name, interrupted, superseded_execs, AttachPhase, Event, EventKind, KilledBy, PathFrom,
+    SignalPhase,
 };
 pub use merge::{Merge, Placed};
 pub use order::{

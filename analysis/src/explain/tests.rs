@@ -58,7 +58,9 @@ fn bundle(table: &str) -> Bundle {
                     ("launch", [name]) => {
                         EventKind::Launch { name: name.to_string(), role: "step".into(), argv: vec![] }
                     }
-                    ("exec", []) => EventKind::Exec { filename: format!("/bin/{host}-prog"), argv: vec![], ppid: 1 },
+                    ("exec", []) => {
+                        EventKind::Exec { filename: format!("/bin/{host}-prog"), argv: vec![], ppid: 1, chain: vec![] }
+                    }
                     ("prints", text) => {
                         EventKind::Output { name: String::new(), stream: "stdout".into(), line: text.join(" ") }
                     }
@@ -319,6 +321,43 @@ fn the_narrower_window_outranks_a_process_long_one() {
             1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands while writer's close calls are under way [client]
             1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's write(fd>=3) calls [client]
             1.00 1/1 vs 0/1 [ordering] remount's kill(SIGHUP) [server] lands before the end of writer's close calls [client]
+        "#]],
+    );
+}
+
+/// A connection's writes and its receives span the same window (its connect to its close) and
+/// separate alike: the calls that open the stream (the writes) rank first, they are where a
+/// gate holds the request.
+#[test]
+fn a_connections_first_calls_outrank_its_later_ones() {
+    check(
+        r#"
+        host client ±10
+        host node ±10
+        run 1 failed
+        client 100 1000 launch upload
+        client 100 2000 connect 4
+        client 100 3000 write 4 = 8
+        client 100 3500 recvfrom 4 = 8
+        node 200 4000 launch healthcheck
+        node 200 4100 connect 3
+        client 100 5000 write 4 = 8
+        client 100 5500 recvfrom 4 = 8
+        run 2 passed
+        client 101 11000 launch upload
+        client 101 12000 connect 4
+        client 101 13000 write 4 = 8
+        client 101 13500 recvfrom 4 = 8
+        client 101 15000 write 4 = 8
+        client 101 15500 recvfrom 4 = 8
+        node 201 18000 launch healthcheck
+        node 201 18100 connect 3
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/1 [ordering] healthcheck's connect [node] lands while upload's connection is in use (from its connect through its write(fd>=3) calls to its close) [client]
+            1.00 1/1 vs 0/1 [ordering] healthcheck's connect [node] lands while upload's connection is in use (from its connect through its recvfrom(fd>=3) calls to its close) [client]
+            1.00 1/1 vs 0/1 [ordering] healthcheck's connect [node] lands before the end of upload's write(fd>=3) calls [client]
+            1.00 1/1 vs 0/1 [ordering] healthcheck's connect [node] lands before the end of upload's recvfrom(fd>=3) calls [client]
         "#]],
     );
 }

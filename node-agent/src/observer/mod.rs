@@ -84,6 +84,8 @@ pub struct Decoder {
     fds: fds::Fds,
     /// Strings and addresses the argument recorder read for a call in progress, per thread.
     call_args: FxHashMap<i32, calls::CallArgs>,
+    /// The programs each process ran before, in order (its exec chain through shims).
+    exec_chain: FxHashMap<i32, Vec<String>>,
     /// argv of an exec in progress, as the argument recorder read it at the call.
     exec_argv: FxHashMap<i32, (Vec<String>, bool)>,
     /// Addresses that make a TCP socket this host's (empty: socket events are not recorded).
@@ -125,6 +127,7 @@ impl Decoder {
             fds: fds::Fds::default(),
             call_args: FxHashMap::default(),
             exec_argv: FxHashMap::default(),
+            exec_chain: FxHashMap::default(),
             local_addrs: Vec::new(),
             last_mount_call: None,
             exit_codes: FxHashMap::default(),
@@ -235,7 +238,11 @@ impl Decoder {
                 };
                 let ppid = parent_of(line.pid).unwrap_or(0);
                 let cron = self.cron_start(line.pid, ppid, &argv);
-                let exec = self.decoded(line, line.pid, &line.comm, EventKind::Exec { filename, argv, ppid });
+                let before = self.exec_chain.entry(line.pid).or_default();
+                let chain = before.clone();
+                before.push(filename.clone());
+                let kind = EventKind::Exec { filename, argv, ppid, chain };
+                let exec = self.decoded(line, line.pid, &line.comm, kind);
                 self.with_second(line, exec, cron)
             }
             "sched_process_exit" => {
@@ -244,6 +251,7 @@ impl Decoder {
                 self.pending.remove(&line.pid);
                 self.call_args.remove(&line.pid);
                 self.exec_argv.remove(&line.pid);
+                self.exec_chain.remove(&line.pid);
                 self.fds.exit(line.pid, group_dead);
                 let asked = self.exit_codes.remove(&line.pid);
                 let fatal = self.fatal.remove(&line.pid);

@@ -90,7 +90,7 @@ fn attaches_are_recorded_and_only_interrupted_waits_are_kept() {
         ],
         expect![[r#"
             run 2 pid 5000060 (eventd) @1001000001000 Launch { name: "eventd", role: "service", argv: [] }
-            run 2 pid 5000060 (eventd) @1001000001000 Exec { filename: "/usr/sbin/eventd", argv: [], ppid: 0 }
+            run 2 pid 5000060 (eventd) @1001000001000 Exec { filename: "/usr/sbin/eventd", argv: [], ppid: 0, chain: [] }
             run 2 pid 5000060 (eventd) @1001000002000 Fork { parent_pid: 5000060, child_pid: 5000061 }
             run 2 pid 5000061 (check) @1002000000000 Attach { tracer: "check", tracer_pid: 5000061, target_pid: 5000060, phase: Attach, how: "PTRACE_SEIZE (seen by the kernel observer)" }
             run 2 pid 5000060 (eventd) @1002000002000 Syscall { name: "epoll_wait", args: [4, 127, 8, 4294967295], ret: -4, enter_ns: 1001000005000, fd_path: None, strings: [], addr: None, path_from: None }
@@ -124,7 +124,7 @@ fn locks_exits_and_signals_from_outside_the_run() {
         ],
         expect![[r#"
             run 4 pid 5000070 (php-worker) @1001000001000 Launch { name: "worker", role: "step", argv: [] }
-            run 4 pid 5000070 (php-worker) @1001000001000 Exec { filename: "/usr/bin/php", argv: [], ppid: 0 }
+            run 4 pid 5000070 (php-worker) @1001000001000 Exec { filename: "/usr/bin/php", argv: [], ppid: 0, chain: [] }
             run 4 pid 5000070 (php-worker) @1001000003000 Lock { call: "flock", op: "LOCK_EX", fd: 5, path: None, ret: 0, enter_ns: 1001000002000 }
             run 4 pid 5000070 (php-worker) @1001000005000 Lock { call: "fcntl", op: "F_SETLKW", fd: 5, path: None, ret: -11, enter_ns: 1001000004000 }
             run 4 pid 5000070 (php-worker) @1001000007000 Syscall { name: "umount2", args: [32765, 2], ret: 0, enter_ns: 1001000007000, fd_path: None, strings: [], addr: None, path_from: None }
@@ -167,7 +167,7 @@ fn whole_calls_decode_and_launch_plumbing_is_dropped() {
     ];
     expect![[r#"
         run 2 pid 5000060 (load) @1001000001000 Launch { name: "load", role: "step", argv: [] }
-        run 2 pid 5000060 (load) @1001000003000 Exec { filename: "/bin/load", argv: [], ppid: 0 }
+        run 2 pid 5000060 (load) @1001000003000 Exec { filename: "/bin/load", argv: [], ppid: 0, chain: [] }
         run 2 pid 5000060 (load) @1001000004000 Syscall { name: "write", args: [1, 0, 5], ret: 5, enter_ns: 1001000004000, fd_path: None, strings: [], addr: None, path_from: None }
     "#]]
     .assert_eq(&render(&steps));
@@ -329,7 +329,7 @@ fn a_death_by_a_signals_default_action_names_the_signal_and_its_sender() {
         ],
         expect![[r#"
             run 1 pid 5000090 (svc) @1001000001000 Launch { name: "svc", role: "service", argv: [] }
-            run 1 pid 5000090 (svc) @1001000001000 Exec { filename: "/usr/bin/svc", argv: [], ppid: 0 }
+            run 1 pid 5000090 (svc) @1001000001000 Exec { filename: "/usr/bin/svc", argv: [], ppid: 0, chain: [] }
             run 1 pid 5000090 (svc) @1001000002000 Fork { parent_pid: 5000090, child_pid: 5000091 }
             run 1 pid 5000090 (svc) @1001000002000 Fork { parent_pid: 5000090, child_pid: 5000092 }
             run 0 pid 5000099 (kill) @1001000003000 Signal { signal: 1, sender_pid: 5000099, sender_comm: "kill", target_pid: 5000091, target_comm: "svc", phase: Generate, result: 0 }
