@@ -1,16 +1,16 @@
 //! The write recorder: one kernel event per `write(2)`, made by a small BPF program on the raw
-//! `sys_exit` tracepoint and queued in a BPF ring buffer that the trace reader drains on its
-//! timer, beside the tracefs per-CPU buffers.
+//! `sys_exit` tracepoint (`bpf/writes.bpf.c`, C compiled by clang in `build.rs`, loaded with aya
+//! like the argument recorder) and queued in a BPF ring buffer that the trace reader drains on
+//! its timer, beside the tracefs per-CPU buffers.
 //!
 //! Why: through tracefs a call costs two kernel events, `sys_enter_write` for the arguments and
 //! `sys_exit_write` for the result, about 250 ns each here (docs/KERNEL.md); a storm of writes then
 //! runs at 4-5x. At the raw `sys_exit` tracepoint the task's saved registers still hold the
 //! arguments, so one event carries the call whole: fd, buffer, count and result. Writes are the
 //! calls storms are made of; every other call keeps its tracefs enter/exit pair, whose enter
-//! time matters (a blocked lock, a held gate).
+//! time matters (a blocked lock, a held gate). A raw `sys_exit` program runs for every syscall on
+//! the machine, which is why it is opt-in.
 //!
-//! The program is written here in BPF instructions (no clang, no nightly toolchain on the
-//! machines heisen targets), about forty of them, and checked by the kernel's verifier at load.
 //! It selects processes in the kernel so that untraced processes pay one helper call:
 //! - [`Select::Cgroup`]: tasks in one cgroup v2 (launched scope: a launched process joins the
 //!   capture's cgroup before exec, and its descendants inherit it);
@@ -21,11 +21,13 @@
 //! (`trace_clock mono`), so records merge with the tracefs streams by time. Records that do not
 //! fit the ring are counted in the kernel and reported as lost, never dropped silently.
 
-use crate::error::AgentError;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use aya::maps::{Array, MapData, RingBuf};
+use aya::programs::RawTracePoint;
+use aya::{Ebpf, EbpfLoader};
+
+use crate::error::AgentError;
 use crate::rawtrace::{Field, Format, Pool, Record};
 
 /// The record id the write recorder's records carry (tracefs event ids are small).
@@ -34,21 +36,63 @@ pub const WRITE_ID: u16 = 0xfff0;
 /// Bytes of one record: stamp, pid_tgid, fd, buf, count, ret.
 const RECORD_BYTES: usize = 48;
 
-/// Ring buffer size: a storm queues ~2,000 records (112 KB) per millisecond, faster than the
-/// reader decodes and stores them; 32 MiB holds a backlog of 600,000 writes (the tracefs
-/// buffers hold 8 MiB per CPU).
-const RING_BYTES: usize = 32 << 20;
+/// The object, 8-byte aligned: ELF headers are read in place.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/writes.bpf.o"));
 
-/// x86_64 syscall number of `write`.
-const NR_WRITE: i32 = 1;
-
-/// Which tasks' writes the program records.
+/// Which tasks the BPF recorders select.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Select {
     /// Tasks in the cgroup v2 with this id (its directory's inode number).
     Cgroup(u64),
     /// Every task.
     All,
+}
+
+impl Select {
+    /// The value of the programs' `target_cgroup` global: 0 for every task.
+    pub fn cgroup_id(self) -> u64 {
+        match self {
+            Select::Cgroup(id) => id,
+            Select::All => 0,
+        }
+    }
+}
+
+/// Loads a BPF object built by `build.rs`, with its `target_cgroup` set for `select`.
+pub fn load_object(object: &[u8], select: Select, what: &str) -> Result<Ebpf, AgentError> {
+    let missing = env!("HEISEN_BPF_MISSING");
+    if !missing.is_empty() || object.is_empty() {
+        return Err(AgentError::Unavailable(format!("the BPF {what} was not built: {missing}")));
+    }
+    let cgroup = select.cgroup_id();
+    EbpfLoader::new()
+        .set_global("target_cgroup", &cgroup, true)
+        .load(object)
+        .map_err(|e| AgentError::Unavailable(format!("the kernel refused the {what}'s object: {e}")))
+}
+
+/// Moves every record of `ring` into `out` as records with `id`, in time order.
+pub fn drain_ring(ring: &mut RingBuf<MapData>, id: u16, min_bytes: usize, out: &mut VecDeque<Record>, pool: &mut Pool) {
+    let before = out.len();
+    while let Some(item) = ring.next() {
+        let bytes: &[u8] = &item;
+        if bytes.len() < min_bytes {
+            continue;
+        }
+        let mono_ns = i64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+        let pid = i32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        out.push_back(Record { mono_ns, id, pid, data: pool.take(bytes) });
+    }
+    // Records are in the order tasks committed them, which two CPUs (and, for the argument
+    // recorder, entry stamps) can interleave against their stamps: restore time order.
+    if out.len() > before {
+        out.make_contiguous().sort_by_key(|r| r.mono_ns);
+    }
+}
+
+/// A map of the object, by name.
+pub fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, AgentError> {
+    ebpf.take_map(name).ok_or_else(|| AgentError::Unavailable(format!("the BPF object has no map {name}")))
 }
 
 /// The layout of the recorder's records, for the decoder: a `sys_write` that is enter and exit
@@ -72,11 +116,9 @@ pub fn write_format() -> Format {
 
 /// A loaded and attached write recorder. Dropping it detaches the program and frees its maps.
 pub struct WriteRecorder {
-    _prog: OwnedFd,
-    _link: OwnedFd,
-    _ring_map: OwnedFd,
-    lost_map: OwnedFd,
-    ring: Ring,
+    _ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    lost: Array<MapData, u64>,
 }
 
 impl WriteRecorder {
@@ -88,385 +130,39 @@ impl WriteRecorder {
                 std::env::consts::ARCH
             )));
         }
-        let ring_map = map_create(MAP_TYPE_RINGBUF, 0, 0, RING_BYTES as u32, "heisen_writes")?;
-        let lost_map = map_create(MAP_TYPE_ARRAY, 4, 8, 1, "heisen_lost")?;
-        let ring = Ring::map(ring_map.as_raw_fd(), RING_BYTES)?;
-        let insns = program(select, ring_map.as_raw_fd(), lost_map.as_raw_fd());
-        let prog = prog_load(&insns, "heisen_writes")?;
-        let link = raw_tracepoint_open("sys_exit", prog.as_raw_fd())?;
-        Ok(WriteRecorder { _prog: prog, _link: link, _ring_map: ring_map, lost_map, ring })
+        let mut ebpf = load_object(OBJECT, select, "write recorder")?;
+        let refused = |e: aya::programs::ProgramError| AgentError::Unavailable(format!("write recorder: {e}"));
+        let program: &mut RawTracePoint = ebpf
+            .program_mut("on_sys_exit")
+            .ok_or_else(|| AgentError::Unavailable("the write recorder's object has no program".into()))?
+            .try_into()
+            .map_err(refused)?;
+        program.load().map_err(refused)?;
+        program.attach("sys_exit").map_err(refused)?;
+        let ring = RingBuf::try_from(take_map(&mut ebpf, "writes")?)
+            .map_err(|e| AgentError::Unavailable(format!("the writes map: {e}")))?;
+        let lost = Array::try_from(take_map(&mut ebpf, "lost")?)
+            .map_err(|e| AgentError::Unavailable(format!("the lost map: {e}")))?;
+        Ok(WriteRecorder { _ebpf: ebpf, ring, lost })
     }
 
     /// Writes the kernel could not queue because the ring was full.
     pub fn lost(&self) -> u64 {
-        let key = 0u32;
-        let mut value = 0u64;
-        let mut attr = Attr::default();
-        attr.u32(0, self.lost_map.as_raw_fd() as u32);
-        attr.u64(8, &key as *const u32 as u64);
-        attr.u64(16, &mut value as *mut u64 as u64);
-        match sys_bpf(CMD_MAP_LOOKUP_ELEM, &mut attr) {
-            Ok(_) => value,
-            Err(_) => 0,
-        }
+        self.lost.get(&0, 0).unwrap_or(0)
     }
 }
 
 impl crate::rawtrace::SideBuffer for WriteRecorder {
     /// Moves every committed record into `out`, as records of [`write_format`], in time order.
     fn drain(&mut self, out: &mut VecDeque<Record>, pool: &mut Pool) {
-        let before = out.len();
-        self.ring.consume(|bytes| {
-            if bytes.len() < RECORD_BYTES {
-                return;
-            }
-            let mono_ns = i64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
-            let pid = i32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-            out.push_back(Record { mono_ns, id: WRITE_ID, pid, data: pool.take(bytes) });
-        });
-        // Records are in the order tasks reserved them, which two CPUs can interleave against
-        // their stamps: restore time order (nearly sorted already, so this is cheap).
-        if out.len() > before {
-            out.make_contiguous().sort_by_key(|r| r.mono_ns);
-        }
-    }
-}
-
-// --- the program -------------------------------------------------------------------------------
-
-/// One BPF instruction.
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
-}
-
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: dst | (src << 4), off, imm }
-}
-
-// Opcodes (include/uapi/linux/bpf.h, bpf_common.h).
-const MOV64_REG: u8 = 0xbf;
-const MOV64_IMM: u8 = 0xb7;
-const ADD64_IMM: u8 = 0x07;
-const LDX_DW: u8 = 0x79;
-const STX_DW: u8 = 0x7b;
-const ST_W: u8 = 0x62;
-const LD_IMM64: u8 = 0x18;
-const JNE_IMM: u8 = 0x55;
-const JNE_REG: u8 = 0x5d;
-const JEQ_IMM: u8 = 0x15;
-const JA: u8 = 0x05;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-const ATOMIC_DW: u8 = 0xdb;
-const PSEUDO_MAP_FD: u8 = 1;
-
-// Helpers.
-const FN_MAP_LOOKUP_ELEM: i32 = 1;
-const FN_KTIME_GET_NS: i32 = 5;
-const FN_GET_CURRENT_PID_TGID: i32 = 14;
-const FN_GET_CURRENT_CGROUP_ID: i32 = 80;
-const FN_PROBE_READ_KERNEL: i32 = 113;
-const FN_RINGBUF_RESERVE: i32 = 131;
-const FN_RINGBUF_SUBMIT: i32 = 132;
-const RB_NO_WAKEUP: i32 = 1;
-
-/// x86_64 `struct pt_regs`: dx, si, di, orig_ax are contiguous from byte 96.
-const REGS_DX: i32 = 96;
-
-/// A tiny assembler: instructions plus forward jumps patched to named labels.
-#[derive(Default)]
-struct Asm {
-    insns: Vec<Insn>,
-    jumps: Vec<(usize, &'static str)>,
-    labels: Vec<(&'static str, usize)>,
-}
-
-impl Asm {
-    fn op(&mut self, i: Insn) {
-        self.insns.push(i);
-    }
-
-    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: &'static str) {
-        self.jumps.push((self.insns.len(), to));
-        self.insns.push(insn(code, dst, src, 0, imm));
-    }
-
-    fn label(&mut self, name: &'static str) {
-        self.labels.push((name, self.insns.len()));
-    }
-
-    fn ld_imm64(&mut self, dst: u8, src: u8, value: u64) {
-        self.op(insn(LD_IMM64, dst, src, 0, value as u32 as i32));
-        self.op(insn(0, 0, 0, 0, (value >> 32) as u32 as i32));
-    }
-
-    fn finish(mut self) -> Vec<Insn> {
-        for (at, to) in &self.jumps {
-            let target = self.labels.iter().find(|(n, _)| n == to).map(|(_, i)| *i).expect("label defined");
-            self.insns[*at].off = (target as i64 - *at as i64 - 1) as i16;
-        }
-        self.insns
-    }
-}
-
-/// The program: on every syscall exit, if the task is selected and the call was `write`, queue
-/// {stamp, pid_tgid, fd, buf, count, ret}; if the ring is full, count one lost write.
-fn program(select: Select, ring: RawFd, lost: RawFd) -> Vec<Insn> {
-    let mut a = Asm::default();
-    a.op(insn(MOV64_REG, 6, 1, 0, 0)); // r6 = ctx (args[0] = regs, args[1] = ret)
-    if let Select::Cgroup(id) = select {
-        a.op(insn(CALL, 0, 0, 0, FN_GET_CURRENT_CGROUP_ID));
-        a.ld_imm64(1, 0, id);
-        a.jump(JNE_REG, 0, 1, 0, "out");
-    }
-    // Copy regs->dx, si, di, orig_ax to the stack at r10-32.
-    a.op(insn(MOV64_REG, 1, 10, 0, 0));
-    a.op(insn(ADD64_IMM, 1, 0, 0, -32));
-    a.op(insn(MOV64_IMM, 2, 0, 0, 32));
-    a.op(insn(LDX_DW, 3, 6, 0, 0));
-    a.op(insn(ADD64_IMM, 3, 0, 0, REGS_DX));
-    a.op(insn(CALL, 0, 0, 0, FN_PROBE_READ_KERNEL));
-    a.jump(JNE_IMM, 0, 0, 0, "out");
-    a.op(insn(LDX_DW, 1, 10, -8, 0)); // orig_ax: the syscall number
-    a.jump(JNE_IMM, 1, 0, NR_WRITE, "out");
-    a.ld_imm64(1, PSEUDO_MAP_FD, ring as u64);
-    a.op(insn(MOV64_IMM, 2, 0, 0, RECORD_BYTES as i32));
-    a.op(insn(MOV64_IMM, 3, 0, 0, 0));
-    a.op(insn(CALL, 0, 0, 0, FN_RINGBUF_RESERVE));
-    a.jump(JEQ_IMM, 0, 0, 0, "full");
-    a.op(insn(MOV64_REG, 7, 0, 0, 0)); // r7 = record
-    a.op(insn(CALL, 0, 0, 0, FN_KTIME_GET_NS));
-    a.op(insn(STX_DW, 7, 0, 0, 0));
-    a.op(insn(CALL, 0, 0, 0, FN_GET_CURRENT_PID_TGID));
-    a.op(insn(STX_DW, 7, 0, 8, 0));
-    for (stack, field) in [(-16, 16), (-24, 24), (-32, 32)] {
-        // di (fd), si (buf), dx (count)
-        a.op(insn(LDX_DW, 1, 10, stack, 0));
-        a.op(insn(STX_DW, 7, 1, field, 0));
-    }
-    a.op(insn(LDX_DW, 1, 6, 8, 0)); // ret
-    a.op(insn(STX_DW, 7, 1, 40, 0));
-    a.op(insn(MOV64_REG, 1, 7, 0, 0));
-    a.op(insn(MOV64_IMM, 2, 0, 0, RB_NO_WAKEUP));
-    a.op(insn(CALL, 0, 0, 0, FN_RINGBUF_SUBMIT));
-    a.label("out");
-    a.op(insn(MOV64_IMM, 0, 0, 0, 0));
-    a.op(insn(EXIT, 0, 0, 0, 0));
-    a.label("full");
-    a.op(insn(ST_W, 10, 0, -36, 0)); // key 0
-    a.op(insn(MOV64_REG, 2, 10, 0, 0));
-    a.op(insn(ADD64_IMM, 2, 0, 0, -36));
-    a.ld_imm64(1, PSEUDO_MAP_FD, lost as u64);
-    a.op(insn(CALL, 0, 0, 0, FN_MAP_LOOKUP_ELEM));
-    a.jump(JEQ_IMM, 0, 0, 0, "out");
-    a.op(insn(MOV64_IMM, 1, 0, 0, 1));
-    a.op(insn(ATOMIC_DW, 0, 1, 0, 0)); // lock *(u64 *)(r0 + 0) += r1
-    a.jump(JA, 0, 0, 0, "out");
-    a.finish()
-}
-
-// --- the bpf(2) system call --------------------------------------------------------------------
-
-const CMD_MAP_CREATE: i32 = 0;
-const CMD_MAP_LOOKUP_ELEM: i32 = 1;
-const CMD_PROG_LOAD: i32 = 5;
-const CMD_RAW_TRACEPOINT_OPEN: i32 = 17;
-const MAP_TYPE_ARRAY: u32 = 2;
-const MAP_TYPE_RINGBUF: u32 = 27;
-const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
-
-/// `union bpf_attr`, as bytes written at the offsets of the uapi header.
-#[repr(C, align(8))]
-struct Attr([u8; 144]);
-
-impl Default for Attr {
-    fn default() -> Attr {
-        Attr([0; 144])
-    }
-}
-
-impl Attr {
-    fn u32(&mut self, at: usize, v: u32) {
-        self.0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    fn u64(&mut self, at: usize, v: u64) {
-        self.0[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-    }
-
-    fn name(&mut self, at: usize, name: &str) {
-        let n = name.len().min(15);
-        self.0[at..at + n].copy_from_slice(&name.as_bytes()[..n]);
-    }
-}
-
-fn sys_bpf(cmd: i32, attr: &mut Attr) -> std::io::Result<i64> {
-    // SAFETY: attr is a valid, fully initialised bpf_attr of the size passed; pointers inside it
-    // point to live buffers of the caller.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut Attr, std::mem::size_of::<Attr>()) };
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn fd_result(rc: std::io::Result<i64>, what: &str) -> Result<OwnedFd, AgentError> {
-    match rc {
-        // SAFETY: the kernel just returned this fd to us.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
-        Err(e) => {
-            let hint = if e.raw_os_error() == Some(libc::EPERM) { " (BPF needs root)" } else { "" };
-            Err(AgentError::Syscall { op: what.to_string(), source: e, hint: hint.into() })
-        }
-    }
-}
-
-fn map_create(kind: u32, key: u32, value: u32, entries: u32, name: &str) -> Result<OwnedFd, AgentError> {
-    let mut attr = Attr::default();
-    attr.u32(0, kind);
-    attr.u32(4, key);
-    attr.u32(8, value);
-    attr.u32(12, entries);
-    attr.name(28, name);
-    fd_result(sys_bpf(CMD_MAP_CREATE, &mut attr), &format!("cannot create BPF map {name}"))
-}
-
-fn prog_load(insns: &[Insn], name: &str) -> Result<OwnedFd, AgentError> {
-    let license = c"Dual MIT/GPL";
-    let mut log = vec![0u8; 64 * 1024];
-    let mut attr = Attr::default();
-    attr.u32(0, PROG_TYPE_RAW_TRACEPOINT);
-    attr.u32(4, insns.len() as u32);
-    attr.u64(8, insns.as_ptr() as u64);
-    attr.u64(16, license.as_ptr() as u64);
-    attr.u32(24, 1); // log level: say why, if the verifier refuses
-    attr.u32(28, log.len() as u32);
-    attr.u64(32, log.as_mut_ptr() as u64);
-    attr.name(48, name);
-    fd_result(sys_bpf(CMD_PROG_LOAD, &mut attr), "the kernel refused the write recorder program").map_err(|e| {
-        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-        let text = String::from_utf8_lossy(&log[..end]);
-        let tail: Vec<&str> = text.lines().rev().take(4).collect();
-        match e {
-            AgentError::Syscall { op, source, mut hint } if !tail.is_empty() => {
-                hint.push_str(&format!("; verifier: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / ")));
-                AgentError::Syscall { op, source, hint }
-            }
-            e => e,
-        }
-    })
-}
-
-fn raw_tracepoint_open(name: &str, prog: RawFd) -> Result<OwnedFd, AgentError> {
-    let name_c = std::ffi::CString::new(name)
-        .map_err(|_| AgentError::BadInput(format!("raw tracepoint name {name:?} contains NUL")))?;
-    let mut attr = Attr::default();
-    attr.u64(0, name_c.as_ptr() as u64);
-    attr.u32(8, prog as u32);
-    fd_result(sys_bpf(CMD_RAW_TRACEPOINT_OPEN, &mut attr), &format!("cannot attach to raw tracepoint {name}"))
-}
-
-// --- the ring buffer's consumer side -----------------------------------------------------------
-
-/// The user-space view of a BPF ring buffer: a writable consumer page, then the read-only
-/// producer page and the data area, mapped twice in a row so a record never wraps.
-struct Ring {
-    consumer: *mut u8,
-    producer: *mut u8,
-    page: usize,
-    size: usize,
-}
-
-// SAFETY: the mappings belong to this value alone; only the reader thread consumes.
-unsafe impl Send for Ring {}
-
-const BUSY: u32 = 1 << 31;
-const DISCARD: u32 = 1 << 30;
-
-impl Ring {
-    fn map(fd: RawFd, size: usize) -> Result<Ring, AgentError> {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let prot_rw = libc::PROT_READ | libc::PROT_WRITE;
-        // SAFETY: mapping a ring buffer map's pages as the kernel documents them; results checked.
-        let consumer = unsafe { libc::mmap(std::ptr::null_mut(), page, prot_rw, libc::MAP_SHARED, fd, 0) };
-        if consumer == libc::MAP_FAILED {
-            return Err(AgentError::syscall("cannot map the BPF ring buffer")(std::io::Error::last_os_error()));
-        }
-        // SAFETY: as above; the producer side is read-only and twice the data size long.
-        let producer = unsafe {
-            libc::mmap(std::ptr::null_mut(), page + 2 * size, libc::PROT_READ, libc::MAP_SHARED, fd, page as i64)
-        };
-        if producer == libc::MAP_FAILED {
-            let err = std::io::Error::last_os_error();
-            // SAFETY: unmapping what was mapped just above.
-            unsafe { libc::munmap(consumer, page) };
-            return Err(AgentError::syscall("cannot map the BPF ring buffer's data")(err));
-        }
-        Ok(Ring { consumer: consumer.cast(), producer: producer.cast(), page, size })
-    }
-
-    /// Hands every committed record's payload to `each`, then tells the kernel the space is free.
-    fn consume(&mut self, mut each: impl FnMut(&[u8])) {
-        // SAFETY: both positions are 8-byte aligned u64s at the start of their pages, which stay
-        // mapped while self lives; the kernel updates them atomically.
-        let (consumer_pos, producer_pos) =
-            unsafe { (&*(self.consumer as *const AtomicU64), &*(self.producer as *const AtomicU64)) };
-        let mut pos = consumer_pos.load(Ordering::Acquire);
-        let end = producer_pos.load(Ordering::Acquire);
-        let data = self.producer.wrapping_add(self.page);
-        while pos < end {
-            let at = (pos as usize) & (self.size - 1);
-            // SAFETY: `at` is inside the data area; a header is an aligned u32 written atomically.
-            let header = unsafe { (*(data.add(at) as *const AtomicU32)).load(Ordering::Acquire) };
-            if header & BUSY != 0 {
-                break; // reserved, not yet committed: later records wait behind it
-            }
-            let len = (header & !(BUSY | DISCARD)) as usize;
-            if header & DISCARD == 0 {
-                // SAFETY: the record lies in the double mapping right after its 8-byte header.
-                let payload = unsafe { std::slice::from_raw_parts(data.add(at + 8), len) };
-                each(payload);
-            }
-            pos += ((len + 8 + 7) & !7) as u64;
-        }
-        consumer_pos.store(pos, Ordering::Release);
-    }
-}
-
-impl Drop for Ring {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly the two mappings made in `map`.
-        unsafe {
-            libc::munmap(self.consumer.cast(), self.page);
-            libc::munmap(self.producer.cast(), self.page + 2 * self.size);
-        }
+        drain_ring(&mut self.ring, WRITE_ID, RECORD_BYTES, out, pool);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jumps_land_on_their_labels() {
-        let insns = program(Select::Cgroup(7), 3, 4);
-        // The cgroup check's jump goes to "out": r0 = 0 then exit.
-        let exit = insns.iter().position(|i| i.code == EXIT).unwrap();
-        let check = insns.iter().position(|i| i.code == JNE_REG).unwrap();
-        assert_eq!(check as i64 + 1 + insns[check].off as i64, exit as i64 - 1);
-        assert_eq!(insns[exit - 1].code, MOV64_IMM);
-        // Without a cgroup there is no cgroup helper call.
-        let all = program(Select::All, 3, 4);
-        assert!(!all.iter().any(|i| i.code == CALL && i.imm == FN_GET_CURRENT_CGROUP_ID));
-        assert_eq!(all.len() + 4, insns.len());
-    }
+    use std::os::fd::AsRawFd;
 
     /// The real kernel: a process in the capture's cgroup has every write recorded whole; the
     /// test's own writes (outside the group) are not.

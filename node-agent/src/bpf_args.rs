@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 
 use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::Ebpf;
 
 use crate::bpf::Select;
 use crate::error::AgentError;
@@ -74,19 +74,7 @@ pub struct ArgsRecorder {
 impl ArgsRecorder {
     /// Loads the programs of those of `syscalls` (tracepoint names) it has, for `select`.
     pub fn start(select: Select, syscalls: &[&str]) -> Result<ArgsRecorder, AgentError> {
-        let missing = env!("HEISEN_BPF_ARGS_MISSING");
-        if !missing.is_empty() || OBJECT.is_empty() {
-            return Err(AgentError::Unavailable(format!("the BPF argument recorder was not built: {missing}")));
-        }
-        let cgroup: u64 = match select {
-            Select::Cgroup(id) => id,
-            Select::All => 0,
-        };
-        let bpf_err = |what: String| move |e: aya::EbpfError| AgentError::Unavailable(format!("{what}: {e}"));
-        let mut ebpf = EbpfLoader::new()
-            .set_global("target_cgroup", &cgroup, true)
-            .load(OBJECT)
-            .map_err(bpf_err("the kernel refused the argument recorder's object".into()))?;
+        let mut ebpf = crate::bpf::load_object(OBJECT, select, "argument recorder")?;
         let mut attached = Vec::new();
         // Exec's path and argv always: an exec is rare, and /proc read later may show the next
         // program already (`ip netns exec` becomes `sh` within a millisecond).
@@ -106,12 +94,9 @@ impl ArgsRecorder {
                 attached.push(format!("{event}{name}"));
             }
         }
-        let take = |ebpf: &mut Ebpf, map: &str| {
-            ebpf.take_map(map).ok_or_else(|| AgentError::Unavailable(format!("the object has no map {map}")))
-        };
-        let ring = RingBuf::try_from(take(&mut ebpf, "records")?)
+        let ring = RingBuf::try_from(crate::bpf::take_map(&mut ebpf, "records")?)
             .map_err(|e| AgentError::Unavailable(format!("the records map: {e}")))?;
-        let lost = Array::try_from(take(&mut ebpf, "lost")?)
+        let lost = Array::try_from(crate::bpf::take_map(&mut ebpf, "lost")?)
             .map_err(|e| AgentError::Unavailable(format!("the lost map: {e}")))?;
         Ok(ArgsRecorder { _ebpf: ebpf, ring, lost, attached })
     }
@@ -126,20 +111,8 @@ impl ArgsRecorder {
 impl crate::rawtrace::SideBuffer for ArgsRecorder {
     /// Moves every committed record into `out`, as records of [`args_format`], in time order.
     fn drain(&mut self, out: &mut VecDeque<Record>, pool: &mut Pool) {
-        let before = out.len();
-        while let Some(item) = self.ring.next() {
-            let bytes: &[u8] = &item;
-            if bytes.len() < RECORD_BYTES {
-                continue;
-            }
-            let mono_ns = i64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
-            let pid = i32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-            out.push_back(Record { mono_ns, id: ARGS_ID, pid, data: pool.take(bytes) });
-        }
-        // Records are committed at the call's exit but stamped at its entry: restore time order.
-        if out.len() > before {
-            out.make_contiguous().sort_by_key(|r| r.mono_ns);
-        }
+        // Committed at the call's exit, stamped at its entry: drain_ring restores time order.
+        crate::bpf::drain_ring(&mut self.ring, ARGS_ID, RECORD_BYTES, out, pool);
     }
 }
 

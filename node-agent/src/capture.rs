@@ -121,7 +121,7 @@ enum Reader {
     Raw(
         Arc<Instance>,
         fxhash::FxHashMap<u16, crate::rawtrace::Format>,
-        Option<WriteRecorder>,
+        Option<Box<WriteRecorder>>,
         Option<Box<ArgsRecorder>>,
     ),
 }
@@ -158,7 +158,7 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
             let (dir, page_size) = (instance.dir(), instance.page_size());
             let mut sides: Vec<&mut dyn crate::rawtrace::SideBuffer> = Vec::new();
             if let Some(w) = writes.as_mut() {
-                sides.push(w);
+                sides.push(w.as_mut());
             }
             if let Some(a) = args.as_mut() {
                 sides.push(a.as_mut());
@@ -180,7 +180,7 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
                 Ok(pages) => sink.record_loss(0, format!("{pages} ring-buffer pages reported missed events")),
                 Err(e) => sink.record_loss(0, format!("raw trace reader failed: {e}")),
             }
-            if let Some(lost) = writes.as_ref().map(WriteRecorder::lost).filter(|n| *n > 0) {
+            if let Some(lost) = writes.as_ref().map(|w| w.lost()).filter(|n| *n > 0) {
                 sink.record_loss(lost, "write recorder's BPF ring buffer was full".into());
             }
             if let Some(lost) = args.as_ref().map(|a| a.lost()).filter(|n| *n > 0) {
@@ -444,7 +444,7 @@ impl Capture {
                 if args.is_some() {
                     formats.insert(crate::bpf_args::ARGS_ID, crate::bpf_args::args_format());
                 }
-                Reader::Raw(instance.clone(), formats, writes, args.map(Box::new))
+                Reader::Raw(instance.clone(), formats, writes.map(Box::new), args.map(Box::new))
             };
             let (sink, stopped) = (capture.sink.clone(), capture.stopped.clone());
             let own = netns.then(|| instance.clone());
