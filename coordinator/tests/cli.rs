@@ -197,6 +197,58 @@ fn replay_refuses_what_it_cannot_re_execute() {
 }
 
 #[test]
+fn capture_refuses_an_unknown_syscall_before_asking_any_agent() {
+    // Port 1 on loopback: nothing listens; the name is refused before a connection is tried.
+    let out = heisen(&["capture", "--agent", "a=127.0.0.1:1", "--syscalls", "file,wirte", "--for", "1s"]);
+    assert_bad_input(&out, &["--syscalls", "`wirte`", "network"]);
+}
+
+/// A recorded openat, as `heisen timeline --format strace` prints it: path, decoded flags, mode,
+/// and the new fd with what it names.
+#[test]
+fn timeline_prints_strace_notation() {
+    use heisen_recordings::{ClockModel, Event, EventKind, HostRecording, PathFrom};
+    let dir = tempfile::tempdir().unwrap();
+    let openat = EventKind::Syscall {
+        name: "openat".into(),
+        args: vec![-100i64 as u64, 0x7f00, 0o1101 | 0o2000000, 0o644],
+        ret: 3,
+        enter_ns: 900,
+        fd_path: Some("/srv/a.tmp".into()),
+        strings: vec!["/srv/a.tmp".into()],
+        addr: None,
+        path_from: Some(PathFrom::Trace),
+    };
+    let host = HostRecording {
+        name: "app".into(),
+        agent_version: String::new(),
+        kernel: String::new(),
+        observer: "tracefs".into(),
+        clock: ClockModel::identity(),
+        probes: vec![],
+        events: vec![Event { seq: 0, raw_ns: 1000, pid: 42, comm: "svc".into(), run: 0, kind: openat }],
+        lost: 0,
+        environments: vec![],
+    };
+    let bundle = heisen_recordings::Bundle {
+        causal: vec![],
+        capture_id: "c".into(),
+        started_ns: 0,
+        scenario: None,
+        hosts: vec![host],
+        runs: vec![],
+    };
+    let path = dir.path().join("one.heisen");
+    bundle.write(&path).unwrap();
+    let out = heisen(&["timeline", path.to_str().unwrap(), "--format", "strace"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "app 42 svc openat(AT_FDCWD, \"/srv/a.tmp\", O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, 0644) = 3</srv/a.tmp>\n"
+    );
+}
+
+#[test]
 fn bench_refuses_unknown_parts() {
     let out = heisen(&["bench", "--only", "observer,nope"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -28,14 +28,15 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
 
 pub async fn run(a: CaptureArgs) -> Result<i32> {
     let duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    // Checked before any agent is asked: a mistyped name is the user's to fix, not a host's.
+    if let Err(bad) = heisen_recordings::expand_syscalls(&a.syscalls) {
+        let classes: Vec<&str> = heisen_recordings::CLASSES.iter().map(|(c, _)| *c).collect();
+        anyhow::bail!("--syscalls: `{bad}` is neither a syscall heisen records nor a class ({})", classes.join(", "));
+    }
     let token = read_token(&a.token_file)?;
     let mut agents = BTreeMap::new();
     for (name, addr) in parse_agents(&a.agents)? {
         agents.insert(name.clone(), client::Agent::connect(&name, &addr, token.as_deref()).await?);
-    }
-    if let Err(bad) = heisen_recordings::expand_syscalls(&a.syscalls) {
-        let classes: Vec<&str> = heisen_recordings::CLASSES.iter().map(|(c, _)| *c).collect();
-        anyhow::bail!("--syscalls: `{bad}` is neither a syscall heisen records nor a class ({})", classes.join(", "));
     }
     let selection = client::Selection {
         comms: a.comm.clone(),
