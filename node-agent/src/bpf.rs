@@ -162,7 +162,6 @@ impl crate::rawtrace::SideBuffer for WriteRecorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     /// The real kernel: a process in the capture's cgroup has every write recorded whole; the
     /// test's own writes (outside the group) are not.
@@ -175,17 +174,9 @@ mod tests {
         }
         let group = crate::cgroup::Cgroup::create(&format!("heisen-bpftest-{}", std::process::id())).unwrap();
         let mut recorder = WriteRecorder::start(Select::Cgroup(group.id())).unwrap();
-        let procs = group.procs().as_raw_fd();
         let mut cmd = std::process::Command::new("dd");
         cmd.args(["if=/dev/zero", "of=/dev/null", "bs=7", "count=300", "status=none"]);
-        // SAFETY: pre_exec makes only async-signal-safe calls (getpid, write).
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                let pid = libc::getpid().to_string();
-                libc::write(procs, pid.as_ptr().cast(), pid.len());
-                Ok(())
-            });
-        }
+        group.join_before_exec(&mut cmd);
         let child = cmd.spawn().unwrap();
         let pid = child.id() as i32;
         let mut own = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();

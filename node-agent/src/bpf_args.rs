@@ -129,22 +129,13 @@ mod tests {
             eprintln!("SKIPPED records_paths_of_its_cgroup_at_call_time: BPF and cgroups need root");
             return;
         }
-        use std::os::fd::AsRawFd;
         let group = crate::cgroup::Cgroup::create(&format!("heisen-argstest-{}", std::process::id())).unwrap();
         let mut recorder = ArgsRecorder::start(Select::Cgroup(group.id()), &["openat", "renameat2", "rename"]).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a.tmp"), dir.path().join("b"));
-        let procs = group.procs().as_raw_fd();
         let mut cmd = std::process::Command::new("sh");
         cmd.arg("-c").arg(format!("echo x > {a}; mv {a} {b}", a = a.display(), b = b.display()));
-        // SAFETY: pre_exec makes only async-signal-safe calls (getpid, write).
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                let pid = libc::getpid().to_string();
-                libc::write(procs, pid.as_ptr().cast(), pid.len());
-                Ok(())
-            });
-        }
+        group.join_before_exec(&mut cmd);
         assert!(cmd.status().unwrap().success());
         std::fs::read_to_string(&b).unwrap(); // the test's own openat: outside the group
         std::thread::sleep(std::time::Duration::from_millis(20));

@@ -44,6 +44,21 @@ impl Cgroup {
     pub fn procs(&self) -> &File {
         &self.procs
     }
+
+    /// Makes `cmd`'s child join this group before it execs (tests of the BPF recorders).
+    #[cfg(test)]
+    pub fn join_before_exec(&self, cmd: &mut std::process::Command) {
+        use std::os::fd::AsRawFd;
+        let procs = self.procs().as_raw_fd();
+        // SAFETY: pre_exec makes only async-signal-safe calls (getpid, write).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+                let pid = libc::getpid().to_string();
+                libc::write(procs, pid.as_ptr().cast(), pid.len());
+                Ok(())
+            });
+        }
+    }
 }
 
 impl Drop for Cgroup {
