@@ -250,6 +250,9 @@ impl Hosts {
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
         let (outer, inner) = (format!("hz{id}v{i}a"), format!("hz{id}v{i}b"));
+        // The id is ours (its bridge was free): a veth of that name is a killed harness's
+        // leftover, as a namespace of that name is.
+        let _ = ip(&["link", "del", &outer]);
         ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])?;
         ip(&["link", "set", &outer, "master", &bridge, "up"])?;
         ip(&["link", "set", &inner, "netns", &ns])?;
