@@ -20,7 +20,9 @@ impl Decoder {
         if name == "exit_group" {
             // Never returns: keep the status for the process's exit event.
             if let Some(SyscallPart::Enter(args)) = line.syscall() {
-                self.exit_codes.insert(line.pid, (args.first().copied().unwrap_or(0) & 0xff) as i32);
+                // By process: the thread that dies last (and reports the exit) may be another.
+                let process = self.fds.owner(line.pid);
+                self.exit_codes.insert(process, (args.first().copied().unwrap_or(0) & 0xff) as i32);
             }
             return Step::Nothing;
         }

@@ -53,7 +53,8 @@ pub(super) struct Fds {
 }
 
 impl Fds {
-    fn owner(&self, tid: i32) -> i32 {
+    /// The process (thread group) of `tid`, as far as its forks showed.
+    pub(super) fn owner(&self, tid: i32) -> i32 {
         self.owner.get(&tid).copied().unwrap_or(tid)
     }
 

@@ -252,9 +252,18 @@ impl Decoder {
                 self.call_args.remove(&line.pid);
                 self.exec_argv.remove(&line.pid);
                 self.exec_chain.remove(&line.pid);
+                // The thread that dies last reports the process's exit; exit_group and a fatal
+                // signal may have been another thread's, and are kept by process.
+                let process = self.fds.owner(line.pid);
                 self.fds.exit(line.pid, group_dead);
-                let asked = self.exit_codes.remove(&line.pid);
-                let fatal = self.fatal.remove(&line.pid);
+                let (asked, fatal) = if group_dead {
+                    (
+                        self.exit_codes.remove(&process),
+                        self.fatal.remove(&process).or_else(|| self.fatal.remove(&line.pid)),
+                    )
+                } else {
+                    (None, None)
+                };
                 if !member || !group_dead || self.launched_roots.contains_key(&line.pid) {
                     return Step::Nothing; // the launcher reports launched processes' exit codes
                 }

@@ -340,3 +340,32 @@ fn a_death_by_a_signals_default_action_names_the_signal_and_its_sender() {
         "#]],
     );
 }
+
+/// A process whose main thread calls exit_group while another thread is the last to die: the
+/// exit (reported by that thread) has the status the main thread asked for.
+#[test]
+fn the_exit_status_is_the_processes_whichever_thread_dies_last() {
+    let note = note_line(5000100, &launch_note("svc", "svc", "service", 1));
+    let mut decoder = Decoder::new(Scope::Launched, 1_000_000_000_000);
+    let lines = [
+        note.as_str(),
+        "   svc-5000100 [0] ..... 1.000001: sched_process_exec: filename=/usr/bin/svc pid=5000100 old_pid=5000100",
+        "   svc-5000100 [0] ..... 1.000002: sched_process_fork: comm=svc pid=5000100 child_comm=svc child_pid=5000101",
+        "   svc-5000101 [0] ..... 1.000003: sched_process_fork: comm=svc pid=5000101 child_comm=svc child_pid=5000102",
+    ];
+    for l in lines {
+        decoder.decode(&parse_line(l).unwrap());
+    }
+    // 5000102 is a thread of 5000101 (as /proc would have said at its fork).
+    decoder.fds.fork(5000101, 5000102, true);
+    let tail = [
+        "   svc-5000101 [0] ..... 1.000004: sys_exit_group(error_code: 0x7)",
+        "   svc-5000101 [0] ..... 1.000005: sched_process_exit: comm=svc pid=5000101 prio=120 group_dead=0",
+        "   svc-5000102 [1] ..... 1.000006: sched_process_exit: comm=svc pid=5000102 prio=120 group_dead=1",
+    ];
+    let steps: Vec<Step> = tail.iter().map(|l| decoder.decode(&parse_line(l).unwrap())).collect();
+    expect![[r#"
+        run 1 pid 5000102 (svc) @1001000006000 Exit { exit_code: 7, killed_by: None }
+    "#]]
+    .assert_eq(&render(&steps));
+}
