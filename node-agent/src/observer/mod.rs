@@ -329,9 +329,15 @@ impl Decoder {
                     (sig, self.last_sender.remove(&(line.pid, sig)).unwrap_or((0, String::new())));
                 // A fatal signal's default action reaches every thread as a SIGKILL the kernel
                 // makes up: the signal that was sent is the one to show, with its sender.
+                let process = self.fds.owner(line.pid);
                 if sig == libc::SIGKILL && sender_pid == 0 {
-                    if let Some((fatal, pid, comm)) = self.fatal.get(&line.pid).filter(|f| f.0 != libc::SIGKILL) {
+                    let fatal = self.fatal.get(&process).or_else(|| self.fatal.get(&line.pid));
+                    if let Some((fatal, pid, comm)) = fatal.filter(|f| f.0 != libc::SIGKILL) {
                         (sig, sender_pid, sender_comm) = (*fatal, *pid, comm.clone());
+                    } else if self.exit_codes.contains_key(&process) {
+                        // Its process called exit_group: the kernel ends the other threads with a
+                        // SIGKILL nobody sent. The process's exit says how it ended.
+                        return Step::Nothing;
                     }
                 }
                 self.event(

@@ -342,7 +342,8 @@ fn a_death_by_a_signals_default_action_names_the_signal_and_its_sender() {
 }
 
 /// A process whose main thread calls exit_group while another thread is the last to die: the
-/// exit (reported by that thread) has the status the main thread asked for.
+/// kernel's SIGKILL to that thread is no signal anyone sent, and the exit (reported by that
+/// thread) has the status the main thread asked for.
 #[test]
 fn the_exit_status_is_the_processes_whichever_thread_dies_last() {
     let note = note_line(5000100, &launch_note("svc", "svc", "service", 1));
@@ -360,6 +361,8 @@ fn the_exit_status_is_the_processes_whichever_thread_dies_last() {
     decoder.fds.fork(5000101, 5000102, true);
     let tail = [
         "   svc-5000101 [0] ..... 1.000004: sys_exit_group(error_code: 0x7)",
+        // The kernel ends the other thread with a SIGKILL nobody sent: no event.
+        "   svc-5000102 [1] d..1. 1.000005: signal_deliver: sig=9 errno=0 code=0 sa_handler=0 sa_flags=0",
         "   svc-5000101 [0] ..... 1.000005: sched_process_exit: comm=svc pid=5000101 prio=120 group_dead=0",
         "   svc-5000102 [1] ..... 1.000006: sched_process_exit: comm=svc pid=5000102 prio=120 group_dead=1",
     ];
