@@ -64,7 +64,10 @@ pub(crate) fn pickup(flags: &Flags<'_>) -> Result<(), Failure> {
     let mine = own_addresses();
     let host = mine.first().cloned().unwrap_or_else(|| "this host".into());
     let may_submit = mine.iter().any(|a| a == accepted);
-    let per_job = Duration::from_millis(flags.number("--per-job-ms", 20)?);
+    // Each claimed job takes a while (reading, checking, submitting). Two cron daemons fire up to a
+    // second apart (each sleeps whole seconds to the minute from its own start), so the jobs of
+    // both hosts overlap only when a pickup of all files takes longer than that.
+    let per_job = Duration::from_millis(flags.number("--per-job-ms", 200)?);
     // Started by hand (not by cron) the job may run before the files are there: wait a little.
     let deadline = Instant::now() + Duration::from_millis(flags.number("--wait-ms", 0)?);
     let has_files = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
