@@ -34,6 +34,27 @@ pub struct Ordering {
     pub variants: Vec<String>,
 }
 
+impl Ordering {
+    /// The ordering with every gate's path passed through `expand` (a run's placeholders:
+    /// `{shared}`, `{run}`, `{host:NAME}`), so a gate matches the path the process really uses.
+    pub fn with_gate_paths(&self, expand: impl Fn(&str) -> String) -> Ordering {
+        let gate = |g: &GateSpec| GateSpec { path: g.path.as_deref().map(&expand), ..g.clone() };
+        Ordering {
+            gates: self.gates.iter().map(gate).collect(),
+            actions: self
+                .actions
+                .iter()
+                .map(|a| match a {
+                    Action::Reached(g) => Action::Reached(gate(g)),
+                    Action::Release(g) => Action::Release(gate(g)),
+                    other => other.clone(),
+                })
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
 /// The orderings that confirm or refute a scenario's hypothesis.
 pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
     match h {
@@ -281,5 +302,31 @@ mod tests {
         assert_eq!(names, vec![("during", true, 2, 4), ("before", false, 2, 3), ("after", false, 1, 2)]);
         assert_eq!(o[1].gates[1].nth, 1);
         assert_eq!(o[0].description, "remount's kill(SIGHUP) held until write's write #16 is in flight");
+    }
+
+    #[test]
+    fn gate_paths_take_a_runs_placeholders_and_keep_the_rest() {
+        let gate = |path: Option<&str>| GateSpec {
+            step: "read".into(),
+            syscall: "openat".into(),
+            nth: 1,
+            signal: None,
+            fd_at_least: None,
+            path: path.map(str::to_string),
+        };
+        let o = Ordering {
+            name: "o".into(),
+            description: String::new(),
+            gates: vec![gate(Some("{shared}/cache-{run}")), gate(None)],
+            actions: vec![Action::Release(gate(Some("{shared}/cache-{run}"))), Action::Exit("read".into())],
+            expect_failure: true,
+            variants: vec![],
+        };
+        let r = o.with_gate_paths(|p| p.replace("{shared}", "/mnt/s").replace("{run}", "7"));
+        assert_eq!(r.gates[0].path.as_deref(), Some("/mnt/s/cache-7"));
+        assert_eq!(r.gates[1].path, None);
+        let Action::Release(g) = &r.actions[0] else { panic!("{:?}", r.actions) };
+        assert_eq!(g.id(), "read:openat(/mnt/s/cache-7)#1");
+        assert!(matches!(&r.actions[1], Action::Exit(s) if s == "read"));
     }
 }

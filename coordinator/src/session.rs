@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use heisen_recordings::{
-    Bundle, Environment, GateSpec, HostRecording, LaunchSpec, Mark, MarkKind, MessageEdge, Process, ProcessNotice,
-    RunObserver, RunOutcome, Scenario, ScenarioSource, SnapshotAt, StepOutcome,
+    Bundle, Ending, Environment, GateSpec, HostRecording, LaunchSpec, Mark, MarkKind, MessageEdge, Process,
+    ProcessNotice, RunObserver, RunOutcome, Scenario, ScenarioSource, SnapshotAt, StepOutcome,
 };
 
 use crate::client::{self, Agent};
@@ -37,20 +37,21 @@ pub struct Placeholders {
 }
 
 impl Placeholders {
-    /// Expands `{port}`, `{run}` (the run number) and `{host:NAME}`.
+    /// Expands `{port}`, `{run}` (the run number), `{shared}` and `{host:NAME}` in every argument.
     pub fn expand(&self, argv: &[String], run: u32) -> Vec<String> {
-        argv.iter()
-            .map(|a| {
-                let mut a = a.replace("{port}", &self.port.to_string()).replace("{run}", &run.to_string());
-                if let Some(shared) = &self.shared {
-                    a = a.replace("{shared}", shared);
-                }
-                for (name, addr) in &self.host_addrs {
-                    a = a.replace(&format!("{{host:{name}}}"), addr);
-                }
-                a
-            })
-            .collect()
+        argv.iter().map(|a| self.expand_one(a, run)).collect()
+    }
+
+    /// Expands the coordinator's placeholders in one string (an argument, a gate's path).
+    pub fn expand_one(&self, text: &str, run: u32) -> String {
+        let mut a = text.replace("{port}", &self.port.to_string()).replace("{run}", &run.to_string());
+        if let Some(shared) = &self.shared {
+            a = a.replace("{shared}", shared);
+        }
+        for (name, addr) in &self.host_addrs {
+            a = a.replace(&format!("{{host:{name}}}"), addr);
+        }
+        a
     }
 }
 
@@ -59,6 +60,8 @@ struct ProcState {
     pid: i32,
     lines: Vec<String>,
     exit: Option<i32>,
+    /// The signal that killed it, 0 if none.
+    signal: i32,
 }
 
 #[derive(Default)]
@@ -226,8 +229,9 @@ impl Session {
                 let proc = s.procs.get_mut(&key).expect("proc");
                 match notice {
                     ProcessNotice::Output(line) => proc.lines.push(line),
-                    ProcessNotice::Exited { code, .. } => {
+                    ProcessNotice::Exited { code, signal } => {
                         proc.exit = Some(code);
+                        proc.signal = signal;
                         return;
                     }
                     ProcessNotice::Started { .. } => {}
@@ -305,6 +309,9 @@ impl Session {
     ) -> Result<RunOutcome> {
         let run = self.next_run;
         self.next_run += 1;
+        // Gate paths name files as commands do: `{shared}/cache-{run}` is this run's file.
+        let resolved = ordering.map(|o| o.with_gate_paths(|p| vars.expand_one(p, run)));
+        let ordering = resolved.as_ref();
         self.observed.clear();
         self.lines_at_release.clear();
         let mut notes = Vec::new();
@@ -476,6 +483,7 @@ impl Session {
                     name: step.name.clone(),
                     host: step.host.clone(),
                     exit_code: p.and_then(|p| p.exit).unwrap_or(-1),
+                    signal: p.map(|p| p.signal).unwrap_or(0),
                     output_tail: lines[lines.len().saturating_sub(5)..].to_vec(),
                 }
             })
@@ -483,16 +491,20 @@ impl Session {
         let f = &scenario.failure;
         let failing = steps.iter().find(|st| st.name == f.step);
         let lines = s.procs.get(&(run, f.step.clone())).map(|p| p.lines.clone()).unwrap_or_default();
-        let failed = failing.is_some_and(|st| {
-            (f.exit_nonzero && st.exit_code != 0)
-                || f.output.as_ref().is_some_and(|t| lines.iter().any(|l| l.contains(t.as_str())))
-        });
+        let failed = failing.is_some_and(|st| f.holds(Ending { code: st.exit_code, signal: st.signal, lines: &lines }));
         let valid = notes.is_empty();
         let note = if !valid {
             notes.join("; ")
         } else if failed {
             let st = failing.expect("failed implies found");
-            format!("{} exited {}: {}", st.name, st.exit_code, st.output_tail.last().cloned().unwrap_or_default())
+            let how = match st.signal {
+                0 => format!("exited {}", st.exit_code),
+                sig => format!("was killed by {}", heisen_recordings::signal_name(sig)),
+            };
+            match st.output_tail.last() {
+                Some(line) => format!("{} {how}: {line}", st.name),
+                None => format!("{} {how}", st.name),
+            }
         } else {
             String::new()
         };

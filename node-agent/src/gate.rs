@@ -22,19 +22,21 @@ pub struct GatePoint {
     pub arg_index: Option<usize>,
     pub arg_equals: Option<u64>,
     pub arg_at_least: Option<u64>,
-    /// Only calls whose path argument is this path (read from the caller's memory).
+    /// Only calls on this path: a path argument as the caller gave it when absolute, resolved
+    /// against its working directory (or the directory fd) when relative; for calls on an fd
+    /// (read, write, close, flock, ...), the file the fd names.
     pub path: Option<String>,
 }
 
 impl GatePoint {
-    /// Whether a trapped call matches; `read_path` reads a string argument of the caller.
-    fn matches(&self, nr: i64, args: &[u64; 6], read_path: impl Fn(u64) -> Option<String>) -> bool {
+    /// Whether a trapped call matches; `call_path` gives the call's path (see `path`), asked only
+    /// when the gate names one.
+    fn matches(&self, nr: i64, args: &[u64; 6], call_path: impl FnOnce() -> Option<String>) -> bool {
         if nr != self.nr {
             return false;
         }
         if let Some(path) = &self.path {
-            let Some(i) = path_argument(nr) else { return false };
-            if read_path(args[i]).as_deref() != Some(path.as_str()) {
+            if call_path().as_deref() != Some(path.as_str()) {
                 return false;
             }
         }
@@ -75,6 +77,62 @@ fn path_argument(nr: i64) -> Option<usize> {
         | libc::SYS_lchown => Some(0),
         _ => None,
     }
+}
+
+/// Which argument of a path call is the directory fd its relative path is resolved against.
+fn dirfd_argument(nr: i64) -> Option<usize> {
+    match nr {
+        libc::SYS_openat
+        | libc::SYS_openat2
+        | libc::SYS_mkdirat
+        | libc::SYS_renameat
+        | libc::SYS_renameat2
+        | libc::SYS_unlinkat
+        | libc::SYS_linkat
+        | libc::SYS_fchmodat
+        | libc::SYS_fchownat => Some(0),
+        _ => None,
+    }
+}
+
+/// Gateable calls whose first argument is the fd they act on.
+fn fd_call(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_read
+            | libc::SYS_pread64
+            | libc::SYS_readv
+            | libc::SYS_preadv
+            | libc::SYS_write
+            | libc::SYS_pwrite64
+            | libc::SYS_writev
+            | libc::SYS_close
+            | libc::SYS_fsync
+            | libc::SYS_fdatasync
+            | libc::SYS_ftruncate
+            | libc::SYS_flock
+    )
+}
+
+/// The path a trapped call of process `pid` acts on (see [`GatePoint::path`]); `read_string`
+/// reads a string argument from the caller's memory.
+fn call_path(pid: i32, nr: i64, args: &[u64; 6], read_string: impl Fn(u64) -> Option<String>) -> Option<String> {
+    let link = |what: String| std::fs::read_link(format!("/proc/{pid}/{what}")).ok();
+    if fd_call(nr) {
+        return link(format!("fd/{}", args[0] as i32)).map(|p| p.display().to_string());
+    }
+    let given = read_string(args[path_argument(nr)?])?;
+    if given.starts_with('/') {
+        return Some(given);
+    }
+    let base = match dirfd_argument(nr).map(|i| args[i] as i32) {
+        Some(dirfd) if dirfd != libc::AT_FDCWD => link(format!("fd/{dirfd}"))?,
+        _ => link("cwd".into())?,
+    };
+    // Lexically: `./x` is x; `..` stays (a symlinked directory may make it mean elsewhere).
+    let joined: std::path::PathBuf =
+        base.join(given).components().filter(|c| *c != std::path::Component::CurDir).collect();
+    Some(joined.display().to_string())
 }
 
 /// Reads a NUL-terminated string of at most 4 KiB at `addr` in process `pid`'s memory.
@@ -350,8 +408,10 @@ pub fn supervise(
             let valid = unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) } == 0;
             valid.then_some(path)
         };
+        // Asked at most once per trapped call, and only when a gate names a path.
+        let path = std::cell::OnceCell::new();
         for (i, gate) in gates.iter().enumerate() {
-            if gate.matches(nr, &args, read_path) {
+            if gate.matches(nr, &args, || path.get_or_init(|| call_path(pid, nr, &args, read_path)).clone()) {
                 seen[i] += 1;
                 if seen[i] == gate.nth && hold.is_none() {
                     hold = Some(gate.id.clone());
@@ -398,7 +458,7 @@ mod tests {
             arg_at_least: None,
             path: None,
         };
-        let no_path = |_| None;
+        let no_path = || None;
         assert!(sighup.matches(libc::SYS_kill, &[42, 1, 0, 0, 0, 0], no_path));
         assert!(!sighup.matches(libc::SYS_kill, &[42, 15, 0, 0, 0, 0], no_path));
         assert!(!sighup.matches(libc::SYS_write, &[42, 1, 0, 0, 0, 0], no_path));
@@ -422,10 +482,40 @@ mod tests {
             arg_at_least: None,
             path: Some("/proc/self/mountinfo".into()),
         };
-        let at = |p: &'static str| move |_| Some(p.to_string());
+        let at = |p: &'static str| move || Some(p.to_string());
         assert!(mount_table.matches(libc::SYS_openat, &[0; 6], at("/proc/self/mountinfo")));
         assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], at("/etc/ld.so.cache")));
         assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], no_path));
+    }
+
+    #[test]
+    fn a_calls_path_is_absolute_resolved_or_the_file_its_fd_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache.json");
+        std::fs::write(&file, "{}").unwrap();
+        let f = std::fs::File::open(&file).unwrap();
+        let dirf = std::fs::File::open(dir.path()).unwrap();
+        let pid = std::process::id() as i32;
+        let given = |p: &'static str| move |_| Some(p.to_string());
+        let fd = |f: &std::fs::File| std::os::fd::AsRawFd::as_raw_fd(f) as u64;
+        let abs = file.display().to_string();
+        // read(fd, ...): the file the fd names.
+        assert_eq!(call_path(pid, libc::SYS_read, &[fd(&f), 0, 0, 0, 0, 0], given("x")), Some(abs.clone()));
+        assert_eq!(call_path(pid, libc::SYS_close, &[9999, 0, 0, 0, 0, 0], given("x")), None, "no such fd");
+        // openat(dirfd, "cache.json"): against the directory fd; openat(AT_FDCWD, "./x"): the cwd.
+        let at_dir = [fd(&dirf), 1, 0, 0, 0, 0];
+        assert_eq!(call_path(pid, libc::SYS_openat, &at_dir, given("cache.json")), Some(abs.clone()));
+        let cwd = std::env::current_dir().unwrap().join("x").display().to_string();
+        let at_cwd = [libc::AT_FDCWD as u64, 1, 0, 0, 0, 0];
+        assert_eq!(call_path(pid, libc::SYS_openat, &at_cwd, given("./x")), Some(cwd));
+        // An absolute path is taken as given (`/proc/self/...` stays the caller's own).
+        assert_eq!(
+            call_path(pid, libc::SYS_openat, &at_cwd, given("/proc/self/mountinfo")).as_deref(),
+            Some("/proc/self/mountinfo")
+        );
+        assert_eq!(call_path(pid, libc::SYS_unlink, &[1, 0, 0, 0, 0, 0], given("/a")).as_deref(), Some("/a"));
+        // kill has no path.
+        assert_eq!(call_path(pid, libc::SYS_kill, &[1, 1, 0, 0, 0, 0], given("/a")), None);
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl proto::agent_server::Agent for AgentService {
         if req.argv.is_empty() {
             return Err(Status::invalid_argument("argv is empty"));
         }
+        let workdir = if req.workdir.is_empty() { self.workdir(&req.capture_id) } else { PathBuf::from(&req.workdir) };
         let mut gates = Vec::new();
         for g in &req.gates {
             let nr = gate::syscall_number(&g.syscall)
@@ -233,10 +234,10 @@ impl proto::agent_server::Agent for AgentService {
                 arg_index: g.arg_index.map(|i| i as usize),
                 arg_equals: g.arg_equals,
                 arg_at_least: g.arg_at_least,
-                path: g.path.clone(),
+                // `{workdir}` is this host's: the coordinator expanded the rest.
+                path: g.path.as_ref().map(|p| p.replace("{workdir}", &workdir.display().to_string())),
             });
         }
-        let workdir = if req.workdir.is_empty() { self.workdir(&req.capture_id) } else { PathBuf::from(&req.workdir) };
         let spec = LaunchSpec {
             run: req.run,
             name: req.name.clone(),

@@ -112,6 +112,9 @@ pub struct StepOutcome {
     pub name: String,
     pub host: String,
     pub exit_code: i32,
+    /// The signal that killed it, 0 if none (bundles before this field say 0).
+    #[serde(default)]
+    pub signal: i32,
     /// The last lines of its output.
     pub output_tail: Vec<String>,
 }

@@ -13,13 +13,14 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     let hosts = connect(&scenario, &a.target).await?;
     let repeat = a.repeat.unwrap_or(scenario.repeat);
     let id = capture_id(&scenario.name, "run");
+    eprintln!("note: a run fails when {}", scenario.failure);
     let session = verify::load_observed(hosts.agents, &scenario, &hosts.vars, &id, repeat, a.observe).await?;
     let bundle = session.close(Some(&scenario), &a.scenario.display().to_string()).await?;
     let path = write_bundle(&bundle, a.out)?;
     let failures = bundle.runs.iter().filter(|r| r.failed).count();
     if a.json {
         let v = serde_json::json!({
-            "scenario": scenario.name, "runs": bundle.runs.len(), "failures": failures, "bundle": path,
+            "scenario": scenario.name, "failure": scenario.failure.to_string(), "runs": bundle.runs.len(), "failures": failures, "bundle": path,
             "clocks": clocks_json(&bundle),
         });
         println!("{v}");

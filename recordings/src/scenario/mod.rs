@@ -4,12 +4,15 @@
 //! Placeholders in commands are expanded later: `{fixture}` (the heisen guest-program launcher) and
 //! `{workdir}` by the agent on its host, `{host:NAME}` (the address of host NAME) by the coordinator.
 
+mod failure;
 mod inline;
 mod parse;
 mod raw;
 
 use std::fmt;
 use std::path::Path;
+
+pub use failure::{Ending, ExitMatch, Failure};
 
 /// A parsed, checked scenario.
 #[derive(Clone, Debug)]
@@ -63,16 +66,6 @@ pub struct Process {
 
 /// How long a step may run when its scenario does not say (`timeout = N` under the step).
 pub const DEFAULT_STEP_TIMEOUT_S: u32 = 60;
-
-/// When a run counts as failed.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    pub step: String,
-    /// The step exits non-zero.
-    pub exit_nonzero: bool,
-    /// The step's output contains this text.
-    pub output: Option<String>,
-}
 
 /// A syscall occurrence of a step at which a gate holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,10 +6,12 @@ use std::ops::Range;
 
 use toml::Spanned;
 
-use super::raw::{RawFailure, RawGate, RawHypothesis, RawOutputMatch, RawProcess, RawScenario, RawVariant};
+use super::raw::{
+    OneOrMany, RawExit, RawFailure, RawGate, RawHypothesis, RawOutputMatch, RawProcess, RawScenario, RawVariant,
+};
 use super::{
-    line_of, start_order, During, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process, Scenario,
-    ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
+    line_of, start_order, During, ExitMatch, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process,
+    Scenario, ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
 };
 
 /// The text being parsed, for errors with their place.
@@ -197,21 +199,81 @@ fn known_step(src: &Source<'_>, names: &Names, s: &Spanned<String>, key: &str) -
 }
 
 fn failure(src: &Source<'_>, names: &Names, f: RawFailure) -> Result<Failure, ScenarioError> {
-    let exit_nonzero = match &f.exit {
-        None => false,
-        Some(e) if e.get_ref() == "nonzero" => true,
+    let step = known_step(src, names, &f.step, "failure.step")?;
+    let code = |c: i64, span: Range<usize>| {
+        i32::try_from(c)
+            .ok()
+            .filter(|c| (0..=255).contains(c))
+            .ok_or_else(|| src.err(Some(span), "failure.exit", format!("{c} is no exit code; exit codes are 0 to 255")))
+    };
+    let exit = match f.exit {
+        None => None,
         Some(e) => {
+            let span = e.span();
+            Some(match e.into_inner() {
+                RawExit::Word(w) if w == "nonzero" => ExitMatch::Nonzero,
+                RawExit::Word(w) => {
+                    return Err(src.err(
+                        Some(span),
+                        "failure.exit",
+                        format!("`{w}` is not understood; use \"nonzero\", a code (3) or codes ([1, 3])"),
+                    ))
+                }
+                RawExit::Code(c) => ExitMatch::Codes(vec![code(c, span)?]),
+                RawExit::Codes(cs) if cs.is_empty() => {
+                    return Err(src.err(Some(span), "failure.exit", "give at least one exit code".into()))
+                }
+                RawExit::Codes(cs) => {
+                    ExitMatch::Codes(cs.into_iter().map(|c| code(c, span.clone())).collect::<Result<_, _>>()?)
+                }
+            })
+        }
+    };
+    let mut signals = Vec::new();
+    if let Some(sig) = f.signal {
+        let span = sig.span();
+        let names = match sig.into_inner() {
+            OneOrMany::One(n) => vec![n],
+            OneOrMany::Many(ns) => ns,
+        };
+        if names.is_empty() {
+            return Err(src.err(Some(span), "failure.signal", "give at least one signal, e.g. \"SIGSEGV\"".into()));
+        }
+        for n in names {
+            let number = crate::signal_number(&n)
+                .ok_or_else(|| src.err(Some(span.clone()), "failure.signal", format!("unknown signal `{n}`")))?;
+            signals.push(number);
+        }
+    }
+    let output_regex =
+        match f.output_regex {
+            None => None,
+            Some(r) => Some(regex::Regex::new(r.get_ref()).map_err(|e| {
+                src.err(Some(r.span()), "failure.output_regex", format!("not a regular expression: {e}"))
+            })?),
+        };
+    let all = match f.combine {
+        None => false,
+        Some(m) if m.get_ref() == "any" => false,
+        Some(m) if m.get_ref() == "all" => true,
+        Some(m) => {
             return Err(src.err(
-                Some(e.span()),
-                "failure.exit",
-                format!("`{}` is not understood; use \"nonzero\"", e.get_ref()),
+                Some(m.span()),
+                "failure.match",
+                format!("`{}` is not understood; use \"any\" (one part is enough) or \"all\"", m.get_ref()),
             ))
         }
     };
-    if !exit_nonzero && f.output.is_none() {
-        return Err(src.err(Some(f.step.span()), "failure", "give `exit = \"nonzero\"` or `output = \"TEXT\"`".into()));
+    if exit.is_none() && signals.is_empty() && f.output.is_none() && output_regex.is_none() {
+        return Err(src.err(
+            Some(f.step.span()),
+            "failure",
+            "say when the run failed: `exit = \"nonzero\"` (or a code, or codes), `signal = \"SIGSEGV\"`, \
+             `output = \"TEXT\"` or `output_regex = \"PATTERN\"`"
+                .into(),
+        ));
     }
-    Ok(Failure { step: known_step(src, names, &f.step, "failure.step")?, exit_nonzero, output: f.output })
+    Ok(Failure { step, exit, signals, output: f.output, output_regex, all })
 }
 
 fn output_match(src: &Source<'_>, names: &Names, m: RawOutputMatch, key: &str) -> Result<OutputMatch, ScenarioError> {

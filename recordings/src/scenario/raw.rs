@@ -76,8 +76,29 @@ pub(super) fn default_repeat() -> Spanned<u32> {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawFailure {
     pub(super) step: Spanned<String>,
-    pub(super) exit: Option<Spanned<String>>,
+    pub(super) exit: Option<Spanned<RawExit>>,
+    pub(super) signal: Option<Spanned<OneOrMany<String>>>,
     pub(super) output: Option<String>,
+    pub(super) output_regex: Option<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub(super) combine: Option<Spanned<String>>,
+}
+
+/// `exit = 3`, `exit = [1, 3]` or `exit = "nonzero"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawExit {
+    Code(i64),
+    Codes(Vec<i64>),
+    Word(String),
+}
+
+/// A value given alone or as a list: `signal = "SIGSEGV"`, `signal = ["SIGSEGV", "SIGABRT"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
 }
 
 #[derive(Deserialize)]

@@ -129,6 +129,47 @@ fn errors_name_file_line_and_key() {
 }
 
 #[test]
+fn failure_predicates_take_codes_signals_patterns_and_a_combination() {
+    let with = |failure: &str| GOOD.replace("exit = \"nonzero\"\n", failure);
+    let parsed = |failure: &str| Scenario::parse("s.toml", &with(failure)).unwrap().failure;
+    let f = parsed("exit = 3\n");
+    assert_eq!(f.exit, Some(ExitMatch::Codes(vec![3])));
+    let f = parsed("exit = [1, 3]\nsignal = [\"SIGSEGV\", \"SIGABRT\"]\nmatch = \"any\"\n");
+    assert_eq!(f.exit, Some(ExitMatch::Codes(vec![1, 3])));
+    assert_eq!(f.signals, vec![11, 6]);
+    assert!(!f.all);
+    let f = parsed("output_regex = \"^lost: \"\noutput = \"lost\"\nmatch = \"all\"\n");
+    assert!(f.all && f.exit.is_none());
+    assert_eq!(f.to_string(), "`w` prints \"lost\" and prints a line matching /^lost: /");
+    let lines = vec!["lost: job-1".to_string()];
+    assert!(f.holds(Ending { code: 1, signal: 0, lines: &lines }));
+    assert!(!f.holds(Ending { code: 1, signal: 0, lines: &["lost".to_string()] }));
+
+    check_err(
+        &with("exit = \"nonzero!\"\n"),
+        "s.toml:16: failure.exit: `nonzero!` is not understood; use \"nonzero\", a code (3) or codes ([1, 3])",
+    );
+    check_err(&with("exit = 300\n"), "s.toml:16: failure.exit: 300 is no exit code; exit codes are 0 to 255");
+    check_err(&with("exit = []\n"), "s.toml:16: failure.exit: give at least one exit code");
+    check_err(&with("signal = \"SIGSEGVV\"\n"), "s.toml:16: failure.signal: unknown signal `SIGSEGVV`");
+    let bad_pattern = Scenario::parse("s.toml", &with("output_regex = \"(lost\"\n")).unwrap_err().to_string();
+    assert!(
+        bad_pattern.starts_with("s.toml:16: failure.output_regex: not a regular expression: ")
+            && bad_pattern.contains("unclosed group"),
+        "{bad_pattern}"
+    );
+    check_err(
+        &with("exit = 1\nmatch = \"both\"\n"),
+        "s.toml:17: failure.match: `both` is not understood; use \"any\" (one part is enough) or \"all\"",
+    );
+    check_err(
+        &with(""),
+        "s.toml:15: failure: say when the run failed: `exit = \"nonzero\"` (or a code, or codes), `signal = \"SIGSEGV\"`, \
+         `output = \"TEXT\"` or `output_regex = \"PATTERN\"`",
+    );
+}
+
+#[test]
 fn a_scenario_names_what_its_hosts_record() {
     let s =
         Scenario::parse("s.toml", &GOOD.replace("name = \"t\"\n", "name = \"t\"\nsyscalls = [\"file\", \"kill\"]\n"))
