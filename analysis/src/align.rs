@@ -6,7 +6,7 @@
 //! Two occurrences are ordered by `(host, seq)` on one host and by disjoint clock intervals across
 //! hosts; otherwise they are concurrent ([`before`] says `None`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use heisen_recordings::{errno_name, signal_name, Bundle, Event, EventKind, Interval, Scenario, SignalPhase};
 
@@ -55,6 +55,9 @@ pub(crate) struct Sig {
     pub(crate) class: Class,
     /// How a gate would hold it: syscall, signal, fd_at_least.
     pub(crate) gate: Option<(String, Option<i32>, Option<u64>)>,
+    /// The file it acts on, as a path template the same in every run (`{shared}/app-{run}.json`):
+    /// part of the signature, and the gate's path.
+    pub(crate) object: Option<String>,
 }
 
 /// One occurrence of a signature in a run.
@@ -105,7 +108,11 @@ pub(crate) struct Aligned {
 /// failing run has and no passing run has (the error, the timeout message). What a run does after
 /// it is its reaction to the failure (retries, diagnostics, a debugger attaching), not its cause,
 /// and would stretch the failing runs' streams. Empty when there are no passing runs to tell.
-pub(crate) fn symptom_onsets(aligned: &Aligned, failing: &[u32]) -> BTreeMap<u32, i64> {
+///
+/// Only the roles that show a symptom react to it: another process (the deploy job on another
+/// host still writing the file the failing reader read half of) goes on as in any run, and its
+/// events after the onset are kept.
+pub(crate) fn symptom_onsets(aligned: &Aligned, failing: &[u32]) -> Cuts {
     let passing: Vec<&RunSigs> = aligned.runs.iter().filter(|(r, _)| !failing.contains(r)).map(|(_, rs)| rs).collect();
     let failing_runs: Vec<(u32, &RunSigs)> = failing.iter().filter_map(|r| Some((*r, aligned.runs.get(r)?))).collect();
     if passing.is_empty() || failing_runs.is_empty() {
@@ -115,19 +122,39 @@ pub(crate) fn symptom_onsets(aligned: &Aligned, failing: &[u32]) -> BTreeMap<u32
         .filter(|s| passing.iter().all(|rs| !rs.first.contains_key(s)))
         .filter(|s| failing_runs.iter().all(|(_, rs)| rs.first.contains_key(s)))
         .collect();
+    let roles: BTreeSet<Role> = symptoms.iter().map(|s| aligned.sigs[*s].role.clone()).collect();
     failing_runs
         .iter()
         .filter_map(|(r, rs)| {
-            Some((*r, symptoms.iter().filter_map(|s| Some(rs.first.get(s)?.at.midpoint_ns())).min()?))
+            let at = symptoms.iter().filter_map(|s| Some(rs.first.get(s)?.at.midpoint_ns())).min()?;
+            Some((*r, Cut { at, roles: roles.clone() }))
         })
         .collect()
 }
 
+/// Where a failing run's symptom begins, and whose events after it are its reaction.
+#[derive(Clone, Debug)]
+pub(crate) struct Cut {
+    pub(crate) at: i64,
+    pub(crate) roles: BTreeSet<Role>,
+}
+
+impl Cut {
+    /// Whether an event of `role` at `ns` is after the cut.
+    fn drops(&self, role: &Role, ns: i64) -> bool {
+        ns > self.at && self.roles.contains(role)
+    }
+}
+
+/// The cut of each failing run that has one.
+pub(crate) type Cuts = BTreeMap<u32, Cut>;
+
 /// Phase 3: key events of every valid run, grouped by signature; in a run with a cut, key events
 /// after it are left out (service output is kept: the effect of a cause may outlast the cut).
-pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -> Aligned {
+pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
     let mut index: BTreeMap<(Role, String), usize> = BTreeMap::new();
     let mut sigs: Vec<Sig> = Vec::new();
+    let places = Places::of(bundle);
     let mut runs: BTreeMap<u32, RunSigs> = valid.iter().map(|r| (*r, RunSigs::default())).collect();
     for (h, rec) in bundle.hosts.iter().enumerate() {
         let mut roles: HashMap<i32, Role> = HashMap::new();
@@ -144,13 +171,19 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -
             if let EventKind::Socket { from_state, to_state, .. } = &e.kind {
                 let closing = matches!(from_state.as_str(), "ESTABLISHED" | "CLOSE_WAIT")
                     && matches!(to_state.as_str(), "FIN_WAIT1" | "LAST_ACK");
-                if closing && cuts.get(&e.run).is_none_or(|cut| rec.clock.interval(e.raw_ns).midpoint_ns() <= *cut) {
+                if closing
+                    && cuts.get(&e.run).is_none_or(|cut| !cut.drops(&role, rec.clock.interval(e.raw_ns).midpoint_ns()))
+                {
                     let at = rec.clock.interval(e.raw_ns);
                     let occ = Occ { host: h, seq: e.seq, at, target: None, item: None, ret: 0, desc: String::new() };
                     rs.closes.push((role.clone(), occ));
                 }
             }
-            let Some((what, class, gate, desc)) = key_of(e) else { continue };
+            let Some((mut what, class, gate, desc)) = key_of(e) else { continue };
+            let object = gate.as_ref().and_then(|_| places.object(&rec.name, e));
+            if let Some(o) = &object {
+                what = format!("{what} on {o}");
+            }
             let at = rec.clock.interval(e.raw_ns);
             let (target, item, ret) = match &e.kind {
                 EventKind::Syscall { name, args, ret, .. } if name.contains("kill") => {
@@ -164,12 +197,12 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -
             if let EventKind::Output { line, .. } = &e.kind {
                 rs.outputs.push((role.clone(), line.clone(), occ.clone()));
             }
-            if cuts.get(&e.run).is_some_and(|cut| occ.at.midpoint_ns() > *cut) {
+            if cuts.get(&e.run).is_some_and(|cut| cut.drops(&role, occ.at.midpoint_ns())) {
                 continue;
             }
             let key = (role.clone(), what.clone());
             let id = *index.entry(key).or_insert_with(|| {
-                sigs.push(Sig { role: role.clone(), what, class, gate });
+                sigs.push(Sig { role: role.clone(), what, class, gate, object });
                 sigs.len() - 1
             });
             if matches!(e.kind, EventKind::Lock { .. }) {
@@ -198,6 +231,11 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -
                     if let Some((_, o)) = close {
                         rs.end.insert(b, o.clone());
                     }
+                    if let Some(o) = file_close_of(&sigs, b).and_then(|c| rs.last.get(&c)) {
+                        if o.host == first.host && o.seq > last_seq {
+                            rs.end.insert(b, o.clone());
+                        }
+                    }
                 }
             }
         }
@@ -205,14 +243,110 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &BTreeMap<u32, i64>) -
     Aligned { sigs, runs }
 }
 
-/// The connect a stream of writes went over: the same role's `connect` signature, when `b` is a
-/// write/sendto/sendmsg signature and the role made one.
+fn gate_is(s: &Sig, names: &[&str]) -> bool {
+    s.gate.as_ref().is_some_and(|g| names.contains(&g.0.as_str()))
+}
+
+/// Calls on an open file's fd: a stream of them runs from the file's open to its close.
+const FILE_FD_CALLS: &[&str] =
+    &["read", "pread64", "readv", "preadv", "write", "pwrite64", "writev", "fsync", "fdatasync", "ftruncate"];
+
+/// Where a stream of calls begins: for calls over a connection (write, sendto, recvfrom, ...)
+/// the same role's `connect`; for calls on a file's fd the same role's open of that file.
 pub(crate) fn connection_of(sigs: &[Sig], b: usize) -> Option<usize> {
-    let gate_is = |s: &Sig, names: &[&str]| s.gate.as_ref().is_some_and(|g| names.contains(&g.0.as_str()));
-    if !gate_is(&sigs[b], &["write", "sendto", "sendmsg", "recvfrom", "recvmsg"]) {
+    let s = &sigs[b];
+    if s.object.is_some() && gate_is(s, FILE_FD_CALLS) {
+        return sigs.iter().position(|c| {
+            c.role == s.role && c.object == s.object && gate_is(c, &["open", "openat", "openat2", "creat"])
+        });
+    }
+    if s.object.is_some() || !gate_is(s, &["write", "sendto", "sendmsg", "recvfrom", "recvmsg"]) {
         return None;
     }
-    sigs.iter().position(|c| c.role == sigs[b].role && gate_is(c, &["connect"]))
+    sigs.iter().position(|c| c.role == s.role && gate_is(c, &["connect"]))
+}
+
+/// Where a stream of calls on a file ends: the same role's close of that file.
+fn file_close_of(sigs: &[Sig], b: usize) -> Option<usize> {
+    let s = &sigs[b];
+    (s.object.is_some() && gate_is(s, FILE_FD_CALLS))
+        .then(|| sigs.iter().position(|c| c.role == s.role && c.object == s.object && gate_is(c, &["close"])))?
+}
+
+/// What the capture's placeholders stood for, to turn recorded paths into templates.
+struct Places {
+    /// Bundles written before placeholders were kept: no objects (a literal capture directory
+    /// would make a gate that never matches in a later capture).
+    known: bool,
+    shared: Option<String>,
+    workdirs: HashMap<String, String>,
+}
+
+/// Trees of the system's own files: opening them is a program loading, not the test's state.
+const SYSTEM_TREES: &[&str] = &["/usr/", "/lib/", "/lib32/", "/lib64/", "/bin/", "/sbin/", "/etc/", "/sys/", "/dev/"];
+
+impl Places {
+    fn of(bundle: &Bundle) -> Places {
+        let p = &bundle.placeholders;
+        Places {
+            known: !p.is_empty(),
+            shared: p.get("shared").cloned(),
+            workdirs: p
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("workdir:")?.to_string(), v.clone())))
+                .collect(),
+        }
+    }
+
+    /// The file a call acts on, as a template: `{shared}` and `{workdir}` for the capture's
+    /// directories, `{run}` for the run number in a name under them. None for calls on no file,
+    /// on sockets and pipes, on the system's own trees, or on another process's /proc entries.
+    fn object(&self, host: &str, e: &Event) -> Option<String> {
+        let EventKind::Syscall { name, strings, fd_path, .. } = &e.kind else { return None };
+        if !self.known {
+            return None;
+        }
+        let raw = if FILE_FD_CALLS.contains(&name.as_str()) || name == "close" {
+            // `/a.tmp (renamed to /a)`, `/x (deleted)`: the path the fd was opened with.
+            fd_path.as_deref()?.split(" (").next()?
+        } else {
+            strings.first()?.as_str()
+        };
+        if !raw.starts_with('/') || SYSTEM_TREES.iter().any(|t| raw.starts_with(t)) {
+            return None;
+        }
+        if raw.strip_prefix("/proc/").is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit())) {
+            return None;
+        }
+        let under = |dir: &str| raw.strip_prefix(dir).filter(|rest| rest.starts_with('/')).map(str::to_string);
+        let templated = match (self.shared.as_deref().and_then(under), self.workdirs.get(host).and_then(|w| under(w))) {
+            (Some(rest), _) => format!("{{shared}}{rest}"),
+            (None, Some(rest)) => format!("{{workdir}}{rest}"),
+            (None, None) => return Some(raw.to_string()),
+        };
+        Some(run_placeholder(&templated, e.run))
+    }
+}
+
+/// `{run}` for every number in `path` that is the run's: `app-3.json` in run 3 is `app-{run}.json`.
+fn run_placeholder(path: &str, run: u32) -> String {
+    let run = run.to_string();
+    let mut out = String::with_capacity(path.len());
+    let mut digits = String::new();
+    for c in path.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if !digits.is_empty() {
+            out.push_str(if digits == run { "{run}" } else { &digits });
+            digits.clear();
+        }
+        if c != '\0' {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub(crate) fn assign_role(host: usize, e: &Event, roles: &mut HashMap<i32, Role>) {

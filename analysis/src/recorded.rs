@@ -41,7 +41,8 @@ pub fn recorded(bundle: &Bundle, scenario: &Scenario, run: u32, h: &Hypothesis) 
                     *call == g.syscall
                         && (g.signal.is_none() || *signal == g.signal)
                         && (g.fd_at_least.is_none() || *fd == g.fd_at_least)
-                }) && gate_step(bundle, Some(scenario), &sig.role).is_ok_and(|st| st == g.step)
+                }) && (g.path.is_none() || sig.object == g.path)
+                    && gate_step(bundle, Some(scenario), &sig.role).is_ok_and(|st| st == g.step)
             })
             .flat_map(|(_, v)| v.iter())
             .collect();
@@ -91,12 +92,16 @@ pub fn recorded(bundle: &Bundle, scenario: &Scenario, run: u32, h: &Hypothesis) 
             let victims = occs(&d.victim);
             let done = victims.iter().take_while(|v| before(v, c) == Some(true)).count() as u32;
             let next = victims.get(done as usize);
-            let effect_over = rs.outputs.iter().any(|(role, line, o)| {
-                role.process == d.effect_done.process
-                    && line.contains(&d.effect_done.text)
-                    && before(c, o) == Some(true)
-                    && next.is_none_or(|n| before(o, n) == Some(true))
-            });
+            let effect_over = match &d.effect_done {
+                Some(m) => rs.outputs.iter().any(|(role, line, o)| {
+                    role.process == m.process
+                        && line.contains(&m.text)
+                        && before(c, o) == Some(true)
+                        && next.is_none_or(|n| before(o, n) == Some(true))
+                }),
+                // The effect is the cause's step exiting: over when no victim call followed.
+                None => next.is_none(),
+            };
             Ok(Recorded::During { done, effect_over, victims: victims.len() as u32 })
         }
     }

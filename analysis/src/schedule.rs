@@ -159,6 +159,15 @@ fn state_orderings(scenario: &Scenario, h: &StateHypothesis) -> Vec<Ordering> {
     }
 }
 
+/// Waiting for the cause's effect: a service's line, or the cause's step exiting when the
+/// hypothesis names no line.
+fn effect(h: &During, m: &Option<OutputMatch>) -> Action {
+    match m {
+        Some(m) => Action::Output(m.clone()),
+        None => Action::Exit(h.cause.step.clone()),
+    }
+}
+
 /// The hypothesis ordering (`during`) and its alternatives (`before`, `after`).
 pub fn orderings(h: &During) -> Vec<Ordering> {
     let first = h.victim_begins.clone().unwrap_or_else(|| GateSpec { nth: 1, ..h.victim.clone() });
@@ -171,7 +180,7 @@ pub fn orderings(h: &During) -> Vec<Ordering> {
             actions: vec![
                 Action::Reached(h.victim.clone()),
                 Action::Release(h.cause.clone()),
-                Action::Output(h.effect_started.clone()),
+                effect(h, &h.effect_started),
                 Action::Release(h.victim.clone()),
             ],
             expect_failure: true,
@@ -181,11 +190,7 @@ pub fn orderings(h: &During) -> Vec<Ordering> {
             name: "before".into(),
             description: format!("{cause} and its effect complete before {}", describe(&first)),
             gates: vec![h.cause.clone(), first.clone()],
-            actions: vec![
-                Action::Release(h.cause.clone()),
-                Action::Output(h.effect_done.clone()),
-                Action::Release(first),
-            ],
+            actions: vec![Action::Release(h.cause.clone()), effect(h, &h.effect_done), Action::Release(first)],
             expect_failure: false,
             variants: vec![],
         },
@@ -232,7 +237,7 @@ pub fn replay_ordering(scenario: &Scenario, h: &Hypothesis, rec: &Recorded) -> R
                 // Hold victim call done+1 until the cause is released and its effect has started
                 // (or, when the recording shows it over by then, ended).
                 let next = GateSpec { nth: done + 1, ..d.victim.clone() };
-                let effect = if *effect_over { d.effect_done.clone() } else { d.effect_started.clone() };
+                let effect = effect(d, if *effect_over { &d.effect_done } else { &d.effect_started });
                 Ordering {
                     name: format!("recorded-{}", done + 1),
                     description: format!(
@@ -245,7 +250,7 @@ pub fn replay_ordering(scenario: &Scenario, h: &Hypothesis, rec: &Recorded) -> R
                     actions: vec![
                         Action::Reached(next.clone()),
                         Action::Release(d.cause.clone()),
-                        Action::Output(effect),
+                        effect,
                         Action::Release(next),
                     ],
                     expect_failure: !*effect_over,
@@ -292,8 +297,8 @@ mod tests {
             victim: gate("write", "write", 16),
             victim_count: 32,
             victim_begins: None,
-            effect_started: out("reloading"),
-            effect_done: out("reloaded"),
+            effect_started: Some(out("reloading")),
+            effect_done: Some(out("reloaded")),
             runs: 5,
         };
         let o = orderings(&h);

@@ -148,10 +148,10 @@ impl Agent {
         let mut stream =
             self.rpc.launch(proto::LaunchRequest::from(spec)).await.map_err(|s| self.err(&op, s))?.into_inner();
         let first = stream.message().await.map_err(|s| self.err(&op, s))?;
-        let Some(ProcessNotice::Started { pid, .. }) = first.and_then(proto::ProcessNotice::into_domain) else {
+        let Some(ProcessNotice::Started { pid, workdir }) = first.and_then(proto::ProcessNotice::into_domain) else {
             return Err(anyhow!("agent {} did not report `{}` as started", self.name, spec.name));
         };
-        Ok(Launched { pid, agent: self.clone(), op, stream })
+        Ok(Launched { pid, workdir, agent: self.clone(), op, stream })
     }
 
     /// Attaches the ptrace recorder to `pid` for the rest of `capture`; returns the tracer's pid.
@@ -194,6 +194,8 @@ pub fn fit(agent: &str, samples: &[ProbeSample]) -> Result<ClockModel> {
 /// A launched process: its pid, and what it reports from now on.
 pub struct Launched {
     pub pid: i32,
+    /// Where it runs on its host (`{workdir}`).
+    pub workdir: String,
     agent: Agent,
     op: String,
     stream: tonic::Streaming<proto::ProcessNotice>,

@@ -42,6 +42,6 @@ pub fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
             path.display()
         ));
     };
-    let scenario = Scenario::parse(&src.path, &src.text).context("the bundle's scenario")?;
+    let scenario = Scenario::from_source(&src.path, &src.text).context("the bundle's scenario")?;
     Ok((scenario, Some(bundle)))
 }

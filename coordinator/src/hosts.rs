@@ -80,7 +80,14 @@ pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
             scenario.name
         ));
     }
+    if scenario.dir.is_none() && scenario.text.contains("{scenario_dir}") {
+        return Err(anyhow!(
+            "scenario `{}` uses {{scenario_dir}}, but its file is not at hand (an embedded scenario, or a bundle's \
+             whose file has moved): run it from its file",
+            scenario.name
+        ));
+    }
     let port = heisen_harness::free_port()?;
-    let vars = session::Placeholders { host_addrs, port, shared };
+    let vars = session::Placeholders { host_addrs, port, shared, scenario_dir: scenario.dir.clone() };
     Ok(Hosts { agents, vars, harness })
 }

@@ -34,6 +34,8 @@ pub struct Placeholders {
     pub port: u16,
     /// `{shared}`: a directory every host sees at the same path.
     pub shared: Option<String>,
+    /// `{scenario_dir}`: the scenario file's directory (programs kept beside it).
+    pub scenario_dir: Option<String>,
 }
 
 impl Placeholders {
@@ -47,6 +49,9 @@ impl Placeholders {
         let mut a = text.replace("{port}", &self.port.to_string()).replace("{run}", &run.to_string());
         if let Some(shared) = &self.shared {
             a = a.replace("{shared}", shared);
+        }
+        if let Some(dir) = &self.scenario_dir {
+            a = a.replace("{scenario_dir}", dir);
         }
         for (name, addr) in &self.host_addrs {
             a = a.replace(&format!("{{host:{name}}}"), addr);
@@ -69,6 +74,8 @@ struct Shared {
     /// (host, run, gate id) -> hold id, for holds not yet released.
     holds: HashMap<(String, u32, String), u64>,
     procs: HashMap<(u32, String), ProcState>,
+    /// What placeholders stood for: `shared`, `workdir:HOST` (from the agents' started notices).
+    placeholders: BTreeMap<String, String>,
 }
 
 /// A capture being recorded on every agent.
@@ -211,7 +218,11 @@ impl Session {
         self.shared.lock().expect("shared").procs.insert(key.clone(), ProcState::default());
         let mut launched = agent.launch(&spec).await?;
         let pid = launched.pid;
-        self.shared.lock().expect("shared").procs.get_mut(&key).expect("proc").pid = pid;
+        {
+            let mut s = self.shared.lock().expect("shared");
+            s.procs.get_mut(&key).expect("proc").pid = pid;
+            s.placeholders.entry(format!("workdir:{}", p.host)).or_insert_with(|| launched.workdir.clone());
+        }
         let shared = self.shared.clone();
         tokio::spawn(async move {
             loop {
@@ -309,6 +320,9 @@ impl Session {
     ) -> Result<RunOutcome> {
         let run = self.next_run;
         self.next_run += 1;
+        if let Some(dir) = &vars.shared {
+            self.shared.lock().expect("shared").placeholders.insert("shared".into(), dir.clone());
+        }
         // Gate paths name files as commands do: `{shared}/cache-{run}` is this run's file.
         let resolved = ordering.map(|o| o.with_gate_paths(|p| vars.expand_one(p, run)));
         let ordering = resolved.as_ref();
@@ -560,6 +574,7 @@ impl Session {
             hosts,
             runs: self.runs,
             causal: self.causal,
+            placeholders: std::mem::take(&mut self.shared.lock().expect("shared").placeholders),
         })
     }
 }

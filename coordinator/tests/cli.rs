@@ -43,6 +43,7 @@ fn help_text() {
 fn good_bundle(dir: &Path) -> Vec<u8> {
     let bundle = heisen_recordings::Bundle {
         causal: vec![],
+        placeholders: Default::default(),
         capture_id: "c".into(),
         started_ns: 0,
         scenario: None,
@@ -232,6 +233,7 @@ fn timeline_prints_strace_notation() {
     };
     let bundle = heisen_recordings::Bundle {
         causal: vec![],
+        placeholders: Default::default(),
         capture_id: "c".into(),
         started_ns: 0,
         scenario: None,

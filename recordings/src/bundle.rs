@@ -5,6 +5,8 @@
 //! | payload (JSON)`. The reader refuses other magics, newer versions, short files and checksum
 //! mismatches, each with an error naming the file and what is wrong.
 
+use std::collections::BTreeMap;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,11 @@ pub struct Bundle {
     /// Causal edges the coordinator created by its own messages (see `Order`).
     #[serde(default)]
     pub causal: Vec<crate::MessageEdge>,
+    /// What the placeholders of the scenario's commands stood for in this capture: `shared`, and
+    /// `workdir:HOST` per host. Explain turns recorded paths back into `{shared}/...` with them,
+    /// so a gate on a path holds the same file in a later capture.
+    #[serde(default)]
+    pub placeholders: BTreeMap<String, String>,
 }
 
 /// The scenario text as it was when captured.
@@ -208,6 +215,7 @@ mod tests {
     fn sample_bundle() -> Bundle {
         Bundle {
             causal: vec![],
+            placeholders: Default::default(),
             capture_id: "c".into(),
             started_ns: 1,
             scenario: None,

@@ -53,6 +53,7 @@ mod tests {
             hosts: vec![],
             runs: vec![run],
             causal: vec![],
+            placeholders: Default::default(),
         };
         let e = choose_failing(&bundle).unwrap_err();
         assert!(

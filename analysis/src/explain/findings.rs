@@ -174,6 +174,7 @@ mod tests {
                 .map(|r| outcome(r, r % 2 == 1, if r % 2 == 1 { RunObserver::Kernel } else { RunObserver::Ptrace }))
                 .collect(),
             causal: vec![],
+            placeholders: Default::default(),
         };
         let f = observer_effect(&bundle).expect("both observers");
         assert_eq!(f.kind, "observer-effect");

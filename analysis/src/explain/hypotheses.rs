@@ -18,7 +18,7 @@ pub(crate) fn gate_of(ctx: &Context<'_>, sig: &Sig, nth: u32) -> Result<GateSpec
         nth,
         signal,
         fd_at_least,
-        path: None,
+        path: sig.object.clone(),
     })
 }
 
@@ -101,8 +101,16 @@ pub(crate) fn during_hypothesis(
         Some((role.clone(), stable_text(started), stable_text(done)))
     };
     let runs = std::iter::once(run).chain(ctx.aligned.runs.keys().copied());
-    let (role, started, done) =
-        runs.filter_map(|r| effect(ctx.aligned.runs.get(&r)?)).next().ok_or(Unverifiable::NoEffect)?;
+    let (effect_started, effect_done) = match runs.filter_map(|r| effect(ctx.aligned.runs.get(&r)?)).next() {
+        Some((role, started, done)) => (
+            Some(OutputMatch { process: role.process.clone(), text: started }),
+            Some(OutputMatch { process: role.process, text: done }),
+        ),
+        // No service shows the effect: the cause's own step ending is its effect (a reader that
+        // read the half-written file and failed), when that step is not the victim's.
+        None if cause.step != victim.step => (None, None),
+        None => return Err(Unverifiable::NoEffect),
+    };
     // A stream of calls over a connection begins at the victim's connect: "before" holds it there.
     let victim_begins = connection_of(sigs, b).map(|c| gate_of(ctx, &sigs[c], 1)).transpose()?;
     Ok(Hypothesis::During(Box::new(During {
@@ -110,8 +118,8 @@ pub(crate) fn during_hypothesis(
         victim,
         victim_count: count,
         victim_begins,
-        effect_started: OutputMatch { process: role.process.clone(), text: started },
-        effect_done: OutputMatch { process: role.process, text: done },
+        effect_started,
+        effect_done,
         runs: runs_wanted(ctx),
     })))
 }

@@ -165,6 +165,16 @@ pub(crate) fn ordering_candidate(
     let (a, b) = (&sigs[ai], &sigs[bi]);
     let summary = match p {
         Pred::Before(..) => format!("{} before {}", name(a), name(b)),
+        Pred::During(..) if connection_of(sigs, bi).is_some() && b.object.is_some() => {
+            format!(
+                "{} lands while {} has {} open (from its open through its {} calls to its close) [{}]",
+                name(a),
+                b.role.label(),
+                b.object.as_deref().unwrap_or_default(),
+                b.gate.as_ref().map(|g| g.0.as_str()).unwrap_or_default(),
+                host(b)
+            )
+        }
         Pred::During(..) if connection_of(sigs, bi).is_some() => {
             format!(
                 "{} lands while {}'s connection is in use (from its connect through its {} calls to its close) [{}]",

@@ -89,7 +89,15 @@ fn bundle(table: &str) -> Bundle {
             _ => panic!("not a table line: {line}"),
         }
     }
-    Bundle { capture_id: "t".into(), started_ns: 0, scenario: None, hosts, runs, causal: vec![] }
+    Bundle {
+        capture_id: "t".into(),
+        started_ns: 0,
+        scenario: None,
+        hosts,
+        runs,
+        causal: vec![],
+        placeholders: Default::default(),
+    }
 }
 
 /// Ranked candidates, one line each: score, failing and passing counts, kind, summary.

@@ -16,7 +16,8 @@ impl Hypothesis {
                 if let Some(begins) = &h.victim_begins {
                     fields.push(format!("victim_begins = {}", begins.to_inline_toml()));
                 }
-                for (key, m) in [("effect_started", &h.effect_started), ("effect_done", &h.effect_done)] {
+                let effects = [("effect_started", &h.effect_started), ("effect_done", &h.effect_done)];
+                for (key, m) in effects.into_iter().filter_map(|(k, m)| Some((k, m.as_ref()?))) {
                     fields.push(format!("{key} = {{ process = {}, output = {} }}", quote(&m.process), quote(&m.text)));
                 }
             }

@@ -33,6 +33,9 @@ pub struct Scenario {
     pub syscalls: Vec<String>,
     /// The file's text, kept so bundles carry the scenario verbatim.
     pub text: String,
+    /// The directory the file is in, absolute, when it was read from a file that is still
+    /// there: `{scenario_dir}` in commands, for programs kept beside the scenario.
+    pub dir: Option<String>,
 }
 
 /// A piece of environment state a run can have or not: the services tied to it run only when
@@ -164,10 +167,11 @@ pub struct During {
     /// Where the victim's operation begins, when that is not its first `victim` call (a stream
     /// of writes over a connection begins at its `connect`): "before" holds the victim here.
     pub victim_begins: Option<GateSpec>,
-    /// Output of a service that says the cause has taken effect.
-    pub effect_started: OutputMatch,
+    /// Output of a service that says the cause has taken effect. None (with `effect_done`):
+    /// the cause's own step exiting is its effect (a reader that read the half-written file).
+    pub effect_started: Option<OutputMatch>,
     /// Output of a service that says the cause's effect is over.
-    pub effect_done: OutputMatch,
+    pub effect_done: Option<OutputMatch>,
     /// How many times verify runs each ordering.
     pub runs: u32,
 }
@@ -208,8 +212,18 @@ impl Scenario {
             key: "file".into(),
             message: format!("cannot read: {e}"),
         })?;
-        Scenario::parse(&path.display().to_string(), &text)
+        let mut scenario = Scenario::parse(&path.display().to_string(), &text)?;
+        scenario.dir = scenario_dir(path);
+        Ok(scenario)
     }
+    /// Parses a scenario a bundle carries (`path` as it was captured): its directory counts for
+    /// `{scenario_dir}` when it is still there.
+    pub fn from_source(path: &str, text: &str) -> Result<Scenario, ScenarioError> {
+        let mut scenario = Scenario::parse(path, text)?;
+        scenario.dir = scenario_dir(Path::new(path));
+        Ok(scenario)
+    }
+
     /// The same scenario with its `[hypothesis]` replaced by `inline`, a TOML inline table such as
     /// [`Hypothesis::to_inline_toml`] writes. Errors name `--hypothesis` and the key.
     pub fn with_hypothesis(&self, path: &str, inline: &str) -> Result<Scenario, ScenarioError> {
@@ -275,6 +289,12 @@ fn start_order(services: Vec<Process>) -> Result<Vec<Process>, (String, String)>
 /// 1-based line number of byte `offset` in `text`.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The absolute directory of a scenario file that exists.
+fn scenario_dir(path: &Path) -> Option<String> {
+    let file = path.canonicalize().ok()?;
+    Some(file.parent()?.display().to_string())
 }
 
 #[cfg(test)]

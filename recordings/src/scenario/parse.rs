@@ -107,6 +107,7 @@ impl Scenario {
             variants,
             syscalls,
             text: text.to_string(),
+            dir: None,
         })
     }
 }
@@ -387,7 +388,7 @@ fn during_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Resul
             None,
             &format!("hypothesis.{what}"),
             "missing; a hypothesis is `variant` + `fails_when`, `first` + `then` + `fails_when`, or `cause`, \
-             `victim`, `victim_count`, `effect_started`, `effect_done`"
+             `victim`, `victim_count` (and `effect_started`, `effect_done` when a service shows the effect)"
                 .into(),
         )
     };
@@ -414,15 +415,23 @@ fn during_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Resul
             Some(begins)
         }
     };
-    let started = h.effect_started.ok_or_else(|| missing("effect_started"))?;
-    let done = h.effect_done.ok_or_else(|| missing("effect_done"))?;
+    // Without effect lines, the cause's step exiting is its effect: both lines or neither.
+    let (effect_started, effect_done) = match (h.effect_started, h.effect_done) {
+        (None, None) => (None, None),
+        (Some(s), Some(d)) => (
+            Some(output_match(src, names, s, "hypothesis.effect_started.process")?),
+            Some(output_match(src, names, d, "hypothesis.effect_done.process")?),
+        ),
+        (None, Some(_)) => return Err(missing("effect_started")),
+        (Some(_), None) => return Err(missing("effect_done")),
+    };
     Ok(Hypothesis::During(Box::new(During {
         cause: gate(src, names, h.cause.ok_or_else(|| missing("cause"))?, "hypothesis.cause")?,
         victim,
         victim_count: victim_count.into_inner(),
         victim_begins,
-        effect_started: output_match(src, names, started, "hypothesis.effect_started.process")?,
-        effect_done: output_match(src, names, done, "hypothesis.effect_done.process")?,
+        effect_started,
+        effect_done,
         runs: h.runs.max(1),
     })))
 }

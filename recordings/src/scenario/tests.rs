@@ -37,7 +37,7 @@ fn parses_a_good_scenario() {
     let Some(Hypothesis::During(h)) = s.hypothesis else { panic!("a during hypothesis") };
     assert_eq!(h.cause.signal, Some(1));
     assert_eq!(h.victim.nth, 3);
-    assert_eq!(h.effect_started.process, "srv");
+    assert_eq!(h.effect_started.unwrap().process, "srv");
     assert!(s.steps.iter().all(|st| st.timeout_s == DEFAULT_STEP_TIMEOUT_S));
 }
 
