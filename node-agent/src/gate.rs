@@ -48,19 +48,20 @@ impl GatePoint {
     }
 }
 
-/// Which argument of a gateable syscall is its path.
-fn path_argument(nr: i64) -> Option<usize> {
+/// Which argument of a gateable syscall is its path, and which is the directory fd a relative
+/// path is resolved against (the `*at` calls; the others resolve against the working directory).
+fn path_argument(nr: i64) -> Option<(usize, Option<usize>)> {
     match nr {
         libc::SYS_openat
         | libc::SYS_openat2
-        | libc::SYS_mount
         | libc::SYS_mkdirat
         | libc::SYS_renameat
         | libc::SYS_renameat2
         | libc::SYS_unlinkat
         | libc::SYS_linkat
         | libc::SYS_fchmodat
-        | libc::SYS_fchownat => Some(1),
+        | libc::SYS_fchownat => Some((1, Some(0))),
+        libc::SYS_mount => Some((1, None)),
         libc::SYS_umount2
         | libc::SYS_symlinkat
         | libc::SYS_mkdir
@@ -74,23 +75,7 @@ fn path_argument(nr: i64) -> Option<usize> {
         | libc::SYS_truncate
         | libc::SYS_chmod
         | libc::SYS_chown
-        | libc::SYS_lchown => Some(0),
-        _ => None,
-    }
-}
-
-/// Which argument of a path call is the directory fd its relative path is resolved against.
-fn dirfd_argument(nr: i64) -> Option<usize> {
-    match nr {
-        libc::SYS_openat
-        | libc::SYS_openat2
-        | libc::SYS_mkdirat
-        | libc::SYS_renameat
-        | libc::SYS_renameat2
-        | libc::SYS_unlinkat
-        | libc::SYS_linkat
-        | libc::SYS_fchmodat
-        | libc::SYS_fchownat => Some(0),
+        | libc::SYS_lchown => Some((0, None)),
         _ => None,
     }
 }
@@ -121,11 +106,12 @@ fn call_path(pid: i32, nr: i64, args: &[u64; 6], read_string: impl Fn(u64) -> Op
     if fd_call(nr) {
         return link(format!("fd/{}", args[0] as i32)).map(|p| p.display().to_string());
     }
-    let given = read_string(args[path_argument(nr)?])?;
+    let (path_at, dirfd_at) = path_argument(nr)?;
+    let given = read_string(args[path_at])?;
     if given.starts_with('/') {
         return Some(given);
     }
-    let base = match dirfd_argument(nr).map(|i| args[i] as i32) {
+    let base = match dirfd_at.map(|i| args[i] as i32) {
         Some(dirfd) if dirfd != libc::AT_FDCWD => link(format!("fd/{dirfd}"))?,
         _ => link("cwd".into())?,
     };
