@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use heisen_recordings::{RunOutcome, Scenario};
+use heisen_recordings::{Bundle, RunOutcome, Scenario};
 use serde::Serialize;
 
 use crate::client::Agent;
@@ -182,10 +182,33 @@ async fn run_ordering(
     Ok(result)
 }
 
-/// The verdict table as text.
-pub fn table(results: &[OrderingResult], verdict: Verdict) -> String {
+/// How often the failure happens by itself: the valid load runs without gates of a capture.
+/// Beside the forced rates it is the amplification verify gives (8/16 by itself, 5/5 forced).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct Natural {
+    pub runs: u32,
+    pub failures: u32,
+}
+
+impl Natural {
+    /// The capture's free runs, or None when it has none (a verify capture).
+    pub fn of(bundle: &Bundle) -> Option<Natural> {
+        let free: Vec<&RunOutcome> = bundle.runs.iter().filter(|r| r.ordering.is_none() && r.valid).collect();
+        (!free.is_empty())
+            .then(|| Natural { runs: free.len() as u32, failures: free.iter().filter(|r| r.failed).count() as u32 })
+    }
+}
+
+/// The verdict table as text, with the natural rate first when it is known.
+pub fn table(results: &[OrderingResult], verdict: Verdict, natural: Option<Natural>) -> String {
     let width = results.iter().map(|r| r.name.len()).max().unwrap_or(0).max(8);
     let mut out = format!("{:<width$}  expected  failures  description\n", "ordering");
+    if let Some(n) = natural {
+        out.push_str(&format!(
+            "{:<width$}  {:<9} {:>3}/{:<5} load runs without gates: how often it fails by itself\n",
+            "natural", "-", n.failures, n.runs
+        ));
+    }
     for r in results {
         let expected = if r.expect_failure { "fail" } else { "pass" };
         let invalid = if r.invalid > 0 { format!(" (+{} invalid)", r.invalid) } else { String::new() };
@@ -225,5 +248,42 @@ mod tests {
         check(&[r("during", true, 5, 5, 0), r("before", false, 5, 1, 0)], Verdict::Inconclusive);
         check(&[r("during", true, 4, 4, 1), r("before", false, 5, 0, 0)], Verdict::Inconclusive);
         check(&[r("during", true, 5, 0, 0), r("before", false, 5, 0, 0)], Verdict::Refuted);
+    }
+
+    #[test]
+    fn the_natural_rate_counts_valid_free_runs_and_heads_the_table() {
+        let outcome = |run, ordering: Option<&str>, failed, valid| RunOutcome {
+            run,
+            ordering: ordering.map(str::to_string),
+            failed,
+            valid,
+            note: String::new(),
+            steps: vec![],
+            observer: heisen_recordings::RunObserver::Kernel,
+            variants: vec![],
+        };
+        let mut bundle = Bundle {
+            capture_id: "c".into(),
+            started_ns: 0,
+            scenario: None,
+            hosts: vec![],
+            runs: vec![
+                outcome(1, None, true, true),
+                outcome(2, None, false, true),
+                outcome(3, None, true, false),          // invalid: not counted
+                outcome(4, Some("during"), true, true), // gated: not natural
+                outcome(5, None, false, true),
+            ],
+            causal: vec![],
+            placeholders: Default::default(),
+        };
+        let n = Natural::of(&bundle);
+        assert_eq!(n, Some(Natural { runs: 3, failures: 1 }));
+        let text = table(&[r("during", true, 5, 5, 0)], Verdict::Confirmed, n);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("natural") && lines[1].contains("1/3"), "{text}");
+        assert!(lines[2].starts_with("during") && lines[2].contains("5/5"), "{text}");
+        bundle.runs.retain(|r| r.ordering.is_some());
+        assert_eq!(Natural::of(&bundle), None, "a verify capture has no natural rate");
     }
 }

@@ -59,6 +59,9 @@ fn torn_config_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
         "heisen verify",
     );
     assert_eq!(v["verdict"], "confirmed", "{v:#}");
+    // The amplification: how often it failed by itself beside the forced rates.
+    assert_eq!(v["natural"]["runs"], 16, "{v:#}");
+    assert_eq!(v["natural"]["failures"], run["failures"], "{v:#}");
     let rates: Vec<(String, u64, u64)> = v["orderings"]
         .as_array()
         .unwrap()

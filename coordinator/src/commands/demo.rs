@@ -112,6 +112,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
             "verdict": verdict,
             "hosts": mode,
             "load": {"runs": load_bundle.runs.len(), "failures": load_failures},
+            "natural": verify::Natural::of(&load_bundle),
             "orderings": results,
             "explain_rank": explain_rank,
             "verified": verified_what,
@@ -175,7 +176,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
         }
         println!("\nverifying {verified_what}");
         println!("verification ({runs} runs per ordering, bundle {}):", verify_path.display());
-        print!("{}", verify::table(&results, verdict));
+        print!("{}", verify::table(&results, verdict, verify::Natural::of(&load_bundle)));
     }
     Ok(verdict.exit_code())
 }

@@ -10,6 +10,7 @@ use crate::{verify, VerifyArgs};
 
 pub async fn run(a: VerifyArgs) -> Result<i32> {
     let (mut scenario, bundle) = scenario_or_bundle(&a.scenario)?;
+    let natural = bundle.as_ref().and_then(verify::Natural::of);
     let shown = a.scenario.display().to_string();
     if let Some(inline) = &a.hypothesis {
         scenario = scenario.with_hypothesis(&shown, inline)?;
@@ -40,11 +41,10 @@ pub async fn run(a: VerifyArgs) -> Result<i32> {
     let path = write_bundle(&bundle, a.out)?;
     let verdict = verify::verdict(&results, runs);
     if a.json {
-        let v =
-            serde_json::json!({"scenario": scenario.name, "verdict": verdict, "orderings": results, "bundle": path});
+        let v = serde_json::json!({"scenario": scenario.name, "verdict": verdict, "natural": natural, "orderings": results, "bundle": path});
         println!("{v}");
     } else {
-        print!("{}", verify::table(&results, verdict));
+        print!("{}", verify::table(&results, verdict, natural));
         println!("bundle: {}", path.display());
     }
     Ok(verdict.exit_code())
