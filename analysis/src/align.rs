@@ -248,7 +248,7 @@ fn gate_is(s: &Sig, names: &[&str]) -> bool {
 }
 
 /// Calls on an open file's fd: a stream of them runs from the file's open to its close.
-const FILE_FD_CALLS: &[&str] =
+pub(crate) const FILE_FD_CALLS: &[&str] =
     &["read", "pread64", "readv", "preadv", "write", "pwrite64", "writev", "fsync", "fdatasync", "ftruncate"];
 
 /// Where a stream of calls begins: for calls over a connection (write, sendto, recvfrom, ...)
@@ -488,5 +488,53 @@ pub(crate) fn gate_step(bundle: &Bundle, scenario: Option<&Scenario>, role: &Rol
                 .map(|p| p.name.clone())
                 .ok_or_else(|| Unverifiable::NoCronStep { host: host.clone(), process: role.process.clone() })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_number_in_a_shared_name_becomes_a_placeholder() {
+        assert_eq!(run_placeholder("{shared}/app-3.json", 3), "{shared}/app-{run}.json");
+        assert_eq!(run_placeholder("{shared}/cache-12.tmp", 12), "{shared}/cache-{run}.tmp");
+        // Only whole numbers equal to the run: 13 is not run 3, v2 stays.
+        assert_eq!(run_placeholder("{shared}/v2/app-13", 3), "{shared}/v2/app-13");
+        assert_eq!(run_placeholder("{shared}/3", 3), "{shared}/{run}");
+    }
+
+    #[test]
+    fn objects_are_files_under_shared_only() {
+        let places = Places { known: true, shared: Some("/mnt/s".into()) };
+        let call = |name: &str, strings: &[&str], fd_path: Option<&str>| Event {
+            seq: 1,
+            raw_ns: 0,
+            pid: 1,
+            comm: "c".into(),
+            run: 4,
+            kind: EventKind::Syscall {
+                name: name.into(),
+                args: vec![],
+                ret: 0,
+                enter_ns: 0,
+                fd_path: fd_path.map(str::to_string),
+                strings: strings.iter().map(|s| s.to_string()).collect(),
+                addr: None,
+                path_from: None,
+            },
+        };
+        let object = |e: Event| places.object(&e);
+        assert_eq!(object(call("openat", &["/mnt/s/app-4.json"], None)).as_deref(), Some("{shared}/app-{run}.json"));
+        assert_eq!(
+            object(call("write", &[], Some("/mnt/s/app-4.json.tmp (renamed to /mnt/s/app-4.json)"))).as_deref(),
+            Some("{shared}/app-{run}.json.tmp")
+        );
+        assert_eq!(object(call("openat", &["/usr/lib/libc.so.6"], None)), None, "a system tree");
+        assert_eq!(object(call("openat", &["/var/lib/app/x"], None)), None, "outside {{shared}}, for now");
+        assert_eq!(object(call("openat", &["/mnt/sx/app"], None)), None, "a sibling of the shared dir");
+        assert_eq!(object(call("write", &[], Some("socket:[123]"))), None);
+        let old = Places { known: false, shared: Some("/mnt/s".into()) };
+        assert_eq!(old.object(&call("openat", &["/mnt/s/app-4.json"], None)), None, "an older bundle");
     }
 }

@@ -82,7 +82,10 @@ pub(crate) fn ordering_candidates(
     let mut out = Vec::new();
     for (a, b) in pairs {
         let mut preds = vec![Pred::Before(a, b)];
-        if multi.contains(&b) {
+        // "During B's calls" needs B to be a stream on one thing: calls on one file, or over
+        // connections (fd >= 3). A process's unnamed openat or pread64 calls span its whole life
+        // (library loads of every child it runs) and say nothing.
+        if multi.contains(&b) && is_stream(&sigs[b]) {
             preds.push(Pred::During(a, b));
             preds.push(Pred::BeforeEnd(a, b));
         }
@@ -145,6 +148,14 @@ pub(crate) fn same_flow(ctx: &Context<'_>, mut found: Vec<(Pred, Candidate)>) ->
         c.evidence.sort_by_key(|e| e.time_ns);
     }
     found.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Calls on one open file or connection, which a stream of them can be about.
+fn is_stream(s: &Sig) -> bool {
+    let Some((call, _, fd_at_least)) = &s.gate else { return false };
+    let fd_call = crate::align::FILE_FD_CALLS.contains(&call.as_str())
+        || matches!(call.as_str(), "sendto" | "sendmsg" | "recvfrom" | "recvmsg");
+    fd_call && (s.object.is_some() || fd_at_least.is_some())
 }
 
 pub(crate) fn ordering_candidate(
@@ -233,6 +244,9 @@ pub(crate) fn ordering_candidate(
         }
     };
     let mut c = Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h);
+    let took_effect =
+        b.object.is_some() && ctx.aligned.runs.values().filter_map(|rs| rs.first.get(&bi)).all(|o| o.ret >= 0);
+    c.specificity = a.object.is_some() as u8 + b.object.is_some() as u8 + took_effect as u8;
     c.cause_seq = run.and_then(|r| Some(ctx.aligned.runs.get(&r)?.first.get(&ai)?.seq)).unwrap_or(u64::MAX);
     if !matches!(p, Pred::Before(..)) {
         let mut spans: Vec<i64> = ctx

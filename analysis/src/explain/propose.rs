@@ -1,5 +1,5 @@
-//! Phase 5, propose: rank the candidates (separation first; the kind prior, then the narrower
-//! window, then where the cause comes in its process, only break ties), keep one per hypothesis, number them and write their
+//! Phase 5, propose: rank the candidates (separation first; the kind prior, then the files it
+//! names, then the narrower window, then where the cause comes in its process, only break ties), keep one per hypothesis, number them and write their
 //! verify commands.
 
 use std::collections::BTreeSet;
@@ -10,7 +10,7 @@ use super::Options;
 /// Phase 5: rank, keep the best, number them and write their verify commands.
 pub(crate) fn propose(candidates: &mut Vec<Candidate>, opts: &Options) {
     candidates.sort_by(|x, y| {
-        let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior, c.failing.holds);
+        let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior, c.failing.holds, c.specificity);
         key(y)
             .cmp(&key(x))
             .then_with(|| x.window_ns.cmp(&y.window_ns))

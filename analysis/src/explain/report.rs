@@ -63,6 +63,11 @@ pub struct Candidate {
     /// close the process made from start to end).
     #[serde(skip)]
     pub(crate) window_ns: i64,
+    /// How much it names (between equals, the more specific first): the files its two events
+    /// act on, and whether the named call it is ordered against took effect (a rename that
+    /// returned EEXIST changed nothing).
+    #[serde(skip)]
+    pub(crate) specificity: u8,
 }
 
 /// In how many of `of` cases a candidate holds.
@@ -140,6 +145,7 @@ impl Candidate {
             prior,
             cause_seq: u64::MAX,
             window_ns: 0,
+            specificity: 0,
         }
     }
 }
