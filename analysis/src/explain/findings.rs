@@ -140,6 +140,45 @@ pub(crate) fn observer_effect(bundle: &Bundle) -> Option<Finding> {
     })
 }
 
+/// Events a host's agent could not record (its own `lost` notes: a full ring, a trace reader that
+/// fell behind): a cause on that host may be among them, so explain says so instead of staying
+/// silent. One finding per host, with the total count and every distinct reason.
+pub(crate) fn lost_events(bundle: &Bundle) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for rec in &bundle.hosts {
+        let mut count = 0u64;
+        let mut reasons: Vec<&str> = Vec::new();
+        for e in &rec.events {
+            if let EventKind::Lost { count: n, location } = &e.kind {
+                count += n;
+                if !reasons.contains(&location.as_str()) {
+                    reasons.push(location);
+                }
+            }
+        }
+        if reasons.is_empty() {
+            continue;
+        }
+        let recorded =
+            rec.events.len() - rec.events.iter().filter(|e| matches!(e.kind, EventKind::Lost { .. })).count();
+        let missing = match count {
+            0 => "an unknown number missing or incomplete".to_string(),
+            n => format!("{n} missing or incomplete"),
+        };
+        out.push(Finding {
+            kind: "lost-events",
+            summary: format!(
+                "host {} recorded incompletely ({recorded} event(s) recorded, {missing}: {}); a cause there may \
+                 be missing from the candidates",
+                rec.name,
+                reasons.join("; ")
+            ),
+            evidence: vec![],
+        });
+    }
+    out
+}
+
 /// When a recorded call entered (its own time for events that do not say).
 pub(crate) fn enter_of(e: &Event) -> i64 {
     match &e.kind {
@@ -192,5 +231,47 @@ mod tests {
         assert_eq!(observer_effect(&bundle).unwrap().kind, "no-observer-effect");
         bundle.runs.iter_mut().for_each(|r| r.observer = RunObserver::Kernel);
         assert!(observer_effect(&bundle).is_none());
+    }
+
+    #[test]
+    fn a_host_that_lost_events_is_a_finding() {
+        let host = |name: &str, lost: &[(u64, &str)]| heisen_recordings::HostRecording {
+            name: name.into(),
+            agent_version: String::new(),
+            kernel: String::new(),
+            observer: "tracefs".into(),
+            clock: heisen_recordings::ClockModel::identity(),
+            probes: vec![],
+            events: lost
+                .iter()
+                .enumerate()
+                .map(|(i, (count, location))| Event {
+                    seq: i as u64,
+                    raw_ns: 0,
+                    pid: 0,
+                    comm: String::new(),
+                    run: 0,
+                    kind: EventKind::Lost { count: *count, location: location.to_string() },
+                })
+                .collect(),
+            lost: 0,
+            environments: vec![],
+        };
+        let bundle = Bundle {
+            capture_id: "c".into(),
+            started_ns: 0,
+            scenario: None,
+            hosts: vec![host("quiet", &[]), host("busy", &[(10, "ring full"), (5, "ring full"), (0, "reader behind")])],
+            runs: vec![],
+            causal: vec![],
+            placeholders: Default::default(),
+        };
+        let f = lost_events(&bundle);
+        assert_eq!(f.len(), 1, "only the host that lost some");
+        assert_eq!(
+            f[0].summary,
+            "host busy recorded incompletely (0 event(s) recorded, 15 missing or incomplete: ring full; reader \
+             behind); a cause there may be missing from the candidates"
+        );
     }
 }

@@ -33,7 +33,7 @@ use heisen_recordings::{Bundle, RunObserver, Scenario};
 
 use crate::AnalysisError;
 use environment::environment_candidates;
-use findings::{findings, observer_effect};
+use findings::{findings, lost_events, observer_effect};
 use items::item_candidates;
 use ordering::ordering_candidates;
 use propose::propose;
@@ -128,6 +128,7 @@ pub fn explain(bundle: &Bundle, opts: &Options) -> Result<Explanation, AnalysisE
     });
     let mut findings = findings(bundle);
     findings.extend(observer_effect(bundle));
+    findings.extend(lost_events(bundle));
     Ok(Explanation {
         capture_id: bundle.capture_id.clone(),
         scenario: scenario.as_ref().map(|s| s.name.clone()),
