@@ -16,6 +16,7 @@ fn main() {
     for name in OBJECTS {
         let src = format!("bpf/{name}.bpf.c");
         println!("cargo:rerun-if-changed={src}");
+        println!("cargo:rerun-if-changed=bpf/select.h");
         let out = out_dir.join(format!("{name}.bpf.o"));
         let result = Command::new("clang")
             .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])

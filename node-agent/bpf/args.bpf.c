@@ -26,9 +26,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define ADDR_MAX 128
 #define NONE 7
 
-// The capture's cgroup (launched scope), or 0 for every task (netns scope: the decoder keeps
-// the host's own). Set by the loader before load.
-const volatile __u64 target_cgroup = 0;
+#include "select.h"
 
 // tracepoint syscalls/sys_enter_*: the common header, the syscall number, six arguments.
 struct sys_enter_ctx {
@@ -92,11 +90,6 @@ static __always_inline void count_lost(__u32 which)
     __u64 *n = bpf_map_lookup_elem(&lost, &which);
     if (n)
         __sync_fetch_and_add(n, 1);
-}
-
-static __always_inline int selected(void)
-{
-    return target_cgroup == 0 || bpf_get_current_cgroup_id() == target_cgroup;
 }
 
 static __always_inline void read_str(struct record *r, int i, __u64 ptr)

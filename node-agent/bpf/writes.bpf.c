@@ -17,8 +17,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 #define NR_WRITE 1
 
-// The capture's cgroup, or 0 for every task. Set by the loader before load.
-const volatile __u64 target_cgroup = 0;
+#include "select.h"
 
 // One record: the layout the agent's `write_format` reads.
 struct record {
@@ -54,7 +53,7 @@ struct {
 SEC("raw_tracepoint/sys_exit")
 int on_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
-    if (target_cgroup != 0 && bpf_get_current_cgroup_id() != target_cgroup)
+    if (!selected())
         return 0;
     struct regs_tail regs;
     if (bpf_probe_read_kernel(&regs, sizeof(regs), (const void *)(ctx->args[0] + REGS_DX)) != 0)

@@ -14,8 +14,9 @@
 //! It selects processes in the kernel so that untraced processes pay one helper call:
 //! - [`Select::Cgroup`]: tasks in one cgroup v2 (launched scope: a launched process joins the
 //!   capture's cgroup before exec, and its descendants inherit it);
-//! - [`Select::All`]: every task's writes (netns scope; the decoder keeps the host's own, as it
-//!   does for the tracefs events).
+//! - [`Select::Netns`]: tasks in one network namespace (netns scope: a netns host), read from
+//!   the task with CO-RE (`bpf/select.h`), so a busy process elsewhere on the machine fills no
+//!   ring this host needs.
 //!
 //! Stamps come from `bpf_ktime_get_ns`, CLOCK_MONOTONIC, the clock of the tracefs instance
 //! (`trace_clock mono`), so records merge with the tracefs streams by time. Records that do not
@@ -44,16 +45,24 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wr
 pub enum Select {
     /// Tasks in the cgroup v2 with this id (its directory's inode number).
     Cgroup(u64),
-    /// Every task.
-    All,
+    /// Tasks in the network namespace with this inode number.
+    Netns(u64),
 }
 
 impl Select {
-    /// The value of the programs' `target_cgroup` global: 0 for every task.
+    /// The value of the programs' `target_cgroup` global: 0 for any cgroup.
     pub fn cgroup_id(self) -> u64 {
         match self {
             Select::Cgroup(id) => id,
-            Select::All => 0,
+            Select::Netns(_) => 0,
+        }
+    }
+
+    /// The value of the programs' `target_netns` global: 0 for any namespace.
+    pub fn netns_inode(self) -> u64 {
+        match self {
+            Select::Netns(inode) => inode,
+            Select::Cgroup(_) => 0,
         }
     }
 }
@@ -64,9 +73,10 @@ pub fn load_object(object: &[u8], select: Select, what: &str) -> Result<Ebpf, Ag
     if !missing.is_empty() || object.is_empty() {
         return Err(AgentError::Unavailable(format!("the BPF {what} was not built: {missing}")));
     }
-    let cgroup = select.cgroup_id();
+    let (cgroup, netns) = (select.cgroup_id(), select.netns_inode());
     EbpfLoader::new()
         .set_global("target_cgroup", &cgroup, true)
+        .set_global("target_netns", &netns, true)
         .load(object)
         .map_err(|e| AgentError::Unavailable(format!("the kernel refused the {what}'s object: {e}")))
 }

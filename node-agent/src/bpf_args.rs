@@ -166,4 +166,44 @@ mod tests {
         assert!(out.iter().zip(out.iter().skip(1)).all(|(x, y)| x.mono_ns <= y.mono_ns));
         assert_eq!(recorder.lost(), 0);
     }
+
+    /// Netns scope: the programs keep the calls of tasks in the host's network namespace and
+    /// nobody else's. This process opens a file; a recorder for its own namespace sees it, one
+    /// for another namespace (a fresh one, made by `unshare` for the test) does not.
+    #[test]
+    fn records_only_the_calls_of_its_network_namespace() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED records_only_the_calls_of_its_network_namespace: BPF needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let own = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        // A network namespace nobody here is in: a sleeping child of its own.
+        let mut other = std::process::Command::new("unshare").args(["--net", "sleep", "5"]).spawn().unwrap();
+        let other_ns = (0..100)
+            .find_map(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                let ino = std::fs::metadata(format!("/proc/{}/ns/net", other.id())).ok()?.ino();
+                (ino != own).then_some(ino)
+            })
+            .expect("unshare --net made a namespace");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("netns-probe");
+        let mut mine = ArgsRecorder::start(Select::Netns(own), &["openat"]).unwrap();
+        let mut theirs = ArgsRecorder::start(Select::Netns(other_ns), &["openat"]).unwrap();
+        std::fs::write(&file, "x").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = args_format();
+        let probe = file.display().to_string();
+        let saw = |recorder: &mut ArgsRecorder| {
+            let (mut out, mut pool) = (VecDeque::new(), Pool::default());
+            crate::rawtrace::SideBuffer::drain(recorder, &mut out, &mut pool);
+            out.iter().any(|r| crate::rawtrace::string(&r.data, f.field("s0").unwrap()).as_deref() == Some(&probe))
+        };
+        assert!(saw(&mut mine), "the recorder of this namespace missed the open of {probe}");
+        assert!(!saw(&mut theirs), "the recorder of another namespace recorded the open of {probe}");
+        let _ = other.kill();
+        let _ = other.wait();
+    }
 }

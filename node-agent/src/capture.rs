@@ -215,8 +215,8 @@ fn own_tasks() -> Vec<i32> {
 }
 
 /// Which tasks the BPF recorders select in this scope: in launched scope the capture's own
-/// cgroup (created on first use; launched processes join it before exec), in netns scope every
-/// task (the decoder keeps the host's). When a recorder cannot start, the capture records
+/// cgroup (created on first use; launched processes join it before exec), in netns scope the
+/// tasks of that network namespace. When a recorder cannot start, the capture records
 /// without it, and the log and the capture's observer description say why.
 fn bpf_select(scope: &Scope, name: &str, cgroup: &mut Option<Cgroup>) -> Result<Select, AgentError> {
     match scope {
@@ -226,7 +226,7 @@ fn bpf_select(scope: &Scope, name: &str, cgroup: &mut Option<Cgroup>) -> Result<
             }
             Ok(Select::Cgroup(cgroup.as_ref().map(Cgroup::id).unwrap_or_default()))
         }
-        Scope::Netns { .. } => Ok(Select::All),
+        Scope::Netns { inode } => Ok(Select::Netns(*inode)),
     }
 }
 
