@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::hypotheses::{during_hypothesis, order_hypothesis};
-use super::predicates::{holds, Pred};
+use super::predicates::{holds, undecided, Pred};
 use super::report::{evidence_of, share, Candidate, Count};
 use super::{Context, Options};
 use crate::align::{connection_of, Class, Role, Sig};
@@ -90,9 +90,16 @@ pub(crate) fn ordering_candidates(
             preds.push(Pred::BeforeEnd(a, b));
         }
         for p in preds {
-            let count = |runs: &[u32]| Count {
-                holds: runs.iter().filter(|r| ctx.aligned.runs.get(r).is_some_and(|rs| holds(rs, p))).count(),
-                of: runs.len(),
+            // A run whose clocks cannot order the pair says nothing about it: it is left out of
+            // the count (unless most runs are, when the candidate is as good as unknown).
+            let count = |runs: &[u32]| {
+                let sigs_of = |r: &u32| ctx.aligned.runs.get(r);
+                let unknown = runs.iter().filter(|r| sigs_of(r).is_some_and(|rs| undecided(rs, p))).count();
+                let unknown = if unknown * 2 > runs.len() { 0 } else { unknown };
+                Count {
+                    holds: runs.iter().filter(|r| sigs_of(r).is_some_and(|rs| holds(rs, p))).count(),
+                    of: runs.len() - unknown,
+                }
             };
             let (f, q) = (count(ctx.failing), count(passing));
             let sep = share(f) - share(q);

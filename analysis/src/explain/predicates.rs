@@ -37,3 +37,16 @@ pub(crate) fn holds(rs: &RunSigs, p: Pred) -> bool {
         },
     }
 }
+
+/// A run the clocks cannot decide `p` in: both events are there, on two hosts, within each
+/// other's clock error (`before` says neither). Only `Before` can be undecided: `During` and
+/// `BeforeEnd` already count "not known to be outside" as holding.
+pub(crate) fn undecided(rs: &RunSigs, p: Pred) -> bool {
+    match p {
+        Pred::Before(a, b) => match (rs.first.get(&a), rs.first.get(&b)) {
+            (Some(x), Some(y)) => before(x, y).is_none(),
+            _ => false,
+        },
+        Pred::During(..) | Pred::BeforeEnd(..) => false,
+    }
+}
