@@ -150,7 +150,7 @@ pub(crate) fn same_flow(ctx: &Context<'_>, mut found: Vec<(Pred, Candidate)>) ->
             b.what,
             ctx.bundle.hosts[b.role.host].name
         );
-        (c.score, c.failing, c.passing) = (exact.score, exact.failing, exact.passing);
+        (c.score, c.failing, c.passing, c.p_value) = (exact.score, exact.failing, exact.passing, exact.p_value);
         c.evidence.extend(exact.evidence);
         c.evidence.sort_by_key(|e| e.time_ns);
     }

@@ -38,6 +38,9 @@ pub struct Candidate {
     pub summary: String,
     /// Separation: share of failing cases where it holds minus share of passing cases (1.0 at best).
     pub score: f64,
+    /// How likely a separation at least this large is by chance, if the candidate had nothing to
+    /// do with the failure: Fisher's exact test, one-sided, on failing/passing × holds/not.
+    pub p_value: f64,
     /// What a "case" is: `runs`, `host pairs` (a failing host against a passing peer), or `items`
     /// (the things a run handled, e.g. job files, failing ones named by the failure).
     pub unit: &'static str,
@@ -95,6 +98,43 @@ pub struct Finding {
     pub evidence: Vec<Evidence>,
 }
 
+/// Fisher's exact test, one-sided: the probability that, with the same totals, the failing
+/// cases would hold at least `failing.holds` times if holding had nothing to do with failing
+/// (the hypergeometric tail). 1.0 when there is nothing to compare.
+pub(crate) fn fisher_greater(failing: Count, passing: Count) -> f64 {
+    let n = failing.of;
+    let total = failing.of + passing.of;
+    let k = failing.holds + passing.holds;
+    if n == 0 || passing.of == 0 || k == 0 {
+        return 1.0;
+    }
+    // ln(i!) for i = 0..=total.
+    let mut ln_fact = vec![0.0f64; total + 1];
+    for i in 1..=total {
+        ln_fact[i] = ln_fact[i - 1] + (i as f64).ln();
+    }
+    let ln_choose = |a: usize, b: usize| ln_fact[a] - ln_fact[b] - ln_fact[a - b];
+    let ln_all = ln_choose(total, n);
+    let top = k.min(n);
+    let p: f64 = (failing.holds..=top)
+        .filter(|x| n - x <= total - k)
+        .map(|x| (ln_choose(k, x) + ln_choose(total - k, n - x) - ln_all).exp())
+        .sum();
+    p.min(1.0)
+}
+
+/// A p-value as people read it: 0.24, 0.018, 8.7e-5.
+fn p_text(p: f64) -> String {
+    let fixed = |digits: usize| format!("{p:.digits$}").trim_end_matches('0').trim_end_matches('.').to_string();
+    if p >= 0.1 {
+        fixed(2)
+    } else if p >= 0.001 {
+        fixed(3)
+    } else {
+        format!("{p:.1e}")
+    }
+}
+
 pub(crate) fn share(c: Count) -> f64 {
     if c.of == 0 {
         0.0
@@ -134,6 +174,7 @@ impl Candidate {
             kind,
             summary,
             score,
+            p_value: fisher_greater(failing, passing),
             unit,
             failing,
             passing,
@@ -167,8 +208,14 @@ pub fn to_text(x: &Explanation) -> String {
     for c in &x.candidates {
         out.push_str(&format!("\n{}. [{}] {}\n", c.rank, c.kind, c.summary));
         out.push_str(&format!(
-            "   separates {}: holds in {}/{} failing, {}/{} passing (score {:.2})\n",
-            c.unit, c.failing.holds, c.failing.of, c.passing.holds, c.passing.of, c.score
+            "   separates {}: holds in {}/{} failing, {}/{} passing (score {:.2}, p = {})\n",
+            c.unit,
+            c.failing.holds,
+            c.failing.of,
+            c.passing.holds,
+            c.passing.of,
+            c.score,
+            p_text(c.p_value)
         ));
         if let Some(first) = c.evidence.iter().map(|e| e.time_ns).min() {
             for e in &c.evidence {
@@ -202,4 +249,28 @@ pub fn to_text(x: &Explanation) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fishers_exact_test_against_hand_computed_tails() {
+        let c = |holds, of| Count { holds, of };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.max(1e-300);
+        // 5/5 vs 0/3: one table of C(8,5) = 56.
+        assert!(close(fisher_greater(c(5, 5), c(0, 3)), 1.0 / 56.0));
+        // 7/7 vs 0/9 (torn-config): 1/C(16,7).
+        assert!(close(fisher_greater(c(7, 7), c(0, 9)), 1.0 / 11440.0));
+        // 3/4 vs 1/4: (C(4,3)C(4,1) + C(4,4)C(4,0)) / C(8,4) = 17/70.
+        assert!(close(fisher_greater(c(3, 4), c(1, 4)), 17.0 / 70.0));
+        // Nothing to compare, or it never holds.
+        assert_eq!(fisher_greater(c(3, 3), c(0, 0)), 1.0);
+        assert_eq!(fisher_greater(c(0, 3), c(0, 3)), 1.0);
+        assert_eq!(
+            (p_text(17.0 / 70.0), p_text(1.0 / 56.0), p_text(1.0 / 11440.0)),
+            ("0.24".into(), "0.018".into(), "8.7e-5".into())
+        );
+    }
 }
