@@ -95,6 +95,17 @@ fn stale_cache_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
     });
 }
 
+/// Two hosts bump a counter on a share with read-modify-write and no lock; the quick bump lands
+/// inside the slow one's and one increment is lost (Python, with a service and an audit step).
+#[test]
+fn lost_update_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    run_explain_verify("lost-update", "python3", |s| {
+        (s.contains("web-bump's openat on {shared}/counter-{run}")
+            || s.contains("web-bump's read on {shared}/counter-{run}"))
+            && s.contains("while batch-bump has {shared}/counter-{run} open")
+    });
+}
+
 /// Another harness's hosts coming and going (network namespaces: a mount each under
 /// /run/netns) and a process execing through shell shims as fast as it can, on the same machine,
 /// for at most 60 s; stopped and cleaned up on drop.

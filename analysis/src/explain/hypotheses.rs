@@ -43,6 +43,33 @@ pub(crate) fn variants_for(ctx: &Context<'_>, roles: &[&Role], steps: &[&str]) -
     (v != before).then_some(v)
 }
 
+/// The victim role's first gateable call on `b`'s file after `a`'s first occurrence, as
+/// (signature, nth occurrence of it), the one most failing runs agree on. None when `b` names
+/// no file or no failing run orders such a call after `a`.
+fn next_call_on_object(ctx: &Context<'_>, a: usize, b: usize) -> Option<(usize, u32)> {
+    let sigs = &ctx.aligned.sigs;
+    let object = sigs[b].object.as_ref()?;
+    let same: Vec<usize> =
+        (0..sigs.len()).filter(|s| sigs[*s].role == sigs[b].role && sigs[*s].object.as_ref() == Some(object)).collect();
+    let mut votes: std::collections::BTreeMap<(usize, u32), usize> = std::collections::BTreeMap::new();
+    for run in ctx.failing {
+        let Some(rs) = ctx.aligned.runs.get(run) else { continue };
+        let Some(cause) = rs.first.get(&a) else { continue };
+        let next = same
+            .iter()
+            .filter_map(|s| {
+                let occs = rs.gateable.get(s)?;
+                let i = occs.iter().position(|o| before(cause, o) == Some(true))?;
+                Some((occs[i].at.earliest_ns, occs[i].seq, *s, i as u32 + 1))
+            })
+            .min();
+        if let Some((_, _, sig, nth)) = next {
+            *votes.entry((sig, nth)).or_default() += 1;
+        }
+    }
+    votes.into_iter().max_by_key(|(key, n)| (*n, std::cmp::Reverse(*key))).map(|(key, _)| key)
+}
+
 pub(crate) fn runs_wanted(ctx: &Context<'_>) -> u32 {
     ctx.scenario.and_then(|s| s.hypothesis.as_ref()).map(|h| h.runs()).unwrap_or(5)
 }
@@ -72,7 +99,14 @@ pub(crate) fn during_hypothesis(
     let count =
         passing.iter().filter_map(|r| ctx.aligned.runs.get(r)?.count.get(&b).copied()).max().unwrap_or(0).max(1);
     let cause = gate_of(ctx, &sigs[a], 1)?;
-    let victim = gate_of(ctx, &sigs[b], count.div_ceil(2))?;
+    // On a named file, hold the victim where the cause came in the failing runs: at its first
+    // call on that file after the cause (the write after the read it raced, the second half of a
+    // file written in two). Otherwise at the middle of its stream.
+    let victim = match next_call_on_object(ctx, a, b) {
+        Some((sig, nth)) => gate_of(ctx, &sigs[sig], nth)?,
+        None => gate_of(ctx, &sigs[b], count.div_ceil(2))?,
+    };
+    let count = count.max(victim.nth);
     let run = run.ok_or(Unverifiable::HoldsInNoFailingRun)?;
     // The effect: the first two different lines a service (the signal's target, for a signal)
     // printed after the cause. A failing run may end before the effect is over: then the other
