@@ -58,6 +58,8 @@ pub(crate) struct Sig {
     /// The file it acts on, as a path template the same in every run (`{shared}/app-{run}.json`):
     /// part of the signature, and the gate's path.
     pub(crate) object: Option<String>,
+    /// The file a rename or link makes (its second path), as a template.
+    pub(crate) target: Option<String>,
 }
 
 /// One occurrence of a signature in a run.
@@ -181,6 +183,7 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
             }
             let Some((mut what, class, gate, desc)) = key_of(e) else { continue };
             let object = gate.as_ref().and_then(|_| places.object(e));
+            let makes = places.target(e);
             if let Some(o) = &object {
                 what = format!("{what} on {o}");
             }
@@ -202,7 +205,7 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
             }
             let key = (role.clone(), what.clone());
             let id = *index.entry(key).or_insert_with(|| {
-                sigs.push(Sig { role: role.clone(), what, class, gate, object });
+                sigs.push(Sig { role: role.clone(), what, class, gate, object, target: makes });
                 sigs.len() - 1
             });
             if matches!(e.kind, EventKind::Lock { .. }) {
@@ -305,6 +308,19 @@ impl Places {
         } else {
             strings.first()?.as_str()
         };
+        self.template(raw, e.run)
+    }
+
+    /// The file a rename or link makes (its second path), as a template like [`Places::object`].
+    fn target(&self, e: &Event) -> Option<String> {
+        let EventKind::Syscall { name, strings, .. } = &e.kind else { return None };
+        if !self.known || !(name.starts_with("rename") || name.starts_with("link")) {
+            return None;
+        }
+        self.template(strings.get(1)?, e.run)
+    }
+
+    fn template(&self, raw: &str, run: u32) -> Option<String> {
         if !raw.starts_with('/') || SYSTEM_TREES.iter().any(|t| raw.starts_with(t)) {
             return None;
         }
@@ -316,7 +332,7 @@ impl Places {
         // live) are named: objects elsewhere are not yet proven against the seed stories' gates
         // (a FUSE file under `{workdir}`, /proc/self/mountinfo).
         let rest = self.shared.as_deref().and_then(under)?;
-        Some(run_placeholder(&format!("{{shared}}{rest}"), e.run))
+        Some(run_placeholder(&format!("{{shared}}{rest}"), run))
     }
 }
 

@@ -11,6 +11,13 @@ use serde_json::Value;
 mod common;
 use common::{heisen, is_root};
 
+/// The stories are races measured by their natural failure rate: run one at a time, so that
+/// one story's load does not change another's timing (cargo runs tests in parallel).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn json_of(cmd: &mut Command, what: &str) -> Value {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -79,6 +86,7 @@ fn run_explain_verify(name: &str, interpreter: &str, first: impl Fn(&str) -> boo
 /// now and then reads half of it (Python).
 #[test]
 fn torn_config_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    let _serial = one_at_a_time();
     run_explain_verify("torn-config", "python3", |s| {
         (s.contains("start's openat on {shared}/app-{run}.json")
             || s.contains("start's read on {shared}/app-{run}.json"))
@@ -89,6 +97,7 @@ fn torn_config_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
 /// A consumer reads a cache file before another host's rename publishes the new version (sh).
 #[test]
 fn stale_cache_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    let _serial = one_at_a_time();
     run_explain_verify("stale-cache", "sh", |s| {
         s.contains("consume's openat on {shared}/cache-{run}")
             && s.contains("before publish's renameat on {shared}/cache-{run}.tmp")
@@ -99,6 +108,7 @@ fn stale_cache_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
 /// inside the slow one's and one increment is lost (Python, with a service and an audit step).
 #[test]
 fn lost_update_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    let _serial = one_at_a_time();
     run_explain_verify("lost-update", "python3", |s| {
         (s.contains("web-bump's openat on {shared}/counter-{run}")
             || s.contains("web-bump's read on {shared}/counter-{run}"))
@@ -144,6 +154,7 @@ impl Drop for Noise {
 /// namespaces and mounts, and processes execing shims, are not causes.
 #[test]
 fn unrelated_activity_on_the_machine_does_not_change_the_first_candidate() {
+    let _serial = one_at_a_time();
     if !is_root() {
         eprintln!(
             "SKIPPED unrelated_activity_on_the_machine_does_not_change_the_first_candidate: needs root to create \

@@ -253,7 +253,10 @@ pub(crate) fn ordering_candidate(
     let mut c = Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h);
     let took_effect =
         b.object.is_some() && ctx.aligned.runs.values().filter_map(|rs| rs.first.get(&bi)).all(|o| o.ret >= 0);
-    c.specificity = a.object.is_some() as u8 + b.object.is_some() as u8 + took_effect as u8;
+    // A call that makes the very file the other acts on (the rename that publishes what the
+    // reader opens) says the most.
+    let makes_its_file = a.object.is_some() && b.target == a.object;
+    c.specificity = a.object.is_some() as u8 + b.object.is_some() as u8 + took_effect as u8 + 2 * makes_its_file as u8;
     c.cause_seq = run.and_then(|r| Some(ctx.aligned.runs.get(&r)?.first.get(&ai)?.seq)).unwrap_or(u64::MAX);
     if !matches!(p, Pred::Before(..)) {
         let mut spans: Vec<i64> = ctx
