@@ -18,6 +18,16 @@ pub enum Recorded {
     Order { first_first: Option<bool> },
     /// `state`: whether the variant was on.
     State { on: bool },
+    /// `between`: where the cause fell against the window.
+    Between { place: Place },
+}
+
+/// Where a cause fell against a window of two calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Before,
+    Inside,
+    After,
 }
 
 /// The recorded order of `h`'s gate points in run `run` of the bundle.
@@ -81,6 +91,36 @@ pub fn recorded(bundle: &Bundle, scenario: &Scenario, run: u32, h: &Hypothesis) 
                     then_syscall: o.then.syscall.clone(),
                 }),
             }
+        }
+        Hypothesis::Between(b) => {
+            let first = |g: &GateSpec| {
+                occs(g).first().copied().ok_or_else(|| AnalysisError::NoReference {
+                    run,
+                    syscall: g.syscall.clone(),
+                    step: g.step.clone(),
+                })
+            };
+            let c = occs(&b.cause).first().copied().ok_or_else(|| AnalysisError::NoCause {
+                run,
+                syscall: b.cause.syscall.clone(),
+                step: b.cause.step.clone(),
+            })?;
+            let (opens, closes) = (first(&b.opens)?, first(&b.closes)?);
+            let concurrent = |other: &GateSpec| AnalysisError::Concurrent {
+                run,
+                first_step: b.cause.step.clone(),
+                first_syscall: b.cause.syscall.clone(),
+                then_step: other.step.clone(),
+                then_syscall: other.syscall.clone(),
+            };
+            let place = match (before(c, opens), before(c, closes)) {
+                (Some(true), _) => Place::Before,
+                (Some(false), Some(true)) => Place::Inside,
+                (Some(false), Some(false)) => Place::After,
+                (None, _) => return Err(concurrent(&b.opens)),
+                (_, None) => return Err(concurrent(&b.closes)),
+            };
+            Ok(Recorded::Between { place })
         }
         Hypothesis::During(d) => {
             let cause = occs(&d.cause);

@@ -3,8 +3,11 @@
 //! A schedule is a sequence of actions over gate points on any host. The coordinator executes it;
 //! the agents only hold and release.
 
-use heisen_recordings::{During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Scenario, StateHypothesis};
+use heisen_recordings::{
+    BetweenHypothesis, During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Scenario, StateHypothesis,
+};
 
+use crate::recorded::Place;
 use crate::{AnalysisError, Recorded};
 
 /// One step of a schedule.
@@ -67,7 +70,51 @@ pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
         }
         Hypothesis::State(s) => state_orderings(scenario, s),
         Hypothesis::Order(o) => order_orderings(scenario, o),
+        Hypothesis::Between(b) => between_orderings(scenario, b),
     }
+}
+
+/// A three-point order: the cause held until the window's process is held at `closes` (so
+/// `opens` is behind it), let run to its step's end, then `closes` released; the alternatives put
+/// the cause, and its step's end, before `opens`, or release it once `closes` has been let go.
+fn between_orderings(scenario: &Scenario, h: &BetweenHypothesis) -> Vec<Ordering> {
+    let variants = h.variants.clone().unwrap_or_else(|| scenario.default_variants());
+    let (cause, opens, closes) = (describe(&h.cause), describe(&h.opens), describe(&h.closes));
+    vec![
+        Ordering {
+            name: "between".into(),
+            description: format!("{cause} and its step's end after {opens}, before {closes}"),
+            gates: vec![h.cause.clone(), h.closes.clone()],
+            actions: vec![
+                Action::Reached(h.closes.clone()),
+                Action::Release(h.cause.clone()),
+                Action::Exit(h.cause.step.clone()),
+                Action::Release(h.closes.clone()),
+            ],
+            expect_failure: true,
+            variants: variants.clone(),
+        },
+        Ordering {
+            name: "before".into(),
+            description: format!("{cause} and its step's end before {opens}"),
+            gates: vec![h.cause.clone(), h.opens.clone()],
+            actions: vec![
+                Action::Release(h.cause.clone()),
+                Action::Exit(h.cause.step.clone()),
+                Action::Release(h.opens.clone()),
+            ],
+            expect_failure: false,
+            variants: variants.clone(),
+        },
+        Ordering {
+            name: "after".into(),
+            description: format!("{cause} after {closes}"),
+            gates: vec![h.cause.clone(), h.closes.clone()],
+            actions: vec![Action::Release(h.closes.clone()), Action::Release(h.cause.clone())],
+            expect_failure: false,
+            variants,
+        },
+    ]
 }
 
 /// An order hypothesis: `first` released and done before `then` is released, the reverse, and,
@@ -260,6 +307,14 @@ pub fn replay_ordering(scenario: &Scenario, h: &Hypothesis, rec: &Recorded) -> R
             o.variants = scenario.default_variants();
             o
         }
+        (Hypothesis::Between(b), Recorded::Between { place }) => {
+            let name = match place {
+                Place::Before => "before",
+                Place::Inside => "between",
+                Place::After => "after",
+            };
+            pick(between_orderings(scenario, b), name)?
+        }
         _ => return Err(AnalysisError::RecordedMismatch),
     };
     o.description = format!("as recorded: {}", o.description);
@@ -307,6 +362,58 @@ mod tests {
         assert_eq!(names, vec![("during", true, 2, 4), ("before", false, 2, 3), ("after", false, 1, 2)]);
         assert_eq!(o[1].gates[1].nth, 1);
         assert_eq!(o[0].description, "remount's kill(SIGHUP) held until write's write #16 is in flight");
+    }
+
+    /// A three-point order: the guilty ordering holds the window's process at its closing call
+    /// (its opening call behind it) while the cause runs to its step's end; the alternatives put
+    /// the cause before the opening call, or after the closing one has gone through.
+    #[test]
+    fn a_window_holds_its_closing_call_while_the_cause_runs() {
+        let gate = |step: &str, syscall: &str| GateSpec {
+            step: step.into(),
+            syscall: syscall.into(),
+            nth: 1,
+            signal: None,
+            fd_at_least: None,
+            path: None,
+        };
+        let s = Scenario::parse(
+            "s.toml",
+            "name = \"t\"\n[hosts.a]\n[steps.reload]\nhost = \"a\"\ncommand = [\"r\"]\n\
+             [steps.restart]\nhost = \"a\"\ncommand = [\"s\"]\n[failure]\nstep = \"reload\"\nexit = 1\n",
+        )
+        .unwrap();
+        let h = BetweenHypothesis {
+            cause: gate("reload", "openat"),
+            opens: GateSpec { signal: Some(15), ..gate("restart", "kill") },
+            closes: gate("restart", "renameat"),
+            runs: 5,
+            variants: None,
+        };
+        let o = for_scenario(&s, &Hypothesis::Between(h));
+        let shape = |o: &Ordering| {
+            let acts: Vec<String> = o
+                .actions
+                .iter()
+                .map(|a| match a {
+                    Action::Reached(g) => format!("reached {}", g.id()),
+                    Action::Release(g) => format!("release {}", g.id()),
+                    Action::Output(m) => format!("output {}", m.text),
+                    Action::Exit(s) => format!("exit {s}"),
+                })
+                .collect();
+            format!("{} {} [{}]", o.name, o.expect_failure, acts.join(", "))
+        };
+        let got: Vec<String> = o.iter().map(shape).collect();
+        assert_eq!(
+            got,
+            vec![
+                "between true [reached restart:renameat#1, release reload:openat#1, exit reload, release restart:renameat#1]",
+                "before false [release reload:openat#1, exit reload, release restart:kill#1]",
+                "after false [release restart:renameat#1, release reload:openat#1]",
+            ]
+        );
+        assert_eq!(o[1].description, "reload's openat #1 and its step's end before restart's kill(SIGTERM)");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! A capture session across agents: start recording everywhere, carry out runs of a scenario
 //! (services, concurrent steps, a schedule of gate releases), then stop, pull and bundle.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,10 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(heisen_recordings::DEFAULT_ST
 /// explain reads them.
 const SETTLE_QUIET: Duration = Duration::from_millis(300);
 const SETTLE_MAX: Duration = Duration::from_millis(1500);
+/// How long the coordinator waits, after a release, for the agent's word that the released call
+/// went through (the agent itself waits at most `gate::THROUGH_BOUND`, 100 ms).
+const THROUGH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long an agent holds a process without a decision before releasing it.
 const HOLD_TIMEOUT_MS: u64 = 30_000;
 /// How often the clock of every agent is probed during a capture (a burst of 4 each time).
@@ -73,6 +77,8 @@ struct ProcState {
 struct Shared {
     /// (host, run, gate id) -> hold id, for holds not yet released.
     holds: HashMap<(String, u32, String), u64>,
+    /// (host, hold id) of released holds whose call has gone through.
+    through: HashSet<(String, u64)>,
     procs: HashMap<(u32, String), ProcState>,
     /// What placeholders stood for: `shared`, `workdir:HOST` (from the agents' started notices).
     placeholders: BTreeMap<String, String>,
@@ -143,7 +149,12 @@ impl Session {
             let (shared, host) = (session.shared.clone(), name.clone());
             tokio::spawn(async move {
                 while let Ok(Some(n)) = notices.next().await {
-                    shared.lock().expect("shared").holds.insert((host.clone(), n.run, n.gate), n.hold_id);
+                    let mut s = shared.lock().expect("shared");
+                    if n.through {
+                        s.through.insert((host.clone(), n.hold_id));
+                    } else {
+                        s.holds.insert((host.clone(), n.run, n.gate), n.hold_id);
+                    }
                 }
             });
             session.gates.insert(name.clone(), tx);
@@ -453,6 +464,12 @@ impl Session {
                         .collect()
                 };
                 self.release(&host, run, gate, hold);
+                // What the schedule does next comes after the released call, not beside it (a
+                // rename let go, then the reader released: the reader must see it renamed).
+                let key = (host.clone(), hold);
+                if self.wait_for(THROUGH_TIMEOUT, |s| s.through.remove(&key).then_some(())).await.is_none() {
+                    tracing::warn!(gate = %gate.id(), %host, "no word that the released call went through; going on");
+                }
             }
             Action::Output(m) => {
                 let from = self.lines_at_release.get(&m.process).copied().unwrap_or(0);

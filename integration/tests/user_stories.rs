@@ -116,6 +116,18 @@ fn lost_update_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
     });
 }
 
+/// A reload job on one host signals the pid in a pid file while another host's restart has
+/// left it stale: the cause is a window between two calls of the restart (its stop of the old
+/// process and the rename that publishes the new pid), a three-point order (sh).
+#[test]
+fn stale_pidfile_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    let _serial = one_at_a_time();
+    run_explain_verify("stale-pidfile", "sh", |s| {
+        s.contains("reload's openat on {shared}/daemon-{run}.pid [ops] lands after restart's kill(SIGTERM) [app]")
+            && s.contains("and before its renameat on {shared}/daemon-{run}.pid.tmp")
+    });
+}
+
 /// Another harness's hosts coming and going (network namespaces: a mount each under
 /// /run/netns) and a process execing through shell shims as fast as it can, on the same machine,
 /// for at most 60 s; stopped and cleaned up on drop.

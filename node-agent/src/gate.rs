@@ -346,8 +346,43 @@ pub fn sync_wake_up(listener: RawFd) {
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP) };
 }
 
+/// How long a released call may take to go through before the coordinator is told anyway (a
+/// call that blocks, a process that computes without a syscall).
+pub const THROUGH_BOUND: Duration = Duration::from_millis(100);
+
+/// What `/proc/<tid>/syscall` says of a task: `Some(words)` (the syscall number and arguments it
+/// is blocked in, or `running`, or `-1 ...`), `None` when the task is gone.
+fn current_call(tid: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{tid}/syscall")).ok()
+}
+
+/// Waits (at most `bound`) until task `tid`, released at call `nr` with `args`, has made that
+/// call and moved past it: it is gone, or blocked in another call (or the same call with other
+/// arguments). A task on a CPU (`running`) may still be inside the released call: not yet.
+fn wait_through(tid: i32, nr: i64, args: &[u64; 6], bound: Duration) -> bool {
+    let held: Vec<String> = std::iter::once(nr.to_string()).chain(args.iter().map(|a| format!("{a:#x}"))).collect();
+    let start = std::time::Instant::now();
+    while start.elapsed() < bound {
+        let Some(now) = current_call(tid) else { return true };
+        let words: Vec<&str> = now.split_whitespace().collect();
+        let moved = match words.first() {
+            None => true,
+            Some(&"running") => false,
+            Some(&"-1") => false,
+            Some(_) => words.iter().take(7).copied().ne(held.iter().map(String::as_str)),
+        };
+        if moved {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    false
+}
+
 /// Serves one launched process's seccomp notifications until every task using the filter is
-/// gone. `on_hold` is told of each hold (to notify the coordinator); `on_end` of how it ended.
+/// gone. `on_hold` is told of each hold (to notify the coordinator); `on_end` of how it ended;
+/// `on_through` when a released call has gone through (made, and the task past it or gone), or
+/// [`THROUGH_BOUND`] passed, so that what the coordinator does next comes after it.
 pub fn supervise(
     listener: OwnedFd,
     gates: Vec<GatePoint>,
@@ -355,6 +390,7 @@ pub fn supervise(
     timeout: Duration,
     on_hold: impl Fn(&Held),
     on_end: impl Fn(&Held, HoldEnd),
+    on_through: impl Fn(&Held),
 ) {
     let fd = listener.as_raw_fd();
     sync_wake_up(fd);
@@ -404,6 +440,7 @@ pub fn supervise(
                 }
             }
         }
+        let mut released = None;
         if let Some(gate) = hold {
             let (hold_id, rx) = registry.register();
             let held = Held { hold_id, gate, pid: notif.pid as i32 };
@@ -416,6 +453,7 @@ pub fn supervise(
                 }
             };
             on_end(&held, end);
+            released = (end == HoldEnd::Released).then_some(held);
         }
         let mut resp = libc::seccomp_notif_resp {
             id: notif.id,
@@ -426,12 +464,47 @@ pub fn supervise(
         // SAFETY: fd is the listener and resp a valid response for `notif.id`. A failure means the
         // target died meanwhile, which needs no answer.
         unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+        if let Some(held) = released {
+            if !wait_through(held.pid, nr, &args, THROUGH_BOUND) {
+                tracing::debug!(gate = %held.gate, pid = held.pid, "released call not through within the bound");
+            }
+            on_through(&held);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task still blocked in the call it was released at is not through; one blocked in another
+    /// call, or gone, is.
+    #[test]
+    fn a_released_call_is_through_once_the_task_moved_past_it_or_is_gone() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let tid = child.id() as i32;
+        // Until it is asleep, it is loading (running, or in other calls).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let words = loop {
+            let now = current_call(tid).unwrap_or_default();
+            let w: Vec<String> = now.split_whitespace().map(str::to_string).collect();
+            let asleep = w.first().and_then(|n| n.parse::<i64>().ok()).is_some_and(|n| n == libc::SYS_clock_nanosleep);
+            if asleep || std::time::Instant::now() > deadline {
+                break w;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let nr: i64 = words[0].parse().expect("sleep blocks in clock_nanosleep");
+        let mut args = [0u64; 6];
+        for (a, w) in args.iter_mut().zip(&words[1..7]) {
+            *a = u64::from_str_radix(w.trim_start_matches("0x"), 16).unwrap();
+        }
+        assert!(!wait_through(tid, nr, &args, Duration::from_millis(30)), "still in its call: {words:?}");
+        assert!(wait_through(tid, libc::SYS_renameat, &args, Duration::from_millis(30)), "in another call");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(wait_through(tid, nr, &args, Duration::from_millis(30)), "gone");
+    }
 
     #[test]
     fn gate_points_match_number_and_arguments() {

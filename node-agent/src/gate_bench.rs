@@ -105,6 +105,7 @@ fn heisen_supervisor(listener: OwnedFd) {
         Duration::from_secs(1),
         |_| {},
         |_, _| {},
+        |_| {},
     );
 }
 

@@ -34,6 +34,8 @@ pub struct HoldNotice {
     pub pid: i32,
     pub run: u32,
     pub raw_ns: i64,
+    /// A released hold whose call has gone through (see `gate::supervise`), not a new hold.
+    pub through: bool,
 }
 
 /// Where gate holds are announced (the coordinator's gate channel, once open).
@@ -176,8 +178,9 @@ pub fn launch(
         let (name, run, timeout) = (spec.name.clone(), spec.run, spec.hold_timeout);
         let (cap_hold, cap_end) = (capture.clone(), capture.clone());
         let gates = spec.gates.clone();
+        let through_sender = gate_sender.clone();
         std::thread::spawn(move || {
-            let name_end = name.clone();
+            let (name_end, name_through) = (name.clone(), name.clone());
             gate::supervise(
                 listener,
                 gates,
@@ -197,6 +200,7 @@ pub fn launch(
                         pid: held.pid,
                         run,
                         raw_ns: crate::capture::now_ns(),
+                        through: false,
                     };
                     if let Some(tx) = gate_sender.lock().expect("gate sender").as_ref() {
                         let _ = tx.send(notice);
@@ -210,6 +214,20 @@ pub fn launch(
                         run,
                         kind: EventKind::Gate { gate: held.gate.clone(), action: action.into() },
                     });
+                },
+                |held| {
+                    let notice = HoldNotice {
+                        hold_id: held.hold_id,
+                        gate: held.gate.clone(),
+                        process: name_through.clone(),
+                        pid: held.pid,
+                        run,
+                        raw_ns: crate::capture::now_ns(),
+                        through: true,
+                    };
+                    if let Some(tx) = through_sender.lock().expect("gate sender").as_ref() {
+                        let _ = tx.send(notice);
+                    }
                 },
             )
         });

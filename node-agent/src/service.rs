@@ -326,6 +326,7 @@ impl proto::agent_server::Agent for AgentService {
                 pid: n.pid,
                 run: n.run,
                 raw_ns: n.raw_ns,
+                through: n.through,
             })
         });
         Ok(Response::new(Box::pin(stream)))

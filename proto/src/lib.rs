@@ -359,7 +359,15 @@ impl ProcessNotice {
 
 impl From<GateNotice> for rec::Hold {
     fn from(n: GateNotice) -> Self {
-        rec::Hold { hold_id: n.hold_id, gate: n.gate, process: n.process, pid: n.pid, run: n.run, raw_ns: n.raw_ns }
+        rec::Hold {
+            hold_id: n.hold_id,
+            gate: n.gate,
+            process: n.process,
+            pid: n.pid,
+            run: n.run,
+            raw_ns: n.raw_ns,
+            through: n.through,
+        }
     }
 }
 

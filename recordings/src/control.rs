@@ -90,4 +90,7 @@ pub struct Hold {
     pub run: u32,
     /// Host clock when the process stopped at the gate.
     pub raw_ns: i64,
+    /// False: a new hold. True: the hold `hold_id`, released, has gone through (its call was
+    /// made and the process moved past it, or a bounded wait for that ended).
+    pub through: bool,
 }

@@ -39,8 +39,8 @@ pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,
 };
 pub use scenario::{
-    During, Ending, ExitMatch, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process, Scenario,
-    ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
+    BetweenHypothesis, During, Ending, ExitMatch, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process,
+    Scenario, ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
 };
 pub use store::Store;
 pub use syscalls::{

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use heisen_recordings::{During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch};
+use heisen_recordings::{BetweenHypothesis, During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch};
 
 use super::Context;
 use crate::align::{before, connection_of, gate_step, stable_text, Role, RunSigs, Sig};
@@ -84,6 +84,19 @@ pub(crate) fn order_hypothesis(ctx: &Context<'_>, first: &Sig, then: &Sig) -> Re
         runs: runs_wanted(ctx),
         variants,
     }))
+}
+
+/// `cause` after `opens` and before `closes`, two calls of one process: each at its first
+/// occurrence, as the predicate reads them.
+pub(crate) fn between_hypothesis(
+    ctx: &Context<'_>,
+    cause: &Sig,
+    opens: &Sig,
+    closes: &Sig,
+) -> Result<Hypothesis, Unverifiable> {
+    let (c, o, e) = (gate_of(ctx, cause, 1)?, gate_of(ctx, opens, 1)?, gate_of(ctx, closes, 1)?);
+    let variants = variants_for(ctx, &[&cause.role, &opens.role], &[&c.step, &o.step]);
+    Ok(Hypothesis::Between(BetweenHypothesis { cause: c, opens: o, closes: e, runs: runs_wanted(ctx), variants }))
 }
 
 /// `a` during `b`'s occurrences: held until the middle one is in flight; the cause's effect is

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::hypotheses::{during_hypothesis, order_hypothesis};
+use super::hypotheses::{between_hypothesis, during_hypothesis, order_hypothesis};
 use super::predicates::{holds, undecided, Pred};
 use super::report::{evidence_of, share, Candidate, Count};
 use super::{Context, Options};
-use crate::align::{connection_of, Class, Role, Sig};
+use crate::align::{before, connection_of, Class, Role, Sig};
 
 /// A small deterministic generator (xorshift64*) for sampling pairs.
 pub(crate) struct Rng(u64);
@@ -79,7 +79,19 @@ pub(crate) fn ordering_candidates(
         pairs.sort();
     }
     let examined = pairs.len();
+    // A run whose clocks cannot order the pair says nothing about it: it is left out of the count
+    // (unless most runs are, when the candidate is as good as unknown).
+    let count = |runs: &[u32], p: Pred| {
+        let sigs_of = |r: &u32| ctx.aligned.runs.get(r);
+        let unknown = runs.iter().filter(|r| sigs_of(r).is_some_and(|rs| undecided(rs, p))).count();
+        let unknown = if unknown * 2 > runs.len() { 0 } else { unknown };
+        Count {
+            holds: runs.iter().filter(|r| sigs_of(r).is_some_and(|rs| holds(rs, p))).count(),
+            of: runs.len() - unknown,
+        }
+    };
     let mut out = Vec::new();
+    let mut windows = BTreeSet::new();
     for (a, b) in pairs {
         let mut preds = vec![Pred::Before(a, b)];
         // "During B's calls" needs B to be a stream on one thing: calls on one file, or over
@@ -90,19 +102,21 @@ pub(crate) fn ordering_candidates(
             preds.push(Pred::BeforeEnd(a, b));
         }
         for p in preds {
-            // A run whose clocks cannot order the pair says nothing about it: it is left out of
-            // the count (unless most runs are, when the candidate is as good as unknown).
-            let count = |runs: &[u32]| {
-                let sigs_of = |r: &u32| ctx.aligned.runs.get(r);
-                let unknown = runs.iter().filter(|r| sigs_of(r).is_some_and(|rs| undecided(rs, p))).count();
-                let unknown = if unknown * 2 > runs.len() { 0 } else { unknown };
-                Count {
-                    holds: runs.iter().filter(|r| sigs_of(r).is_some_and(|rs| holds(rs, p))).count(),
-                    of: runs.len() - unknown,
-                }
-            };
-            let (f, q) = (count(ctx.failing), count(passing));
+            let (f, q) = (count(ctx.failing, p), count(passing, p));
             let sep = share(f) - share(q);
+            // "Before" that also holds in some passing runs may hold in the failing ones only
+            // after a call of the other process: a window between two of its calls.
+            if let Pred::Before(..) = p {
+                if share(f) >= 0.75 && q.holds > 0 {
+                    for w in narrowed(ctx, p, passing, &in_passing, &count) {
+                        let (f, q) = (count(ctx.failing, w), count(passing, w));
+                        let wsep = share(f) - share(q);
+                        if wsep >= 0.5 && wsep > sep + 0.1 && windows.insert(w) {
+                            out.push((w, ordering_candidate(ctx, w, f, q, wsep, passing)));
+                        }
+                    }
+                }
+            }
             if sep < 0.5 {
                 continue;
             }
@@ -111,6 +125,62 @@ pub(crate) fn ordering_candidates(
     }
     let out = same_flow(ctx, out);
     (out, examined, total)
+}
+
+/// The windows that narrow `Before(x, y)` (x and y of different processes): when x is the cause,
+/// a call of y's process before y opens it ("x after b and before y"); when y is the cause, a
+/// call of x's process after x closes it ("y after x and before c"). Per side, the window that
+/// separates best, then the one whose edge names the most (a signal, a file), then the narrowest.
+fn narrowed(
+    ctx: &Context<'_>,
+    p: Pred,
+    passing: &[u32],
+    in_passing: &BTreeSet<usize>,
+    count: &dyn Fn(&[u32], Pred) -> Count,
+) -> Vec<Pred> {
+    let Pred::Before(x, y) = p else { return Vec::new() };
+    let sigs = &ctx.aligned.sigs;
+    // Calls of `of`'s process that a gate can hold and that come on the given side of `of` in
+    // every run that has both.
+    let edges = |of: usize, earlier: bool| -> Vec<usize> {
+        (0..sigs.len())
+            .filter(|e| {
+                *e != of
+                    && sigs[*e].role == sigs[of].role
+                    && sigs[*e].class != Class::Output
+                    && sigs[*e].gate.is_some()
+                    && in_passing.contains(e)
+                    && ctx.aligned.runs.values().all(|rs| match (rs.first.get(e), rs.first.get(&of)) {
+                        (Some(o), Some(r)) => before(o, r) == Some(earlier),
+                        _ => true,
+                    })
+            })
+            .collect()
+    };
+    let width = |b: usize, c: usize| -> i64 {
+        let mut w: Vec<i64> = ctx
+            .failing
+            .iter()
+            .filter_map(|r| {
+                let rs = ctx.aligned.runs.get(r)?;
+                Some(rs.first.get(&c)?.at.midpoint_ns() - rs.first.get(&b)?.at.midpoint_ns())
+            })
+            .collect();
+        w.sort_unstable();
+        w.get(w.len() / 2).copied().unwrap_or(i64::MAX)
+    };
+    let names = |e: usize| sigs[e].object.is_some() as u8 + sigs[e].gate.as_ref().is_some_and(|g| g.1.is_some()) as u8;
+    let best = |windows: Vec<Pred>| -> Option<Pred> {
+        windows.into_iter().max_by_key(|w| {
+            let Pred::Between(_, b, c) = *w else { unreachable!("windows only") };
+            let sep = share(count(ctx.failing, *w)) - share(count(passing, *w));
+            let edge = if sigs[b].role == sigs[y].role { b } else { c };
+            ((sep * 100.0).round() as i64, names(edge), std::cmp::Reverse(width(b, c)), std::cmp::Reverse(edge))
+        })
+    };
+    let opens = best(edges(y, true).into_iter().map(|b| Pred::Between(x, b, y)).collect());
+    let closes = best(edges(x, false).into_iter().map(|c| Pred::Between(y, x, c)).collect());
+    opens.into_iter().chain(closes).collect()
 }
 
 /// One flow seen at two places: the writer's writes and the server's replies to them come one
@@ -140,7 +210,9 @@ pub(crate) fn same_flow(ctx: &Context<'_>, mut found: Vec<(Pred, Candidate)>) ->
         }
         let exact = found[best].1.clone();
         let b = match found[best].0 {
-            Pred::During(_, b) | Pred::BeforeEnd(_, b) | Pred::Before(_, b) => &ctx.aligned.sigs[b],
+            Pred::During(_, b) | Pred::BeforeEnd(_, b) | Pred::Before(_, b) | Pred::Between(_, _, b) => {
+                &ctx.aligned.sigs[b]
+            }
         };
         let c = &mut found[gated].1;
         c.summary = format!(
@@ -179,6 +251,8 @@ pub(crate) fn ordering_candidate(
     let failure_step = ctx.scenario.map(|s| s.failure.step.as_str());
     let (ai, bi) = match p {
         Pred::Before(a, b) | Pred::During(a, b) | Pred::BeforeEnd(a, b) => (a, b),
+        // The window's closing call is what the cause is ordered against.
+        Pred::Between(a, _, c) => (a, c),
     };
     let (a, b) = (&sigs[ai], &sigs[bi]);
     let summary = match p {
@@ -208,11 +282,16 @@ pub(crate) fn ordering_candidate(
         Pred::BeforeEnd(..) => {
             format!("{} lands before the end of {}'s {} calls [{}]", name(a), b.role.label(), b.what, host(b))
         }
+        Pred::Between(_, oi, _) => {
+            let o = &sigs[oi];
+            format!("{} lands after {} and before its {} [{}]", name(a), name(o), b.what, host(b))
+        }
     };
     let on_failing_step = failure_step.is_some_and(|f| b.role.process == f && b.role.cron_command.is_none());
     // On the scale of diff scores (20..95): a signal sent ranks with a missing daemon.
     // The more specific relation first when both separate as well.
     let specific = match p {
+        Pred::Between(..) => 3,
         Pred::During(..) => 2,
         Pred::BeforeEnd(..) => 1,
         Pred::Before(..) => 0,
@@ -226,7 +305,17 @@ pub(crate) fn ordering_candidate(
     let failing_ends = ends_in_error(ctx.failing);
     let victim_fails =
         !failing_ends.is_empty() && failing_ends.iter().all(|e| *e) && !ends_in_error(passing).iter().any(|e| *e);
-    let prior = a.class as u32 * 10 + on_failing_step as u32 * 5 + victim_fails as u32 * 3 + specific;
+    // A cause whose own call fails in every failing run and in none of the passing ones is the
+    // failure showing (a kill of a stale pid = ESRCH), not what brought it about: it ranks with
+    // the printed lines, after the calls that set it up (the read of the stale pid file).
+    let first_fails = |runs: &[u32]| {
+        runs.iter().filter_map(|r| ctx.aligned.runs.get(r)?.first.get(&ai)).map(|o| o.ret < 0).collect::<Vec<_>>()
+    };
+    let failing_first = first_fails(ctx.failing);
+    let is_symptom =
+        !failing_first.is_empty() && failing_first.iter().all(|e| *e) && !first_fails(passing).iter().any(|e| *e);
+    let class = if is_symptom { Class::Output } else { a.class };
+    let prior = class as u32 * 10 + on_failing_step as u32 * 5 + victim_fails as u32 * 3 + specific;
     // Evidence: the first failing run where it holds.
     let mut evidence = Vec::new();
     let run = ctx.failing.iter().copied().find(|r| ctx.aligned.runs.get(r).is_some_and(|rs| holds(rs, p)));
@@ -236,7 +325,10 @@ pub(crate) fn ordering_candidate(
         let bn = rs.count.get(&bi).copied().unwrap_or(0);
         let first_b = &rs.first[&bi];
         shown.push((first_b, format!("{}: {}{}", b.role.label(), first_b.desc, if bn > 1 { " (first)" } else { "" })));
-        if !matches!(p, Pred::Before(..)) && bn > 1 {
+        if let Pred::Between(_, oi, _) = p {
+            let o = &rs.first[&oi];
+            shown.push((o, format!("{}: {}", sigs[oi].role.label(), o.desc)));
+        } else if !matches!(p, Pred::Before(..)) && bn > 1 {
             let last = &rs.last[&bi];
             shown.push((last, format!("{}: {} (last of {bn})", b.role.label(), last.desc)));
         }
@@ -249,6 +341,7 @@ pub(crate) fn ordering_candidate(
             // Fails when a comes before b, i.e. when b comes after a: first = b, then = a.
             order_hypothesis(ctx, &sigs[bi], &sigs[ai])
         }
+        Pred::Between(ai, oi, ci) => between_hypothesis(ctx, &sigs[ai], &sigs[oi], &sigs[ci]),
     };
     let mut c = Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h);
     let took_effect =
@@ -258,7 +351,18 @@ pub(crate) fn ordering_candidate(
     let makes_its_file = a.object.is_some() && b.target == a.object;
     c.specificity = a.object.is_some() as u8 + b.object.is_some() as u8 + took_effect as u8 + 2 * makes_its_file as u8;
     c.cause_seq = run.and_then(|r| Some(ctx.aligned.runs.get(&r)?.first.get(&ai)?.seq)).unwrap_or(u64::MAX);
-    if !matches!(p, Pred::Before(..)) {
+    if let Pred::Between(_, oi, ci) = p {
+        let mut spans: Vec<i64> = ctx
+            .failing
+            .iter()
+            .filter_map(|r| {
+                let rs = ctx.aligned.runs.get(r)?;
+                Some(rs.first.get(&ci)?.at.midpoint_ns() - rs.first.get(&oi)?.at.midpoint_ns())
+            })
+            .collect();
+        spans.sort_unstable();
+        c.window_ns = spans.get(spans.len() / 2).copied().unwrap_or(0);
+    } else if !matches!(p, Pred::Before(..)) {
         let mut spans: Vec<i64> = ctx
             .failing
             .iter()

@@ -15,6 +15,9 @@ pub(crate) enum Pred {
     /// end, "within the clock error of `b`'s last" counts: a failing call often returns a fraction
     /// of a millisecond after its cause on another host.
     BeforeEnd(usize, usize),
+    /// `a`'s first occurrence is not known to be before `b`'s first nor after `c`'s first, where
+    /// `b` and `c` are two calls of one process, `b` first: "between the check and the use".
+    Between(usize, usize, usize),
 }
 
 pub(crate) fn holds(rs: &RunSigs, p: Pred) -> bool {
@@ -35,6 +38,12 @@ pub(crate) fn holds(rs: &RunSigs, p: Pred) -> bool {
             (Some(x), Some(b1)) => before(b1, x) != Some(true),
             _ => false,
         },
+        Pred::Between(a, b, c) => match (rs.first.get(&a), rs.first.get(&b), rs.first.get(&c)) {
+            (Some(x), Some(y), Some(z)) => {
+                before(y, z) == Some(true) && before(x, y) != Some(true) && before(z, x) != Some(true)
+            }
+            _ => false,
+        },
     }
 }
 
@@ -47,6 +56,6 @@ pub(crate) fn undecided(rs: &RunSigs, p: Pred) -> bool {
             (Some(x), Some(y)) => before(x, y).is_none(),
             _ => false,
         },
-        Pred::During(..) | Pred::BeforeEnd(..) => false,
+        Pred::During(..) | Pred::BeforeEnd(..) | Pred::Between(..) => false,
     }
 }

@@ -369,3 +369,54 @@ fn a_connections_first_calls_outrank_its_later_ones() {
         "#]],
     );
 }
+
+/// A read that fails only between two calls of another process (a pid file read after the old
+/// process is stopped and before the new one writes its pid): "before the write" holds in a
+/// passing run too (a read before the stop), "after the stop" in another (a read after the
+/// write); only the window of the two separates, and ranks first. The kill that fails (ESRCH)
+/// is where the failure shows: it ranks after the read that set it up.
+#[test]
+fn a_window_between_two_calls_of_one_process_separates_when_neither_edge_does() {
+    check(
+        r#"
+        host app ±10
+        host ops ±10
+        run 1 failed
+        app 100 1000 launch restart
+        ops 200 1000 launch reload
+        app 100 2000 kill 300 15
+        ops 200 2500 openat 3
+        ops 200 2600 kill 300 1 = -3
+        app 100 4000 renameat 3
+        run 2 failed
+        app 101 11000 launch restart
+        ops 201 11000 launch reload
+        app 101 12000 kill 301 15
+        ops 201 13000 openat 3
+        ops 201 13100 kill 301 1 = -3
+        app 101 14000 renameat 3
+        run 3 passed
+        app 102 21000 launch restart
+        ops 202 21000 launch reload
+        ops 202 21500 openat 3
+        ops 202 21600 kill 302 1
+        app 102 22000 kill 302 15
+        app 102 24000 renameat 3
+        run 4 passed
+        app 103 31000 launch restart
+        ops 203 31000 launch reload
+        app 103 32000 kill 303 15
+        app 103 34000 renameat 3
+        ops 203 35000 openat 3
+        ops 203 35100 kill 103 1
+        "#,
+        expect![[r#"
+            1.00 2/2 vs 0/2 [ordering] reload's openat [ops] lands after restart's kill(SIGTERM) [app] and before its renameat [app]
+            1.00 2/2 vs 0/2 [ordering] reload's kill(SIGHUP) [ops] lands after restart's kill(SIGTERM) [app] and before its renameat [app]
+            0.50 2/2 vs 1/2 [ordering] restart's kill(SIGTERM) [app] before reload's kill(SIGHUP) [ops]
+            0.50 2/2 vs 1/2 [ordering] restart's kill(SIGTERM) [app] before reload's openat [ops]
+            0.50 2/2 vs 1/2 [ordering] reload's openat [ops] before restart's renameat [app]
+            0.50 2/2 vs 1/2 [ordering] reload's kill(SIGHUP) [ops] before restart's renameat [app]
+        "#]],
+    );
+}

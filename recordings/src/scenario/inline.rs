@@ -29,10 +29,13 @@ impl Hypothesis {
                 fields.push(format!("first = {}", h.first.to_inline_toml()));
                 fields.push(format!("then = {}", h.then.to_inline_toml()));
                 fields.push(format!("fails_when = {}", quote(if h.fails_when_after { "after" } else { "before" })));
-                if let Some(vs) = &h.variants {
-                    let vs: Vec<String> = vs.iter().map(|v| quote(v)).collect();
-                    fields.push(format!("variants = [{}]", vs.join(", ")));
-                }
+                push_variants(&mut fields, &h.variants);
+            }
+            Hypothesis::Between(h) => {
+                fields.push(format!("cause = {}", h.cause.to_inline_toml()));
+                fields.push(format!("opens = {}", h.opens.to_inline_toml()));
+                fields.push(format!("closes = {}", h.closes.to_inline_toml()));
+                push_variants(&mut fields, &h.variants);
             }
         }
         fields.push(format!("runs = {}", self.runs()));
@@ -57,6 +60,13 @@ impl GateSpec {
             fields.push(format!("path = {}", quote(path)));
         }
         format!("{{ {} }}", fields.join(", "))
+    }
+}
+
+fn push_variants(fields: &mut Vec<String>, variants: &Option<Vec<String>>) {
+    if let Some(vs) = variants {
+        let vs: Vec<String> = vs.iter().map(|v| quote(v)).collect();
+        fields.push(format!("variants = [{}]", vs.join(", ")));
     }
 }
 

@@ -106,6 +106,21 @@ pub enum Hypothesis {
     /// The failure depends on whether one event comes before another (story 3's mount before
     /// the mount table is read).
     Order(OrderHypothesis),
+    /// A three-point order: the failure happens when a cause lands after one call of another
+    /// process and before a later one of the same process (a pid file read between the old
+    /// process's stop and the new one's write).
+    Between(BetweenHypothesis),
+}
+
+/// `cause` fails the run when it lands after `opens` and before `closes`, two calls of one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BetweenHypothesis {
+    pub cause: GateSpec,
+    pub opens: GateSpec,
+    pub closes: GateSpec,
+    pub runs: u32,
+    /// Variants on in verify runs (default: the scenario's defaults).
+    pub variants: Option<Vec<String>>,
 }
 
 /// `first` must come before `then` for the run to pass (`fails_when_after`), or must not.
@@ -128,6 +143,7 @@ impl Hypothesis {
             Hypothesis::During(h) => h.runs,
             Hypothesis::State(h) => h.runs,
             Hypothesis::Order(h) => h.runs,
+            Hypothesis::Between(h) => h.runs,
         }
     }
 
@@ -144,6 +160,9 @@ impl Hypothesis {
             }
             (Hypothesis::Order(a), Hypothesis::Order(b)) => {
                 same_gate(&a.first, &b.first) && a.then.step == b.then.step && a.fails_when_after == b.fails_when_after
+            }
+            (Hypothesis::Between(a), Hypothesis::Between(b)) => {
+                same_gate(&a.cause, &b.cause) && a.opens.step == b.opens.step && a.closes.step == b.closes.step
             }
             _ => false,
         }

@@ -10,8 +10,8 @@ use super::raw::{
     OneOrMany, RawExit, RawFailure, RawGate, RawHypothesis, RawOutputMatch, RawProcess, RawScenario, RawVariant,
 };
 use super::{
-    line_of, start_order, During, ExitMatch, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process,
-    Scenario, ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
+    line_of, start_order, BetweenHypothesis, During, ExitMatch, Failure, GateSpec, Hypothesis, OrderHypothesis,
+    OutputMatch, Process, Scenario, ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
 };
 
 /// The text being parsed, for errors with their place.
@@ -317,6 +317,8 @@ fn gate(src: &Source<'_>, names: &Names, g: RawGate, key: &str) -> Result<GateSp
 fn hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Result<Hypothesis, ScenarioError> {
     if h.variant.is_some() {
         state_hypothesis(src, names, h)
+    } else if h.opens.is_some() || h.closes.is_some() {
+        between_hypothesis(src, names, h)
     } else if h.first.is_some() || h.then.is_some() {
         order_hypothesis(src, names, h)
     } else {
@@ -364,7 +366,18 @@ fn order_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Result
             ))
         }
     };
-    if let Some(vs) = &h.variants {
+    check_variants(src, names, &h.variants)?;
+    Ok(Hypothesis::Order(OrderHypothesis {
+        first,
+        then,
+        fails_when_after,
+        runs: h.runs.max(1),
+        variants: h.variants.map(|v| v.into_inner()),
+    }))
+}
+
+fn check_variants(src: &Source<'_>, names: &Names, vs: &Option<Spanned<Vec<String>>>) -> Result<(), ScenarioError> {
+    if let Some(vs) = vs {
         if let Some(unknown) = vs.get_ref().iter().find(|v| !names.variants.contains(v)) {
             return Err(src.err(
                 Some(vs.span()),
@@ -373,10 +386,55 @@ fn order_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Result
             ));
         }
     }
-    Ok(Hypothesis::Order(OrderHypothesis {
-        first,
-        then,
-        fails_when_after,
+    Ok(())
+}
+
+/// `cause` between `opens` and `closes`, two calls of one step (`opens` first).
+fn between_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Result<Hypothesis, ScenarioError> {
+    let missing = |what: &str| {
+        src.err(
+            None,
+            &format!("hypothesis.{what}"),
+            "missing; a three-point order names `cause`, `opens` and `closes` (the failure happens when the \
+             cause lands after `opens` and before `closes`)"
+                .into(),
+        )
+    };
+    let cause = gate(src, names, h.cause.ok_or_else(|| missing("cause"))?, "hypothesis.cause")?;
+    let opens = gate(src, names, h.opens.ok_or_else(|| missing("opens"))?, "hypothesis.opens")?;
+    let closes = gate(src, names, h.closes.ok_or_else(|| missing("closes"))?, "hypothesis.closes")?;
+    if opens.step != closes.step {
+        return Err(src.err(
+            None,
+            "hypothesis.closes.step",
+            format!(
+                "must be the step of `opens` (`{}`), not `{}`: the window is between two calls of one process",
+                opens.step, closes.step
+            ),
+        ));
+    }
+    if cause.step == opens.step {
+        return Err(src.err(
+            None,
+            "hypothesis.cause.step",
+            format!("must be another step than the window's (`{}`): one process cannot land inside itself", opens.step),
+        ));
+    }
+    if let Some(other) = [("first", h.first.is_some()), ("then", h.then.is_some()), ("victim", h.victim.is_some())]
+        .into_iter()
+        .find_map(|(k, present)| present.then_some(k))
+    {
+        return Err(src.err(
+            None,
+            &format!("hypothesis.{other}"),
+            "belongs to another form; a three-point order is `cause`, `opens`, `closes`".into(),
+        ));
+    }
+    check_variants(src, names, &h.variants)?;
+    Ok(Hypothesis::Between(BetweenHypothesis {
+        cause,
+        opens,
+        closes,
         runs: h.runs.max(1),
         variants: h.variants.map(|v| v.into_inner()),
     }))
@@ -387,8 +445,9 @@ fn during_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Resul
         src.err(
             None,
             &format!("hypothesis.{what}"),
-            "missing; a hypothesis is `variant` + `fails_when`, `first` + `then` + `fails_when`, or `cause`, \
-             `victim`, `victim_count` (and `effect_started`, `effect_done` when a service shows the effect)"
+            "missing; a hypothesis is `variant` + `fails_when`, `first` + `then` + `fails_when`, `cause` + \
+             `opens` + `closes`, or `cause`, `victim`, `victim_count` (and `effect_started`, `effect_done` when \
+             a service shows the effect)"
                 .into(),
         )
     };

@@ -132,6 +132,9 @@ pub(super) struct RawHypothesis {
     // `order`: the failure depends on whether `first` comes before `then`.
     pub(super) first: Option<RawGate>,
     pub(super) then: Option<RawGate>,
+    // `between`: the cause fails the run between two calls of one step (with `cause`).
+    pub(super) opens: Option<RawGate>,
+    pub(super) closes: Option<RawGate>,
     pub(super) variants: Option<Spanned<Vec<String>>>,
     // `state`: the failure depends on a variant being on or off.
     pub(super) variant: Option<Spanned<String>>,

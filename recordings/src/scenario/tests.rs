@@ -211,3 +211,33 @@ fn hypotheses_round_trip_through_inline_toml() {
     assert_eq!(e.key, "--hypothesis hypothesis.variant", "{e}");
     assert!(s.with_hypothesis("s.toml", "not toml").unwrap_err().to_string().contains("inline table"));
 }
+
+/// A three-point order: the cause between two calls of one step. It round-trips through its
+/// inline form; a window across two steps, or a cause inside its own window, is an error that
+/// says which key and why.
+#[test]
+fn three_point_orders_name_a_window_of_one_step() {
+    let s = Scenario::parse("s.toml", GOOD).unwrap();
+    let inline = r#"{ cause = { step = "w", syscall = "openat", path = "{shared}/pid" }, opens = { step = "k", syscall = "kill", signal = "SIGTERM" }, closes = { step = "k", syscall = "renameat", path = "{shared}/pid.tmp" }, runs = 4 }"#;
+    let h = s.with_hypothesis("s.toml", inline).unwrap().hypothesis.unwrap();
+    let Hypothesis::Between(b) = &h else { panic!("between: {h:?}") };
+    assert_eq!(
+        (b.cause.step.as_str(), b.opens.signal, b.closes.path.as_deref()),
+        ("w", Some(15), Some("{shared}/pid.tmp"))
+    );
+    assert_eq!(h.runs(), 4);
+    assert_eq!(h.to_inline_toml(), inline);
+    assert!(h.same_cause(
+        &s.with_hypothesis("s.toml", &inline.replace("runs = 4", "runs = 2")).unwrap().hypothesis.unwrap()
+    ));
+
+    let e =
+        s.with_hypothesis("s.toml", &inline.replace("closes = { step = \"k\"", "closes = { step = \"w\"")).unwrap_err();
+    assert_eq!(e.key, "--hypothesis hypothesis.closes.step", "{e}");
+    assert!(e.message.contains("two calls of one process"), "{e}");
+    let e =
+        s.with_hypothesis("s.toml", &inline.replace("cause = { step = \"w\"", "cause = { step = \"k\"")).unwrap_err();
+    assert_eq!(e.key, "--hypothesis hypothesis.cause.step", "{e}");
+    let e = s.with_hypothesis("s.toml", &inline.replace(", closes = {", ", then = {")).unwrap_err();
+    assert_eq!(e.key, "--hypothesis hypothesis.closes", "{e}");
+}
