@@ -398,16 +398,20 @@ pub(crate) fn key_of(e: &Event) -> Option<Key> {
                 return Some((what, Class::SignalSent, Some((name.clone(), Some(sig), None)), desc));
             }
             let fd_call = matches!(name.as_str(), "write" | "pwrite64" | "sendto" | "sendmsg" | "recvfrom" | "recvmsg");
-            if fd_call && arg(0) < 3 {
-                return None; // stdio: the output events carry it
+            // Stdio on the agent's pipes is what the output events carry. A shell's `echo x >
+            // file` writes fd 1 too, but to a file: that write is the file's.
+            let to_file = fd_path.as_deref().is_some_and(|p| p.starts_with('/') && !p.starts_with("/dev/"));
+            if fd_call && arg(0) < 3 && !to_file {
+                return None;
             }
             let class = if name == "mount" || name == "umount2" { Class::Mount } else { Class::Syscall };
-            let fd_at_least = (fd_call || name == "connect").then_some(3);
+            let fd_at_least = ((fd_call && arg(0) >= 3) || name == "connect").then_some(3);
             let err = errno(*ret);
             if !gateable && err.is_none() {
                 return None;
             }
-            let mut what = if fd_call { format!("{name}(fd>=3)") } else { name.clone() };
+            let mut what =
+                if fd_at_least.is_some() && name != "connect" { format!("{name}(fd>=3)") } else { name.clone() };
             if !gateable {
                 what = format!("{what} = {}", err.clone().unwrap_or_default());
             }

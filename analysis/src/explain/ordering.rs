@@ -123,6 +123,19 @@ pub(crate) fn ordering_candidates(
             out.push((p, ordering_candidate(ctx, p, f, q, sep, passing)));
         }
     }
+    // A window says more than a two-point order only when it separates better: where "before"
+    // or "during" with the same cause already separates as well, the window is left out.
+    let mut two_point: BTreeMap<usize, f64> = BTreeMap::new();
+    for (p, c) in &out {
+        if let Pred::Before(a, _) | Pred::During(a, _) | Pred::BeforeEnd(a, _) = *p {
+            let best = two_point.entry(a).or_insert(f64::MIN);
+            *best = best.max(c.score);
+        }
+    }
+    out.retain(|(p, c)| match *p {
+        Pred::Between(a, _, _) => two_point.get(&a).is_none_or(|best| c.score > best + 1e-9),
+        _ => true,
+    });
     let out = same_flow(ctx, out);
     (out, examined, total)
 }
@@ -130,7 +143,10 @@ pub(crate) fn ordering_candidates(
 /// The windows that narrow `Before(x, y)` (x and y of different processes): when x is the cause,
 /// a call of y's process before y opens it ("x after b and before y"); when y is the cause, a
 /// call of x's process after x closes it ("y after x and before c"). Per side, the window that
-/// separates best, then the one whose edge names the most (a signal, a file), then the narrowest.
+/// separates best, then the one whose edge names the most (a signal, a file) and is of the
+/// weightiest kind (a signal sent), then the widest: verify puts the cause just outside the
+/// window's edges, and among windows that fit the runs equally the widest keeps it outside the
+/// real one (the file's open, not its later close, opens the window of a file being written).
 fn narrowed(
     ctx: &Context<'_>,
     p: Pred,
@@ -140,6 +156,9 @@ fn narrowed(
 ) -> Vec<Pred> {
     let Pred::Before(x, y) = p else { return Vec::new() };
     let sigs = &ctx.aligned.sigs;
+    // A window's edges are calls a gate can hold (verify holds the process at them), not an
+    // exec or a signal received.
+    let holdable = |e: usize| sigs[e].gate.is_some() && sigs[e].class != Class::Output;
     // Calls of `of`'s process that a gate can hold and that come on the given side of `of` in
     // every run that has both.
     let edges = |of: usize, earlier: bool| -> Vec<usize> {
@@ -147,8 +166,7 @@ fn narrowed(
             .filter(|e| {
                 *e != of
                     && sigs[*e].role == sigs[of].role
-                    && sigs[*e].class != Class::Output
-                    && sigs[*e].gate.is_some()
+                    && holdable(*e)
                     && in_passing.contains(e)
                     && ctx.aligned.runs.values().all(|rs| match (rs.first.get(e), rs.first.get(&of)) {
                         (Some(o), Some(r)) => before(o, r) == Some(earlier),
@@ -175,11 +193,13 @@ fn narrowed(
             let Pred::Between(_, b, c) = *w else { unreachable!("windows only") };
             let sep = share(count(ctx.failing, *w)) - share(count(passing, *w));
             let edge = if sigs[b].role == sigs[y].role { b } else { c };
-            ((sep * 100.0).round() as i64, names(edge), std::cmp::Reverse(width(b, c)), std::cmp::Reverse(edge))
+            ((sep * 100.0).round() as i64, names(edge), sigs[edge].class, width(b, c), std::cmp::Reverse(edge))
         })
     };
-    let opens = best(edges(y, true).into_iter().map(|b| Pred::Between(x, b, y)).collect());
-    let closes = best(edges(x, false).into_iter().map(|c| Pred::Between(y, x, c)).collect());
+    let opens =
+        if holdable(y) { best(edges(y, true).into_iter().map(|b| Pred::Between(x, b, y)).collect()) } else { None };
+    let closes =
+        if holdable(x) { best(edges(x, false).into_iter().map(|c| Pred::Between(y, x, c)).collect()) } else { None };
     opens.into_iter().chain(closes).collect()
 }
 
@@ -290,11 +310,13 @@ pub(crate) fn ordering_candidate(
     let on_failing_step = failure_step.is_some_and(|f| b.role.process == f && b.role.cron_command.is_none());
     // On the scale of diff scores (20..95): a signal sent ranks with a missing daemon.
     // The more specific relation first when both separate as well.
+    // A window (three points) only when it separates better than any two-point order: among
+    // equals, the simpler claim first.
     let specific = match p {
-        Pred::Between(..) => 3,
-        Pred::During(..) => 2,
-        Pred::BeforeEnd(..) => 1,
-        Pred::Before(..) => 0,
+        Pred::During(..) => 3,
+        Pred::BeforeEnd(..) => 2,
+        Pred::Before(..) => 1,
+        Pred::Between(..) => 0,
     };
     // A victim whose calls end in an error in every failing run and in none of the passing ones
     // is where the failure shows (the writer's last write = EACCES), not a call the failing
