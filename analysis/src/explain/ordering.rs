@@ -8,7 +8,7 @@ use super::hypotheses::{between_hypothesis, during_hypothesis, order_hypothesis}
 use super::predicates::{holds, undecided, Pred};
 use super::report::{evidence_of, share, Candidate, Count};
 use super::{Context, Options};
-use crate::align::{before, connection_of, Class, Role, Sig};
+use crate::align::{before, connection_of, Class, Occ, Role, RunSigs, Sig};
 
 /// A small deterministic generator (xorshift64*) for sampling pairs.
 pub(crate) struct Rng(u64);
@@ -175,18 +175,8 @@ fn narrowed(
             })
             .collect()
     };
-    let width = |b: usize, c: usize| -> i64 {
-        let mut w: Vec<i64> = ctx
-            .failing
-            .iter()
-            .filter_map(|r| {
-                let rs = ctx.aligned.runs.get(r)?;
-                Some(rs.first.get(&c)?.at.midpoint_ns() - rs.first.get(&b)?.at.midpoint_ns())
-            })
-            .collect();
-        w.sort_unstable();
-        w.get(w.len() / 2).copied().unwrap_or(i64::MAX)
-    };
+    let width =
+        |b: usize, c: usize| median_span(ctx, |rs| Some((rs.first.get(&b)?, rs.first.get(&c)?))).unwrap_or(i64::MAX);
     let names = |e: usize| sigs[e].object.is_some() as u8 + sigs[e].gate.as_ref().is_some_and(|g| g.1.is_some()) as u8;
     let best = |windows: Vec<Pred>| -> Option<Pred> {
         windows.into_iter().max_by_key(|w| {
@@ -373,30 +363,28 @@ pub(crate) fn ordering_candidate(
     let makes_its_file = a.object.is_some() && b.target == a.object;
     c.specificity = a.object.is_some() as u8 + b.object.is_some() as u8 + took_effect as u8 + 2 * makes_its_file as u8;
     c.cause_seq = run.and_then(|r| Some(ctx.aligned.runs.get(&r)?.first.get(&ai)?.seq)).unwrap_or(u64::MAX);
-    if let Pred::Between(_, oi, ci) = p {
-        let mut spans: Vec<i64> = ctx
-            .failing
-            .iter()
-            .filter_map(|r| {
-                let rs = ctx.aligned.runs.get(r)?;
-                Some(rs.first.get(&ci)?.at.midpoint_ns() - rs.first.get(&oi)?.at.midpoint_ns())
-            })
-            .collect();
-        spans.sort_unstable();
-        c.window_ns = spans.get(spans.len() / 2).copied().unwrap_or(0);
-    } else if !matches!(p, Pred::Before(..)) {
-        let mut spans: Vec<i64> = ctx
-            .failing
-            .iter()
-            .filter_map(|r| {
-                let rs = ctx.aligned.runs.get(r)?;
-                let start = rs.begin.get(&bi).or(rs.first.get(&bi))?;
-                let end = rs.end.get(&bi).or(rs.last.get(&bi))?;
-                Some(end.at.midpoint_ns() - start.at.midpoint_ns())
-            })
-            .collect();
-        spans.sort_unstable();
-        c.window_ns = spans.get(spans.len() / 2).copied().unwrap_or(0);
+    c.window_ns = match p {
+        Pred::Between(_, oi, ci) => median_span(ctx, |rs| Some((rs.first.get(&oi)?, rs.first.get(&ci)?))),
+        Pred::Before(..) => None,
+        Pred::During(..) | Pred::BeforeEnd(..) => median_span(ctx, |rs| {
+            Some((rs.begin.get(&bi).or(rs.first.get(&bi))?, rs.end.get(&bi).or(rs.last.get(&bi))?))
+        }),
     }
+    .unwrap_or(0);
     c
+}
+
+/// The median over failing runs of the time from the first to the second occurrence `ends`
+/// picks in a run (ns); None when no failing run has both.
+fn median_span(ctx: &Context<'_>, ends: impl Fn(&RunSigs) -> Option<(&Occ, &Occ)>) -> Option<i64> {
+    let mut spans: Vec<i64> = ctx
+        .failing
+        .iter()
+        .filter_map(|r| {
+            let (start, end) = ends(ctx.aligned.runs.get(r)?)?;
+            Some(end.at.midpoint_ns() - start.at.midpoint_ns())
+        })
+        .collect();
+    spans.sort_unstable();
+    spans.get(spans.len() / 2).copied()
 }
