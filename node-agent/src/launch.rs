@@ -178,9 +178,23 @@ pub fn launch(
         let (name, run, timeout) = (spec.name.clone(), spec.run, spec.hold_timeout);
         let (cap_hold, cap_end) = (capture.clone(), capture.clone());
         let gates = spec.gates.clone();
-        let through_sender = gate_sender.clone();
         std::thread::spawn(move || {
-            let (name_end, name_through) = (name.clone(), name.clone());
+            let name_end = name.clone();
+            // A hold (`through` false) or a released hold that has gone through, to the coordinator.
+            let announce = |held: &gate::Held, through: bool| {
+                let notice = HoldNotice {
+                    hold_id: held.hold_id,
+                    gate: held.gate.clone(),
+                    process: name.clone(),
+                    pid: held.pid,
+                    run,
+                    raw_ns: crate::capture::now_ns(),
+                    through,
+                };
+                if let Some(tx) = gate_sender.lock().expect("gate sender").as_ref() {
+                    let _ = tx.send(notice);
+                }
+            };
             gate::supervise(
                 listener,
                 gates,
@@ -193,18 +207,7 @@ pub fn launch(
                         run,
                         kind: EventKind::Gate { gate: held.gate.clone(), action: "held".into() },
                     });
-                    let notice = HoldNotice {
-                        hold_id: held.hold_id,
-                        gate: held.gate.clone(),
-                        process: name.clone(),
-                        pid: held.pid,
-                        run,
-                        raw_ns: crate::capture::now_ns(),
-                        through: false,
-                    };
-                    if let Some(tx) = gate_sender.lock().expect("gate sender").as_ref() {
-                        let _ = tx.send(notice);
-                    }
+                    announce(held, false);
                 },
                 |held, end| {
                     let action = if end == HoldEnd::Released { "released" } else { "timeout" };
@@ -215,20 +218,7 @@ pub fn launch(
                         kind: EventKind::Gate { gate: held.gate.clone(), action: action.into() },
                     });
                 },
-                |held| {
-                    let notice = HoldNotice {
-                        hold_id: held.hold_id,
-                        gate: held.gate.clone(),
-                        process: name_through.clone(),
-                        pid: held.pid,
-                        run,
-                        raw_ns: crate::capture::now_ns(),
-                        through: true,
-                    };
-                    if let Some(tx) = through_sender.lock().expect("gate sender").as_ref() {
-                        let _ = tx.send(notice);
-                    }
-                },
+                |held| announce(held, true),
             )
         });
     }
