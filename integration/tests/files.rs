@@ -98,6 +98,18 @@ fn a_python_programs_file_work_is_recorded_with_paths_at_call_time() {
         .expect("the SIGHUP");
     assert_eq!(hup["sender_comm"], "kill", "{hup}");
     assert!(hup["target_comm"].as_str().unwrap().starts_with("python3"), "{hup}");
+    // The delivery is tied to its generation by a recorded edge. Nothing recorded orders kill's
+    // *return* on ops against the delivery on app (the target may run its handler before the
+    // sender's call returns), so the expectation below compares each host's own lines in their
+    // (host, seq) order and leaves that interleaving out.
+    let delivered = events
+        .iter()
+        .find(|e| e["host"] == "app" && e["kind"] == "signal" && e["signal"] == "SIGHUP" && e["phase"] == "deliver")
+        .expect("the SIGHUP delivered on app");
+    assert!(
+        delivered["caused_by"].as_array().is_some_and(|c| c.iter().any(|f| f["kind"] == "signal")),
+        "the delivery names its generation as its cause: {delivered}"
+    );
 
     // The strace view of the same calls, against the checked-in expectation (pids and
     // addresses left out; UPDATE_EXPECT=1 rewrites it).
@@ -105,8 +117,11 @@ fn a_python_programs_file_work_is_recorded_with_paths_at_call_time() {
     assert!(strace.status.success(), "{}", String::from_utf8_lossy(&strace.stderr));
     let text = String::from_utf8_lossy(&strace.stdout);
     let pid = std::fs::read_to_string(dir.join("pid")).unwrap().trim().to_string();
-    let lines: String = text
-        .lines()
+    let mut lines: Vec<&str> = text.lines().collect();
+    // Each host's lines in their own order (stable), app before ops.
+    lines.sort_by_key(|l| l.split(' ').next().unwrap_or("").to_string());
+    let lines: String = lines
+        .into_iter()
         // `ip netns exec` itself is left out: whether its exec is seen inside the namespace
         // depends on whether it had entered it when the exec was decoded.
         .filter(|l| l.split(' ').nth(2) != Some("ip"))
