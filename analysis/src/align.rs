@@ -96,6 +96,8 @@ pub(crate) struct RunSigs {
     /// ... and where it ends: that process closing its connection after its last write (the
     /// peer is still serving it until then).
     pub(crate) end: BTreeMap<usize, Occ>,
+    /// When the run's first event of a scenario process happened (midpoint, ns).
+    pub(crate) origin_ns: Option<i64>,
     /// TCP connections each role closed (ESTABLISHED or CLOSE_WAIT to FIN_WAIT1 or LAST_ACK).
     pub(crate) closes: Vec<(Role, Occ)>,
 }
@@ -167,6 +169,8 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
             let Some(rs) = runs.get_mut(&e.run) else { continue };
             let Some(role) = roles.get(&e.pid).cloned() else { continue };
             rs.roles.insert((h, e.pid), role.clone());
+            let mid = rec.clock.interval(e.raw_ns).midpoint_ns();
+            rs.origin_ns = Some(rs.origin_ns.map_or(mid, |o| o.min(mid)));
             if let EventKind::Fork { child_pid, .. } = &e.kind {
                 rs.roles.insert((h, *child_pid), role.clone());
             }

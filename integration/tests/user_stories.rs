@@ -128,6 +128,20 @@ fn stale_pidfile_is_explained_and_confirmed_from_a_scenario_without_hypothesis()
     });
 }
 
+/// A backup job that takes no lock is started on a second host while the first run writes its
+/// temporary file; the new run's clean-up deletes it (sh, the file written through `echo >&3`).
+/// The race seen from the other side (the first run's rename lands while the second has the
+/// file open) separates as well; the earlier departure, the second run's delete, ranks first.
+#[test]
+fn overlapping_backup_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    let _serial = one_at_a_time();
+    run_explain_verify("overlapping-backup", "sh", |s| {
+        s.contains("failover's unlinkat on {shared}/backup-{run}.tmp [standby]")
+            && (s.contains("while nightly has {shared}/backup-{run}.tmp open")
+                || s.contains("before nightly's renameat"))
+    });
+}
+
 /// Another harness's hosts coming and going (network namespaces: a mount each under
 /// /run/netns) and a process execing through shell shims as fast as it can, on the same machine,
 /// for at most 60 s; stopped and cleaned up on drop.

@@ -371,20 +371,33 @@ pub(crate) fn ordering_candidate(
         }),
     }
     .unwrap_or(0);
+    c.cause_at_ns = median_of(
+        ctx.failing
+            .iter()
+            .filter_map(|r| ctx.aligned.runs.get(r))
+            .filter_map(|rs| Some(rs.first.get(&ai)?.at.midpoint_ns() - rs.origin_ns?))
+            .collect(),
+    )
+    .unwrap_or(i64::MAX);
     c
 }
 
 /// The median over failing runs of the time from the first to the second occurrence `ends`
 /// picks in a run (ns); None when no failing run has both.
 fn median_span(ctx: &Context<'_>, ends: impl Fn(&RunSigs) -> Option<(&Occ, &Occ)>) -> Option<i64> {
-    let mut spans: Vec<i64> = ctx
-        .failing
-        .iter()
-        .filter_map(|r| {
-            let (start, end) = ends(ctx.aligned.runs.get(r)?)?;
-            Some(end.at.midpoint_ns() - start.at.midpoint_ns())
-        })
-        .collect();
-    spans.sort_unstable();
-    spans.get(spans.len() / 2).copied()
+    median_of(
+        ctx.failing
+            .iter()
+            .filter_map(|r| {
+                let (start, end) = ends(ctx.aligned.runs.get(r)?)?;
+                Some(end.at.midpoint_ns() - start.at.midpoint_ns())
+            })
+            .collect(),
+    )
+}
+
+/// The median of `values` (the upper one of an even count); None when empty.
+fn median_of(mut values: Vec<i64>) -> Option<i64> {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied()
 }

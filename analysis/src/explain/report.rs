@@ -66,6 +66,12 @@ pub struct Candidate {
     /// close the process made from start to end).
     #[serde(skip)]
     pub(crate) window_ns: i64,
+    /// When the cause comes in a failing run (median over failing runs, ns after the run's first
+    /// event): between equals, the earlier departure from the passing runs is the cause and the
+    /// later one its consequence (a job deletes the running one's file; *then* the running one's
+    /// rename lands while the job has its file open).
+    #[serde(skip)]
+    pub(crate) cause_at_ns: i64,
     /// How much it names (between equals, the more specific first): the files its two events
     /// act on, and whether the named call it is ordered against took effect (a rename that
     /// returned EEXIST changed nothing).
@@ -186,6 +192,7 @@ impl Candidate {
             prior,
             cause_seq: u64::MAX,
             window_ns: 0,
+            cause_at_ns: i64::MAX,
             specificity: 0,
         }
     }

@@ -420,3 +420,43 @@ fn a_window_between_two_calls_of_one_process_separates_when_neither_edge_does() 
         "#]],
     );
 }
+
+/// Two runs of one job overlap in the failing run: the second one's writes land while the first
+/// one's are under way, and — a consequence — the first one's rename lands while the second's
+/// are. Both separate alike over windows of about the same width; the earlier departure from
+/// the passing run (the second job's writes) ranks first, whichever window is a hair narrower.
+#[test]
+fn between_equals_the_earlier_cause_ranks_first() {
+    check(
+        r#"
+        host primary ±10
+        host standby ±10
+        run 1 failed
+        primary 100 1000 launch nightly
+        standby 200 1000 launch failover
+        primary 100 2000 write 3 = 8
+        primary 100 3000 write 3 = 8
+        standby 200 3500 write 3 = 8
+        primary 100 4000 write 3 = 8
+        primary 100 4200 rename 0 0
+        standby 200 4500 write 3 = 8
+        standby 200 5400 write 3 = 8
+        run 2 passed
+        primary 101 11000 launch nightly
+        standby 201 11000 launch failover
+        primary 101 12000 write 3 = 8
+        primary 101 13000 write 3 = 8
+        primary 101 14000 write 3 = 8
+        primary 101 14200 rename 0 0
+        standby 201 15500 write 3 = 8
+        standby 201 16500 write 3 = 8
+        standby 201 17400 write 3 = 8
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/1 [ordering] failover's write(fd>=3) [standby] lands while nightly's write(fd>=3) calls are under way [primary]
+            1.00 1/1 vs 0/1 [ordering] nightly's rename [primary] lands while failover's write(fd>=3) calls are under way [standby]
+            1.00 1/1 vs 0/1 [ordering] failover's write(fd>=3) [standby] lands before the end of nightly's write(fd>=3) calls [primary]
+            1.00 1/1 vs 0/1 [ordering] failover's write(fd>=3) [standby] before nightly's rename [primary]
+        "#]],
+    );
+}
