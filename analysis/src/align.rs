@@ -122,9 +122,19 @@ pub(crate) fn symptom_onsets(aligned: &Aligned, failing: &[u32]) -> Cuts {
     if passing.is_empty() || failing_runs.is_empty() {
         return BTreeMap::new();
     }
+    // A call that acted on a named file and succeeded is something a process did, not the
+    // failure showing: a janitor's delete of a file in flight happens only in failing runs
+    // because it is the cause, and what the victim does after it must stay in view.
+    let acted = |s: usize| {
+        let sig = &aligned.sigs[s];
+        sig.gate.is_some()
+            && sig.object.is_some()
+            && failing_runs.iter().all(|(_, rs)| rs.first.get(&s).is_some_and(|o| o.ret >= 0))
+    };
     let symptoms: Vec<usize> = (0..aligned.sigs.len())
         .filter(|s| passing.iter().all(|rs| !rs.first.contains_key(s)))
         .filter(|s| failing_runs.iter().all(|(_, rs)| rs.first.contains_key(s)))
+        .filter(|s| !acted(*s))
         .collect();
     let roles: BTreeSet<Role> = symptoms.iter().map(|s| aligned.sigs[*s].role.clone()).collect();
     failing_runs

@@ -142,6 +142,17 @@ fn overlapping_backup_is_explained_and_confirmed_from_a_scenario_without_hypothe
     });
 }
 
+/// A janitor on another host deletes the .part files it finds while an upload is writing one;
+/// the upload's rename finds nothing (Python). The janitor's delete happens only in failing
+/// runs; the cause explain names is its scan of the spool between the upload's open and rename.
+#[test]
+fn spool_janitor_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    let _serial = one_at_a_time();
+    run_explain_verify("spool-janitor", "python3", |s| {
+        s.starts_with("janitor's openat on {shared}/spool-{run} [maint] lands after upload's openat on {shared}/spool-{run}/upload-{run}.bin.part [ingest] and before its rename")
+    });
+}
+
 /// Another harness's hosts coming and going (network namespaces: a mount each under
 /// /run/netns) and a process execing through shell shims as fast as it can, on the same machine,
 /// for at most 60 s; stopped and cleaned up on drop.

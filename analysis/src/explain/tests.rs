@@ -6,7 +6,8 @@
 //! - `run N passed` / `run N failed`: the runs, and the run the following events belong to;
 //! - `host NAME ±US`: a host and its clock error bound (µs);
 //! - `HOST PID T_US launch NAME`: a scenario process starts (its pid gets the role NAME);
-//! - `HOST PID T_US CALL ARG... [= RET]`: a syscall returning at T_US (entered 1 µs before);
+//! - `HOST PID T_US CALL ARG... [= RET]`: a syscall returning at T_US (entered 1 µs before); an
+//!   argument starting with `/` is a path (`/s` is the capture's shared directory, `{shared}`);
 //! - `HOST PID T_US prints TEXT`: an output line;
 //! - `HOST PID T_US exec`: the process execs (a program named after its role).
 //!
@@ -69,13 +70,17 @@ fn bundle(table: &str) -> Bundle {
                             Some(i) => (&args[..i], args[i + 1].parse().unwrap()),
                             None => (args, 0),
                         };
+                        // Paths (`/s/...`, under the capture's shared directory `/s`) are the
+                        // call's strings; an fd call's path is the file its fd names.
+                        let (paths, numbers): (Vec<&str>, Vec<&str>) = args.iter().partition(|a| a.starts_with('/'));
+                        let by_fd = matches!(call, "write" | "read" | "close" | "fsync");
                         EventKind::Syscall {
                             name: call.to_string(),
-                            args: args.iter().map(|a| a.parse().unwrap()).collect(),
+                            args: numbers.iter().map(|a| a.parse().unwrap()).collect(),
                             ret,
                             enter_ns: raw_ns - 1_000,
-                            fd_path: None,
-                            strings: vec![],
+                            fd_path: paths.first().filter(|_| by_fd).map(|p| p.to_string()),
+                            strings: if by_fd { vec![] } else { paths.iter().map(|p| p.to_string()).collect() },
                             addr: None,
                             path_from: None,
                         }
@@ -96,7 +101,7 @@ fn bundle(table: &str) -> Bundle {
         hosts,
         runs,
         causal: vec![],
-        placeholders: Default::default(),
+        placeholders: [("shared".to_string(), "/s".to_string())].into(),
     }
 }
 
@@ -457,6 +462,50 @@ fn between_equals_the_earlier_cause_ranks_first() {
             1.00 1/1 vs 0/1 [ordering] nightly's rename [primary] lands while failover's write(fd>=3) calls are under way [standby]
             1.00 1/1 vs 0/1 [ordering] failover's write(fd>=3) [standby] lands before the end of nightly's write(fd>=3) calls [primary]
             1.00 1/1 vs 0/1 [ordering] failover's write(fd>=3) [standby] before nightly's rename [primary]
+        "#]],
+    );
+}
+
+/// A janitor deletes an upload's file while the upload writes it. Its delete happens only in
+/// failing runs, yet it is what a process did (a call on a named file that succeeded), not the
+/// failure showing: the failing runs are cut at the upload's error, and the window between the
+/// upload's open and its rename stays in view.
+#[test]
+fn a_delete_only_failing_runs_make_is_no_symptom() {
+    check(
+        r#"
+        host ingest ±10
+        host maint ±10
+        run 1 failed
+        ingest 100 1000 launch upload
+        maint 200 1000 launch janitor
+        ingest 100 2000 openat /s/spool/u.part = 3
+        maint 200 3000 openat /s/spool = 3
+        maint 200 3100 unlink /s/spool/u.part
+        ingest 100 4000 write 3 /s/spool/u.part = 8
+        ingest 100 5000 rename /s/spool/u.part /s/spool/u = -2
+        ingest 100 5100 prints E: upload lost
+        run 2 passed
+        ingest 101 11000 launch upload
+        maint 201 11000 launch janitor
+        maint 201 11500 openat /s/spool = 3
+        ingest 101 12000 openat /s/spool/u.part = 3
+        ingest 101 14000 write 3 /s/spool/u.part = 8
+        ingest 101 15000 rename /s/spool/u.part /s/spool/u
+        run 3 passed
+        ingest 102 21000 launch upload
+        maint 202 21000 launch janitor
+        ingest 102 22000 openat /s/spool/u.part = 3
+        ingest 102 22500 write 3 /s/spool/u.part = 8
+        ingest 102 23000 rename /s/spool/u.part /s/spool/u
+        maint 202 24000 openat /s/spool = 3
+        "#,
+        expect![[r#"
+            1.00 1/1 vs 0/2 [ordering] janitor's openat on {shared}/spool [maint] lands after upload's openat on {shared}/spool/u.part [ingest] and before its rename on {shared}/spool/u.part [ingest]
+            1.00 1/1 vs 0/2 [ordering] janitor's openat on {shared}/spool [maint] lands after upload's openat on {shared}/spool/u.part [ingest] and before its write(fd>=3) on {shared}/spool/u.part [ingest]
+            0.50 1/1 vs 1/2 [ordering] janitor's openat on {shared}/spool [maint] before upload's rename on {shared}/spool/u.part [ingest]
+            0.50 1/1 vs 1/2 [ordering] upload's openat on {shared}/spool/u.part [ingest] before janitor's openat on {shared}/spool [maint]
+            0.50 1/1 vs 1/2 [ordering] janitor's openat on {shared}/spool [maint] before upload's write(fd>=3) on {shared}/spool/u.part [ingest]
         "#]],
     );
 }
