@@ -96,6 +96,8 @@ pub(crate) struct RunSigs {
     /// ... and where it ends: that process closing its connection after its last write (the
     /// peer is still serving it until then).
     pub(crate) end: BTreeMap<usize, Occ>,
+    /// Where each launched process (a step or service by its role) exited, when it did.
+    pub(crate) exits: BTreeMap<Role, Occ>,
     /// When the run's first event of a scenario process happened (midpoint, ns).
     pub(crate) origin_ns: Option<i64>,
     /// TCP connections each role closed (ESTABLISHED or CLOSE_WAIT to FIN_WAIT1 or LAST_ACK).
@@ -172,6 +174,7 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
     let mut runs: BTreeMap<u32, RunSigs> = valid.iter().map(|r| (*r, RunSigs::default())).collect();
     for (h, rec) in bundle.hosts.iter().enumerate() {
         let mut roles: HashMap<i32, Role> = HashMap::new();
+        let mut launched: std::collections::HashSet<i32> = Default::default();
         // A shim's exec (superseded by the same process's next) says nothing of the program.
         let shims = heisen_recordings::superseded_execs(&rec.events);
         for e in rec.events.iter().filter(|e| !shims.contains(&e.seq)) {
@@ -181,6 +184,18 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
             rs.roles.insert((h, e.pid), role.clone());
             let mid = rec.clock.interval(e.raw_ns).midpoint_ns();
             rs.origin_ns = Some(rs.origin_ns.map_or(mid, |o| o.min(mid)));
+            match &e.kind {
+                EventKind::Launch { .. } => {
+                    launched.insert(e.pid);
+                }
+                EventKind::Exit { exit_code, .. } if launched.contains(&e.pid) => {
+                    let at = rec.clock.interval(e.raw_ns);
+                    let desc = format!("exit {exit_code}");
+                    let occ = Occ { host: h, seq: e.seq, at, target: None, item: None, ret: 0, desc };
+                    rs.exits.insert(role.clone(), occ);
+                }
+                _ => {}
+            }
             if let EventKind::Fork { child_pid, .. } = &e.kind {
                 rs.roles.insert((h, *child_pid), role.clone());
             }

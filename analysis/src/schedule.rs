@@ -131,29 +131,41 @@ fn order_orderings(scenario: &Scenario, h: &OrderHypothesis) -> Vec<Ordering> {
         }
     }
     let gates = vec![h.first.clone(), h.then.clone()];
-    let (first, then) = (describe(&h.first), describe(&h.then));
+    // The ordering expected to fail plays its leading call out to its step's end before the
+    // other call (a scan's deletes follow the scan). The one expected to pass does the same (a
+    // job finishes its work first), unless the hypothesis says `settle = "call"`: then its
+    // leading call goes through and its step goes on beside the other as in the passing runs (a
+    // service's bind, then the check's connect: waiting for the service to exit would take away
+    // what the check needs).
+    let leading = |lead: &GateSpec, other: &GateSpec, fails: bool| -> (String, Vec<Action>) {
+        let (a, b) = (describe(lead), describe(other));
+        if fails || !h.settle_call {
+            let actions =
+                vec![Action::Release(lead.clone()), Action::Exit(lead.step.clone()), Action::Release(other.clone())];
+            (format!("{a} and its step complete before {b}"), actions)
+        } else {
+            (
+                format!("{a} goes through before {b}"),
+                vec![Action::Release(lead.clone()), Action::Release(other.clone())],
+            )
+        }
+    };
+    let (first_text, first_actions) = leading(&h.first, &h.then, !h.fails_when_after);
+    let (then_text, then_actions) = leading(&h.then, &h.first, h.fails_when_after);
     let mut out = vec![
         Ordering {
             name: format!("{}-first", h.first.step),
-            description: format!("{first} completes before {then}"),
+            description: first_text,
             gates: gates.clone(),
-            actions: vec![
-                Action::Release(h.first.clone()),
-                Action::Exit(h.first.step.clone()),
-                Action::Release(h.then.clone()),
-            ],
+            actions: first_actions,
             expect_failure: !h.fails_when_after,
             variants: with_first.clone(),
         },
         Ordering {
             name: format!("{}-first", h.then.step),
-            description: format!("{then} and its step complete before {first}"),
+            description: then_text,
             gates,
-            actions: vec![
-                Action::Release(h.then.clone()),
-                Action::Exit(h.then.step.clone()),
-                Action::Release(h.first.clone()),
-            ],
+            actions: then_actions,
             expect_failure: h.fails_when_after,
             variants: with_first,
         },
@@ -367,6 +379,70 @@ mod tests {
     /// A three-point order: the guilty ordering holds the window's process at its closing call
     /// (its opening call behind it) while the cause runs to its step's end; the alternatives put
     /// the cause before the opening call, or after the closing one has gone through.
+    /// An ordering in a line: its name, whether it is expected to fail, its actions.
+    fn shape(o: &Ordering) -> String {
+        let acts: Vec<String> = o
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Reached(g) => format!("reached {}", g.id()),
+                Action::Release(g) => format!("release {}", g.id()),
+                Action::Output(m) => format!("output {}", m.text),
+                Action::Exit(s) => format!("exit {s}"),
+            })
+            .collect();
+        format!("{} {} [{}]", o.name, o.expect_failure, acts.join(", "))
+    }
+
+    /// The ordering expected to fail runs its leading call's step to its end first; with `settle
+    /// = "call"` the one expected to pass only lets its leading call go through: a service that
+    /// binds and then serves must not be waited out before the check that needs it connects.
+    #[test]
+    fn only_the_failing_order_waits_for_its_leading_step_to_end() {
+        let gate = |step: &str, syscall: &str| GateSpec {
+            step: step.into(),
+            syscall: syscall.into(),
+            nth: 1,
+            signal: None,
+            fd_at_least: None,
+            path: None,
+        };
+        let s = Scenario::parse(
+            "s.toml",
+            "name = \"t\"\n[hosts.a]\n[steps.deploy]\nhost = \"a\"\ncommand = [\"d\"]\n\
+             [steps.check]\nhost = \"a\"\ncommand = [\"c\"]\n[failure]\nstep = \"check\"\nexit = 1\n",
+        )
+        .unwrap();
+        let order = |fails_when_after| OrderHypothesis {
+            first: gate("deploy", "bind"),
+            then: gate("check", "connect"),
+            fails_when_after,
+            settle_call: true,
+            runs: 5,
+            variants: None,
+        };
+        let got: Vec<String> = for_scenario(&s, &Hypothesis::Order(order(true))).iter().map(shape).collect();
+        assert_eq!(
+            got,
+            vec![
+                "check-first true [release check:connect#1, exit check, release deploy:bind#1]",
+                "deploy-first false [release deploy:bind#1, release check:connect#1]",
+            ]
+        );
+        let got: Vec<String> = for_scenario(&s, &Hypothesis::Order(order(false))).iter().map(shape).collect();
+        assert_eq!(
+            got,
+            vec![
+                "deploy-first true [release deploy:bind#1, exit deploy, release check:connect#1]",
+                "check-first false [release check:connect#1, release deploy:bind#1]",
+            ]
+        );
+        // By default the passing order's leading step ends first too.
+        let job = OrderHypothesis { settle_call: false, ..order(true) };
+        let got: Vec<String> = for_scenario(&s, &Hypothesis::Order(job)).iter().map(shape).collect();
+        assert_eq!(got[1], "deploy-first false [release deploy:bind#1, exit deploy, release check:connect#1]");
+    }
+
     #[test]
     fn a_window_holds_its_closing_call_while_the_cause_runs() {
         let gate = |step: &str, syscall: &str| GateSpec {
@@ -391,19 +467,6 @@ mod tests {
             variants: None,
         };
         let o = for_scenario(&s, &Hypothesis::Between(h));
-        let shape = |o: &Ordering| {
-            let acts: Vec<String> = o
-                .actions
-                .iter()
-                .map(|a| match a {
-                    Action::Reached(g) => format!("reached {}", g.id()),
-                    Action::Release(g) => format!("release {}", g.id()),
-                    Action::Output(m) => format!("output {}", m.text),
-                    Action::Exit(s) => format!("exit {s}"),
-                })
-                .collect();
-            format!("{} {} [{}]", o.name, o.expect_failure, acts.join(", "))
-        };
         let got: Vec<String> = o.iter().map(shape).collect();
         assert_eq!(
             got,

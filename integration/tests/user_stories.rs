@@ -153,6 +153,18 @@ fn spool_janitor_is_explained_and_confirmed_from_a_scenario_without_hypothesis()
     });
 }
 
+/// A deploy stops a service and starts its new version, which loads before it listens; a
+/// monitor on another host that connects in the gap is refused (Python and sh). The passing
+/// order is the service's bind before the check's connect, with the service going on serving:
+/// verify must not wait for it to exit first.
+#[test]
+fn restart_refused_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
+    let _serial = one_at_a_time();
+    run_explain_verify("restart-refused", "python3", |s| {
+        s.starts_with("check's connect [monitor]") && s.contains("deploy's bind [node]")
+    });
+}
+
 /// Another harness's hosts coming and going (network namespaces: a mount each under
 /// /run/netns) and a process execing through shell shims as fast as it can, on the same machine,
 /// for at most 60 s; stopped and cleaned up on drop.

@@ -159,6 +159,7 @@ pub(crate) fn environment_hypothesis(
     let (then_call, signal, fd_at_least) =
         first_gateable.ok_or_else(|| Unverifiable::FailingStepUngateable { step: failing.clone() })?;
     Ok(Hypothesis::Order(OrderHypothesis {
+        settle_call: false,
         first: GateSpec {
             step: p.name.clone(),
             syscall: syscall.into(),

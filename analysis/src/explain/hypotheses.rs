@@ -81,6 +81,7 @@ pub(crate) fn order_hypothesis(ctx: &Context<'_>, first: &Sig, then: &Sig) -> Re
         first: f,
         then: t,
         fails_when_after: true,
+        settle_call: false,
         runs: runs_wanted(ctx),
         variants,
     }))

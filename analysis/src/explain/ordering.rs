@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use heisen_recordings::Hypothesis;
+
 use super::hypotheses::{between_hypothesis, during_hypothesis, order_hypothesis};
 use super::predicates::{holds, undecided, Pred};
 use super::report::{evidence_of, share, Candidate, Count};
@@ -351,7 +353,12 @@ pub(crate) fn ordering_candidate(
         Pred::During(ai, bi) | Pred::BeforeEnd(ai, bi) => during_hypothesis(ctx, ai, bi, run, passing),
         Pred::Before(ai, bi) => {
             // Fails when a comes before b, i.e. when b comes after a: first = b, then = a.
-            order_hypothesis(ctx, &sigs[bi], &sigs[ai])
+            order_hypothesis(ctx, &sigs[bi], &sigs[ai]).map(|mut h| {
+                if let Hypothesis::Order(o) = &mut h {
+                    o.settle_call = goes_on(ctx, passing, bi, ai);
+                }
+                h
+            })
         }
         Pred::Between(ai, oi, ci) => between_hypothesis(ctx, &sigs[ai], &sigs[oi], &sigs[ci]),
     };
@@ -380,6 +387,23 @@ pub(crate) fn ordering_candidate(
     )
     .unwrap_or(i64::MAX);
     c
+}
+
+/// Whether `lead`'s process went on past `other` in the passing runs where `lead` came first: in
+/// every one of them (and there is one), `other` came before `lead`'s step exited (a service that
+/// binds and then serves the check). Verify then lets `lead`'s call go through before `other`
+/// instead of waiting for its step to end, which no passing run did.
+fn goes_on(ctx: &Context<'_>, passing: &[u32], lead: usize, other: usize) -> bool {
+    let role = &ctx.aligned.sigs[lead].role;
+    let led: Vec<bool> = passing
+        .iter()
+        .filter_map(|r| ctx.aligned.runs.get(r))
+        .filter_map(|rs| {
+            let (l, o) = (rs.first.get(&lead)?, rs.first.get(&other)?);
+            (before(l, o) == Some(true)).then(|| rs.exits.get(role).is_none_or(|exit| before(exit, o) != Some(true)))
+        })
+        .collect();
+    !led.is_empty() && led.iter().all(|on| *on)
 }
 
 /// The median over failing runs of the time from the first to the second occurrence `ends`

@@ -29,6 +29,9 @@ impl Hypothesis {
                 fields.push(format!("first = {}", h.first.to_inline_toml()));
                 fields.push(format!("then = {}", h.then.to_inline_toml()));
                 fields.push(format!("fails_when = {}", quote(if h.fails_when_after { "after" } else { "before" })));
+                if h.settle_call {
+                    fields.push(format!("settle = {}", quote("call")));
+                }
                 push_variants(&mut fields, &h.variants);
             }
             Hypothesis::Between(h) => {

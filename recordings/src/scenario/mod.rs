@@ -130,6 +130,11 @@ pub struct OrderHypothesis {
     pub then: GateSpec,
     /// True: the failure happens when `first` comes after `then` (or never).
     pub fails_when_after: bool,
+    /// In the ordering expected to pass, the leading call only goes through before the other is
+    /// released, and its step goes on beside it (`settle = "call"`: a service that binds, then
+    /// serves); by default its step runs to its end first (a job that finishes its work). The
+    /// ordering expected to fail always plays its leading step out.
+    pub settle_call: bool,
     pub runs: u32,
     /// Variants on in verify runs (default: the scenario's defaults), e.g. running by hand what
     /// cron runs in load runs, so gates can hold it.

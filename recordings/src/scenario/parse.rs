@@ -366,11 +366,25 @@ fn order_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Result
             ))
         }
     };
+    let settle_call = match h.settle.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("step") => false,
+        Some("call") => true,
+        Some(_) => {
+            return Err(src.err(
+                h.settle.as_ref().map(|s| s.span()),
+                "hypothesis.settle",
+                "say how far the passing order's leading side goes before the other is released: \"step\" (its \
+                 step ends; the default) or \"call\" (its call goes through and its step goes on)"
+                    .into(),
+            ))
+        }
+    };
     check_variants(src, names, &h.variants)?;
     Ok(Hypothesis::Order(OrderHypothesis {
         first,
         then,
         fails_when_after,
+        settle_call,
         runs: h.runs.max(1),
         variants: h.variants.map(|v| v.into_inner()),
     }))
@@ -420,9 +434,14 @@ fn between_hypothesis(src: &Source<'_>, names: &Names, h: RawHypothesis) -> Resu
             format!("must be another step than the window's (`{}`): one process cannot land inside itself", opens.step),
         ));
     }
-    if let Some(other) = [("first", h.first.is_some()), ("then", h.then.is_some()), ("victim", h.victim.is_some())]
-        .into_iter()
-        .find_map(|(k, present)| present.then_some(k))
+    if let Some(other) = [
+        ("first", h.first.is_some()),
+        ("then", h.then.is_some()),
+        ("victim", h.victim.is_some()),
+        ("settle", h.settle.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(k, present)| present.then_some(k))
     {
         return Err(src.err(
             None,

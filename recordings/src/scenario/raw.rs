@@ -139,6 +139,8 @@ pub(super) struct RawHypothesis {
     // `state`: the failure depends on a variant being on or off.
     pub(super) variant: Option<Spanned<String>>,
     pub(super) fails_when: Option<Spanned<String>>,
+    // `order`: how far the passing ordering's leading side goes first: "step" or "call".
+    pub(super) settle: Option<Spanned<String>>,
     #[serde(default = "default_runs")]
     pub(super) runs: u32,
 }

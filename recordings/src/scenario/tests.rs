@@ -241,3 +241,21 @@ fn three_point_orders_name_a_window_of_one_step() {
     let e = s.with_hypothesis("s.toml", &inline.replace(", closes = {", ", then = {")).unwrap_err();
     assert_eq!(e.key, "--hypothesis hypothesis.closes", "{e}");
 }
+
+/// An order says how far the passing ordering's leading side goes first: its step's end by
+/// default, or only its call (`settle = "call"`, a service that goes on serving). The key
+/// round-trips; another value is an error naming the key.
+#[test]
+fn an_order_can_let_its_passing_side_go_on_past_its_call() {
+    let s = Scenario::parse("s.toml", GOOD).unwrap();
+    let inline = r#"{ first = { step = "k", syscall = "bind" }, then = { step = "w", syscall = "connect", fd_at_least = 3 }, fails_when = "after", settle = "call", runs = 5 }"#;
+    let h = s.with_hypothesis("s.toml", inline).unwrap().hypothesis.unwrap();
+    let Hypothesis::Order(o) = &h else { panic!("order: {h:?}") };
+    assert!(o.settle_call);
+    assert_eq!(h.to_inline_toml(), inline);
+    let by_default = s.with_hypothesis("s.toml", &inline.replace(r#"settle = "call", "#, "")).unwrap();
+    let Some(Hypothesis::Order(o)) = by_default.hypothesis else { panic!("order") };
+    assert!(!o.settle_call);
+    let e = s.with_hypothesis("s.toml", &inline.replace(r#""call""#, r#""exit""#)).unwrap_err();
+    assert_eq!(e.key, "--hypothesis hypothesis.settle", "{e}");
+}
