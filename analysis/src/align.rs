@@ -214,7 +214,8 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
             let object = gate.as_ref().and_then(|_| places.object(e));
             let makes = places.target(e);
             if let Some(o) = &object {
-                what = format!("{what} on {o}");
+                let to = what.starts_with("connect") || what.starts_with("sendto");
+                what = format!("{what} {} {o}", if to { "to" } else { "on" });
             }
             let at = rec.clock.interval(e.raw_ns);
             let (target, item, ret) = match &e.kind {
@@ -311,6 +312,10 @@ struct Places {
     /// would make a gate that never matches in a later capture).
     known: bool,
     shared: Option<String>,
+    /// `{port}`: the capture's TCP port.
+    port: Option<String>,
+    /// `{host:NAME}`: each host's address, as (address, name).
+    hosts: Vec<(String, String)>,
 }
 
 /// Trees of the system's own files: opening them is a program loading, not the test's state.
@@ -319,7 +324,23 @@ const SYSTEM_TREES: &[&str] = &["/usr/", "/lib/", "/lib32/", "/lib64/", "/bin/",
 impl Places {
     fn of(bundle: &Bundle) -> Places {
         let p = &bundle.placeholders;
-        Places { known: !p.is_empty(), shared: p.get("shared").cloned() }
+        let hosts = p.iter().filter_map(|(k, v)| Some((v.clone(), k.strip_prefix("host:")?.to_string()))).collect();
+        Places { known: !p.is_empty(), shared: p.get("shared").cloned(), port: p.get("port").cloned(), hosts }
+    }
+
+    /// The address a connect, bind or sendto names, as a template: `{host:node}:{port}`,
+    /// `0.0.0.0:{port}`. Only addresses on the capture's `{port}` are named: another port may be
+    /// chosen afresh in every run (an ephemeral one), and a gate naming it would never match.
+    fn address(&self, addr: &str) -> Option<String> {
+        let (host, port) = addr.rsplit_once(':')?;
+        if Some(port) != self.port.as_deref() {
+            return None;
+        }
+        let host = match self.hosts.iter().find(|(a, _)| a == host) {
+            Some((_, name)) => format!("{{host:{name}}}"),
+            None => host.to_string(),
+        };
+        Some(format!("{host}:{{port}}"))
     }
 
     /// The file a call acts on, as a template: `{shared}` for the capture's shared directory,
@@ -327,9 +348,12 @@ impl Places {
     /// pipes, on the system's own trees, on another process's /proc entries, and (for now) on
     /// files outside `{shared}`.
     fn object(&self, e: &Event) -> Option<String> {
-        let EventKind::Syscall { name, strings, fd_path, .. } = &e.kind else { return None };
+        let EventKind::Syscall { name, strings, fd_path, addr, .. } = &e.kind else { return None };
         if !self.known {
             return None;
+        }
+        if matches!(name.as_str(), "connect" | "bind" | "sendto") {
+            return self.address(addr.as_deref()?);
         }
         let raw = if FILE_FD_CALLS.contains(&name.as_str()) || name == "close" {
             // `/a.tmp (renamed to /a)`, `/x (deleted)`: the path the fd was opened with.
@@ -555,7 +579,12 @@ mod tests {
 
     #[test]
     fn objects_are_files_under_shared_only() {
-        let places = Places { known: true, shared: Some("/mnt/s".into()) };
+        let places = Places {
+            known: true,
+            shared: Some("/mnt/s".into()),
+            port: Some("4711".into()),
+            hosts: vec![("10.0.0.2".into(), "node".into())],
+        };
         let call = |name: &str, strings: &[&str], fd_path: Option<&str>| Event {
             seq: 1,
             raw_ns: 0,
@@ -583,7 +612,18 @@ mod tests {
         assert_eq!(object(call("openat", &["/var/lib/app/x"], None)), None, "outside {{shared}}, for now");
         assert_eq!(object(call("openat", &["/mnt/sx/app"], None)), None, "a sibling of the shared dir");
         assert_eq!(object(call("write", &[], Some("socket:[123]"))), None);
-        let old = Places { known: false, shared: Some("/mnt/s".into()) };
+        // A socket call's address on the capture's port, with the host named.
+        let at = |name: &str, addr: &str| {
+            let mut e = call(name, &[], None);
+            if let EventKind::Syscall { addr: a, .. } = &mut e.kind {
+                *a = Some(addr.to_string());
+            }
+            places.object(&e)
+        };
+        assert_eq!(at("connect", "10.0.0.2:4711").as_deref(), Some("{host:node}:{port}"));
+        assert_eq!(at("bind", "0.0.0.0:4711").as_deref(), Some("0.0.0.0:{port}"));
+        assert_eq!(at("connect", "10.0.0.2:39112"), None, "another port may be new in every run");
+        let old = Places { known: false, shared: Some("/mnt/s".into()), port: None, hosts: vec![] };
         assert_eq!(old.object(&call("openat", &["/mnt/s/app-4.json"], None)), None, "an older bundle");
     }
 }

@@ -331,8 +331,17 @@ impl Session {
     ) -> Result<RunOutcome> {
         let run = self.next_run;
         self.next_run += 1;
-        if let Some(dir) = &vars.shared {
-            self.shared.lock().expect("shared").placeholders.insert("shared".into(), dir.clone());
+        {
+            // What the placeholders stood for, so explain can turn recorded paths and addresses
+            // back into templates (`{shared}/x-{run}`, `{host:node}:{port}`).
+            let mut s = self.shared.lock().expect("shared");
+            if let Some(dir) = &vars.shared {
+                s.placeholders.insert("shared".into(), dir.clone());
+            }
+            s.placeholders.insert("port".into(), vars.port.to_string());
+            for (name, addr) in &vars.host_addrs {
+                s.placeholders.insert(format!("host:{name}"), addr.clone());
+            }
         }
         // Gate paths name files as commands do: `{shared}/cache-{run}` is this run's file.
         let resolved = ordering.map(|o| o.with_gate_paths(|p| vars.expand_one(p, run)));

@@ -161,7 +161,8 @@ fn spool_janitor_is_explained_and_confirmed_from_a_scenario_without_hypothesis()
 fn restart_refused_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
     let _serial = one_at_a_time();
     run_explain_verify("restart-refused", "python3", |s| {
-        s.starts_with("check's connect [monitor]") && s.contains("deploy's bind [node]")
+        s.starts_with("check's connect to {host:node}:{port} [monitor]")
+            && s.contains("deploy's bind on 0.0.0.0:{port} [node]")
     });
 }
 

@@ -24,7 +24,8 @@ pub struct GatePoint {
     pub arg_at_least: Option<u64>,
     /// Only calls on this path: a path argument as the caller gave it when absolute, resolved
     /// against its working directory (or the directory fd) when relative; for calls on an fd
-    /// (read, write, close, flock, ...), the file the fd names.
+    /// (read, write, close, flock, ...), the file the fd names; for connect, bind and sendto, the
+    /// address the call names, as the recorder writes it (`10.0.0.2:8080`).
     pub path: Option<String>,
 }
 
@@ -119,6 +120,36 @@ fn call_path(pid: i32, nr: i64, args: &[u64; 6], read_string: impl Fn(u64) -> Op
     let joined: std::path::PathBuf =
         base.join(given).components().filter(|c| *c != std::path::Component::CurDir).collect();
     Some(joined.display().to_string())
+}
+
+/// The address a trapped connect, bind or sendto names (`10.0.0.2:8080`, as the recorder writes
+/// it); None for other calls, a sendto without one, or an address heisen does not name.
+/// `read_bytes` reads that many bytes of the caller's memory.
+fn call_address(nr: i64, args: &[u64; 6], read_bytes: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<String> {
+    let (at, len) = match nr {
+        libc::SYS_connect | libc::SYS_bind => (1, 2),
+        libc::SYS_sendto => (4, 5),
+        _ => return None,
+    };
+    if args[at] == 0 {
+        return None;
+    }
+    // A sockaddr_storage is 128 bytes; a longer length is the caller's mistake, not ours to read.
+    heisen_recordings::sockaddr(&read_bytes(args[at], (args[len] as usize).min(128))?)
+}
+
+/// Reads up to `len` bytes at `addr` in process `pid`'s memory (fewer when the rest is unmapped).
+fn read_bytes(pid: i32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: `local` points at `buf`, which is live and as long as declared.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n <= 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
 }
 
 /// Reads a NUL-terminated string of at most 4 KiB at `addr` in process `pid`'s memory.
@@ -423,17 +454,18 @@ pub fn supervise(
         let pid = notif.pid as i32;
         // The path is read while the caller is stopped in the trap; checking the notification is
         // still valid afterwards makes sure the memory read was of that caller.
-        let read_path = |addr: u64| {
-            let path = read_string(pid, addr)?;
+        let still_valid = || {
             let mut id = notif.id;
             // SAFETY: ID_VALID reads the u64 id from a valid pointer.
-            let valid = unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) } == 0;
-            valid.then_some(path)
+            unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) == 0 }
         };
+        let read_path = |addr: u64| read_string(pid, addr).filter(|_| still_valid());
+        let read_address = |addr: u64, len: usize| read_bytes(pid, addr, len).filter(|_| still_valid());
         // Asked at most once per trapped call, and only when a gate names a path.
         let path = std::cell::OnceCell::new();
+        let what = || call_address(nr, &args, read_address).or_else(|| call_path(pid, nr, &args, read_path));
         for (i, gate) in gates.iter().enumerate() {
-            if gate.matches(nr, &args, || path.get_or_init(|| call_path(pid, nr, &args, read_path)).clone()) {
+            if gate.matches(nr, &args, || path.get_or_init(what).clone()) {
                 seen[i] += 1;
                 if seen[i] == gate.nth && hold.is_none() {
                     hold = Some(gate.id.clone());
@@ -545,6 +577,27 @@ mod tests {
         assert!(mount_table.matches(libc::SYS_openat, &[0; 6], at("/proc/self/mountinfo")));
         assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], at("/etc/ld.so.cache")));
         assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], no_path));
+    }
+
+    /// A socket call's gate path is the address it names, as the recorder writes it: connect and
+    /// bind at their second argument, sendto at its fifth (none when it has none).
+    #[test]
+    fn a_socket_calls_path_is_the_address_it_names() {
+        let mut sin = [0u8; 16];
+        sin[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        sin[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        sin[4..8].copy_from_slice(&[10, 0, 0, 2]);
+        let memory = |addr: u64, len: usize| (addr == 0x1000).then(|| sin[..len.min(sin.len())].to_vec());
+        let connect = [3, 0x1000, 16, 0, 0, 0];
+        assert_eq!(call_address(libc::SYS_connect, &connect, memory).as_deref(), Some("10.0.0.2:8080"));
+        assert_eq!(call_address(libc::SYS_bind, &connect, memory).as_deref(), Some("10.0.0.2:8080"));
+        assert_eq!(
+            call_address(libc::SYS_sendto, &[3, 0x9, 4, 0, 0x1000, 16], memory).as_deref(),
+            Some("10.0.0.2:8080")
+        );
+        assert_eq!(call_address(libc::SYS_sendto, &[3, 0x9, 4, 0, 0, 0], memory), None, "no address");
+        assert_eq!(call_address(libc::SYS_connect, &[3, 0x2000, 16, 0, 0, 0], memory), None, "unreadable");
+        assert_eq!(call_address(libc::SYS_openat, &connect, memory), None);
     }
 
     #[test]
