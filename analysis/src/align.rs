@@ -214,7 +214,7 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
             let object = gate.as_ref().and_then(|_| places.object(e));
             let makes = places.target(e);
             if let Some(o) = &object {
-                let to = what.starts_with("connect") || what.starts_with("sendto");
+                let to = what.starts_with("connect");
                 what = format!("{what} {} {o}", if to { "to" } else { "on" });
             }
             let at = rec.clock.interval(e.raw_ns);
@@ -328,7 +328,7 @@ impl Places {
         Places { known: !p.is_empty(), shared: p.get("shared").cloned(), port: p.get("port").cloned(), hosts }
     }
 
-    /// The address a connect, bind or sendto names, as a template: `{host:node}:{port}`,
+    /// The address a connect or bind names, as a template: `{host:node}:{port}`,
     /// `0.0.0.0:{port}`. Only addresses on the capture's `{port}` are named: another port may be
     /// chosen afresh in every run (an ephemeral one), and a gate naming it would never match.
     fn address(&self, addr: &str) -> Option<String> {
@@ -336,9 +336,11 @@ impl Places {
         if Some(port) != self.port.as_deref() {
             return None;
         }
-        let host = match self.hosts.iter().find(|(a, _)| a == host) {
-            Some((_, name)) => format!("{{host:{name}}}"),
-            None => host.to_string(),
+        // A host's name only when the address is that host's alone (loopback hosts share one).
+        let named: Vec<&String> = self.hosts.iter().filter(|(a, _)| a == host).map(|(_, n)| n).collect();
+        let host = match named.as_slice() {
+            [name] => format!("{{host:{name}}}"),
+            _ => host.to_string(),
         };
         Some(format!("{host}:{{port}}"))
     }
@@ -352,7 +354,10 @@ impl Places {
         if !self.known {
             return None;
         }
-        if matches!(name.as_str(), "connect" | "bind" | "sendto") {
+        // A sendto keeps no object: a datagram probe and the sends on a connection made just
+        // before are one stream of the process's sends, and splitting them by address made the
+        // connection's own ping a rival of its connect (story 2 on loopback ranked it first).
+        if name == "connect" || name == "bind" {
             return self.address(addr.as_deref()?);
         }
         let raw = if FILE_FD_CALLS.contains(&name.as_str()) || name == "close" {
@@ -623,6 +628,16 @@ mod tests {
         assert_eq!(at("connect", "10.0.0.2:4711").as_deref(), Some("{host:node}:{port}"));
         assert_eq!(at("bind", "0.0.0.0:4711").as_deref(), Some("0.0.0.0:{port}"));
         assert_eq!(at("connect", "10.0.0.2:39112"), None, "another port may be new in every run");
+        assert_eq!(at("sendto", "10.0.0.2:4711"), None, "a send is its stream's, not its address's");
+        let loopback = Places {
+            hosts: vec![("127.0.0.1".into(), "a".into()), ("127.0.0.1".into(), "b".into())],
+            ..Places { known: true, shared: None, port: Some("4711".into()), hosts: vec![] }
+        };
+        let mut e = call("connect", &[], None);
+        if let EventKind::Syscall { addr, .. } = &mut e.kind {
+            *addr = Some("127.0.0.1:4711".into());
+        }
+        assert_eq!(loopback.object(&e).as_deref(), Some("127.0.0.1:{port}"), "hosts sharing an address");
         let old = Places { known: false, shared: Some("/mnt/s".into()), port: None, hosts: vec![] };
         assert_eq!(old.object(&call("openat", &["/mnt/s/app-4.json"], None)), None, "an older bundle");
     }
