@@ -289,14 +289,25 @@ pub(crate) const FILE_FD_CALLS: &[&str] =
 pub(crate) fn connection_of(sigs: &[Sig], b: usize) -> Option<usize> {
     let s = &sigs[b];
     if s.object.is_some() && gate_is(s, FILE_FD_CALLS) {
-        return sigs.iter().position(|c| {
-            c.role == s.role && c.object == s.object && gate_is(c, &["open", "openat", "openat2", "creat"])
-        });
+        return file_open_of(sigs, b);
     }
     if s.object.is_some() || !gate_is(s, &["write", "sendto", "sendmsg", "recvfrom", "recvmsg"]) {
         return None;
     }
     sigs.iter().position(|c| c.role == s.role && gate_is(c, &["connect"]))
+}
+
+/// Where a process's use of a file begins: its open of that file, for a call on the file's fd
+/// (a read, a write, the close).
+pub(crate) fn file_open_of(sigs: &[Sig], b: usize) -> Option<usize> {
+    let s = &sigs[b];
+    (s.object.is_some() && (gate_is(s, FILE_FD_CALLS) || gate_is(s, &["close"])))
+        .then(|| {
+            sigs.iter().position(|c| {
+                c.role == s.role && c.object == s.object && gate_is(c, &["open", "openat", "openat2", "creat"])
+            })
+        })
+        .flatten()
 }
 
 /// Where a stream of calls on a file ends: the same role's close of that file.
@@ -539,16 +550,16 @@ pub(crate) fn before(x: &Occ, y: &Occ) -> Option<bool> {
     }
 }
 
-/// The step a role's gate can hold: a scenario step, or the step that runs a cron job's command
-/// by hand on the same host.
+/// The process a role's gate can hold: a scenario step or service, or the step that runs a cron
+/// job's command by hand on the same host.
 pub(crate) fn gate_step(bundle: &Bundle, scenario: Option<&Scenario>, role: &Role) -> Result<String, Unverifiable> {
     let s = scenario.ok_or(Unverifiable::NoScenario)?;
     let host = &bundle.hosts[role.host].name;
     match &role.cron_command {
-        None => match s.steps.iter().find(|p| p.name == role.process) {
-            Some(p) => Ok(p.name.clone()),
-            None => Err(Unverifiable::Service { process: role.process.clone() }),
-        },
+        None => s
+            .process(&role.process)
+            .map(|p| p.name.clone())
+            .ok_or_else(|| Unverifiable::NoProcess { process: role.process.clone() }),
         Some(_) => {
             // The cron daemon's service carries the crontab line: a step on the same host whose
             // command starts with that line's command runs the job by hand.

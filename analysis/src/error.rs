@@ -56,8 +56,8 @@ pub enum AnalysisError {
 pub enum Unverifiable {
     #[error("the capture has no scenario")]
     NoScenario,
-    #[error("{process} is a service; gates hold steps")]
-    Service { process: String },
+    #[error("{what} of service {process} comes before it prints {ready:?} in run {run}; verify holds a service only once it is ready")]
+    BeforeReady { process: String, what: String, ready: String, run: u32 },
     #[error("no process {process} in the scenario")]
     NoProcess { process: String },
     #[error("no step on {host} runs {process}'s cron job by hand, so no gate can hold it")]

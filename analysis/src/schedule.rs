@@ -21,6 +21,9 @@ pub enum Action {
     Output(OutputMatch),
     /// Wait until a step has exited.
     Exit(String),
+    /// Let a service play out what its released call started: wait until its output has been
+    /// quiet for a moment (a service does not exit while its run lasts).
+    Settle(String),
 }
 
 /// A named ordering: which gates to install and in which order to release them.
@@ -62,7 +65,7 @@ impl Ordering {
 pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
     match h {
         Hypothesis::During(d) => {
-            let mut out = orderings(d);
+            let mut out = during_orderings(scenario, d);
             for o in &mut out {
                 o.variants = scenario.default_variants();
             }
@@ -72,6 +75,29 @@ pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
         Hypothesis::Order(o) => order_orderings(scenario, o),
         Hypothesis::Between(b) => between_orderings(scenario, b),
     }
+    .into_iter()
+    .map(|o| services_go_on(scenario, o))
+    .collect()
+}
+
+/// Whether `process` runs to its end within a run: a step does; a service runs until the run is
+/// over, so "its end" is never waited for.
+fn ends(scenario: &Scenario, process: &str) -> bool {
+    !scenario.services.iter().any(|p| p.name == process)
+}
+
+/// A service does not exit while a run lasts: waiting for its end would only time out. Where a
+/// schedule plays a step out, a service settles instead (its released call has gone through, and
+/// what it started has quieted down).
+fn services_go_on(scenario: &Scenario, mut o: Ordering) -> Ordering {
+    for a in &mut o.actions {
+        if let Action::Exit(p) = a {
+            if !ends(scenario, p) {
+                *a = Action::Settle(p.clone());
+            }
+        }
+    }
+    o
 }
 
 /// A three-point order: the cause held until the window's process is held at `closes` (so
@@ -80,10 +106,12 @@ pub fn for_scenario(scenario: &Scenario, h: &Hypothesis) -> Vec<Ordering> {
 fn between_orderings(scenario: &Scenario, h: &BetweenHypothesis) -> Vec<Ordering> {
     let variants = h.variants.clone().unwrap_or_else(|| scenario.default_variants());
     let (cause, opens, closes) = (describe(&h.cause), describe(&h.opens), describe(&h.closes));
+    let done = if ends(scenario, &h.cause.step) { "its step's end" } else { "what it started settled" };
+    let cause = format!("{cause} and {done}");
     vec![
         Ordering {
             name: "between".into(),
-            description: format!("{cause} and its step's end after {opens}, before {closes}"),
+            description: format!("{cause} after {opens}, before {closes}"),
             gates: vec![h.cause.clone(), h.closes.clone()],
             actions: vec![
                 Action::Reached(h.closes.clone()),
@@ -96,7 +124,7 @@ fn between_orderings(scenario: &Scenario, h: &BetweenHypothesis) -> Vec<Ordering
         },
         Ordering {
             name: "before".into(),
-            description: format!("{cause} and its step's end before {opens}"),
+            description: format!("{cause} before {opens}"),
             gates: vec![h.cause.clone(), h.opens.clone()],
             actions: vec![
                 Action::Release(h.cause.clone()),
@@ -108,7 +136,7 @@ fn between_orderings(scenario: &Scenario, h: &BetweenHypothesis) -> Vec<Ordering
         },
         Ordering {
             name: "after".into(),
-            description: format!("{cause} after {closes}"),
+            description: format!("{} after {closes}", describe(&h.cause)),
             gates: vec![h.cause.clone(), h.closes.clone()],
             actions: vec![Action::Release(h.closes.clone()), Action::Release(h.cause.clone())],
             expect_failure: false,
@@ -142,7 +170,8 @@ fn order_orderings(scenario: &Scenario, h: &OrderHypothesis) -> Vec<Ordering> {
         if fails || !h.settle_call {
             let actions =
                 vec![Action::Release(lead.clone()), Action::Exit(lead.step.clone()), Action::Release(other.clone())];
-            (format!("{a} and its step complete before {b}"), actions)
+            let done = if ends(scenario, &lead.step) { "its step complete" } else { "what it started settled" };
+            (format!("{a} and {done} before {b}"), actions)
         } else {
             (
                 format!("{a} goes through before {b}"),
@@ -227,8 +256,35 @@ fn effect(h: &During, m: &Option<OutputMatch>) -> Action {
     }
 }
 
-/// The hypothesis ordering (`during`) and its alternatives (`before`, `after`).
-pub fn orderings(h: &During) -> Vec<Ordering> {
+/// The hypothesis ordering (`during`) and its alternatives (`before`, `after`). "After" waits
+/// for the victim's step to exit; a service victim does not exit, so its last call (as many as
+/// the passing runs made) is held instead and let go before the cause.
+fn during_orderings(scenario: &Scenario, h: &During) -> Vec<Ordering> {
+    let last = GateSpec { nth: h.victim_count, ..h.victim.clone() };
+    let after = if ends(scenario, &h.victim.step) {
+        Ordering {
+            name: "after".into(),
+            description: format!(
+                "{} after the last of {} {}s (step exited)",
+                describe(&h.cause),
+                h.victim_count,
+                h.victim.syscall
+            ),
+            gates: vec![h.cause.clone()],
+            actions: vec![Action::Exit(h.victim.step.clone()), Action::Release(h.cause.clone())],
+            expect_failure: false,
+            variants: vec![],
+        }
+    } else {
+        Ordering {
+            name: "after".into(),
+            description: format!("{} after {} went through", describe(&h.cause), describe(&last)),
+            gates: vec![h.cause.clone(), last.clone()],
+            actions: vec![Action::Release(last), Action::Release(h.cause.clone())],
+            expect_failure: false,
+            variants: vec![],
+        }
+    };
     let first = h.victim_begins.clone().unwrap_or_else(|| GateSpec { nth: 1, ..h.victim.clone() });
     let cause = describe(&h.cause);
     vec![
@@ -253,14 +309,7 @@ pub fn orderings(h: &During) -> Vec<Ordering> {
             expect_failure: false,
             variants: vec![],
         },
-        Ordering {
-            name: "after".into(),
-            description: format!("{cause} after the last of {} {}s (step exited)", h.victim_count, h.victim.syscall),
-            gates: vec![h.cause.clone()],
-            actions: vec![Action::Exit(h.victim.step.clone()), Action::Release(h.cause.clone())],
-            expect_failure: false,
-            variants: vec![],
-        },
+        after,
     ]
 }
 
@@ -287,11 +336,11 @@ pub fn replay_ordering(scenario: &Scenario, h: &Hypothesis, rec: &Recorded) -> R
         (Hypothesis::During(d), Recorded::During { done, effect_over, victims }) => {
             let mut o = if *done >= *victims {
                 // The cause came after every victim call: hold it until the victim's step exits.
-                pick(orderings(d), "after")?
+                pick(during_orderings(scenario, d), "after")?
             } else if *done == 0 && *effect_over {
                 // Cause and effect were over before the victim's first call: hold the victim where
                 // its operation begins until the effect is over.
-                pick(orderings(d), "before")?
+                pick(during_orderings(scenario, d), "before")?
             } else {
                 // Hold victim call done+1 until the cause is released and its effect has started
                 // (or, when the recording shows it over by then, ended).
@@ -330,7 +379,7 @@ pub fn replay_ordering(scenario: &Scenario, h: &Hypothesis, rec: &Recorded) -> R
         _ => return Err(AnalysisError::RecordedMismatch),
     };
     o.description = format!("as recorded: {}", o.description);
-    Ok(o)
+    Ok(services_go_on(scenario, o))
 }
 
 /// `remount's kill(SIGHUP)`, `write's write #16`.
@@ -368,7 +417,14 @@ mod tests {
             effect_done: Some(out("reloaded")),
             runs: 5,
         };
-        let o = orderings(&h);
+        let s = Scenario::parse(
+            "s.toml",
+            "name = \"t\"\n[hosts.a]\n[services.srv]\nhost = \"a\"\ncommand = [\"s\"]\n\
+             [steps.remount]\nhost = \"a\"\ncommand = [\"r\"]\n\
+             [steps.write]\nhost = \"a\"\ncommand = [\"w\"]\n[failure]\nstep = \"write\"\nexit = 1\n",
+        )
+        .unwrap();
+        let o = for_scenario(&s, &Hypothesis::During(Box::new(h)));
         let names: Vec<_> =
             o.iter().map(|o| (o.name.as_str(), o.expect_failure, o.gates.len(), o.actions.len())).collect();
         assert_eq!(names, vec![("during", true, 2, 4), ("before", false, 2, 3), ("after", false, 1, 2)]);
@@ -389,6 +445,7 @@ mod tests {
                 Action::Release(g) => format!("release {}", g.id()),
                 Action::Output(m) => format!("output {}", m.text),
                 Action::Exit(s) => format!("exit {s}"),
+                Action::Settle(s) => format!("settle {s}"),
             })
             .collect();
         format!("{} {} [{}]", o.name, o.expect_failure, acts.join(", "))
@@ -441,6 +498,68 @@ mod tests {
         let job = OrderHypothesis { settle_call: false, ..order(true) };
         let got: Vec<String> = for_scenario(&s, &Hypothesis::Order(job)).iter().map(shape).collect();
         assert_eq!(got[1], "deploy-first false [release deploy:bind#1, exit deploy, release check:connect#1]");
+    }
+
+    /// A service runs until its run is over: no schedule waits for it to exit. Its released call
+    /// going through is where the schedule goes on, and "after" holds its last call instead.
+    #[test]
+    fn no_schedule_waits_for_a_service_to_exit() {
+        let gate = |step: &str, syscall: &str, nth| GateSpec {
+            step: step.into(),
+            syscall: syscall.into(),
+            nth,
+            signal: None,
+            fd_at_least: None,
+            path: None,
+        };
+        let s = Scenario::parse(
+            "s.toml",
+            "name = \"t\"\n[hosts.a]\n[services.db]\nhost = \"a\"\ncommand = [\"d\"]\n\
+             [steps.load]\nhost = \"a\"\ncommand = [\"l\"]\n[failure]\nstep = \"load\"\nexit = 1\n",
+        )
+        .unwrap();
+        // The service's call is the victim: "after" holds its last one, never waits for its end.
+        let during = During {
+            cause: gate("load", "unlinkat", 1),
+            victim: gate("db", "write", 3),
+            victim_count: 6,
+            victim_begins: None,
+            effect_started: None,
+            effect_done: None,
+            runs: 5,
+        };
+        let got: Vec<String> =
+            for_scenario(&s, &Hypothesis::During(Box::new(during.clone()))).iter().map(shape).collect();
+        assert_eq!(
+            got,
+            vec![
+                "during true [reached db:write#3, release load:unlinkat#1, exit load, release db:write#3]",
+                "before false [release load:unlinkat#1, exit load, release db:write#1]",
+                "after false [release db:write#6, release load:unlinkat#1]",
+            ]
+        );
+        // The service's call is the cause: its effect is its call going through.
+        let turned = During { cause: gate("db", "write", 1), victim: gate("load", "read", 2), ..during };
+        let got: Vec<String> = for_scenario(&s, &Hypothesis::During(Box::new(turned))).iter().map(shape).collect();
+        assert_eq!(
+            got,
+            vec![
+                "during true [reached load:read#2, release db:write#1, settle db, release load:read#2]",
+                "before false [release db:write#1, settle db, release load:read#1]",
+                "after false [exit load, release db:write#1]",
+            ]
+        );
+        let order = OrderHypothesis {
+            first: gate("db", "bind", 1),
+            then: gate("load", "connect", 1),
+            fails_when_after: false,
+            settle_call: false,
+            runs: 5,
+            variants: None,
+        };
+        let o = for_scenario(&s, &Hypothesis::Order(order));
+        assert_eq!(shape(&o[0]), "db-first true [release db:bind#1, settle db, release load:connect#1]");
+        assert_eq!(o[0].description, "db's bind #1 and what it started settled before load's connect #1");
     }
 
     #[test]

@@ -279,11 +279,21 @@ impl Session {
 
     /// Waits until the run's services have printed nothing for SETTLE_QUIET (bounded by SETTLE_MAX).
     async fn settle(&self, run: u32, services: &[(String, i32)]) {
-        if services.is_empty() {
-            return;
+        if !services.is_empty() {
+            self.quiet(run, None).await;
         }
-        let lines =
-            |s: &Shared| s.procs.iter().filter(|((r, _), _)| *r == run).map(|(_, p)| p.lines.len()).sum::<usize>();
+    }
+
+    /// Waits until the run's processes (or only `process`) have printed nothing for SETTLE_QUIET,
+    /// at most SETTLE_MAX.
+    async fn quiet(&self, run: u32, process: Option<&str>) {
+        let lines = |s: &Shared| {
+            s.procs
+                .iter()
+                .filter(|((r, name), _)| *r == run && process.is_none_or(|p| p == name))
+                .map(|(_, p)| p.lines.len())
+                .sum::<usize>()
+        };
         let deadline = Instant::now() + SETTLE_MAX;
         let (mut seen, mut since) = (lines(&self.shared.lock().expect("shared")), Instant::now());
         while Instant::now() < deadline && since.elapsed() < SETTLE_QUIET {
@@ -354,8 +364,11 @@ impl Session {
         let on = |p: &&Process| p.variant.as_ref().is_none_or(|v| variants.contains(v));
         let services = scenario.services.iter().filter(on);
         let steps: Vec<&Process> = scenario.steps.iter().filter(on).collect();
+        // Services are gated too: a hold counts its calls from the service's launch, and the
+        // schedule (after every service is ready) releases it like a step's.
+        let gates = ordering.map(|o| o.gates.clone()).unwrap_or_default();
         for service in services {
-            let pid = self.launch(service, "service", run, &[], vars).await?;
+            let pid = self.launch(service, "service", run, &gates, vars).await?;
             service_pids.push((service.host.clone(), pid));
             if let Some(ready) = &service.ready {
                 if !self.wait_output(run, &service.name, ready, READY_TIMEOUT).await {
@@ -366,7 +379,6 @@ impl Session {
         if notes.is_empty() {
             self.snapshot_all(&SnapshotAt::Run(run).to_string()).await;
         }
-        let gates = ordering.map(|o| o.gates.clone()).unwrap_or_default();
         if notes.is_empty() {
             // The steps of a run start together: launched concurrently, so one host's launch
             // latency (a pid filter update can take tens of ms) does not stagger the others.
@@ -496,6 +508,7 @@ impl Session {
                     .ok_or_else(|| format!("step {step} did not exit"))?;
                 self.observe(&host_of(step), run, MarkKind::Exit { process: step.clone() });
             }
+            Action::Settle(service) => self.quiet(run, Some(service)).await,
         }
         Ok(())
     }

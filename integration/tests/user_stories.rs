@@ -166,6 +166,18 @@ fn restart_refused_is_explained_and_confirmed_from_a_scenario_without_hypothesis
     });
 }
 
+/// A log rotation on another host copies a service's log and truncates it in place; a record the
+/// service appends between the copy and the truncation is lost (Python). The cause is the
+/// service's own write: verify holds a service, once it is ready, as it holds a step.
+#[test]
+fn copytruncate_is_explained_and_confirmed_with_a_gate_on_a_service() {
+    let _serial = one_at_a_time();
+    run_explain_verify("copytruncate", "python3", |s| {
+        s.starts_with("app's write(fd>=3) on {shared}/app-{run}.log [web] lands after rotate's")
+            && s.contains("and before its truncate on {shared}/app-{run}.log [ops]")
+    });
+}
+
 /// Another harness's hosts coming and going (network namespaces: a mount each under
 /// /run/netns) and a process execing through shell shims as fast as it can, on the same machine,
 /// for at most 60 s; stopped and cleaned up on drop.

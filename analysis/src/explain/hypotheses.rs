@@ -6,20 +6,45 @@ use std::collections::BTreeSet;
 use heisen_recordings::{BetweenHypothesis, During, GateSpec, Hypothesis, OrderHypothesis, OutputMatch};
 
 use super::Context;
-use crate::align::{before, connection_of, gate_step, stable_text, Role, RunSigs, Sig};
+use crate::align::{before, connection_of, file_open_of, gate_step, stable_text, Role, RunSigs};
 use crate::error::Unverifiable;
 
-pub(crate) fn gate_of(ctx: &Context<'_>, sig: &Sig, nth: u32) -> Result<GateSpec, Unverifiable> {
+/// The gate point that holds the `nth` occurrence of signature `at`.
+pub(crate) fn gate_of(ctx: &Context<'_>, at: usize, nth: u32) -> Result<GateSpec, Unverifiable> {
+    let sig = &ctx.aligned.sigs[at];
     let (syscall, signal, fd_at_least) =
         sig.gate.clone().ok_or_else(|| Unverifiable::NotGateable { what: sig.what.clone() })?;
-    Ok(GateSpec {
-        step: gate_step(ctx.bundle, ctx.scenario, &sig.role)?,
-        syscall,
-        nth,
-        signal,
-        fd_at_least,
-        path: sig.object.clone(),
-    })
+    let step = gate_step(ctx.bundle, ctx.scenario, &sig.role)?;
+    ready_before(ctx, at, nth)?;
+    Ok(GateSpec { step, syscall, nth, signal, fd_at_least, path: sig.object.clone() })
+}
+
+/// A service is held only once it is ready: verify starts the run's steps (and its schedule) after
+/// every service has printed its `ready` line, so a hold before that line would stall the start.
+/// Every run with the `nth` occurrence of `at` must have the service's ready line before it.
+fn ready_before(ctx: &Context<'_>, at: usize, nth: u32) -> Result<(), Unverifiable> {
+    let sig = &ctx.aligned.sigs[at];
+    let Some(ready) = ctx
+        .scenario
+        .and_then(|s| s.services.iter().find(|p| p.name == sig.role.process && sig.role.cron_command.is_none()))
+        .and_then(|p| p.ready.clone())
+    else {
+        return Ok(());
+    };
+    for (run, rs) in &ctx.aligned.runs {
+        let Some(occ) = rs.gateable.get(&at).and_then(|o| o.get(nth as usize - 1)) else { continue };
+        let ready_at =
+            rs.outputs.iter().find(|(role, line, _)| *role == sig.role && line.contains(&ready)).map(|(_, _, o)| o);
+        if ready_at.is_none_or(|r| before(r, occ) != Some(true)) {
+            return Err(Unverifiable::BeforeReady {
+                process: sig.role.process.clone(),
+                what: format!("{} #{nth}", sig.what),
+                ready,
+                run: *run,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Variants for verify runs when a gated step stands in for a cron job: the steps' variants on,
@@ -74,9 +99,10 @@ pub(crate) fn runs_wanted(ctx: &Context<'_>) -> u32 {
     ctx.scenario.and_then(|s| s.hypothesis.as_ref()).map(|h| h.runs()).unwrap_or(5)
 }
 
-pub(crate) fn order_hypothesis(ctx: &Context<'_>, first: &Sig, then: &Sig) -> Result<Hypothesis, Unverifiable> {
+pub(crate) fn order_hypothesis(ctx: &Context<'_>, first: usize, then: usize) -> Result<Hypothesis, Unverifiable> {
+    let sigs = &ctx.aligned.sigs;
     let (f, t) = (gate_of(ctx, first, 1)?, gate_of(ctx, then, 1)?);
-    let variants = variants_for(ctx, &[&first.role, &then.role], &[&f.step, &t.step]);
+    let variants = variants_for(ctx, &[&sigs[first].role, &sigs[then].role], &[&f.step, &t.step]);
     Ok(Hypothesis::Order(OrderHypothesis {
         first: f,
         then: t,
@@ -91,12 +117,17 @@ pub(crate) fn order_hypothesis(ctx: &Context<'_>, first: &Sig, then: &Sig) -> Re
 /// occurrence, as the predicate reads them.
 pub(crate) fn between_hypothesis(
     ctx: &Context<'_>,
-    cause: &Sig,
-    opens: &Sig,
-    closes: &Sig,
+    cause: usize,
+    opens: usize,
+    closes: usize,
 ) -> Result<Hypothesis, Unverifiable> {
+    let sigs = &ctx.aligned.sigs;
+    // "Before the window" holds the window's process where its use of the file begins: a window
+    // that opens at the copy's close of a log (its reads done) or at one of its reads began when
+    // the copy opened the log, and a cause let go before that close could still land mid-copy.
+    let opens = file_open_of(sigs, opens).unwrap_or(opens);
     let (c, o, e) = (gate_of(ctx, cause, 1)?, gate_of(ctx, opens, 1)?, gate_of(ctx, closes, 1)?);
-    let variants = variants_for(ctx, &[&cause.role, &opens.role], &[&c.step, &o.step]);
+    let variants = variants_for(ctx, &[&sigs[cause].role, &sigs[opens].role], &[&c.step, &o.step]);
     Ok(Hypothesis::Between(BetweenHypothesis { cause: c, opens: o, closes: e, runs: runs_wanted(ctx), variants }))
 }
 
@@ -112,13 +143,13 @@ pub(crate) fn during_hypothesis(
     let sigs = &ctx.aligned.sigs;
     let count =
         passing.iter().filter_map(|r| ctx.aligned.runs.get(r)?.count.get(&b).copied()).max().unwrap_or(0).max(1);
-    let cause = gate_of(ctx, &sigs[a], 1)?;
+    let cause = gate_of(ctx, a, 1)?;
     // On a named file, hold the victim where the cause came in the failing runs: at its first
     // call on that file after the cause (the write after the read it raced, the second half of a
     // file written in two). Otherwise at the middle of its stream.
     let victim = match next_call_on_object(ctx, a, b) {
-        Some((sig, nth)) => gate_of(ctx, &sigs[sig], nth)?,
-        None => gate_of(ctx, &sigs[b], count.div_ceil(2))?,
+        Some((sig, nth)) => gate_of(ctx, sig, nth)?,
+        None => gate_of(ctx, b, count.div_ceil(2))?,
     };
     let count = count.max(victim.nth);
     let run = run.ok_or(Unverifiable::HoldsInNoFailingRun)?;
@@ -160,7 +191,7 @@ pub(crate) fn during_hypothesis(
         None => return Err(Unverifiable::NoEffect),
     };
     // A stream of calls over a connection begins at the victim's connect: "before" holds it there.
-    let victim_begins = connection_of(sigs, b).map(|c| gate_of(ctx, &sigs[c], 1)).transpose()?;
+    let victim_begins = connection_of(sigs, b).map(|c| gate_of(ctx, c, 1)).transpose()?;
     Ok(Hypothesis::During(Box::new(During {
         cause,
         victim,

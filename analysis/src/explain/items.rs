@@ -80,7 +80,7 @@ pub(crate) fn item_candidates(ctx: &Context<'_>) -> (Vec<Candidate>, usize) {
             })
             .collect();
         let h = match others.first() {
-            Some(o) => order_hypothesis(ctx, &ctx.aligned.sigs[**o], &ctx.aligned.sigs[*sig]),
+            Some(o) => order_hypothesis(ctx, **o, *sig),
             None => Err(Unverifiable::NoOtherClaimer),
         };
         let summary = format!(

@@ -126,20 +126,48 @@ pub(crate) fn ordering_candidates(
         }
     }
     // A window says more than a two-point order only when it separates better: where "before"
-    // or "during" with the same cause already separates as well, the window is left out.
-    let mut two_point: BTreeMap<usize, f64> = BTreeMap::new();
+    // or "during" with the same cause already separates as well, the window is left out, unless
+    // the window is on the cause's own file and that order is not.
+    let mut two_point: BTreeMap<(usize, bool), f64> = BTreeMap::new();
     for (p, c) in &out {
         if let Pred::Before(a, _) | Pred::During(a, _) | Pred::BeforeEnd(a, _) = *p {
-            let best = two_point.entry(a).or_insert(f64::MIN);
-            *best = best.max(c.score);
+            for key in [(a, false), (a, one_object(sigs, *p))] {
+                let best = two_point.entry(key).or_insert(f64::MIN);
+                *best = best.max(c.score);
+            }
         }
     }
     out.retain(|(p, c)| match *p {
-        Pred::Between(a, _, _) => two_point.get(&a).is_none_or(|best| c.score > best + 1e-9),
+        Pred::Between(a, _, _) => two_point.get(&(a, one_object(sigs, *p))).is_none_or(|best| c.score > best + 1e-9),
         _ => true,
     });
+    // Windows of one cause that share an edge and separate alike: the widest one stands for
+    // them (verify puts the cause outside its edges; a narrower one would leave the cause inside
+    // the real window: between the copy's open and close of a log as much as after its close).
+    let wider = |p: Pred, c: &Candidate| {
+        out.iter().any(|(q, d)| match (p, *q) {
+            (Pred::Between(a, o, e), Pred::Between(qa, qo, qe)) => {
+                a == qa && (o == qo) != (e == qe) && d.score >= c.score - 1e-9 && d.window_ns > c.window_ns
+            }
+            _ => false,
+        })
+    };
+    let narrower: Vec<bool> = out.iter().map(|(p, c)| wider(*p, c)).collect();
+    let mut keep = narrower.into_iter().map(|n| !n);
+    out.retain(|_| keep.next().unwrap_or(true));
     let out = same_flow(ctx, out);
     (out, examined, total)
+}
+
+/// Whether every point of the relation acts on the cause's own file. A race is on something
+/// both sides touch: a write between the copy's open of that log and its truncation says more
+/// than a write during the copy's compression into another file, whatever their shapes.
+fn one_object(sigs: &[Sig], p: Pred) -> bool {
+    let (a, others) = match p {
+        Pred::Before(a, b) | Pred::During(a, b) | Pred::BeforeEnd(a, b) => (a, vec![b]),
+        Pred::Between(a, o, c) => (a, vec![o, c]),
+    };
+    sigs[a].object.is_some() && others.iter().all(|o| sigs[*o].object == sigs[a].object)
 }
 
 /// The windows that narrow `Before(x, y)` (x and y of different processes): when x is the cause,
@@ -147,7 +175,8 @@ pub(crate) fn ordering_candidates(
 /// call of x's process after x closes it ("y after x and before c"). Per side, the window that
 /// separates best, then the one whose edge names the most (a signal, a file) and is of the
 /// weightiest kind (a signal sent), then the widest: verify puts the cause just outside the
-/// window's edges, and among windows that fit the runs equally the widest keeps it outside the
+/// window's edges, and among windows that fit the runs equally the one on the cause's own file
+/// (the log's truncation, not the marker written after it), then the widest keeps it outside the
 /// real one (the file's open, not its later close, opens the window of a file being written).
 fn narrowed(
     ctx: &Context<'_>,
@@ -185,7 +214,8 @@ fn narrowed(
             let Pred::Between(_, b, c) = *w else { unreachable!("windows only") };
             let sep = share(count(ctx.failing, *w)) - share(count(passing, *w));
             let edge = if sigs[b].role == sigs[y].role { b } else { c };
-            ((sep * 100.0).round() as i64, names(edge), sigs[edge].class, width(b, c), std::cmp::Reverse(edge))
+            let own = one_object(sigs, *w);
+            ((sep * 100.0).round() as i64, own, names(edge), sigs[edge].class, width(b, c), std::cmp::Reverse(edge))
         })
     };
     let opens =
@@ -329,7 +359,11 @@ pub(crate) fn ordering_candidate(
     let is_symptom =
         !failing_first.is_empty() && failing_first.iter().all(|e| *e) && !first_fails(passing).iter().any(|e| *e);
     let class = if is_symptom { Class::Output } else { a.class };
-    let prior = class as u32 * 10 + on_failing_step as u32 * 5 + victim_fails as u32 * 3 + specific;
+    let prior = class as u32 * 10
+        + on_failing_step as u32 * 5
+        + one_object(sigs, p) as u32 * 4
+        + victim_fails as u32 * 3
+        + specific;
     // Evidence: the first failing run where it holds.
     let mut evidence = Vec::new();
     let run = ctx.failing.iter().copied().find(|r| ctx.aligned.runs.get(r).is_some_and(|rs| holds(rs, p)));
@@ -353,14 +387,14 @@ pub(crate) fn ordering_candidate(
         Pred::During(ai, bi) | Pred::BeforeEnd(ai, bi) => during_hypothesis(ctx, ai, bi, run, passing),
         Pred::Before(ai, bi) => {
             // Fails when a comes before b, i.e. when b comes after a: first = b, then = a.
-            order_hypothesis(ctx, &sigs[bi], &sigs[ai]).map(|mut h| {
+            order_hypothesis(ctx, bi, ai).map(|mut h| {
                 if let Hypothesis::Order(o) = &mut h {
                     o.settle_call = goes_on(ctx, passing, bi, ai);
                 }
                 h
             })
         }
-        Pred::Between(ai, oi, ci) => between_hypothesis(ctx, &sigs[ai], &sigs[oi], &sigs[ci]),
+        Pred::Between(ai, oi, ci) => between_hypothesis(ctx, ai, oi, ci),
     };
     let mut c = Candidate::new("ordering", "runs", summary, (f, q, sep), evidence, prior, h);
     let took_effect =

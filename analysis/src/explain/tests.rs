@@ -502,10 +502,127 @@ fn a_delete_only_failing_runs_make_is_no_symptom() {
         "#,
         expect![[r#"
             1.00 1/1 vs 0/2 [ordering] janitor's openat on {shared}/spool [maint] lands after upload's openat on {shared}/spool/u.part [ingest] and before its rename on {shared}/spool/u.part [ingest]
-            1.00 1/1 vs 0/2 [ordering] janitor's openat on {shared}/spool [maint] lands after upload's openat on {shared}/spool/u.part [ingest] and before its write(fd>=3) on {shared}/spool/u.part [ingest]
             0.50 1/1 vs 1/2 [ordering] janitor's openat on {shared}/spool [maint] before upload's rename on {shared}/spool/u.part [ingest]
             0.50 1/1 vs 1/2 [ordering] upload's openat on {shared}/spool/u.part [ingest] before janitor's openat on {shared}/spool [maint]
             0.50 1/1 vs 1/2 [ordering] janitor's openat on {shared}/spool [maint] before upload's write(fd>=3) on {shared}/spool/u.part [ingest]
+        "#]],
+    );
+}
+
+/// Ranked candidates with what verify would run: each candidate's hypothesis, or why it has
+/// none, under the given scenario.
+fn check_verifiable(table: &str, scenario: &str, expect: Expect) {
+    let mut b = bundle(table);
+    b.scenario = Some(heisen_recordings::ScenarioSource { path: "s.toml".into(), text: scenario.into() });
+    let x = explain(&b, &Options::default()).unwrap();
+    let lines: String = x
+        .candidates
+        .iter()
+        .take(2)
+        .map(|c| {
+            format!(
+                "{:.2} {}\n  {}\n",
+                c.score,
+                c.summary,
+                c.hypothesis.clone().or(c.not_verifiable.clone()).unwrap_or_default()
+            )
+        })
+        .collect();
+    expect.assert_eq(&lines);
+}
+
+const COPYTRUNCATE: &str = r#"
+name = "t"
+[hosts.web]
+[hosts.ops]
+[services.app]
+host = "web"
+command = ["app"]
+ready = "ready"
+[steps.rotate]
+host = "ops"
+command = ["rotate"]
+[failure]
+step = "rotate"
+exit = 1
+"#;
+
+/// A service appends to its log while a rotation on another host copies the log (into a
+/// compressed file) and then truncates it. The window on the log itself (from the copy's open
+/// to the truncation) ranks above the copy's stream into another file, though both separate:
+/// a race is on what both sides touch. The cause is the service's own call, held once the
+/// service is ready.
+#[test]
+fn a_services_call_in_a_window_on_its_own_file_is_verifiable() {
+    // The service's ready line in the failing run: before its write, or after it.
+    let table = |early: &str, late: &str| {
+        format!(
+            r#"
+        host web ±10
+        host ops ±10
+        run 1 failed
+        web 100 1000 launch app
+        web 100 1100 openat /s/app.log = 3
+        {early}
+        ops 200 1000 launch rotate
+        ops 200 2000 openat /s/app.log = 3
+        ops 200 2100 close 3 /s/app.log
+        ops 200 2200 openat /s/app.log.gz = 4
+        ops 200 2300 write 4 /s/app.log.gz = 8
+        web 100 2500 write 3 /s/app.log = 8
+        {late}
+        ops 200 2600 write 4 /s/app.log.gz = 8
+        ops 200 2700 close 4 /s/app.log.gz
+        ops 200 2800 truncate /s/app.log
+        run 2 passed
+        web 101 11000 launch app
+        web 101 11100 openat /s/app.log = 3
+        web 101 11200 prints ready
+        web 101 11500 write 3 /s/app.log = 8
+        ops 201 11000 launch rotate
+        ops 201 12000 openat /s/app.log = 3
+        ops 201 12100 close 3 /s/app.log
+        ops 201 12200 openat /s/app.log.gz = 4
+        ops 201 12300 write 4 /s/app.log.gz = 8
+        ops 201 12600 write 4 /s/app.log.gz = 8
+        ops 201 12700 close 4 /s/app.log.gz
+        ops 201 12800 truncate /s/app.log
+        run 3 passed
+        web 102 21000 launch app
+        web 102 21100 openat /s/app.log = 3
+        web 102 21200 prints ready
+        ops 202 21000 launch rotate
+        ops 202 22000 openat /s/app.log = 3
+        ops 202 22100 close 3 /s/app.log
+        ops 202 22200 openat /s/app.log.gz = 4
+        ops 202 22300 write 4 /s/app.log.gz = 8
+        ops 202 22600 write 4 /s/app.log.gz = 8
+        ops 202 22700 close 4 /s/app.log.gz
+        ops 202 22800 truncate /s/app.log
+        web 102 23500 write 3 /s/app.log = 8
+        "#
+        )
+    };
+    check_verifiable(
+        &table("web 100 1200 prints ready", ""),
+        COPYTRUNCATE,
+        expect![[r#"
+            1.00 app's write(fd>=3) on {shared}/app.log [web] lands after rotate's openat on {shared}/app.log [ops] and before its truncate on {shared}/app.log [ops]
+              { cause = { step = "app", syscall = "write", fd_at_least = 3, path = "{shared}/app.log" }, opens = { step = "rotate", syscall = "openat", path = "{shared}/app.log" }, closes = { step = "rotate", syscall = "truncate", path = "{shared}/app.log" }, runs = 5 }
+            1.00 app's write(fd>=3) on {shared}/app.log [web] lands while rotate has {shared}/app.log.gz open (from its open through its write calls to its close) [ops]
+              { cause = { step = "app", syscall = "write", fd_at_least = 3, path = "{shared}/app.log" }, victim = { step = "rotate", syscall = "write", nth = 2, fd_at_least = 3, path = "{shared}/app.log.gz" }, victim_count = 2, victim_begins = { step = "rotate", syscall = "openat", path = "{shared}/app.log.gz" }, runs = 5 }
+        "#]],
+    );
+    // The service printed its ready line only after the write in the failing run: verify starts
+    // a run's steps once its services are ready, so it cannot hold that write.
+    check_verifiable(
+        &table("", "web 100 2550 prints ready"),
+        COPYTRUNCATE,
+        expect![[r#"
+            1.00 app's write(fd>=3) on {shared}/app.log [web] lands after rotate's openat on {shared}/app.log [ops] and before its truncate on {shared}/app.log [ops]
+              write(fd>=3) on {shared}/app.log #1 of service app comes before it prints "ready" in run 1; verify holds a service only once it is ready
+            1.00 app's write(fd>=3) on {shared}/app.log [web] lands while rotate has {shared}/app.log.gz open (from its open through its write calls to its close) [ops]
+              write(fd>=3) on {shared}/app.log #1 of service app comes before it prints "ready" in run 1; verify holds a service only once it is ready
         "#]],
     );
 }

@@ -285,7 +285,19 @@ fn output_match(src: &Source<'_>, names: &Names, m: RawOutputMatch, key: &str) -
 }
 
 fn gate(src: &Source<'_>, names: &Names, g: RawGate, key: &str) -> Result<GateSpec, ScenarioError> {
-    let step = known_step(src, names, &g.step, &format!("{key}.step"))?;
+    // A gate holds a step or a service (from its launch; verify holds a service once it is ready).
+    if !names.processes.contains(g.step.get_ref()) {
+        return Err(src.err(
+            Some(g.step.span()),
+            &format!("{key}.step"),
+            format!(
+                "unknown step or service `{}`; the scenario's processes are: {}",
+                g.step.get_ref(),
+                names.processes.join(", ")
+            ),
+        ));
+    }
+    let step = g.step.get_ref().clone();
     if !crate::gateable(g.syscall.get_ref()) {
         return Err(src.err(
             Some(g.syscall.span()),
