@@ -227,9 +227,9 @@ fn narrowed(
 
 /// One flow seen at two places: the writer's writes and the server's replies to them come one
 /// for one in every run. The view on the cause's own host orders it exactly (same-host `seq`);
-/// the view on another host may be within the clock error of the cause. When a gate can hold
-/// only the latter (a step, not a service), that candidate takes the exact view's counts, and
-/// says so.
+/// the view on another host may be within the clock error of the cause. The flow is held at the
+/// step's end of it: holding a service mid-flow would hold everything it serves (the reload that
+/// the cause sets off in it, too). That candidate takes the exact view's counts, and says so.
 pub(crate) fn same_flow(ctx: &Context<'_>, mut found: Vec<(Pred, Candidate)>) -> Vec<Candidate> {
     let flow =
         |b: usize| -> Vec<u32> { ctx.aligned.runs.values().map(|rs| rs.count.get(&b).copied().unwrap_or(0)).collect() };
@@ -242,8 +242,19 @@ pub(crate) fn same_flow(ctx: &Context<'_>, mut found: Vec<(Pred, Candidate)>) ->
     for members in groups.values().filter(|m| m.len() > 1) {
         let key = |c: &Candidate| ((c.score * 100.0).round() as i64, c.prior);
         let best = *members.iter().max_by_key(|i| key(&found[**i].1)).expect("non-empty");
-        let Some(gated) =
-            members.iter().copied().filter(|i| found[*i].1.parsed.is_some()).max_by_key(|i| key(&found[*i].1))
+        let on_step = |i: &usize| match found[*i].0 {
+            Pred::During(_, b) | Pred::BeforeEnd(_, b) => {
+                let role = &ctx.aligned.sigs[b].role;
+                role.cron_command.is_none()
+                    && ctx.scenario.is_some_and(|s| s.steps.iter().any(|p| p.name == role.process))
+            }
+            _ => false,
+        };
+        let Some(gated) = members
+            .iter()
+            .copied()
+            .filter(|i| found[*i].1.parsed.is_some() && on_step(i))
+            .max_by_key(|i| key(&found[*i].1))
         else {
             continue;
         };
