@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heisen_recordings::EventKind;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
 use crate::capture::Capture;
@@ -87,7 +87,7 @@ pub fn launch(
     capture: Arc<Capture>,
     holds: Arc<HoldRegistry>,
     gate_sender: GateSender,
-    life: mpsc::UnboundedSender<Life>,
+    life: mpsc::Sender<Life>,
 ) -> Result<i32, AgentError> {
     std::fs::create_dir_all(&spec.workdir).map_err(AgentError::file("create work dir", spec.workdir.clone()))?;
     let argv = expand(&spec.argv, &spec.workdir)?;
@@ -170,7 +170,8 @@ pub fn launch(
     if capture.launch_marker(&launch_note).is_none() {
         capture.note(AgentNote { pid, ..launch_note });
     }
-    let _ = life.send(Life::Started { pid, workdir: spec.workdir.clone() });
+    // The channel is new and empty: the first notice always fits.
+    let _ = life.try_send(Life::Started { pid, workdir: spec.workdir.clone() });
 
     if let Some(sock) = parent_sock {
         let listener =
@@ -245,7 +246,7 @@ pub fn launch(
         let killed_by =
             (signal != 0).then(|| heisen_recordings::KilledBy { signal, sender_pid: 0, sender_comm: String::new() });
         capture.note(AgentNote { pid, comm: name, run, kind: EventKind::Exit { exit_code: code, killed_by } });
-        let _ = life.send(Life::Exited { code, signal });
+        let _ = life.send(Life::Exited { code, signal }).await;
     });
     Ok(pid)
 }
@@ -270,19 +271,80 @@ async fn forward(
     run: u32,
     pid: i32,
     capture: Arc<Capture>,
-    life: mpsc::UnboundedSender<Life>,
+    life: mpsc::Sender<Life>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut reader = BufReader::new(stream);
+    while let Some(line) = next_line(&mut reader, MAX_LINE).await {
         let mut short = line.clone();
-        short.truncate(1000);
+        truncate_at_char(&mut short, 1000);
         capture.note(AgentNote {
             pid,
             comm: name.clone(),
             run,
             kind: EventKind::Output { name: name.clone(), stream: which.into(), line: short },
         });
-        let _ = life.send(Life::Output { stream: which, line });
+        // A coordinator that reads slowly slows the process down (its pipe fills), never the
+        // agent's memory; one that went away drops the lines.
+        let _ = life.send(Life::Output { stream: which, line }).await;
+    }
+}
+
+/// The longest output line kept, in bytes; the rest of a longer line is dropped (and said so).
+pub const MAX_LINE: usize = 64 * 1024;
+/// How many process notices may wait for the coordinator before the process is slowed down.
+pub const NOTICE_DEPTH: usize = 1024;
+
+/// The next line of `reader`, at most `max` bytes of it (the rest up to the newline is read and
+/// dropped, and the line ends with `[… N bytes cut]`); None at the end. A process that prints
+/// without newlines cannot make the agent hold more than `max` bytes of it.
+pub(crate) async fn next_line(reader: &mut (impl tokio::io::AsyncBufRead + Unpin), max: usize) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = Vec::new();
+    let mut cut = 0usize;
+    let mut ended_line = false;
+    while let Ok(buf) = reader.fill_buf().await {
+        if buf.is_empty() {
+            if line.is_empty() && cut == 0 {
+                return None;
+            }
+            break;
+        }
+        let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        cut += chunk.len().saturating_sub(room);
+        let used = done.unwrap_or(buf.len());
+        reader.consume(used);
+        if done.is_some() {
+            ended_line = true;
+            break;
+        }
+    }
+    if line.is_empty() && cut == 0 && !ended_line {
+        // A read error before anything was read: the stream is over.
+        return None;
+    }
+    let mut text = String::from_utf8_lossy(&line).into_owned();
+    if text.ends_with('\r') {
+        text.pop();
+    }
+    if cut > 0 {
+        text.push_str(&format!(" [… {cut} bytes cut]"));
+    }
+    Some(text)
+}
+
+/// Cuts a string to at most `max` bytes, at a character boundary.
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
     }
 }
 
@@ -329,6 +391,25 @@ fn alive(pid: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// A line is kept up to the limit, the rest of it dropped and counted; the next line is whole.
+    #[test]
+    fn output_lines_are_bounded() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let text = format!("{}\n\nshort\r\nlast", "x".repeat(100));
+        let mut reader = tokio::io::BufReader::with_capacity(16, text.as_bytes());
+        let lines: Vec<String> = rt.block_on(async {
+            let mut out = Vec::new();
+            while let Some(l) = super::next_line(&mut reader, 10).await {
+                out.push(l);
+            }
+            out
+        });
+        assert_eq!(
+            lines,
+            vec!["xxxxxxxxxx [… 90 bytes cut]".to_string(), String::new(), "short".into(), "last".into()]
+        );
+    }
+
     #[test]
     fn decimal_without_allocation() {
         let mut buf = [0u8; 12];

@@ -34,7 +34,13 @@ pub struct AgentService {
     captures: Mutex<HashMap<String, Arc<Capture>>>,
     holds: Arc<HoldRegistry>,
     gate_sender: GateSender,
+    /// Every process this agent launched, by pid (its process group), with its capture: the
+    /// only processes StopProcess may signal.
+    launched: Mutex<HashMap<i32, String>>,
 }
+
+/// The longest a gate may hold a process without a decision, whatever the wire asks.
+const MAX_HOLD: Duration = Duration::from_secs(300);
 
 impl AgentService {
     pub fn new(
@@ -54,6 +60,7 @@ impl AgentService {
             captures: Mutex::new(HashMap::new()),
             holds: Arc::new(HoldRegistry::default()),
             gate_sender: Arc::new(Mutex::new(None)),
+            launched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -78,12 +85,48 @@ impl AgentService {
         self.data.join("work").join(capture_id)
     }
 
+    /// Whether `pid` may be attached to for a capture: a process of this host's scope (its network
+    /// namespace, or what this agent launched and their descendants), never pid 1 or the agent.
+    fn attachable(&self, pid: i32) -> Result<(), Status> {
+        if pid <= 1 || pid as u32 == std::process::id() {
+            return Err(Status::invalid_argument(format!("pid {pid} is not a process heisen may attach to")));
+        }
+        let ours = match self.scope {
+            Scope::Netns { inode } => crate::observer::netns_inode(&pid.to_string()) == Some(inode),
+            Scope::Launched => {
+                let launched = self.launched.lock().expect("launched");
+                let mut at = pid;
+                // Up the parent chain (bounded) to a process this agent launched.
+                (0..64).any(|_| {
+                    if launched.contains_key(&at) {
+                        return true;
+                    }
+                    at = parent_of(at).unwrap_or(0);
+                    at <= 1
+                }) && launched.contains_key(&at)
+            }
+        };
+        if !ours {
+            return Err(Status::permission_denied(format!(
+                "pid {pid} is not in the scope of agent {} (its network namespace, or the processes it launched)",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Stops every capture (agent shutdown), so nothing recorded is lost.
     pub fn stop_all(&self) {
         for capture in self.captures.lock().expect("captures").values() {
             capture.stop();
         }
     }
+}
+
+/// A process's parent, from /proc.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?.split_whitespace().nth(1)?.parse().ok()
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -171,9 +214,7 @@ impl proto::agent_server::Agent for AgentService {
     async fn attach(&self, request: Request<proto::AttachRequest>) -> Result<Response<proto::AttachReply>, Status> {
         let req = request.into_inner();
         let capture = self.capture(&req.capture_id)?;
-        if req.pid <= 0 {
-            return Err(Status::invalid_argument(format!("pid {} is not a process", req.pid)));
-        }
+        self.attachable(req.pid)?;
         let tracer = tokio::task::spawn_blocking(move || capture.attach_ptrace(req.pid))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
@@ -222,7 +263,20 @@ impl proto::agent_server::Agent for AgentService {
         if req.argv.is_empty() {
             return Err(Status::invalid_argument("argv is empty"));
         }
+        // A process runs in the capture's work dir, or a directory under the agent's work root:
+        // never a directory named from the wire elsewhere on the host.
         let workdir = if req.workdir.is_empty() { self.workdir(&req.capture_id) } else { PathBuf::from(&req.workdir) };
+        let root = self.data.join("work");
+        if !workdir.is_absolute()
+            || workdir.components().any(|c| matches!(c, std::path::Component::ParentDir))
+            || !workdir.starts_with(&root)
+        {
+            return Err(Status::invalid_argument(format!(
+                "workdir {} is not under the agent's work directory {}",
+                workdir.display(),
+                root.display()
+            )));
+        }
         let mut gates = Vec::new();
         for g in &req.gates {
             let nr = gate::syscall_number(&g.syscall)
@@ -246,13 +300,15 @@ impl proto::agent_server::Agent for AgentService {
             workdir,
             env: req.env,
             gates,
-            hold_timeout: Duration::from_millis(if req.hold_timeout_ms == 0 { 30_000 } else { req.hold_timeout_ms }),
+            hold_timeout: Duration::from_millis(if req.hold_timeout_ms == 0 { 30_000 } else { req.hold_timeout_ms })
+                .min(MAX_HOLD),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(launch::NOTICE_DEPTH);
         let traced = req.ptrace.then(|| capture.clone());
         let pid = launch::launch(spec, capture, self.holds.clone(), self.gate_sender.clone(), tx).map_err(|e| {
             Status::failed_precondition(format!("launch of `{}` on {} failed: {e}", req.name, self.name))
         })?;
+        self.launched.lock().expect("launched").insert(pid, req.capture_id.clone());
         if let Some(capture) = traced {
             // Attached right after the start: the first calls before the attach are not decoded.
             let attached = tokio::task::spawn_blocking(move || capture.attach_ptrace(pid))
@@ -262,7 +318,7 @@ impl proto::agent_server::Agent for AgentService {
                 tracing::warn!(process = %req.name, error = %e, "ptrace recorder not attached");
             }
         }
-        let stream = UnboundedReceiverStream::new(rx).map(|life| {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|life| {
             use proto::process_notice::Notice;
             let notice = match life {
                 Life::Started { pid, workdir } => {
@@ -283,7 +339,26 @@ impl proto::agent_server::Agent for AgentService {
         request: Request<proto::StopProcessRequest>,
     ) -> Result<Response<proto::StopProcessReply>, Status> {
         let req = request.into_inner();
-        let signalled = launch::stop(req.pid, Duration::from_millis(req.grace_ms.max(10))).await;
+        // Only a process group this agent launched for that capture: a pid from the wire is
+        // never signalled otherwise (`kill(-1)` would be every process on the host).
+        if req.pid <= 1 {
+            return Err(Status::invalid_argument(format!("pid {} is not a process heisen launched", req.pid)));
+        }
+        let launched_for = self.launched.lock().expect("launched").get(&req.pid).cloned();
+        match launched_for {
+            Some(capture) if capture == req.capture_id => {}
+            _ => {
+                return Err(Status::permission_denied(format!(
+                    "pid {} was not launched by agent {} for capture `{}`",
+                    req.pid, self.name, req.capture_id
+                )))
+            }
+        }
+        // The agent's own child, not a process that took the number after ours was reaped.
+        if parent_of(req.pid).is_some_and(|parent| parent as u32 != std::process::id()) {
+            return Ok(Response::new(proto::StopProcessReply { signalled: false }));
+        }
+        let signalled = launch::stop(req.pid, Duration::from_millis(req.grace_ms.clamp(10, 60_000))).await;
         Ok(Response::new(proto::StopProcessReply { signalled }))
     }
 

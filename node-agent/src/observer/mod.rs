@@ -19,6 +19,7 @@ mod scope;
 mod tests;
 
 pub use calls::PTRACE_FILTER;
+pub(crate) use scope::netns_inode;
 pub use scope::{host_addresses, Scope};
 
 use crate::tracefs::TraceLine;

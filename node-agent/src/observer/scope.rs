@@ -26,7 +26,7 @@ impl Scope {
     }
 }
 
-pub(super) fn netns_inode(pid: &str) -> Option<u64> {
+pub(crate) fn netns_inode(pid: &str) -> Option<u64> {
     let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
     let text = link.to_string_lossy();
     text.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()

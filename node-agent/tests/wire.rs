@@ -1,0 +1,143 @@
+//! Every input from the wire is hostile: an agent is root on its host. These run the real
+//! `heisen-agent` binary on loopback and send it what a hostile or buggy client would: a pid it
+//! never launched (pid 1 is every process), a syscall name that is a path, a working directory
+//! elsewhere on the host, an attach to pid 1. Each must be refused with a clear status, and
+//! nothing on the host may change.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use heisen_proto::agent_client::AgentClient;
+use heisen_proto::{
+    AttachRequest, LaunchRequest, StartCaptureRequest, StopCaptureRequest, StopProcessRequest, StreamEventsRequest,
+};
+use tonic::Code;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_heisen-agent");
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A process still running (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3)).map(|state| state != "Z" && state != "X"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn hostile_requests_are_refused_and_change_nothing() {
+    if !is_root() {
+        eprintln!("SKIPPED hostile_requests_are_refused_and_change_nothing: needs root (a capture needs tracefs)");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _agent = Running(
+        Command::new(AGENT)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "w", "--scope", "launched", "--data"])
+            .arg(data.path().join("agent"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "agent did not listen on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A process of the test's own, which the agent never launched.
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+    let outside = data.path().join("outside");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut agent = AgentClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+        let capture = |id: &str, syscalls: &[&str]| StartCaptureRequest {
+            capture_id: id.into(),
+            syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+
+        // A syscall name is joined into a tracefs path: a path is refused.
+        let bad = agent.start_capture(capture("c1", &["write/../../../../tmp/x"])).await.unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+
+        // An unknown capture: NOT_FOUND, for every call that names one.
+        let stop = |id: &str, pid: i32| StopProcessRequest { capture_id: id.into(), pid, grace_ms: 10 };
+        let e = agent.stop_capture(StopCaptureRequest { capture_id: "nope".into() }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        let e = agent.attach(AttachRequest { capture_id: "nope".into(), pid: 1 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+        agent.start_capture(capture("c1", &["openat"])).await.unwrap();
+
+        // StopProcess signals a process group: pid 1 would be every process, another pid a
+        // process the agent never launched.
+        for pid in [-1, 0, 1] {
+            let e = agent.stop_process(stop("c1", pid)).await.unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "pid {pid}: {e:?}");
+        }
+        let e = agent.stop_process(stop("c1", bystander.id() as i32)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+        // Attach: never pid 1, never a process outside the host's scope.
+        let e = agent.attach(AttachRequest { capture_id: "c1".into(), pid: 1 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let e = agent.attach(AttachRequest { capture_id: "c1".into(), pid: bystander.id() as i32 }).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+
+        // A working directory elsewhere on the host is refused, and not created.
+        let launch = |workdir: &str| LaunchRequest {
+            capture_id: "c1".into(),
+            run: 1,
+            name: "p".into(),
+            role: "step".into(),
+            argv: vec!["sleep".into(), "30".into()],
+            workdir: workdir.into(),
+            hold_timeout_ms: u64::MAX,
+            ..Default::default()
+        };
+        let e = agent.launch(launch(&outside.display().to_string())).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(!outside.exists(), "the agent made {}", outside.display());
+
+        // What the agent launched for this capture it may stop; for another capture it may not.
+        let mut notices = agent.launch(launch("")).await.unwrap().into_inner();
+        let started = notices.message().await.unwrap().unwrap();
+        let Some(heisen_proto::process_notice::Notice::Started(s)) = started.notice else {
+            panic!("first notice is not Started: {started:?}")
+        };
+        agent.start_capture(capture("c2", &["openat"])).await.unwrap();
+        let e = agent.stop_process(stop("c2", s.pid)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert!(alive(s.pid as u32), "a refused stop signalled pid {}", s.pid);
+        let stopped = agent.stop_process(stop("c1", s.pid)).await.unwrap().into_inner();
+        assert!(stopped.signalled);
+
+        // Reading events of a capture that never existed: nothing, and an error or an empty stream.
+        let events = agent.stream_events(StreamEventsRequest { capture_id: "never".into(), from_seq: 0 }).await;
+        if let Ok(stream) = events {
+            let mut stream = stream.into_inner();
+            assert!(stream.message().await.ok().flatten().is_none(), "events of a capture that never existed");
+        }
+        for id in ["c1", "c2"] {
+            agent.stop_capture(StopCaptureRequest { capture_id: id.into() }).await.unwrap();
+        }
+    });
+    assert!(alive(bystander.id()), "the agent signalled a process it never launched");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
