@@ -28,8 +28,8 @@ pub fn write_bundle(bundle: &Bundle, out: Option<PathBuf>) -> Result<PathBuf> {
 
 pub fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
     let mut head = [0u8; 8];
-    let is_bundle = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+    let is_bundle = heisen_recordings::open_regular(path)
+        .and_then(|(mut f, _)| std::io::Read::read_exact(&mut f, &mut head))
         .is_ok_and(|_| &head == heisen_recordings::BUNDLE_MAGIC);
     if !is_bundle {
         return Ok((load_scenario(path)?, None));

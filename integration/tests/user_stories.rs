@@ -148,8 +148,12 @@ fn overlapping_backup_is_explained_and_confirmed_from_a_scenario_without_hypothe
 #[test]
 fn spool_janitor_is_explained_and_confirmed_from_a_scenario_without_hypothesis() {
     let _serial = one_at_a_time();
+    // With the janitor never before the upload's open in a passing run (about one capture in
+    // eight), "before the rename" separates alone and the window is not needed.
     run_explain_verify("spool-janitor", "python3", |s| {
-        s.starts_with("janitor's openat on {shared}/spool-{run} [maint] lands after upload's openat on {shared}/spool-{run}/upload-{run}.bin.part [ingest] and before its rename")
+        s.starts_with("janitor's openat on {shared}/spool-{run} [maint]")
+            && (s.contains("before upload's rename on {shared}/spool-{run}/upload-{run}.bin.part [ingest]")
+                || s.contains("after upload's openat on {shared}/spool-{run}/upload-{run}.bin.part [ingest] and before its rename"))
     });
 }
 

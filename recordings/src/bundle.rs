@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -127,8 +126,9 @@ pub struct StepOutcome {
 }
 
 impl Bundle {
-    /// Writes the bundle atomically (temporary file, fsync, rename): a crash leaves the old file or
-    /// the new one, never half of one.
+    /// Writes the bundle atomically (a temporary file created exclusively beside it, fsync,
+    /// rename): a crash leaves the old file or the new one, never half of one, and a file or
+    /// symlink planted at any name is never written through.
     pub fn write(&self, path: &Path) -> Result<(), RecordingsError> {
         let io_err = |source| RecordingsError::Io { op: "write bundle", path: path.to_path_buf(), source };
         let payload = serde_json::to_vec(self).map_err(RecordingsError::EncodeBundle)?;
@@ -138,21 +138,33 @@ impl Bundle {
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
-        let tmp = path.with_extension("partial");
-        let mut file = std::fs::File::create(&tmp).map_err(io_err)?;
-        file.write_all(&bytes).map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-        std::fs::rename(&tmp, path).map_err(io_err)
+        crate::files::write_atomic(path, &bytes).map_err(io_err)
     }
 
-    /// Reads and checks a bundle.
+    /// Reads and checks a bundle. Only a regular file is read (a FIFO or a device is refused at
+    /// once), and its header's promise is checked against the file's size before the payload is
+    /// read.
     pub fn read(path: &Path) -> Result<Bundle, RecordingsError> {
-        let bytes = std::fs::read(path).map_err(|source| RecordingsError::Io {
-            op: "read bundle",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Bundle::decode(&bytes).map_err(|problem| RecordingsError::BadBundle { path: path.to_path_buf(), problem })
+        let io_err = |source| RecordingsError::Io { op: "read bundle", path: path.to_path_buf(), source };
+        let bad = |problem| RecordingsError::BadBundle { path: path.to_path_buf(), problem };
+        let (mut file, size) = crate::files::open_regular(path).map_err(io_err)?;
+        let mut header = [0u8; HEADER_LEN];
+        if size < HEADER_LEN as u64 {
+            return Err(bad(BundleProblem::NotABundle));
+        }
+        std::io::Read::read_exact(&mut file, &mut header).map_err(io_err)?;
+        if &header[..8] != BUNDLE_MAGIC {
+            return Err(bad(BundleProblem::NotABundle));
+        }
+        let promised = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+        let found = size - HEADER_LEN as u64;
+        if promised != found {
+            return Err(bad(BundleProblem::Length { promised, found: found as usize }));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        bytes.extend_from_slice(&header);
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, found), &mut bytes).map_err(io_err)?;
+        Bundle::decode(&bytes).map_err(bad)
     }
 
     fn decode(bytes: &[u8]) -> Result<Bundle, BundleProblem> {

@@ -10,6 +10,7 @@ mod control;
 mod decode;
 mod env;
 mod event;
+mod files;
 mod merge;
 mod order;
 mod scenario;
@@ -34,6 +35,7 @@ pub use event::{
     fcntl_lock_cmd, flock_op_name, interrupted, superseded_execs, AttachPhase, Event, EventKind, KilledBy, PathFrom,
     SignalPhase,
 };
+pub use files::{open_regular, read_regular, write_atomic};
 pub use merge::{Merge, Placed};
 pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,

@@ -230,12 +230,16 @@ impl std::error::Error for ScenarioError {}
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        const MAX_SCENARIO_BYTES: u64 = 4 << 20;
+        let cannot = |message: String| ScenarioError {
             path: path.display().to_string(),
             line: None,
             key: "file".into(),
-            message: format!("cannot read: {e}"),
-        })?;
+            message: format!("cannot read: {message}"),
+        };
+        // A scenario is a small text file: a FIFO, a device or a huge file is refused at once.
+        let bytes = crate::files::read_regular(path, MAX_SCENARIO_BYTES).map_err(|e| cannot(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".into()))?;
         let mut scenario = Scenario::parse(&path.display().to_string(), &text)?;
         scenario.dir = scenario_dir(path);
         Ok(scenario)
