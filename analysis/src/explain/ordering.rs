@@ -141,13 +141,20 @@ pub(crate) fn ordering_candidates(
         Pred::Between(a, _, _) => two_point.get(&(a, one_object(sigs, *p))).is_none_or(|best| c.score > best + 1e-9),
         _ => true,
     });
-    // Windows of one cause that share an edge and separate alike: the widest one stands for
-    // them (verify puts the cause outside its edges; a narrower one would leave the cause inside
-    // the real window: between the copy's open and close of a log as much as after its close).
+    // Windows of one cause that share an edge, whose other edges are two calls on one file (its
+    // open and its close), and that separate alike: the widest one stands for them (verify puts
+    // the cause outside its edges; a narrower one would leave the cause inside the real window:
+    // between the copy's open and close of a log as much as after its close).
+    let same_file = |x: usize, y: usize| {
+        x != y && sigs[x].role == sigs[y].role && sigs[x].object.is_some() && sigs[x].object == sigs[y].object
+    };
     let wider = |p: Pred, c: &Candidate| {
         out.iter().any(|(q, d)| match (p, *q) {
             (Pred::Between(a, o, e), Pred::Between(qa, qo, qe)) => {
-                a == qa && (o == qo) != (e == qe) && d.score >= c.score - 1e-9 && d.window_ns > c.window_ns
+                a == qa
+                    && ((o == qo && same_file(e, qe)) || (e == qe && same_file(o, qo)))
+                    && d.score >= c.score - 1e-9
+                    && d.window_ns > c.window_ns
             }
             _ => false,
         })
