@@ -115,9 +115,27 @@ impl Hosts {
         self.host_netns.get(host).map(String::as_str)
     }
 
-    /// The file holding the agents' token (netns mode).
+    /// The file holding the agents' token.
     pub fn token_file(&self) -> std::path::PathBuf {
         self.dir.path().join("token")
+    }
+
+    /// Makes the agents' token (random, in a file only we can read) and returns it.
+    fn write_token(&self) -> Result<String> {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut bytes = [0u8; 16];
+        context(
+            std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)),
+            "cannot read /dev/urandom for a token",
+        )?;
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut file = context(
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(self.token_file()),
+            "cannot create the token file",
+        )?;
+        context(file.write_all(token.as_bytes()), "cannot write the token file")?;
+        Ok(token)
     }
 
     /// Starts one agent per host with `agent_cmd` (program and leading arguments, e.g.
@@ -143,6 +161,8 @@ impl Hosts {
             bridge: None,
             dir,
         };
+        // Every agent requires a token (loopback too): one for all of them, readable by us only.
+        started.token = Some(started.write_token()?);
         let id = if mode == Mode::Netns { started.bridge_up()? } else { 0 };
         let mut spawned = Vec::new();
         for (i, host) in hosts.iter().enumerate() {
@@ -156,8 +176,7 @@ impl Hosts {
                 Mode::Netns => {
                     let (ns, addr) = started.netns_host(id, i)?;
                     started.host_netns.insert(host.clone(), ns.clone());
-                    args.extend(["--scope".into(), "netns".into(), "--token-file".into()]);
-                    args.push(started.dir.path().join("token").display().to_string());
+                    args.extend(["--scope".into(), "netns".into()]);
                     (format!("{addr}:7800"), addr, Some(ns))
                 }
                 Mode::Loopback(_) => {
@@ -167,7 +186,8 @@ impl Hosts {
                     ("127.0.0.1:0".to_string(), "127.0.0.1".to_string(), None)
                 }
             };
-            args.extend(["--listen".into(), listen.clone()]);
+            args.extend(["--listen".into(), listen.clone(), "--token-file".into()]);
+            args.push(started.token_file().display().to_string());
             let child = spawn_agent(agent_cmd, &args, ns.as_deref(), &started.log_path(host))?;
             started.children.push(child);
             spawned.push((host.clone(), started.children.len() - 1));
@@ -234,11 +254,6 @@ impl Hosts {
         self.bridge = Some(bridge.clone());
         ip(&["addr", "add", &format!("10.213.{id}.1/24"), "dev", &bridge])?;
         ip(&["link", "set", &bridge, "up"])?;
-        let nanos =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let token = format!("{nanos:x}{:x}", std::process::id());
-        context(std::fs::write(self.dir.path().join("token"), &token), "cannot write the token file")?;
-        self.token = Some(token);
         Ok(id)
     }
 

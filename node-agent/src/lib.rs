@@ -20,6 +20,7 @@ mod observer;
 mod ptrace;
 mod rawtrace;
 mod service;
+mod token;
 mod tracefs;
 
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use heisen_proto as proto;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "heisen-agent", version)]
 pub struct AgentArgs {
-    /// Address to serve gRPC on. Anything but loopback requires --token-file.
+    /// Address to serve gRPC on. Anything but loopback requires --token-file (a token you chose).
     #[arg(long, default_value = "127.0.0.1:7800")]
     pub listen: SocketAddr,
     /// Directory for the agent's store (sled) and work dirs.
@@ -42,7 +43,9 @@ pub struct AgentArgs {
     /// Host name used in every recording (default: the system host name).
     #[arg(long)]
     pub name: Option<String>,
-    /// File holding a shared secret; every call must carry `authorization: Bearer SECRET`.
+    /// File holding the token every call must carry (`authorization: Bearer TOKEN`); it must be
+    /// readable by its owner only. Default: DATA/token, made on first start. The token is worth
+    /// root on this host: whoever has it can launch processes as the agent's user.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// Which processes belong to this host: the agent's network namespace, or only what it launched
@@ -84,28 +87,31 @@ pub fn run(args: AgentArgs) -> i32 {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEISEN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .try_init();
-    let token = match &args.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
-            Ok(_) => {
-                eprintln!("heisen-agent: token file {} is empty", path.display());
-                return 2;
-            }
-            Err(e) => {
-                eprintln!("heisen-agent: cannot read token file {}: {e}", path.display());
-                return 2;
-            }
-        },
-        None => None,
-    };
-    if !args.listen.ip().is_loopback() && token.is_none() {
+    if !args.listen.ip().is_loopback() && args.token_file.is_none() {
         eprintln!(
             "heisen-agent: refusing to listen on {} without --token-file: the agent launches processes as its user, \
-             so a non-loopback address needs a shared token (write one to a file and pass --token-file FILE)",
+             so a non-loopback address needs a token you chose and gave the coordinator (write one to a file only \
+             you can read, and pass --token-file FILE)",
             args.listen
         );
         return 2;
     }
+    if let Err(e) = std::fs::create_dir_all(&args.data) {
+        eprintln!("heisen-agent: cannot create data dir {}: {e}", args.data.display());
+        return 2;
+    }
+    // Always a token, loopback included: any local user could otherwise launch processes as root.
+    let token = match &args.token_file {
+        Some(path) => token::load(path).map(|t| (t, path.clone())),
+        None => token::own(&args.data),
+    };
+    let (token, token_path) = match token {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("heisen-agent: {e}");
+            return 2;
+        }
+    };
     if let Some(spec) = &args.clock_skew {
         match clock::parse_skew(spec) {
             Ok((offset_ns, ppm)) => {
@@ -123,10 +129,6 @@ pub fn run(args: AgentArgs) -> i32 {
         }
     }
     let name = args.name.clone().unwrap_or_else(hostname);
-    if let Err(e) = std::fs::create_dir_all(&args.data) {
-        eprintln!("heisen-agent: cannot create data dir {}: {e}", args.data.display());
-        return 2;
-    }
     let store = match heisen_recordings::Store::open(&args.data) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -159,12 +161,13 @@ pub fn run(args: AgentArgs) -> i32 {
     }
     let sources = environment::Sources { scope: scope.clone(), crontab_dirs: args.crontab_dir.clone() };
     let service = Arc::new(service::AgentService::new(name.clone(), args.data.clone(), sources, store, info));
+    tracing::info!(token = %token_path.display(), "every call must carry this token (it is worth root on this host)");
     let code = runtime.block_on(serve(args.listen, token, service.clone()));
     service.stop_all();
     code
 }
 
-async fn serve(listen: SocketAddr, token: Option<String>, service: Arc<service::AgentService>) -> i32 {
+async fn serve(listen: SocketAddr, token: String, service: Arc<service::AgentService>) -> i32 {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -179,21 +182,19 @@ async fn serve(listen: SocketAddr, token: Option<String>, service: Arc<service::
         service.name,
         listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
     );
-    let expected = token.map(|t| format!("Bearer {t}"));
     #[allow(clippy::result_large_err)] // tonic's interceptor signature: its error type is Status
     let check = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
-        match &expected {
-            None => Ok(req),
-            Some(expected) => match req.metadata().get("authorization").and_then(|v| v.to_str().ok()) {
-                Some(got) if got == expected => Ok(req),
-                Some(_) => Err(tonic::Status::unauthenticated(
-                    "wrong token: pass the agent's token (heisen --token-file FILE)",
-                )),
-                None => Err(tonic::Status::unauthenticated(
-                    "this agent requires a token: pass heisen --token-file FILE with the agent's token",
-                )),
-            },
+        let header = req.metadata().get("authorization").map(|v| v.to_str().unwrap_or_default());
+        if token::admits(&token, header) {
+            return Ok(req);
         }
+        Err(tonic::Status::unauthenticated(match header {
+            Some(_) => "wrong token: pass the agent's token (heisen --token-file FILE)",
+            None => {
+                "this agent requires a token: pass heisen --token-file FILE with the agent's token (by default \
+                 DATA/token on the agent's host, readable by root only)"
+            }
+        }))
     };
     let svc = tonic::service::interceptor::InterceptedService::new(
         proto::agent_server::AgentServer::from_arc(service),

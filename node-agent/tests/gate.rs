@@ -5,8 +5,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use heisen_proto as proto;
-use proto::agent_client::AgentClient;
-use tonic::transport::Channel;
+
+mod common;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_heisen-agent");
 
@@ -28,7 +28,7 @@ impl Drop for Running {
 
 /// Starts an agent on loopback port 0: it picks a free port and announces it on stdout
 /// (`heisen-agent NAME listening on ADDR`), so no other test's agent can take it first.
-async fn agent() -> (Running, AgentClient<Channel>) {
+async fn agent() -> (Running, common::Client) {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(AGENT)
@@ -52,7 +52,7 @@ async fn agent() -> (Running, AgentClient<Channel>) {
         .unwrap_or_else(|_| panic!("agent did not announce its address: {}", running.stderr()))
         .unwrap()
         .unwrap_or_else(|| panic!("agent exited without listening: {}", running.stderr()));
-    let client = AgentClient::connect(format!("http://{addr}")).await.unwrap();
+    let client = common::connect(&addr, &running.1.path().join("token")).await;
     (running, client)
 }
 

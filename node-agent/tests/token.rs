@@ -48,6 +48,7 @@ fn calls_without_the_token_are_refused() {
     let data = tempfile::tempdir().unwrap();
     let token_file = data.path().join("token");
     std::fs::write(&token_file, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let port = free_port();
     let _agent = Running(
         Command::new(AGENT)

@@ -7,11 +7,12 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use heisen_proto::agent_client::AgentClient;
 use heisen_proto::{
     AttachRequest, LaunchRequest, StartCaptureRequest, StopCaptureRequest, StopProcessRequest, StreamEventsRequest,
 };
 use tonic::Code;
+
+mod common;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_heisen-agent");
 
@@ -64,7 +65,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
     let outside = data.path().join("outside");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut agent = AgentClient::connect(format!("http://127.0.0.1:{port}")).await.unwrap();
+        let mut agent = common::connect(&format!("127.0.0.1:{port}"), &data.path().join("agent/token")).await;
         let capture = |id: &str, syscalls: &[&str]| StartCaptureRequest {
             capture_id: id.into(),
             syscalls: syscalls.iter().map(|s| s.to_string()).collect(),
