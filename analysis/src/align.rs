@@ -102,6 +102,14 @@ pub(crate) struct RunSigs {
     pub(crate) origin_ns: Option<i64>,
     /// TCP connections each role closed (ESTABLISHED or CLOSE_WAIT to FIN_WAIT1 or LAST_ACK).
     pub(crate) closes: Vec<(Role, Occ)>,
+    /// Launched processes a signal ended, where they died.
+    pub(crate) killed: BTreeMap<Role, Occ>,
+    /// The roles launched as steps (they end by themselves; services are stopped after them).
+    pub(crate) steps: BTreeSet<Role>,
+    /// Signatures this run lacks because a signal ended their process while the run's steps
+    /// were still running (the daemon a SIGHUP ended before it installed its handler): where it
+    /// died. "A before B" holds when A came before that death.
+    pub(crate) cut_short: BTreeMap<usize, Occ>,
 }
 
 /// Phase 3's result.
@@ -185,13 +193,19 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
             let mid = rec.clock.interval(e.raw_ns).midpoint_ns();
             rs.origin_ns = Some(rs.origin_ns.map_or(mid, |o| o.min(mid)));
             match &e.kind {
-                EventKind::Launch { .. } => {
+                EventKind::Launch { role: kind, .. } => {
                     launched.insert(e.pid);
+                    if kind == "step" {
+                        rs.steps.insert(role.clone());
+                    }
                 }
-                EventKind::Exit { exit_code, .. } if launched.contains(&e.pid) => {
+                EventKind::Exit { exit_code, killed_by } if launched.contains(&e.pid) => {
                     let at = rec.clock.interval(e.raw_ns);
                     let desc = format!("exit {exit_code}");
                     let occ = Occ { host: h, seq: e.seq, at, target: None, item: None, ret: 0, desc };
+                    if killed_by.is_some() {
+                        rs.killed.insert(role.clone(), occ.clone());
+                    }
                     rs.exits.insert(role.clone(), occ);
                 }
                 _ => {}
@@ -251,6 +265,20 @@ pub(crate) fn align(bundle: &Bundle, valid: &[u32], cuts: &Cuts) -> Aligned {
     }
     for rs in runs.values_mut() {
         rs.outputs.sort_by_key(|(_, _, o)| o.at.earliest_ns);
+        // A process a signal ended while a step still ran (not the coordinator stopping the
+        // run's services after its steps): the calls it would have made later never came.
+        let last_step_exit =
+            rs.exits.iter().filter(|(r, _)| rs.steps.contains(*r)).map(|(_, o)| o).max_by_key(|o| o.at.latest_ns);
+        for (role, death) in &rs.killed {
+            if last_step_exit.is_none_or(|end| before(death, end) != Some(true)) {
+                continue;
+            }
+            for (b, sb) in sigs.iter().enumerate() {
+                if sb.role == *role && !rs.first.contains_key(&b) {
+                    rs.cut_short.insert(b, death.clone());
+                }
+            }
+        }
         for (b, sb) in sigs.iter().enumerate() {
             if let (Some(c), Some(first)) = (connection_of(&sigs, b), rs.first.get(&b)) {
                 if let Some(at) = rs.first.get(&c).filter(|o| o.host == first.host && o.seq < first.seq) {
@@ -456,8 +484,19 @@ pub(crate) fn key_of(e: &Event) -> Option<Key> {
         EventKind::Syscall { name, args, ret, fd_path, .. } => {
             let gateable = heisen_recordings::gateable(name);
             let arg = |i: usize| args.get(i).copied().unwrap_or(0);
+            // A handler installed (or SIG_IGN, SIG_DFL): "the signal came before the handler".
+            // A query (no new action) says nothing.
+            if name == "rt_sigaction" {
+                let sig = arg(0) as i32;
+                if sig <= 0 || arg(1) == 0 || *ret < 0 {
+                    return None;
+                }
+                let what = format!("rt_sigaction({})", signal_name(sig));
+                let desc = format!("{what}: sets its disposition");
+                return Some((what, Class::Syscall, Some((name.clone(), Some(sig), None)), desc));
+            }
             if name == "kill" || name == "tgkill" || name == "tkill" {
-                let sig = if name == "tgkill" { arg(2) } else { arg(1) } as i32;
+                let sig = heisen_recordings::signal_arg(name).map_or(0, arg) as i32;
                 if sig == 0 {
                     return None;
                 }

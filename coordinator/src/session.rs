@@ -473,7 +473,22 @@ impl Session {
             }
             Action::Release(gate) => {
                 let host = host_of(&gate.step);
-                let hold = self.wait_hold(&host, run, gate).await.ok_or_else(|| not_reached(gate))?;
+                // A process a signal ended before its call (the SIGHUP released first killed the
+                // daemon that had not installed its handler) never makes it: what was released
+                // before came first, and the schedule goes on.
+                let key = (host.clone(), run, gate.id());
+                let proc_key = (run, gate.step.clone());
+                let reached = self
+                    .wait_for(ACTION_TIMEOUT, |s| match s.holds.get(&key) {
+                        Some(id) => Some(Some(*id)),
+                        None => s.procs.get(&proc_key).filter(|p| p.exit.is_some() && p.signal != 0).map(|_| None),
+                    })
+                    .await
+                    .ok_or_else(|| not_reached(gate))?;
+                let Some(hold) = reached else {
+                    tracing::info!(gate = %gate.id(), %host, "a signal ended the process before its gated call");
+                    return Ok(());
+                };
                 self.observe(&host, run, gate_mark(gate, "held"));
                 self.cause(Mark { host: host.clone(), run, what: gate_mark(gate, "released") });
                 self.lines_at_release = {

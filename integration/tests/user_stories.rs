@@ -182,6 +182,18 @@ fn copytruncate_is_explained_and_confirmed_with_a_gate_on_a_service() {
     });
 }
 
+/// A log rotation on another host sends SIGHUP to a daemon through its pid file while the daemon
+/// is still loading, before it installed its handler: the default action ends it (Python, sh).
+/// The install never comes in failing runs; verify holds it on the service (a gate on
+/// rt_sigaction where it sets the disposition).
+#[test]
+fn reload_before_handler_is_explained_and_confirmed_with_a_gate_on_rt_sigaction() {
+    let _serial = one_at_a_time();
+    run_explain_verify("reload-before-handler", "python3", |s| {
+        s == "rotate's kill(SIGHUP) [ops] before daemon's rt_sigaction(SIGHUP) [app]"
+    });
+}
+
 /// Another harness's hosts coming and going (network namespaces: a mount each under
 /// /run/netns) and a process execing through shell shims as fast as it can, on the same machine,
 /// for at most 60 s; stopped and cleaned up on drop.

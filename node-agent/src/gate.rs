@@ -36,6 +36,10 @@ impl GatePoint {
         if nr != self.nr {
             return false;
         }
+        // rt_sigaction is held where it changes a disposition, never at a query (no new action).
+        if nr == libc::SYS_rt_sigaction && args[1] == 0 {
+            return false;
+        }
         if let Some(path) = &self.path {
             if call_path().as_deref() != Some(path.as_str()) {
                 return false;
@@ -577,6 +581,19 @@ mod tests {
         assert!(mount_table.matches(libc::SYS_openat, &[0; 6], at("/proc/self/mountinfo")));
         assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], at("/etc/ld.so.cache")));
         assert!(!mount_table.matches(libc::SYS_openat, &[0; 6], no_path));
+        // A SIGHUP handler installed, not the query before it (no new action).
+        let handler = GatePoint {
+            id: "h".into(),
+            nr: libc::SYS_rt_sigaction,
+            nth: 1,
+            arg_index: Some(0),
+            arg_equals: Some(1),
+            arg_at_least: None,
+            path: None,
+        };
+        assert!(!handler.matches(libc::SYS_rt_sigaction, &[1, 0, 0x7000, 8, 0, 0], no_path));
+        assert!(handler.matches(libc::SYS_rt_sigaction, &[1, 0x6000, 0x7000, 8, 0, 0], no_path));
+        assert!(!handler.matches(libc::SYS_rt_sigaction, &[15, 0x6000, 0x7000, 8, 0, 0], no_path));
     }
 
     /// A socket call's gate path is the address it names, as the recorder writes it: connect and

@@ -282,7 +282,8 @@ impl TryFrom<Event> for rec::Event {
 impl From<&rec::GateSpec> for GatePoint {
     fn from(g: &rec::GateSpec) -> Self {
         let (arg_index, arg_equals, arg_at_least) = match (g.signal, g.fd_at_least) {
-            (Some(sig), _) => (Some(1), Some(sig as u64), None),
+            // The signal's own argument: tgkill's third, rt_sigaction's first, kill's second.
+            (Some(sig), _) => (Some(rec::signal_arg(&g.syscall).unwrap_or(1) as u32), Some(sig as u64), None),
             (None, Some(fd)) => (Some(0), None, Some(fd)),
             (None, None) => (None, None, None),
         };

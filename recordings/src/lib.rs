@@ -46,8 +46,8 @@ pub use scenario::{
 };
 pub use store::Store;
 pub use syscalls::{
-    default_syscalls, expand_syscalls, gateable, gateable_syscalls, syscall, syscall_of_tracepoint, tracepoint_name,
-    Syscall, CLASSES, SYSCALLS,
+    default_syscalls, expand_syscalls, gateable, gateable_syscalls, signal_arg, syscall, syscall_of_tracepoint,
+    tracepoint_name, Syscall, CLASSES, SYSCALLS,
 };
 
 /// Errors of the recordings layer, each naming the operation and the file.

@@ -84,7 +84,9 @@ pub const SYSCALLS: &[Syscall] = &[
     call("tkill", 200, true, true),
     call("rt_sigqueueinfo", 129, true, true),
     call("pidfd_send_signal", 424, true, true),
-    call("rt_sigaction", 13, false, true),
+    // Gated only where it changes a disposition (a handler installed, SIG_IGN, SIG_DFL), never a
+    // query (no new action): "the signal arrived before the handler was installed".
+    call("rt_sigaction", 13, true, true),
     call("rt_sigprocmask", 14, false, true),
     // Mounts.
     call("mount", 165, true, true),
@@ -193,6 +195,17 @@ pub fn tracepoint_name(name: &str) -> &str {
 /// the table does not rename it.
 pub fn syscall_of_tracepoint(tracepoint: &str) -> &str {
     SYSCALLS.iter().find(|s| s.tracepoint == tracepoint).map_or(tracepoint, |s| s.name)
+}
+
+/// Which argument of a signal call is the signal: `kill(pid, sig)`, `tgkill(tgid, tid, sig)`,
+/// `rt_sigaction(sig, act, oldact)`, ... None for calls that carry none.
+pub fn signal_arg(name: &str) -> Option<usize> {
+    match name {
+        "kill" | "tkill" | "rt_sigqueueinfo" | "pidfd_send_signal" => Some(1),
+        "tgkill" => Some(2),
+        "rt_sigaction" => Some(0),
+        _ => None,
+    }
 }
 
 /// Whether a gate can hold `name`.

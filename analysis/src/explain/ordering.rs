@@ -389,8 +389,16 @@ pub(crate) fn ordering_candidate(
         let rs = &ctx.aligned.runs[&run];
         let mut shown = vec![(&rs.first[&ai], format!("{}: {}", a.role.label(), rs.first[&ai].desc))];
         let bn = rs.count.get(&bi).copied().unwrap_or(0);
-        let first_b = &rs.first[&bi];
-        shown.push((first_b, format!("{}: {}{}", b.role.label(), first_b.desc, if bn > 1 { " (first)" } else { "" })));
+        match (rs.first.get(&bi), rs.cut_short.get(&bi)) {
+            (Some(first_b), _) => shown.push((
+                first_b,
+                format!("{}: {}{}", b.role.label(), first_b.desc, if bn > 1 { " (first)" } else { "" }),
+            )),
+            (None, Some(death)) => {
+                shown.push((death, format!("{}: killed by a signal before its {}", b.role.label(), b.what)))
+            }
+            (None, None) => {}
+        }
         if let Pred::Between(_, oi, _) = p {
             let o = &rs.first[&oi];
             shown.push((o, format!("{}: {}", sigs[oi].role.label(), o.desc)));

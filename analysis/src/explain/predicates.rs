@@ -24,6 +24,8 @@ pub(crate) fn holds(rs: &RunSigs, p: Pred) -> bool {
     match p {
         Pred::Before(a, b) => match (rs.first.get(&a), rs.first.get(&b)) {
             (Some(x), Some(y)) => before(x, y) == Some(true),
+            // B never came: a signal ended its process after A.
+            (Some(x), None) => rs.cut_short.get(&b).is_some_and(|death| before(x, death) == Some(true)),
             _ => false,
         },
         Pred::During(a, b) => {

@@ -9,7 +9,8 @@
 //! - `HOST PID T_US CALL ARG... [= RET]`: a syscall returning at T_US (entered 1 µs before); an
 //!   argument starting with `/` is a path (`/s` is the capture's shared directory, `{shared}`);
 //! - `HOST PID T_US prints TEXT`: an output line;
-//! - `HOST PID T_US exec`: the process execs (a program named after its role).
+//! - `HOST PID T_US exec`: the process execs (a program named after its role);
+//! - `HOST PID T_US exit CODE` / `HOST PID T_US killed SIG`: a launched process ends.
 //!
 //! Every host clock is the coordinator's (offset 0), so only the error bounds matter.
 
@@ -62,6 +63,15 @@ fn bundle(table: &str) -> Bundle {
                     ("exec", []) => {
                         EventKind::Exec { filename: format!("/bin/{host}-prog"), argv: vec![], ppid: 1, chain: vec![] }
                     }
+                    ("exit", [code]) => EventKind::Exit { exit_code: code.parse().unwrap(), killed_by: None },
+                    ("killed", [sig]) => EventKind::Exit {
+                        exit_code: 128 + sig.parse::<i32>().unwrap(),
+                        killed_by: Some(heisen_recordings::KilledBy {
+                            signal: sig.parse().unwrap(),
+                            sender_pid: 0,
+                            sender_comm: String::new(),
+                        }),
+                    },
                     ("prints", text) => {
                         EventKind::Output { name: String::new(), stream: "stdout".into(), line: text.join(" ") }
                     }
@@ -623,6 +633,72 @@ fn a_services_call_in_a_window_on_its_own_file_is_verifiable() {
               write(fd>=3) on {shared}/app.log #1 of service app comes before it prints "ready" in run 1; verify holds a service only once it is ready
             1.00 app's write(fd>=3) on {shared}/app.log [web] lands while rotate has {shared}/app.log.gz open (from its open through its write calls to its close) [ops]
               write(fd>=3) on {shared}/app.log #1 of service app comes before it prints "ready" in run 1; verify holds a service only once it is ready
+        "#]],
+    );
+}
+
+const RELOAD: &str = r#"
+name = "t"
+[hosts.app]
+[hosts.ops]
+[services.daemon]
+host = "app"
+command = ["daemon"]
+[steps.reload]
+host = "ops"
+command = ["reload"]
+[steps.check]
+host = "app"
+command = ["check"]
+[failure]
+step = "check"
+exit = 1
+"#;
+
+/// A reload signal that reaches a daemon before it has installed its handler ends it (the
+/// default action), so the install never comes in the failing runs: "the kill before the
+/// install" holds there because a signal ended the daemon after the kill, while the run's steps
+/// still ran. Verify can hold the install (not the query before it), on the service.
+#[test]
+fn a_signal_before_its_handler_is_installed_is_an_order_verify_can_hold() {
+    check_verifiable(
+        r#"
+        host app ±10
+        host ops ±10
+        run 1 failed
+        app 100 1000 launch daemon
+        ops 200 1000 launch reload
+        app 300 1000 launch check
+        app 100 1100 rt_sigaction 1 0 = 0
+        ops 200 1500 kill 100 1
+        app 100 1600 killed 1
+        ops 200 1700 exit 0
+        app 300 3000 exit 1
+        run 2 passed
+        app 101 11000 launch daemon
+        ops 201 11000 launch reload
+        app 301 11000 launch check
+        app 101 11100 rt_sigaction 1 0 = 0
+        app 101 11200 rt_sigaction 1 24576 = 0
+        ops 201 12000 kill 101 1
+        ops 201 12100 exit 0
+        app 301 13000 exit 0
+        app 101 13500 killed 15
+        run 3 passed
+        app 102 21000 launch daemon
+        ops 202 21000 launch reload
+        app 302 21000 launch check
+        app 102 21100 rt_sigaction 1 0 = 0
+        app 102 21300 rt_sigaction 1 24576 = 0
+        ops 202 22500 kill 102 1
+        ops 202 22600 exit 0
+        app 302 23000 exit 0
+        app 102 23500 killed 15
+        "#,
+        RELOAD,
+        expect![[r#"
+            1.00 reload's kill(SIGHUP) [ops] before daemon's rt_sigaction(SIGHUP) [app]
+              { first = { step = "daemon", syscall = "rt_sigaction", signal = "SIGHUP" }, then = { step = "reload", syscall = "kill", signal = "SIGHUP" }, fails_when = "after", settle = "call", runs = 5 }
         "#]],
     );
 }
