@@ -141,11 +141,24 @@ pub fn launch(
         }
     };
     let child_sock_fd = child_sock.as_ref().map(|s| s.as_raw_fd());
-    // SAFETY: the closure only makes async-signal-safe calls (setpgid, write, seccomp, sendmsg)
-    // on data prepared before fork; it allocates nothing.
+    // SAFETY: the closure only makes async-signal-safe calls (setpgid, sigaction, sigprocmask,
+    // write, seccomp, sendmsg) on data prepared before fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             libc::setpgid(0, 0);
+            // A process starts as init would start it: every signal at its default action and
+            // none blocked, whatever the agent inherited (an agent started under nohup ignores
+            // SIGHUP, and a daemon it launched would survive the SIGHUP that ends it in
+            // production). Numbers the kernel refuses (SIGKILL, SIGSTOP, libc's own) are skipped.
+            // The raw call: libc's own refuses the numbers it reserves (32, 33), which the
+            // agent's threads may have set to ignored.
+            let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+            for sig in 1..=64 {
+                libc::syscall(libc::SYS_rt_sigaction, sig, &default as *const KernelSigaction, 0usize, 8usize);
+            }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             let mut digits = [0u8; 12];
             let text = decimal(libc::getpid() as u32, &mut digits);
             for fd in pid_filters.into_iter().flatten() {
@@ -249,6 +262,15 @@ pub fn launch(
         let _ = life.send(Life::Exited { code, signal }).await;
     });
     Ok(pid)
+}
+
+/// The kernel's `struct sigaction` on x86_64 (what the raw rt_sigaction call takes).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
 }
 
 /// Formats `n` in decimal into `buf` without allocating (for use between fork and exec).

@@ -142,3 +142,71 @@ fn hostile_requests_are_refused_and_change_nothing() {
     let _ = bystander.kill();
     let _ = bystander.wait();
 }
+
+/// A launched process starts as init would start it, whatever the agent inherited: an agent
+/// run under nohup ignores SIGHUP, and a daemon it launched must not (its SIGHUP race is the bug
+/// a user came to see).
+#[test]
+fn launched_processes_start_with_every_signal_at_its_default() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED launched_processes_start_with_every_signal_at_its_default: needs root (a capture needs tracefs)"
+        );
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = Command::new(AGENT);
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--name", "w", "--scope", "launched", "--data"])
+        .arg(data.path().join("agent"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: signal() is async-signal-safe; the agent starts with SIGHUP and SIGUSR1 ignored, as
+    // under nohup.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let _agent = Running(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "agent did not listen on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let lines = runtime.block_on(async {
+        let mut agent = common::connect(&format!("127.0.0.1:{port}"), &data.path().join("agent/token")).await;
+        agent
+            .start_capture(StartCaptureRequest {
+                capture_id: "s".into(),
+                syscalls: vec!["openat".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let launch = LaunchRequest {
+            capture_id: "s".into(),
+            run: 1,
+            name: "p".into(),
+            role: "step".into(),
+            argv: vec!["grep".into(), "-E".into(), "^Sig(Ign|Blk)".into(), "/proc/self/status".into()],
+            ..Default::default()
+        };
+        let mut notices = agent.launch(launch).await.unwrap().into_inner();
+        let mut lines = Vec::new();
+        while let Ok(Some(n)) = tokio::time::timeout(Duration::from_secs(10), notices.message()).await.unwrap() {
+            match n.notice {
+                Some(heisen_proto::process_notice::Notice::Output(o)) => lines.push(o.line),
+                Some(heisen_proto::process_notice::Notice::Exited(_)) => break,
+                _ => {}
+            }
+        }
+        agent.stop_capture(StopCaptureRequest { capture_id: "s".into() }).await.unwrap();
+        lines
+    });
+    assert_eq!(lines, vec!["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], "{lines:?}");
+}
