@@ -397,16 +397,13 @@ pub fn describe(g: &GateSpec) -> String {
 mod tests {
     use super::*;
 
+    /// Gate point `nth` of a step's syscall, no argument or path condition.
+    fn gate(step: &str, syscall: &str, nth: u32) -> GateSpec {
+        GateSpec { step: step.into(), syscall: syscall.into(), nth, signal: None, fd_at_least: None, path: None }
+    }
+
     #[test]
     fn alternatives_hold_the_first_victim_or_wait_for_exit() {
-        let gate = |step: &str, syscall: &str, nth| GateSpec {
-            step: step.into(),
-            syscall: syscall.into(),
-            nth,
-            signal: None,
-            fd_at_least: None,
-            path: None,
-        };
         let out = |t: &str| OutputMatch { process: "srv".into(), text: t.into() };
         let h = During {
             cause: GateSpec { signal: Some(1), ..gate("remount", "kill", 1) },
@@ -456,14 +453,6 @@ mod tests {
     /// binds and then serves must not be waited out before the check that needs it connects.
     #[test]
     fn only_the_failing_order_waits_for_its_leading_step_to_end() {
-        let gate = |step: &str, syscall: &str| GateSpec {
-            step: step.into(),
-            syscall: syscall.into(),
-            nth: 1,
-            signal: None,
-            fd_at_least: None,
-            path: None,
-        };
         let s = Scenario::parse(
             "s.toml",
             "name = \"t\"\n[hosts.a]\n[steps.deploy]\nhost = \"a\"\ncommand = [\"d\"]\n\
@@ -471,8 +460,8 @@ mod tests {
         )
         .unwrap();
         let order = |fails_when_after| OrderHypothesis {
-            first: gate("deploy", "bind"),
-            then: gate("check", "connect"),
+            first: gate("deploy", "bind", 1),
+            then: gate("check", "connect", 1),
             fails_when_after,
             settle_call: true,
             runs: 5,
@@ -504,14 +493,6 @@ mod tests {
     /// going through is where the schedule goes on, and "after" holds its last call instead.
     #[test]
     fn no_schedule_waits_for_a_service_to_exit() {
-        let gate = |step: &str, syscall: &str, nth| GateSpec {
-            step: step.into(),
-            syscall: syscall.into(),
-            nth,
-            signal: None,
-            fd_at_least: None,
-            path: None,
-        };
         let s = Scenario::parse(
             "s.toml",
             "name = \"t\"\n[hosts.a]\n[services.db]\nhost = \"a\"\ncommand = [\"d\"]\n\
@@ -564,14 +545,6 @@ mod tests {
 
     #[test]
     fn a_window_holds_its_closing_call_while_the_cause_runs() {
-        let gate = |step: &str, syscall: &str| GateSpec {
-            step: step.into(),
-            syscall: syscall.into(),
-            nth: 1,
-            signal: None,
-            fd_at_least: None,
-            path: None,
-        };
         let s = Scenario::parse(
             "s.toml",
             "name = \"t\"\n[hosts.a]\n[steps.reload]\nhost = \"a\"\ncommand = [\"r\"]\n\
@@ -579,9 +552,9 @@ mod tests {
         )
         .unwrap();
         let h = BetweenHypothesis {
-            cause: gate("reload", "openat"),
-            opens: GateSpec { signal: Some(15), ..gate("restart", "kill") },
-            closes: gate("restart", "renameat"),
+            cause: gate("reload", "openat", 1),
+            opens: GateSpec { signal: Some(15), ..gate("restart", "kill", 1) },
+            closes: gate("restart", "renameat", 1),
             runs: 5,
             variants: None,
         };

@@ -38,6 +38,23 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Starts `cmd` (the agent binary, set up by the caller) on a free loopback port with its data in
+/// `data`, and waits until it listens.
+fn start_agent(data: &std::path::Path, mut cmd: Command) -> (Running, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--name", "w", "--scope", "launched", "--data"])
+        .arg(data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let agent = Running(cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "agent did not listen on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (agent, port)
+}
+
 #[test]
 fn hostile_requests_are_refused_and_change_nothing() {
     if !is_root() {
@@ -45,21 +62,7 @@ fn hostile_requests_are_refused_and_change_nothing() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _agent = Running(
-        Command::new(AGENT)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "w", "--scope", "launched", "--data"])
-            .arg(data.path().join("agent"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "agent did not listen on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_agent, port) = start_agent(&data.path().join("agent"), Command::new(AGENT));
     // A process of the test's own, which the agent never launched.
     let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
     let outside = data.path().join("outside");
@@ -156,12 +159,7 @@ fn launched_processes_start_with_every_signal_at_its_default() {
     }
     use std::os::unix::process::CommandExt;
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut cmd = Command::new(AGENT);
-    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--name", "w", "--scope", "launched", "--data"])
-        .arg(data.path().join("agent"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
     // SAFETY: signal() is async-signal-safe; the agent starts with SIGHUP and SIGUSR1 ignored, as
     // under nohup.
     unsafe {
@@ -171,12 +169,7 @@ fn launched_processes_start_with_every_signal_at_its_default() {
             Ok(())
         });
     }
-    let _agent = Running(cmd.spawn().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "agent did not listen on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (_agent, port) = start_agent(&data.path().join("agent"), cmd);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let lines = runtime.block_on(async {
         let mut agent = common::connect(&format!("127.0.0.1:{port}"), &data.path().join("agent/token")).await;
