@@ -53,6 +53,8 @@ pub struct Selection {
     pub bpf_writes: bool,
     /// Syscalls and classes to record (empty: the agent's default set).
     pub syscalls: Vec<String>,
+    /// The capture lives while its lease is renewed (a session's clock probes renew it).
+    pub leased: bool,
 }
 
 impl Agent {
@@ -93,12 +95,18 @@ impl Agent {
 
     /// Takes `n` clock probes.
     pub async fn probe(&mut self, n: usize) -> Result<Vec<ProbeSample>> {
+        self.probe_renewing(n, &[]).await
+    }
+
+    /// Clock probes that also renew the leases of `captures` (the agent stops a capture whose
+    /// coordinator stopped renewing it).
+    pub async fn probe_renewing(&mut self, n: usize, captures: &[String]) -> Result<Vec<ProbeSample>> {
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
             let t1 = now_ns();
             let reply = self
                 .rpc
-                .clock_probe(proto::ProbeRequest { t1_ns: t1 })
+                .clock_probe(proto::ProbeRequest { t1_ns: t1, renew: captures.to_vec() })
                 .await
                 .map_err(|s| self.err("clock probe", s))?
                 .into_inner();
@@ -119,6 +127,7 @@ impl Agent {
             comms: selection.comms.clone(),
             pids: selection.pids.clone(),
             bpf_writes: selection.bpf_writes,
+            leased: selection.leased,
         };
         Ok(self.rpc.start_capture(req).await.map_err(|s| self.err("start capture", s))?.into_inner().into())
     }

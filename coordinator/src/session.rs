@@ -141,7 +141,10 @@ impl Session {
         for (name, agent) in session.agents.iter_mut() {
             let samples = agent.probe(8).await?;
             session.probes.lock().expect("probes").insert(name.clone(), samples);
-            let status = agent.start_capture(capture_id, selection).await?;
+            // Leased: the prober's probes renew it, so a coordinator killed -9 leaves nothing
+            // recording or running on its agents beyond the lease.
+            let status =
+                agent.start_capture(capture_id, &client::Selection { leased: true, ..selection.clone() }).await?;
             let env = agent.snapshot(capture_id, "start").await?;
             session.environments.entry(name.clone()).or_default().push(env);
             session.observers.insert(name.clone(), status.observer);
@@ -165,14 +168,19 @@ impl Session {
 
     /// Probes every agent's clock periodically until the session closes, so the clock model can
     /// fit drift and bound the error throughout the capture, not only at its ends.
+    /// The same probes renew the capture's lease on every agent: a coordinator killed -9 stops
+    /// renewing, and its agents stop the capture and end what they launched for it.
     fn start_prober(&mut self) {
         let mut agents: Vec<Agent> = self.agents.values().cloned().collect();
         let probes = self.probes.clone();
+        let renew = vec![self.capture_id.clone()];
         self.prober = Some(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(PROBE_PERIOD).await;
                 for agent in agents.iter_mut() {
-                    if let Ok(samples) = agent.probe(4).await {
+                    // One agent that does not answer must not keep the others from their renewal.
+                    let probed = tokio::time::timeout(PROBE_PERIOD * 4, agent.probe_renewing(4, &renew)).await;
+                    if let Ok(Ok(samples)) = probed {
                         probes.lock().expect("probes").entry(agent.name.clone()).or_default().extend(samples);
                     }
                 }

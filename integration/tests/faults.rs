@@ -82,3 +82,130 @@ fn no_local_user_reaches_an_agent_without_its_token() {
     assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
     drop(agent);
 }
+
+/// A `heisen agent` on loopback with its data in `data`; returns it and its address.
+fn start_agent(data: &std::path::Path) -> (Agent, String) {
+    let mut child = Command::new(heisen())
+        .args(["agent", "--listen", "127.0.0.1:0", "--name", "a", "--scope", "launched", "--data"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let addr = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.split(" listening on ").nth(1).map(str::to_string));
+        let _ = tx.send(addr);
+    });
+    let agent = Agent(child);
+    let addr = rx.recv_timeout(Duration::from_secs(15)).expect("agent announced nothing").expect("agent exited");
+    (agent, addr)
+}
+
+/// The agent's tracefs instances (`heisen-NAME-N-AGENTPID`).
+fn instances_of(agent_pid: u32) -> Vec<String> {
+    std::fs::read_dir("/sys/kernel/tracing/instances")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("heisen-") && n.ends_with(&format!("-{agent_pid}")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes running `sleep MARK`.
+fn sleepers(mark: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == mark.as_bytes()))
+                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3)).is_some_and(|st| st != "Z"))
+        })
+        .collect()
+}
+
+/// Polls `done` every 100 ms for at most `limit`; returns how long it took, or None.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// A coordinator killed -9 mid-run stops renewing its capture's lease: within the lease (5 s)
+/// the agent stops the capture (its tracefs instance goes) and ends the process it launched.
+/// Then SIGTERM ends the agent within 5 s while another coordinator's run holds streams open.
+#[test]
+fn an_agent_outlives_no_coordinator_and_obeys_sigterm() {
+    if !is_root() {
+        eprintln!("SKIPPED an_agent_outlives_no_coordinator_and_obeys_sigterm: needs root (tracefs)");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let (mut agent, addr) = start_agent(&data.path().join("agent"));
+    let agent_pid = agent.0.id();
+    let token = data.path().join("agent/token");
+    let mark = format!("{}.{}", 600, std::process::id() % 1000);
+    let scenario = data.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "name = \"lease\"\n[hosts.a]\n[steps.long]\nhost = \"a\"\ncommand = [\"sleep\", \"{mark}\"]\n\
+             [load]\nrepeat = 1\n[failure]\nstep = \"long\"\nexit = \"nonzero\"\n"
+        ),
+    )
+    .unwrap();
+    let run = || {
+        Command::new(heisen())
+            .arg("run")
+            .arg(&scenario)
+            .args(["--agent", &format!("a={addr}"), "--token-file"])
+            .arg(&token)
+            .arg("--out")
+            .arg(data.path().join("b.heisen"))
+            .current_dir(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+
+    let mut coordinator = run();
+    assert!(within(Duration::from_secs(20), || sleepers(&mark).len() == 1).is_some(), "the step never started");
+    assert!(!instances_of(agent_pid).is_empty(), "no tracefs instance while recording");
+    coordinator.kill().unwrap();
+    coordinator.wait().unwrap();
+    let took = within(Duration::from_secs(15), || sleepers(&mark).is_empty() && instances_of(agent_pid).is_empty());
+    eprintln!("coordinator killed -9: capture stopped and its step ended after {took:?} (lease 5 s)");
+    assert!(
+        took.is_some(),
+        "15 s after its coordinator died: sleepers {:?}, instances {:?}",
+        sleepers(&mark),
+        instances_of(agent_pid)
+    );
+
+    let mut coordinator = run();
+    assert!(within(Duration::from_secs(20), || sleepers(&mark).len() == 1).is_some(), "the step never started");
+    // SAFETY: signalling the agent this test started.
+    unsafe { libc::kill(agent_pid as i32, libc::SIGTERM) };
+    let took = within(Duration::from_secs(5), || matches!(agent.0.try_wait(), Ok(Some(_))));
+    eprintln!("SIGTERM with a run in flight: the agent exited after {took:?}");
+    assert!(took.is_some(), "the agent did not exit within 5 s of SIGTERM");
+    assert!(within(Duration::from_secs(2), || sleepers(&mark).is_empty()).is_some(), "its step outlived the agent");
+    assert!(instances_of(agent_pid).is_empty(), "its tracefs instance outlived the agent");
+    let _ = coordinator.kill();
+    let _ = coordinator.wait();
+}

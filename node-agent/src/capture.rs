@@ -189,6 +189,10 @@ fn read_trace(reader: Reader, mut decoder: Decoder, sink: &Sink, stopped: &Atomi
                     "argument recorder: calls recorded without their paths (BPF ring or slots full)".into(),
                 );
             }
+            // Detaching the BPF programs waits for an RCU grace period per tracepoint (about 4 s
+            // for the argument recorder's 62 here): nothing is read from them any more, so they
+            // go in the background and the stop returns at once.
+            std::thread::spawn(move || drop((writes, args)));
         }
     }
     sink.flush();

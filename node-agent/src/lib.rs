@@ -163,7 +163,9 @@ pub fn run(args: AgentArgs) -> i32 {
     let service = Arc::new(service::AgentService::new(name.clone(), args.data.clone(), sources, store, info));
     tracing::info!(token = %token_path.display(), "every call must carry this token (it is worth root on this host)");
     let code = runtime.block_on(serve(args.listen, token, service.clone()));
-    service.stop_all();
+    service.stop_all(std::time::Duration::from_secs(3));
+    // Streams' blocking readers may still run: the runtime does not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
 }
 
@@ -197,17 +199,33 @@ async fn serve(listen: SocketAddr, token: String, service: Arc<service::AgentSer
         }))
     };
     let svc = tonic::service::interceptor::InterceptedService::new(
-        proto::agent_server::AgentServer::from_arc(service),
+        proto::agent_server::AgentServer::from_arc(service.clone()),
         check,
     );
-    let shutdown = async {
+    tokio::spawn(service.clone().watch_leases());
+    // SIGTERM or Ctrl-C: the server stops taking calls and ends when its streams do; a stream
+    // that does not end (a coordinator gone quiet, a held gate) gets 1 s, then every launched
+    // process group is ended and every capture stopped (at most 2.5 s), and the agent exits: within
+    // 5 s in any state.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
         }
+        let _ = stopping.send(());
     };
+    let last = service.clone();
+    tokio::spawn(async move {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+            tracing::warn!("streams still open 1 s after the stop signal: stopping every capture and exiting");
+            let _ = tokio::task::spawn_blocking(move || last.stop_all(std::time::Duration::from_millis(2500))).await;
+            std::process::exit(0);
+        }
+    });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     match tonic::transport::Server::builder().add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await {
         Ok(()) => 0,

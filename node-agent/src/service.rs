@@ -37,7 +37,14 @@ pub struct AgentService {
     /// Every process this agent launched, by pid (its process group), with its capture: the
     /// only processes StopProcess may signal.
     launched: Mutex<HashMap<i32, String>>,
+    /// When each leased capture's lease lapses: from StartCapture (`leased`), renewed by the
+    /// coordinator's clock probes every 500 ms. A capture started without a lease has none.
+    leases: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a leased capture lives without a renewal: a coordinator killed -9 leaves its
+/// agents recording at most this long.
+pub const LEASE: Duration = Duration::from_secs(5);
 
 /// The longest a gate may hold a process without a decision, whatever the wire asks.
 const MAX_HOLD: Duration = Duration::from_secs(300);
@@ -61,6 +68,7 @@ impl AgentService {
             holds: Arc::new(HoldRegistry::default()),
             gate_sender: Arc::new(Mutex::new(None)),
             launched: Mutex::new(HashMap::new()),
+            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -115,11 +123,85 @@ impl AgentService {
         Ok(())
     }
 
-    /// Stops every capture (agent shutdown), so nothing recorded is lost.
-    pub fn stop_all(&self) {
-        for capture in self.captures.lock().expect("captures").values() {
-            capture.stop();
+    /// Stops every capture and ends every process group it launched (agent shutdown), so
+    /// nothing recorded is lost and nothing is left running.
+    /// Bounded: what has not stopped within `within` is left to the process's exit.
+    pub fn stop_all(&self, within: Duration) {
+        let deadline = std::time::Instant::now() + within;
+        let pids: Vec<i32> = self.launched.lock().expect("launched").keys().copied().collect();
+        end_groups(&pids);
+        let captures: Vec<Arc<Capture>> = self.captures.lock().expect("captures").drain().map(|(_, c)| c).collect();
+        let stopping: Vec<_> = captures.into_iter().map(|c| std::thread::spawn(move || c.stop())).collect();
+        while std::time::Instant::now() < deadline && stopping.iter().any(|t| !t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
         }
+        if stopping.iter().any(|t| !t.is_finished()) {
+            tracing::warn!("a capture did not stop within {} ms; exiting without it", within.as_millis());
+        }
+    }
+
+    /// Stops the leased captures whose coordinator stopped renewing them, and ends the processes
+    /// launched for them. Runs until the agent stops.
+    pub async fn watch_leases(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = std::time::Instant::now();
+            let lapsed: Vec<String> = {
+                let mut leases = self.leases.lock().expect("leases");
+                let ids: Vec<String> =
+                    leases.iter().filter(|(_, until)| **until < now).map(|(id, _)| id.clone()).collect();
+                for id in &ids {
+                    leases.remove(id);
+                }
+                ids
+            };
+            for id in lapsed {
+                let Some(capture) = self.captures.lock().expect("captures").remove(&id) else { continue };
+                let pids: Vec<i32> = self
+                    .launched
+                    .lock()
+                    .expect("launched")
+                    .iter()
+                    .filter(|(_, c)| **c == id)
+                    .map(|(p, _)| *p)
+                    .collect();
+                let ended = pids.len();
+                let _ = tokio::task::spawn_blocking(move || {
+                    end_groups(&pids);
+                    capture.stop();
+                })
+                .await;
+                tracing::warn!(
+                    capture = %id,
+                    ended,
+                    "no lease renewal from the coordinator for {} s: capture stopped, its tracefs instance removed, \
+                     {ended} launched process group(s) ended",
+                    LEASE.as_secs()
+                );
+            }
+        }
+    }
+}
+
+/// Ends process groups this agent launched: SIGTERM, and SIGKILL to those still there after a
+/// moment. Only groups whose leader is still the agent's child (not a reused number).
+fn end_groups(pids: &[i32]) {
+    let ours: Vec<i32> = pids
+        .iter()
+        .copied()
+        .filter(|p| *p > 1 && parent_of(*p).is_some_and(|parent| parent as u32 == std::process::id()))
+        .collect();
+    for pid in &ours {
+        // SAFETY: signalling a process group this agent created (pgid == pid).
+        unsafe { libc::kill(-pid, libc::SIGTERM) };
+    }
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < deadline && ours.iter().any(|p| parent_of(*p).is_some()) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for pid in &ours {
+        // SAFETY: as above.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
 }
 
@@ -146,7 +228,16 @@ impl proto::agent_server::Agent for AgentService {
 
     async fn clock_probe(&self, request: Request<proto::ProbeRequest>) -> Result<Response<proto::ProbeReply>, Status> {
         let t2 = now_ns();
-        let t1 = request.into_inner().t1_ns;
+        let req = request.into_inner();
+        let t1 = req.t1_ns;
+        if !req.renew.is_empty() {
+            let until = std::time::Instant::now() + LEASE;
+            let captures = self.captures.lock().expect("captures");
+            let mut leases = self.leases.lock().expect("leases");
+            for id in req.renew.iter().filter(|id| captures.contains_key(*id)) {
+                leases.insert(id.clone(), until);
+            }
+        }
         Ok(Response::new(proto::ProbeReply { t1_ns: t1, t2_ns: t2, t3_ns: now_ns() }))
     }
 
@@ -183,6 +274,9 @@ impl proto::agent_server::Agent for AgentService {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::failed_precondition(format!("cannot start capture on {}: {e}", self.name)))?;
         let capture = Arc::new(capture);
+        if req.leased {
+            self.leases.lock().expect("leases").insert(req.capture_id.clone(), std::time::Instant::now() + LEASE);
+        }
         self.captures.lock().expect("captures").insert(req.capture_id, capture.clone());
         Ok(Response::new(self.status(&capture, true)))
     }

@@ -13,7 +13,7 @@ pub use v1::*;
 use heisen_recordings as rec;
 
 /// Version of the wire contract; bumped on a breaking change.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 impl From<&rec::Event> for Event {
     fn from(e: &rec::Event) -> Self {

@@ -43,6 +43,7 @@ pub async fn run(a: CaptureArgs) -> Result<i32> {
         pids: a.pid.clone(),
         bpf_writes: a.bpf_writes,
         syscalls: a.syscalls.clone(),
+        leased: true,
     };
     let id = capture_id("capture", "adhoc");
     let mut traced = Vec::new();
