@@ -204,7 +204,7 @@ async fn serve(listen: SocketAddr, token: String, service: Arc<service::AgentSer
     );
     tokio::spawn(service.clone().watch_leases());
     // SIGTERM or Ctrl-C: the server stops taking calls and ends when its streams do; a stream
-    // that does not end (a coordinator gone quiet, a held gate) gets 1 s, then every launched
+    // that does not end (a coordinator gone quiet, a held gate) gets 0.5 s, then every launched
     // process group is ended and every capture stopped (at most 2.5 s), and the agent exits: within
     // 5 s in any state.
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -215,13 +215,20 @@ async fn serve(listen: SocketAddr, token: String, service: Arc<service::AgentSer
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},
         }
+        // Whatever happens below (a busy machine, a store slow to flush), the agent is gone 4.5 s
+        // after the signal.
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_millis(4500));
+            eprintln!("heisen-agent: still stopping 4.5 s after the stop signal; exiting now");
+            std::process::exit(0);
+        });
         let _ = stopping.send(());
     };
     let last = service.clone();
     tokio::spawn(async move {
         if stopped.await.is_ok() {
-            tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-            tracing::warn!("streams still open 1 s after the stop signal: stopping every capture and exiting");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tracing::warn!("streams still open 0.5 s after the stop signal: stopping every capture and exiting");
             let _ = tokio::task::spawn_blocking(move || last.stop_all(std::time::Duration::from_millis(2500))).await;
             std::process::exit(0);
         }

@@ -128,10 +128,10 @@ impl AgentService {
     /// Bounded: what has not stopped within `within` is left to the process's exit.
     pub fn stop_all(&self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
-        let pids: Vec<i32> = self.launched.lock().expect("launched").keys().copied().collect();
-        end_groups(&pids);
         let captures: Vec<Arc<Capture>> = self.captures.lock().expect("captures").drain().map(|(_, c)| c).collect();
         let stopping: Vec<_> = captures.into_iter().map(|c| std::thread::spawn(move || c.stop())).collect();
+        let pids: Vec<i32> = self.launched.lock().expect("launched").keys().copied().collect();
+        end_groups(&pids);
         while std::time::Instant::now() < deadline && stopping.iter().any(|t| !t.is_finished()) {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -196,13 +196,19 @@ fn end_groups(pids: &[i32]) {
         unsafe { libc::kill(-pid, libc::SIGTERM) };
     }
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
-    while std::time::Instant::now() < deadline && ours.iter().any(|p| parent_of(*p).is_some()) {
+    while std::time::Instant::now() < deadline && ours.iter().any(|p| running(*p)) {
         std::thread::sleep(Duration::from_millis(10));
     }
     for pid in &ours {
         // SAFETY: as above.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
+}
+
+/// Running: there and not a zombie waiting to be reaped.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3)).is_some_and(|state| state != "Z" && state != "X"))
 }
 
 /// A process's parent, from /proc.
