@@ -29,24 +29,7 @@ fn no_local_user_reaches_an_agent_without_its_token() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
-    let mut child = Command::new(heisen())
-        .args(["agent", "--listen", "127.0.0.1:0", "--name", "a", "--scope", "launched", "--data"])
-        .arg(data.path().join("agent"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let agent = Agent(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let addr = std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.split(" listening on ").nth(1).map(str::to_string));
-        let _ = tx.send(addr);
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(15)).expect("agent announced nothing").expect("agent exited");
+    let (agent, addr) = start_agent(&data.path().join("agent"));
     let token = data.path().join("agent/token");
     let meta = std::fs::metadata(&token).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
