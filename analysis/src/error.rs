@@ -44,6 +44,10 @@ pub enum AnalysisError {
     RecordedMismatch,
     #[error("no host `{host}` in capture {capture}; hosts: {hosts}")]
     NoHost { host: String, capture: String, hosts: String },
+    #[error("no event kind `{kind}`; kinds: {kinds}")]
+    NoKind { kind: String, kinds: String },
+    #[error("no run {run} in capture {capture}; runs: {runs}")]
+    NoRun { run: u32, capture: String, runs: String },
     #[error("host {host} of capture {capture} has no environment snapshot (recorded by an older heisen?)")]
     NoSnapshots { host: String, capture: String },
     #[error("host {host} has no snapshot at `{at}`; snapshots: {have}")]

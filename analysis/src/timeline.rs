@@ -1,6 +1,7 @@
 //! The merged timeline of a bundle, as text for people and as the JSON contract of
 //! `heisen timeline --json`: fields are only ever added, never renamed or removed.
 
+use crate::AnalysisError;
 use std::collections::HashMap;
 
 use heisen_recordings::{
@@ -21,6 +22,35 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether the filter names only hosts, kinds and runs the capture has: a typo is an error
+    /// that lists the choices, never an empty timeline.
+    pub fn check(&self, bundle: &Bundle) -> Result<(), AnalysisError> {
+        if let Some(host) = self.hosts.iter().find(|h| bundle.host(h).is_none()) {
+            let names: Vec<&str> = bundle.hosts.iter().map(|h| h.name.as_str()).collect();
+            return Err(AnalysisError::NoHost {
+                host: host.clone(),
+                capture: bundle.capture_id.clone(),
+                hosts: names.join(", "),
+            });
+        }
+        if let Some(kind) = self.kinds.iter().find(|k| !EventKind::NAMES.contains(&k.as_str())) {
+            return Err(AnalysisError::NoKind { kind: kind.clone(), kinds: EventKind::NAMES.join(", ") });
+        }
+        if let Some(run) = self.run {
+            let mut runs: std::collections::BTreeSet<u32> = bundle.runs.iter().map(|r| r.run).collect();
+            runs.extend(bundle.hosts.iter().flat_map(|h| h.events.iter().map(|e| e.run)));
+            if !runs.contains(&run) {
+                let list: Vec<String> = runs.iter().map(u32::to_string).collect();
+                return Err(AnalysisError::NoRun {
+                    run,
+                    capture: bundle.capture_id.clone(),
+                    runs: if list.is_empty() { "none".into() } else { list.join(", ") },
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn keeps(&self, host: &str, p: &Placed<&Event>) -> bool {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h == host) {
             return false;

@@ -89,6 +89,25 @@ fn timeline_refuses_damaged_bundles() {
     assert_bad_input(&heisen(&["timeline", "/nonexistent/x.heisen"]), &["/nonexistent/x.heisen"]);
 }
 
+/// A filter naming a host, kind or run the capture does not have is an error that lists the
+/// choices (it printed nothing and exited 0); the device, FIFO or huge file given as a bundle is
+/// refused at once.
+#[test]
+fn timeline_filters_name_only_what_the_capture_has() {
+    let b = "../recordings/bundles/mountd-sighup-small.heisen";
+    assert_bad_input(&heisen(&["timeline", b, "--host", "nope"]), &["no host `nope`", "hosts: client, server"]);
+    assert_bad_input(&heisen(&["timeline", b, "--kind", "sycall"]), &["no event kind `sycall`", "kinds: syscall"]);
+    assert_bad_input(&heisen(&["timeline", b, "--run", "99"]), &["no run 99", "runs: 0, 1,"]);
+    let ok = heisen(&["timeline", b, "--host", "server", "--kind", "signal", "--run", "2"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("SIGHUP"));
+    assert_bad_input(&heisen(&["timeline", "/dev/zero"]), &["/dev/zero", "not a regular file"]);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert_bad_input(&heisen(&["timeline", fifo.to_str().unwrap()]), &["FIFO"]);
+}
+
 #[test]
 fn scenario_errors_name_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();

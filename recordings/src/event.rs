@@ -272,6 +272,12 @@ pub fn superseded_execs(events: &[Event]) -> std::collections::HashSet<u64> {
 }
 
 impl EventKind {
+    /// Every name `name` gives, in its order: what `timeline --kind` accepts.
+    pub const NAMES: &'static [&'static str] = &[
+        "syscall", "signal", "exec", "fork", "exit", "lost", "launch", "output", "gate", "socket", "lock", "mount",
+        "cron", "attach",
+    ];
+
     /// The stable kind name used in `timeline --json` (`syscall`, `signal`, ...).
     pub fn name(&self) -> &'static str {
         match self {

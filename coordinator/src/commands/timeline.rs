@@ -11,6 +11,7 @@ pub fn run(a: TimelineArgs) -> Result<i32> {
     let format = if a.json { TimelineFormat::Json } else { a.format };
     let essentials = !a.all && format == TimelineFormat::Text;
     let filter = timeline::Filter { hosts: a.host, run: a.run, kinds: a.kind, essentials };
+    filter.check(&bundle)?;
     let timeline = timeline::build(&bundle, &filter);
     if timeline.violations > 0 {
         eprintln!(
