@@ -402,7 +402,7 @@ pub async fn stop(pid: i32, grace: Duration) -> bool {
 }
 
 /// Running (not gone, not a zombie waiting to be reaped).
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)).is_some_and(|state| state != "Z" && state != "X")

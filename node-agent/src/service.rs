@@ -196,19 +196,13 @@ fn end_groups(pids: &[i32]) {
         unsafe { libc::kill(-pid, libc::SIGTERM) };
     }
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
-    while std::time::Instant::now() < deadline && ours.iter().any(|p| running(*p)) {
+    while std::time::Instant::now() < deadline && ours.iter().any(|p| launch::alive(*p)) {
         std::thread::sleep(Duration::from_millis(10));
     }
     for pid in &ours {
         // SAFETY: as above.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
-}
-
-/// Running: there and not a zombie waiting to be reaped.
-fn running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rfind(')').and_then(|i| s.get(i + 2..i + 3)).is_some_and(|state| state != "Z" && state != "X"))
 }
 
 /// A process's parent, from /proc.
