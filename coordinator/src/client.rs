@@ -12,7 +12,7 @@ use heisen_recordings::{AgentInfo, CaptureStatus, ClockModel, Event, Hold, Launc
 use proto::agent_client::AgentClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Adds the bearer token (if any) to every request.
 #[derive(Clone)]
@@ -29,6 +29,22 @@ impl tonic::service::Interceptor for Auth {
 
 type Rpc = AgentClient<InterceptedService<Channel, Auth>>;
 
+/// What it takes to call agents: their token and, for agents that speak TLS, the client side of
+/// mutual TLS (PEM text).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub tls: Option<ClientTls>,
+}
+
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The authority that signed the agents' certificates.
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
 /// A connected agent.
 #[derive(Clone)]
 pub struct Agent {
@@ -37,6 +53,27 @@ pub struct Agent {
     pub addr: String,
     rpc: Rpc,
     pub info: AgentInfo,
+}
+
+/// Why an agent could not be reached, with what to check: a TLS mismatch (one side speaks TLS,
+/// the other does not, or the certificates are not of one authority) looks like a broken
+/// connection, so say so.
+fn unreachable(name: &str, addr: &str, tls: bool, e: &dyn std::error::Error) -> anyhow::Error {
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let hint = if tls {
+        "is heisen-agent running there with --tls-cert/--tls-key/--client-ca, its certificate from the authority \
+         of --ca and naming this address, and --cert issued by that authority (`heisen certs issue NAME --client`)?"
+    } else {
+        "is heisen-agent running there and listening on that address? If it speaks TLS (every agent off loopback does), pass \
+         --ca, --cert and --key"
+    };
+    anyhow!("agent {name} at {addr} is unreachable ({chain}); {hint}")
 }
 
 /// Coordinator clock: CLOCK_REALTIME nanoseconds.
@@ -59,17 +96,22 @@ pub struct Selection {
 
 impl Agent {
     /// Connects and says hello; errors name the host and address and say what to check.
-    pub async fn connect(name: &str, addr: &str, token: Option<&str>) -> Result<Agent> {
-        let url = format!("http://{addr}");
-        let endpoint = Endpoint::from_shared(url.clone())
+    pub async fn connect(name: &str, addr: &str, credentials: &Credentials) -> Result<Agent> {
+        let scheme = if credentials.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .with_context(|| format!("agent {name}: `{addr}` is not a valid HOST:PORT"))?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| anyhow!("agent {name} at {addr} is unreachable ({e}); is heisen-agent running there and listening on that address?"))?;
-        let auth = Auth(match token {
+        if let Some(tls) = &credentials.tls {
+            let config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&tls.ca))
+                .identity(Identity::from_pem(&tls.cert, &tls.key));
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| anyhow!("agent {name}: the TLS files do not load ({e}); check --ca, --cert and --key"))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| unreachable(name, addr, credentials.tls.is_some(), &e))?;
+        let auth = Auth(match &credentials.token {
             Some(t) => Some(
                 format!("Bearer {t}")
                     .parse()
@@ -81,7 +123,10 @@ impl Agent {
         let info = tokio::time::timeout(Duration::from_secs(5), rpc.hello(proto::HelloRequest {}))
             .await
             .map_err(|_| anyhow!("agent {name} at {addr} did not answer Hello within 5 s"))?
-            .map_err(|s| anyhow!("agent {name} at {addr} refused Hello: {}", s.message()))?
+            .map_err(|s| match s.code() {
+                tonic::Code::Unauthenticated => anyhow!("agent {name} at {addr} refused Hello: {}", s.message()),
+                _ => unreachable(name, addr, credentials.tls.is_some(), &s),
+            })?
             .into_inner();
         if info.protocol_version != proto::PROTOCOL_VERSION {
             return Err(anyhow!(

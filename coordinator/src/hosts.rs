@@ -2,22 +2,46 @@
 //! connected and with the placeholders a scenario needs.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
 use heisen_recordings::Scenario;
 
 use crate::output::progress;
-use crate::{client, session, Target};
+use crate::{client, session, Access, Target};
 
-pub fn read_token(path: &Option<PathBuf>) -> Result<Option<String>> {
-    match path {
-        None => Ok(None),
+/// The token and TLS files of `--token-file --ca --cert --key`, read (the key only when no one
+/// else can read it).
+pub fn credentials(access: &Access) -> Result<client::Credentials> {
+    let token = match &access.token_file {
+        None => None,
         Some(p) => {
             let t = std::fs::read_to_string(p).with_context(|| format!("cannot read token file {}", p.display()))?;
-            Ok(Some(t.trim().to_string()))
+            Some(t.trim().to_string())
         }
-    }
+    };
+    let tls = match (&access.ca, &access.cert, &access.key) {
+        (Some(ca), Some(cert), Some(key)) => Some(client::ClientTls {
+            ca: heisen_certs::read(ca, "CA certificate")?,
+            cert: heisen_certs::read(cert, "client certificate")?,
+            key: heisen_certs::read_private(key, "client key")?,
+        }),
+        _ => None,
+    };
+    Ok(client::Credentials { token, tls })
+}
+
+/// The credentials of local hosts the harness started: their token, and mutual TLS when they
+/// listen off loopback.
+pub fn local_credentials(hosts: &heisen_harness::Hosts) -> Result<client::Credentials> {
+    let tls = match &hosts.tls {
+        Some(files) => Some(client::ClientTls {
+            ca: heisen_certs::read(&files.ca, "CA certificate")?,
+            cert: heisen_certs::read(&files.client.cert, "client certificate")?,
+            key: heisen_certs::read_private(&files.client.key, "client key")?,
+        }),
+        None => None,
+    };
+    Ok(client::Credentials { token: hosts.token.clone(), tls })
 }
 
 pub fn parse_agents(specs: &[String]) -> Result<BTreeMap<String, String>> {
@@ -39,7 +63,7 @@ pub struct Hosts {
 }
 
 pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
-    let (addrs, token, harness) = if target.local {
+    let (addrs, credentials, harness) = if target.local {
         use heisen_harness as hosts;
         let exe = std::env::current_exe().context("cannot find the heisen binary")?;
         let options = hosts::Options { loopback: target.loopback, skews: parse_agents(&target.skews)? };
@@ -47,9 +71,9 @@ pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
         if let hosts::Mode::Loopback(why) = &h.mode {
             progress(&format!("note: local hosts on loopback ({why})"));
         }
-        (h.agents.clone(), h.token.clone(), Some(h))
+        (h.agents.clone(), local_credentials(&h)?, Some(h))
     } else {
-        (parse_agents(&target.agents)?, read_token(&target.token_file)?, None)
+        (parse_agents(&target.agents)?, credentials(&target.access)?, None)
     };
     let missing: Vec<_> = scenario.hosts.iter().filter(|h| !addrs.contains_key(*h)).cloned().collect();
     if !missing.is_empty() {
@@ -62,7 +86,7 @@ pub async fn connect(scenario: &Scenario, target: &Target) -> Result<Hosts> {
     let mut agents = BTreeMap::new();
     let mut host_addrs = BTreeMap::new();
     for (name, addr) in &addrs {
-        agents.insert(name.clone(), client::Agent::connect(name, addr, token.as_deref()).await?);
+        agents.insert(name.clone(), client::Agent::connect(name, addr, &credentials).await?);
         let ip = harness.as_ref().and_then(|h| h.host_addrs.get(name).cloned());
         host_addrs.insert(
             name.clone(),

@@ -59,6 +59,10 @@ enum Command {
     /// Measure and print numbers (see docs/BENCHMARKS.md); build with --release. Without a
     /// subcommand: `record`.
     Bench(BenchArgs),
+    /// Make TLS certificates for a fleet: a small authority, one certificate per agent, one per
+    /// coordinator. Agents off loopback require them (mutual TLS).
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Run a heisen agent (same as the heisen-agent binary); used by local hosts.
     #[command(hide = true)]
     Agent(heisen_agent::AgentArgs),
@@ -78,13 +82,71 @@ pub struct Target {
     /// With --local, testing option: skew a host's agent clock, e.g. server=+750ms,100ppm.
     #[arg(long = "skew", value_name = "HOST=OFFSET[,DRIFTppm]", requires = "local", allow_hyphen_values = true)]
     pub skews: Vec<String>,
-    /// File with the agents' shared token.
-    #[arg(long)]
-    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub access: Access,
     /// A directory every host sees at the same path (an NFS share): `{shared}` in scenarios.
     /// Local hosts get one of their own.
     #[arg(long, value_name = "DIR")]
     pub shared: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Make a new authority: DIR/ca.pem (give it to agents as --client-ca and to coordinators as
+    /// --ca) and DIR/ca.key (keep it off the agents' hosts).
+    Init {
+        /// Directory of the authority and the certificates it issues.
+        #[arg(long, default_value = "heisen-tls")]
+        dir: PathBuf,
+        /// Days the authority is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue DIR/NAME.pem and DIR/NAME.key: for an agent (--ip/--dns: the addresses coordinators
+    /// dial it at) or for a coordinator (--client).
+    Issue {
+        /// The certificate's name (an agent's host name, or the coordinator's).
+        name: String,
+        /// Directory of the authority (`heisen certs init`).
+        #[arg(long, default_value = "heisen-tls")]
+        dir: PathBuf,
+        /// An IP address the agent is dialled at (repeatable).
+        #[arg(long)]
+        ip: Vec<std::net::IpAddr>,
+        /// A DNS name the agent is dialled at (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// A client certificate, for a coordinator (it can call agents but not serve as one).
+        #[arg(long, conflicts_with_all = ["ip", "dns"])]
+        client: bool,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How to reach agents: their token, and mutual TLS for agents that listen off loopback.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Access {
+    /// File with the agents' shared token (the agent's DATA/token, or its --token-file).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The authority that signed the agents' certificates (`ca.pem` of `heisen certs init`).
+    /// With --cert and --key: call agents over mutual TLS.
+    #[arg(long, value_name = "FILE", requires_all = ["cert", "key"])]
+    pub ca: Option<PathBuf>,
+    /// This coordinator's client certificate (`heisen certs issue NAME --client`).
+    #[arg(long, value_name = "FILE", requires_all = ["ca", "key"])]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert, readable by its owner only.
+    #[arg(long, value_name = "FILE", requires_all = ["ca", "cert"])]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -239,9 +301,8 @@ struct CaptureArgs {
     /// A running agent: NAME=HOST:PORT (repeat per host).
     #[arg(long = "agent", value_name = "NAME=ADDR", required = true)]
     agents: Vec<String>,
-    /// File with the agents' shared token.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    access: Access,
     /// Stop after this long (e.g. 30s, 5m, 500ms); without it, record until Ctrl-C.
     #[arg(long = "for", value_name = "DURATION")]
     duration: Option<String>,
@@ -366,18 +427,18 @@ struct AgentsArgs {
     /// NAME=HOST:PORT (repeatable).
     #[arg(long = "agent", value_name = "NAME=ADDR", required = true)]
     agents: Vec<String>,
-    /// File with the agents' shared token.
-    #[arg(long)]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    access: Access,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
 fn main() {
-    // Die quietly when the reader of our output goes away (`heisen timeline | head`).
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // SIGPIPE stays ignored: with its default action, a socket whose peer went away (an agent
+    // that speaks TLS to a plaintext call, a coordinator gone) would kill heisen or a local agent
+    // in silence. Output whose reader went away (`heisen timeline | head`) ends quietly instead.
+    output::quiet_on_broken_pipe();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(code) = heisen_agent::run_helper(&args) {
         std::process::exit(code);
@@ -427,6 +488,7 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Timeline(a) => commands::timeline::run(a),
         Command::Agents(a) => commands::agents::run(a).await,
         Command::Diff(a) => commands::diff::run(a),
+        Command::Certs(c) => commands::certs::run(c),
         Command::Capture(a) => commands::capture::run(a).await,
         Command::Bench(BenchArgs { command, record }) => {
             commands::bench::run(command.unwrap_or(BenchCommand::Record(record))).await

@@ -9,6 +9,24 @@ use std::time::{Duration, Instant};
 
 use heisen_recordings::Bundle;
 
+/// Ends the process quietly (exit 141, as a shell reports a SIGPIPE death) when printing to
+/// stdout fails because its reader went away; every other panic is reported as usual.
+pub fn quiet_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 /// A progress line on stderr (long work shows progress).
 pub fn progress(line: &str) {
     eprintln!("{line}");

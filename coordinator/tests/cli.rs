@@ -316,3 +316,23 @@ fn bench_json_has_a_row_per_measurement_with_its_target() {
     assert!(gate["met"].is_boolean(), "{gate}");
     assert!(method("bare allow-all seccomp filter (floor)")["met"].is_null());
 }
+
+/// `heisen timeline BUNDLE | head -1`: when the reader goes away, heisen ends quietly (141, as a
+/// SIGPIPE death reads in a shell) with no panic on stderr; SIGPIPE itself stays ignored, so a
+/// socket whose peer went away is an error, not a silent death.
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let bundle = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recordings/bundles/mountd-sighup-small.heisen");
+    let mut child = Command::new(HEISEN)
+        .args(["timeline", "--all"])
+        .arg(&bundle)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first line
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -33,6 +33,8 @@ pub enum HarnessError {
     NoAgentProgram,
     #[error("no free bridge id in 20..220 (stale hzbr* links?)")]
     NoBridge,
+    #[error("cannot make the hosts' TLS certificates: {0}")]
+    Certs(#[from] heisen_certs::CertError),
 }
 
 pub type Result<T> = std::result::Result<T, HarnessError>;
@@ -47,6 +49,13 @@ pub enum Mode {
     Netns,
     /// Loopback fallback, with the reason netns could not be used.
     Loopback(String),
+}
+
+/// The TLS files a client of netns hosts needs.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub client: heisen_certs::Pair,
 }
 
 /// What to start.
@@ -66,6 +75,8 @@ pub struct Hosts {
     /// host -> address other hosts reach it at (for `{host:NAME}`).
     pub host_addrs: BTreeMap<String, String>,
     pub token: Option<String>,
+    /// Agents off loopback (netns) speak mutual TLS: the authority and the client's pair.
+    pub tls: Option<TlsFiles>,
     children: Vec<Child>,
     namespaces: Vec<String>,
     host_netns: BTreeMap<String, String>,
@@ -120,6 +131,18 @@ impl Hosts {
         self.dir.path().join("token")
     }
 
+    /// What a `heisen` command needs to reach these hosts: `--token-file` and, in netns mode,
+    /// `--ca --cert --key`.
+    pub fn client_args(&self) -> Vec<String> {
+        let mut args = vec!["--token-file".to_string(), self.token_file().display().to_string()];
+        if let Some(tls) = &self.tls {
+            for (flag, path) in [("--ca", &tls.ca), ("--cert", &tls.client.cert), ("--key", &tls.client.key)] {
+                args.extend([flag.to_string(), path.display().to_string()]);
+            }
+        }
+        args
+    }
+
     /// Makes the agents' token (random, in a file only we can read) and returns it.
     fn write_token(&self) -> Result<String> {
         use std::io::{Read, Write};
@@ -155,6 +178,7 @@ impl Hosts {
             agents: BTreeMap::new(),
             host_addrs: BTreeMap::new(),
             token: None,
+            tls: None,
             children: Vec::new(),
             namespaces: Vec::new(),
             host_netns: BTreeMap::new(),
@@ -164,6 +188,14 @@ impl Hosts {
         // Every agent requires a token (loopback too): one for all of them, readable by us only.
         started.token = Some(started.write_token()?);
         let id = if mode == Mode::Netns { started.bridge_up()? } else { 0 };
+        // Off loopback an agent requires TLS: an authority of the hosts' own, a certificate per
+        // agent naming its address, and one for the client.
+        let tls_dir = started.dir.path().join("tls");
+        if mode == Mode::Netns {
+            let ca = heisen_certs::init(&tls_dir, 2)?;
+            let client = heisen_certs::issue(&tls_dir, "coordinator", &heisen_certs::Role::Client, 2)?;
+            started.tls = Some(TlsFiles { ca: ca.cert, client });
+        }
         let mut spawned = Vec::new();
         for (i, host) in hosts.iter().enumerate() {
             let data = started.dir.path().join(format!("agent-{host}"));
@@ -177,6 +209,17 @@ impl Hosts {
                     let (ns, addr) = started.netns_host(id, i)?;
                     started.host_netns.insert(host.clone(), ns.clone());
                     args.extend(["--scope".into(), "netns".into()]);
+                    let pair = heisen_certs::issue(
+                        &tls_dir,
+                        &format!("agent-{i}"),
+                        &heisen_certs::Role::Agent { sans: vec![addr.clone()] },
+                        2,
+                    )?;
+                    for (flag, path) in
+                        [("--tls-cert", &pair.cert), ("--tls-key", &pair.key), ("--client-ca", &tls_dir.join("ca.pem"))]
+                    {
+                        args.extend([flag.into(), path.display().to_string()]);
+                    }
                     (format!("{addr}:7800"), addr, Some(ns))
                 }
                 Mode::Loopback(_) => {

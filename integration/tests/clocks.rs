@@ -23,10 +23,8 @@ fn skew_is_recovered_within_the_reported_bound() {
     let names: Vec<String> = skews.keys().cloned().collect();
     let hosts = Hosts::start(&[heisen(), "agent".into()], &names, &Options { loopback: false, skews }).unwrap();
     assert_eq!(hosts.mode, Mode::Netns);
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, hosts.token.as_ref().unwrap()).unwrap();
-    let mut args = vec!["agents".to_string(), "--json".into(), "--token-file".into(), token.display().to_string()];
+    let mut args = vec!["agents".to_string(), "--json".into()];
+    args.extend(hosts.client_args());
     for (host, addr) in &hosts.agents {
         args.extend(["--agent".into(), format!("{host}={addr}")]);
     }

@@ -68,9 +68,15 @@ fn no_local_user_reaches_an_agent_without_its_token() {
 
 /// A `heisen agent` on loopback with its data in `data`; returns it and its address.
 fn start_agent(data: &std::path::Path) -> (Agent, String) {
+    start_agent_with(data, &[])
+}
+
+/// `start_agent` with more agent arguments.
+fn start_agent_with(data: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Agent, String) {
     let mut child = Command::new(heisen())
         .args(["agent", "--listen", "127.0.0.1:0", "--name", "a", "--scope", "launched", "--data"])
         .arg(data)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -87,6 +93,107 @@ fn start_agent(data: &std::path::Path) -> (Agent, String) {
     let agent = Agent(child);
     let addr = rx.recv_timeout(Duration::from_secs(15)).expect("agent announced nothing").expect("agent exited");
     (agent, addr)
+}
+
+/// `heisen` with `args`: its exit code, and its stdout and stderr together.
+fn heisen_run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let out = Command::new(heisen()).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// With mutual TLS, only a caller holding a client certificate of the agent's authority gets
+/// through (and it still needs the token): no certificate, a certificate of another authority,
+/// and an agent's own certificate used as a client are all refused. An agent off loopback does not
+/// start without TLS unless told --insecure-plaintext.
+#[test]
+fn with_mutual_tls_only_clients_of_the_authority_get_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, other) = (dir.path().join("tls"), dir.path().join("other"));
+    let os = |s: &str| std::ffi::OsString::from(s);
+    for (args, what) in [
+        (vec![os("certs"), os("init"), os("--dir"), tls.clone().into()], "init"),
+        (
+            vec![os("certs"), os("issue"), os("a"), os("--ip"), os("127.0.0.1"), os("--dir"), tls.clone().into()],
+            "agent",
+        ),
+        (vec![os("certs"), os("issue"), os("coord"), os("--client"), os("--dir"), tls.clone().into()], "client"),
+        (vec![os("certs"), os("init"), os("--dir"), other.clone().into()], "other init"),
+        (vec![os("certs"), os("issue"), os("coord"), os("--client"), os("--dir"), other.clone().into()], "other"),
+    ] {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = heisen_run(&refs);
+        assert_eq!(code, Some(0), "certs {what}: {stderr}");
+    }
+    let file = |d: &std::path::Path, f: &str| d.join(f).into_os_string();
+    let data = dir.path().join("agent");
+    let (tls_cert, tls_key, ca) = (file(&tls, "a.pem"), file(&tls, "a.key"), file(&tls, "ca.pem"));
+    let (agent, addr) = start_agent_with(
+        &data,
+        &["--tls-cert".as_ref(), &tls_cert, "--tls-key".as_ref(), &tls_key, "--client-ca".as_ref(), &ca],
+    );
+    let token = data.join("token").into_os_string();
+    let target = os(&format!("a={addr}"));
+    let call = |extra: &[&std::ffi::OsStr]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["agents".as_ref(), "--agent".as_ref(), &target];
+        args.extend_from_slice(extra);
+        heisen_run(&args)
+    };
+    let tls_args = |dir: &std::path::Path, name: &str| {
+        [
+            os("--ca"),
+            ca.clone(),
+            os("--cert"),
+            file(dir, &format!("{name}.pem")),
+            os("--key"),
+            file(dir, &format!("{name}.key")),
+        ]
+    };
+    let [a, b, c, d, e, f] = tls_args(&tls, "coord");
+    let (code, stderr) = call(&["--token-file".as_ref(), &token, &a, &b, &c, &d, &e, &f]);
+    assert_eq!(code, Some(0), "a client of the authority with the token: {stderr}");
+
+    let refused: [(&str, Vec<std::ffi::OsString>, &str); 4] = [
+        ("no certificate (plaintext)", vec![os("--token-file"), token.clone()], "unreachable"),
+        (
+            "another authority's client",
+            [vec![os("--token-file"), token.clone()], tls_args(&other, "coord").to_vec()].concat(),
+            "unreachable",
+        ),
+        (
+            "the agent's own certificate as a client",
+            [vec![os("--token-file"), token.clone()], tls_args(&tls, "a").to_vec()].concat(),
+            "unreachable",
+        ),
+        ("a client of the authority without the token", tls_args(&tls, "coord").to_vec(), "requires a token"),
+    ];
+    for (what, extra, says) in refused {
+        let refs: Vec<&std::ffi::OsStr> = extra.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = call(&refs);
+        assert_eq!(code, Some(2), "{what} got through: {stderr}");
+        assert!(stderr.contains(says), "{what}: expected `{says}` in: {stderr}");
+    }
+    drop(agent);
+
+    // Off loopback: no TLS, no start; half the TLS flags, no start.
+    let plain = std::fs::write(dir.path().join("t"), "s3cret").and_then(|()| {
+        std::fs::set_permissions(dir.path().join("t"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+    });
+    plain.unwrap();
+    let t = file(dir.path(), "t");
+    let d2 = dir.path().join("d2").into_os_string();
+    for (args, says) in [
+        (
+            vec![os("agent"), os("--listen"), os("0.0.0.0:0"), os("--token-file"), t.clone(), os("--data"), d2.clone()],
+            "without TLS",
+        ),
+        (vec![os("agent"), os("--tls-cert"), tls_cert.clone(), os("--data"), d2.clone()], "go together"),
+    ] {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let (code, stderr) = heisen_run(&refs);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(says), "expected `{says}` in: {stderr}");
+    }
 }
 
 /// The agent's tracefs instances (`heisen-NAME-N-AGENTPID`).

@@ -37,7 +37,7 @@ fn a_python_programs_file_work_is_recorded_with_paths_at_call_time() {
     for host in ["app", "ops"] {
         capture.args(["--agent", &format!("{host}={}", hosts.agents[host])]);
     }
-    capture.arg("--token-file").arg(hosts.token_file()).args(["--for", "8s", "--json", "--out"]).arg(&bundle);
+    capture.args(hosts.client_args()).args(["--for", "8s", "--json", "--out"]).arg(&bundle);
     let running = recording(&mut capture);
 
     let (app, ops) = (hosts.netns("app").unwrap().to_string(), hosts.netns("ops").unwrap().to_string());

@@ -34,7 +34,8 @@ use heisen_proto as proto;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "heisen-agent", version)]
 pub struct AgentArgs {
-    /// Address to serve gRPC on. Anything but loopback requires --token-file (a token you chose).
+    /// Address to serve gRPC on. Anything but loopback requires --token-file (a token you chose)
+    /// and TLS (--tls-cert, --tls-key, --client-ca), or --insecure-plaintext.
     #[arg(long, default_value = "127.0.0.1:7800")]
     pub listen: SocketAddr,
     /// Directory for the agent's store (sled) and work dirs.
@@ -48,6 +49,21 @@ pub struct AgentArgs {
     /// root on this host: whoever has it can launch processes as the agent's user.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// This agent's certificate (PEM), e.g. from `heisen certs issue NAME --ip ADDR`. With
+    /// --tls-key and --client-ca, the agent speaks mutual TLS: only callers with a certificate
+    /// from that authority get through (and they still need the token).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM), readable by its owner only.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The authority whose client certificates are admitted (PEM), e.g. `ca.pem` of `heisen certs init`.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS (the token then crosses the network in clear:
+    /// only on a network you trust entirely).
+    #[arg(long)]
+    pub insecure_plaintext: bool,
     /// Which processes belong to this host: the agent's network namespace, or only what it launched
     /// (for several agents sharing one kernel on loopback).
     #[arg(long, value_enum, default_value_t = ScopeArg::Netns)]
@@ -92,6 +108,22 @@ pub fn run(args: AgentArgs) -> i32 {
             "heisen-agent: refusing to listen on {} without --token-file: the agent launches processes as its user, \
              so a non-loopback address needs a token you chose and gave the coordinator (write one to a file only \
              you can read, and pass --token-file FILE)",
+            args.listen
+        );
+        return 2;
+    }
+    let tls = match server_tls(&args) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("heisen-agent: {e}");
+            return 2;
+        }
+    };
+    if !args.listen.ip().is_loopback() && tls.is_none() && !args.insecure_plaintext {
+        eprintln!(
+            "heisen-agent: refusing to listen on {} without TLS: the token would cross the network in clear, and it \
+             is worth root on this host. Give --tls-cert, --tls-key and --client-ca (`heisen certs init` and `heisen \
+             certs issue` make them), or --insecure-plaintext on a network you trust entirely",
             args.listen
         );
         return 2;
@@ -162,14 +194,40 @@ pub fn run(args: AgentArgs) -> i32 {
     let sources = environment::Sources { scope: scope.clone(), crontab_dirs: args.crontab_dir.clone() };
     let service = Arc::new(service::AgentService::new(name.clone(), args.data.clone(), sources, store, info));
     tracing::info!(token = %token_path.display(), "every call must carry this token (it is worth root on this host)");
-    let code = runtime.block_on(serve(args.listen, token, service.clone()));
+    let code = runtime.block_on(serve(args.listen, token, tls, service.clone()));
     service.stop_all(std::time::Duration::from_secs(3));
     // Streams' blocking readers may still run: the runtime does not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
 }
 
-async fn serve(listen: SocketAddr, token: String, service: Arc<service::AgentService>) -> i32 {
+/// Mutual TLS from the three files, all or none.
+fn server_tls(args: &AgentArgs) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => {
+            let cert = heisen_certs::read(cert, "certificate").map_err(|e| e.to_string())?;
+            let key = heisen_certs::read_private(key, "TLS key").map_err(|e| e.to_string())?;
+            let ca = heisen_certs::read(ca, "client CA").map_err(|e| e.to_string())?;
+            Ok(Some(
+                ServerTlsConfig::new()
+                    .identity(Identity::from_pem(cert, key))
+                    .client_ca_root(Certificate::from_pem(ca)),
+            ))
+        }
+        _ => Err("--tls-cert, --tls-key and --client-ca go together: the agent speaks TLS only with client \
+                  certificates (mutual TLS)"
+            .into()),
+    }
+}
+
+async fn serve(
+    listen: SocketAddr,
+    token: String,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    service: Arc<service::AgentService>,
+) -> i32 {
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -177,7 +235,18 @@ async fn serve(listen: SocketAddr, token: String, service: Arc<service::AgentSer
             return 2;
         }
     };
-    tracing::info!(name = %service.name, %listen, "agent ready");
+    let tls_on = tls.is_some();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = match server.tls_config(tls) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("heisen-agent: the TLS certificate or key does not load: {e}");
+                return 2;
+            }
+        };
+    }
+    tracing::info!(name = %service.name, %listen, tls = tls_on, "agent ready");
     // A line on stdout that launchers can wait for.
     println!(
         "heisen-agent {} listening on {}",
@@ -234,7 +303,7 @@ async fn serve(listen: SocketAddr, token: String, service: Arc<service::AgentSer
         }
     });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    match tonic::transport::Server::builder().add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await {
+    match server.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("heisen-agent: server failed: {e}");

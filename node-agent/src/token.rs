@@ -2,7 +2,7 @@
 //! always required, kept in a file only its owner can read, and compared in constant time.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use subtle::ConstantTimeEq;
@@ -10,32 +10,8 @@ use subtle::ConstantTimeEq;
 /// The token in `path`, refused when the file is readable or writable by group or others, or
 /// owned by another user than the agent's (anyone who can read it is root on this host).
 pub(crate) fn load(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != euid {
-        return Err(format!(
-            "token file {} is owned by uid {}, not by the agent's user (uid {euid}): whoever owns it can replace the \
-             token; chown it",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "token file {} has mode {mode:o}: group or others can read it, and the token is worth root on this host; \
-             chmod 600 {}",
-            path.display(),
-            path.display()
-        ));
-    }
-    let token = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        return Err(format!("token file {} is empty", path.display()));
-    }
-    Ok(token)
+    let token = heisen_certs::read_private(path, "token file").map_err(|e| e.to_string())?;
+    Ok(token.trim().to_string())
 }
 
 /// The agent's own token when none is given: `DATA/token`, made on first start (32 random bytes
@@ -71,6 +47,8 @@ pub(crate) fn admits(expected: &str, header: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -66,7 +66,7 @@ pub async fn hosts(plan: &Plan, progress: impl Fn(&str)) -> Result<(String, Vec<
     };
     let mut agents = BTreeMap::new();
     for (name, addr) in &hosts.agents {
-        agents.insert(name.clone(), Agent::connect(name, addr, hosts.token.as_deref()).await?);
+        agents.insert(name.clone(), Agent::connect(name, addr, &crate::hosts::local_credentials(&hosts)?).await?);
     }
     let mut rows = clock_rows(&hosts, &mut agents, plan.bursts, &progress).await?;
     let b = agents.get_mut("b").expect("host b");

@@ -282,7 +282,7 @@ pub async fn record(sizes: &Sizes, progress: impl Fn(&str)) -> Result<Vec<Row>> 
         &["bench".to_string()],
         &heisen_harness::Options { loopback: true, ..Default::default() },
     )?;
-    let mut agent = Agent::connect("bench", &hosts.agents["bench"], hosts.token.as_deref()).await?;
+    let mut agent = Agent::connect("bench", &hosts.agents["bench"], &crate::hosts::local_credentials(&hosts)?).await?;
     let observer = agent.info.capabilities.kernel_tracing;
     let strace = Command::new("strace").arg("-V").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     let mut rows = Vec::new();

@@ -2,15 +2,15 @@
 
 use anyhow::Result;
 
-use crate::hosts::{parse_agents, read_token};
+use crate::hosts::{credentials, parse_agents};
 use crate::{client, AgentsArgs};
 
 pub async fn run(a: AgentsArgs) -> Result<i32> {
-    let token = read_token(&a.token_file)?;
+    let credentials = credentials(&a.access)?;
     let mut rows = Vec::new();
     let mut unreachable = false;
     for (name, addr) in parse_agents(&a.agents)? {
-        match client::Agent::connect(&name, &addr, token.as_deref()).await {
+        match client::Agent::connect(&name, &addr, &credentials).await {
             Ok(mut agent) => {
                 let samples = agent.probe(16).await?;
                 let clock = client::fit(&name, &samples)?;

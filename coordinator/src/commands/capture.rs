@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, Result};
 
 use crate::files::{capture_id, write_bundle};
-use crate::hosts::{parse_agents, read_token};
+use crate::hosts::{credentials, parse_agents};
 use crate::output::{progress, LiveLine};
 use crate::{client, session, CaptureArgs};
 
@@ -33,10 +33,10 @@ pub async fn run(a: CaptureArgs) -> Result<i32> {
         let classes: Vec<&str> = heisen_recordings::CLASSES.iter().map(|(c, _)| *c).collect();
         anyhow::bail!("--syscalls: `{bad}` is neither a syscall heisen records nor a class ({})", classes.join(", "));
     }
-    let token = read_token(&a.token_file)?;
+    let credentials = credentials(&a.access)?;
     let mut agents = BTreeMap::new();
     for (name, addr) in parse_agents(&a.agents)? {
-        agents.insert(name.clone(), client::Agent::connect(&name, &addr, token.as_deref()).await?);
+        agents.insert(name.clone(), client::Agent::connect(&name, &addr, &credentials).await?);
     }
     let selection = client::Selection {
         comms: a.comm.clone(),

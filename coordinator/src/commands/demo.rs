@@ -52,7 +52,7 @@ pub async fn run(args: &DemoArgs) -> Result<i32> {
         local: true,
         loopback: args.loopback,
         skews: args.skews.clone(),
-        token_file: None,
+        access: Default::default(),
         shared: None,
     };
     let Hosts { agents, vars, harness } = crate::hosts::connect(&scenario, &target).await?;

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod bench;
 pub mod capture;
+pub mod certs;
 pub mod demo;
 pub mod diff;
 pub mod explain;

@@ -66,11 +66,11 @@ pub fn box_host(test: &str) -> Option<Hosts> {
     Some(Hosts::start(&[heisen(), "agent".into()], &["box".to_string()], &Options::default()).unwrap())
 }
 
-/// `heisen capture` on one host of `hosts`, with its token; the test adds the rest.
+/// `heisen capture` on one host of `hosts`, with its token and TLS files; the test adds the rest.
 #[allow(dead_code)] // not every test binary captures ad hoc
 pub fn capture_on(hosts: &Hosts, host: &str) -> Command {
     let mut cmd = Command::new(heisen());
-    cmd.args(["capture", "--agent", &format!("{host}={}", hosts.agents[host]), "--token-file"]).arg(hosts.token_file());
+    cmd.args(["capture", "--agent", &format!("{host}={}", hosts.agents[host])]).args(hosts.client_args());
     cmd
 }
 
