@@ -1,4 +1,5 @@
-//! The agent launches processes as its user, so anything but loopback needs a shared token.
+//! The agent launches processes as its user, so every call needs its token, and anything but
+//! loopback needs a token chosen by the operator and TLS.
 //! These run the real `heisen-agent` binary and talk real gRPC to it.
 
 use std::process::{Child, Command, Stdio};
@@ -41,6 +42,20 @@ fn public_listen_without_token_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--token-file"), "{stderr}");
+    // With a token but no TLS, still refused: the token would cross the network in clear.
+    let token_file = data.path().join("token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = Command::new(AGENT)
+        .args(["--listen", &format!("0.0.0.0:{}", free_port()), "--token-file"])
+        .arg(&token_file)
+        .arg("--data")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("without TLS"), "{stderr}");
 }
 
 #[test]
@@ -52,7 +67,7 @@ fn calls_without_the_token_are_refused() {
     let port = free_port();
     let _agent = Running(
         Command::new(AGENT)
-            .args(["--listen", &format!("0.0.0.0:{port}"), "--name", "t", "--scope", "launched", "--data"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--name", "t", "--scope", "launched", "--data"])
             .arg(data.path().join("store"))
             .arg("--token-file")
             .arg(&token_file)
