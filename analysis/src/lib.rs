@@ -15,6 +15,7 @@ mod align;
 pub mod diff;
 mod error;
 pub mod explain;
+pub mod losses;
 pub mod recorded;
 pub mod schedule;
 pub mod strace;

@@ -255,7 +255,7 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
                 "signal": signal_name(k.signal), "sender_pid": k.sender_pid, "sender_comm": k.sender_comm,
             })),
         }),
-        EventKind::Lost { count, location } => json!({"count": count, "where": location}),
+        EventKind::Lost { count, location, from_ns } => json!({"count": count, "where": location, "from_ns": from_ns}),
         EventKind::Launch { name, role, argv } => json!({"name": name, "role": role, "argv": argv}),
         EventKind::Output { name, stream, line } => {
             json!({"name": name, "stream": stream, "line": line})
@@ -356,7 +356,12 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         }
         EventKind::Fork { child_pid, .. } => format!("fork -> {child_pid}"),
         EventKind::Exit { exit_code, killed_by } => exit_text(*exit_code, killed_by.as_ref()),
-        EventKind::Lost { count, location } => format!("LOST {count} events ({location})"),
+        EventKind::Lost { count, location, from_ns: Some(from) } => {
+            let span = (e.raw_ns - from) as f64 / 1e9;
+            let what = if *count > 0 { format!("{count} events") } else { "everything".to_string() };
+            format!("LOST {what} of the {span:.3} s before this ({location})")
+        }
+        EventKind::Lost { count, location, from_ns: None } => format!("LOST {count} events ({location})"),
         EventKind::Launch { name, role, .. } => format!("launch {role} {name}"),
         EventKind::Output { stream, line, .. } => format!("{stream}: {line}"),
         EventKind::Gate { gate, action } => format!("gate {gate} {action}"),

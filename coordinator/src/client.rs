@@ -76,6 +76,14 @@ fn unreachable(name: &str, addr: &str, tls: bool, e: &dyn std::error::Error) -> 
     anyhow!("agent {name} at {addr} is unreachable ({chain}); {hint}")
 }
 
+/// How often an idle or busy connection to an agent is pinged (HTTP/2 PING).
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// How long an unanswered ping may wait before the connection and its calls fail.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest a pull may go without a message before the agent counts as lost.
+const PULL_QUIET: Duration = Duration::from_secs(10);
+
 /// Coordinator clock: CLOCK_REALTIME nanoseconds.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
@@ -101,7 +109,13 @@ impl Agent {
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .with_context(|| format!("agent {name}: `{addr}` is not a valid HOST:PORT"))?
             .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // An agent that stops answering (stopped, partitioned, its host gone) fails every call
+            // in flight on its connection within KEEPALIVE + KEEPALIVE_TIMEOUT, streams included:
+            // no call waits on a lost agent for longer.
+            .http2_keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         if let Some(tls) = &credentials.tls {
             let config = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(&tls.ca))
@@ -191,6 +205,17 @@ impl Agent {
         Ok((Gates(tx), Holds { agent: self.clone(), notices }))
     }
 
+    /// A capture's state without changing it; None when the agent has no such capture (an
+    /// agent that restarted on a fresh data directory).
+    pub async fn capture_state(&mut self, capture: &str) -> Result<Option<CaptureStatus>> {
+        let req = proto::CaptureStateRequest { capture_id: capture.into() };
+        match self.rpc.capture_state(req).await {
+            Ok(reply) => Ok(Some(reply.into_inner().into())),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(self.err("capture state", s)),
+        }
+    }
+
     pub async fn stop_capture(&mut self, capture: &str) -> Result<CaptureStatus> {
         let req = proto::StopCaptureRequest { capture_id: capture.into() };
         Ok(self.rpc.stop_capture(req).await.map_err(|s| self.err("stop capture", s))?.into_inner().into())
@@ -233,7 +258,16 @@ impl Agent {
         let req = proto::StreamEventsRequest { capture_id: capture.into(), from_seq: 0 };
         let mut stream = self.rpc.stream_events(req).await.map_err(|s| self.err("stream events", s))?.into_inner();
         let mut events = Vec::new();
-        while let Some(item) = stream.message().await.map_err(|s| self.err("stream events", s))? {
+        loop {
+            let next = tokio::time::timeout(PULL_QUIET, stream.message()).await.map_err(|_| {
+                anyhow!(
+                    "agent {} ({}) sent nothing for {} s while its events were pulled",
+                    self.name,
+                    self.addr,
+                    PULL_QUIET.as_secs()
+                )
+            })?;
+            let Some(item) = next.map_err(|s| self.err("stream events", s))? else { break };
             events.push(Event::try_from(item).map_err(|e| anyhow!("agent {}: {e}", self.name))?);
         }
         Ok(events)

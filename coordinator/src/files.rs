@@ -26,6 +26,21 @@ pub fn write_bundle(bundle: &Bundle, out: Option<PathBuf>) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// An error naming every host whose recording in `bundle` (written to `path`) is incomplete, and
+/// why; None when every host is whole. Commands print what they have, then exit 2 with it.
+pub fn incomplete_hosts(bundle: &Bundle, path: &Path) -> Option<anyhow::Error> {
+    let notes: Vec<String> =
+        bundle.hosts.iter().filter_map(|h| h.incomplete.as_ref().map(|why| format!("{}: {why}", h.name))).collect();
+    if notes.is_empty() {
+        return None;
+    }
+    Some(anyhow!(
+        "the capture is incomplete; {} was written with what the hosts had ({}); `lost` events in it cover what is missing",
+        path.display(),
+        notes.join("; ")
+    ))
+}
+
 pub fn scenario_or_bundle(path: &Path) -> Result<(Scenario, Option<Bundle>)> {
     let mut head = [0u8; 8];
     let is_bundle = heisen_recordings::open_regular(path)

@@ -49,6 +49,9 @@ enum Command {
     /// Production style: no scenario. Syscalls are recorded for the processes --comm/--pid
     /// select (all without them); signals, exec/exit, mounts, cron jobs and file locks host-wide.
     Capture(CaptureArgs),
+    /// Recover a capture's stored events from its agents into a bundle: after a coordinator
+    /// died, or to fill in a host an incomplete bundle lacks (--into).
+    Pull(PullArgs),
     /// Show a bundle's merged timeline.
     Timeline(TimelineArgs),
     /// Environment differences (mounts, daemons, crontabs, interfaces) between two hosts of a
@@ -423,6 +426,30 @@ struct RecordArgs {
 }
 
 #[derive(Args, Debug)]
+struct PullArgs {
+    /// An agent that recorded the capture: NAME=HOST:PORT (repeat per host).
+    #[arg(long = "agent", value_name = "NAME=ADDR", required = true)]
+    agents: Vec<String>,
+    #[command(flatten)]
+    access: Access,
+    /// The capture id (as the incomplete bundle's error, `heisen capture` or the agent's log
+    /// names it); default: the --into bundle's.
+    #[arg(long, value_name = "ID", required_unless_present = "into")]
+    capture: Option<String>,
+    /// An incomplete bundle of this capture: the pulled hosts replace its recordings of them,
+    /// keeping its runs, scenario and environment snapshots.
+    #[arg(long, value_name = "BUNDLE")]
+    into: Option<PathBuf>,
+    /// Bundle file to write (default: the --into bundle, replaced atomically; else
+    /// heisen-out/CAPTURE.heisen).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct AgentsArgs {
     /// NAME=HOST:PORT (repeatable).
     #[arg(long = "agent", value_name = "NAME=ADDR", required = true)]
@@ -463,7 +490,7 @@ fn main() {
 /// An error and its causes on one line. Library errors already say their source in their own
 /// message (`cannot open X: permission denied`), so a cause whose text is already there is not
 /// repeated.
-fn one_line(e: &anyhow::Error) -> String {
+pub fn one_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
@@ -489,6 +516,7 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Agents(a) => commands::agents::run(a).await,
         Command::Diff(a) => commands::diff::run(a),
         Command::Certs(c) => commands::certs::run(c),
+        Command::Pull(a) => commands::pull::run(a).await,
         Command::Capture(a) => commands::capture::run(a).await,
         Command::Bench(BenchArgs { command, record }) => {
             commands::bench::run(command.unwrap_or(BenchCommand::Record(record))).await

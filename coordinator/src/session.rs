@@ -30,6 +30,10 @@ const THROUGH_TIMEOUT: Duration = Duration::from_secs(2);
 const HOLD_TIMEOUT_MS: u64 = 30_000;
 /// How often the clock of every agent is probed during a capture (a burst of 4 each time).
 const PROBE_PERIOD: Duration = Duration::from_millis(500);
+/// The longest a state query or a probe burst may take before the agent counts as lost.
+const STATE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest stopping a capture may take (it detaches BPF programs: about 1.4 s here).
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Values for placeholders the coordinator expands: `{host:NAME}` and `{port}`.
 #[derive(Clone, Debug)]
@@ -106,6 +110,21 @@ pub struct Session {
     lines_at_release: HashMap<String, usize>,
     /// Environment snapshots per host: start, each run once its services are up, end.
     environments: BTreeMap<String, Vec<Environment>>,
+    /// Hosts whose agent was seen to have restarted (a new boot id) during the capture, with
+    /// when the coordinator noticed.
+    restarted: BTreeMap<String, String>,
+}
+
+/// What a host's state looks like to the live counter.
+pub enum HostState {
+    Recording {
+        events: u64,
+    },
+    /// Its agent restarted and forgot the capture: nothing is recorded there any more.
+    Restarted {
+        stored: u64,
+    },
+    Unreachable(anyhow::Error),
 }
 
 impl Session {
@@ -137,6 +156,7 @@ impl Session {
             observed: Vec::new(),
             lines_at_release: HashMap::new(),
             environments: BTreeMap::new(),
+            restarted: BTreeMap::new(),
         };
         for (name, agent) in session.agents.iter_mut() {
             let samples = agent.probe(8).await?;
@@ -188,12 +208,33 @@ impl Session {
         }));
     }
 
-    /// Each host's recorded event count so far (StartCapture of a running capture reports it).
-    pub async fn counts(&mut self) -> BTreeMap<String, Result<u64>> {
+    /// Each host's state: its recorded event count so far, or that its agent restarted (and
+    /// forgot the capture) or does not answer. Never starts anything.
+    pub async fn counts(&mut self) -> BTreeMap<String, HostState> {
+        let id = self.capture_id.clone();
+        // Every agent at once, each within STATE_TIMEOUT: one lost agent never stalls the rest.
+        let asked = futures::future::join_all(self.agents.iter_mut().map(|(name, agent)| {
+            let id = id.clone();
+            async move {
+                let answer = tokio::time::timeout(STATE_TIMEOUT, agent.capture_state(&id)).await;
+                (name.clone(), agent.info.boot_id.clone(), answer)
+            }
+        }))
+        .await;
         let mut out = BTreeMap::new();
-        for (name, agent) in self.agents.iter_mut() {
-            let status = agent.start_capture(&self.capture_id, &client::Selection::default()).await;
-            out.insert(name.clone(), status.map(|s| s.events));
+        for (name, old_boot, answer) in asked {
+            let state = match answer {
+                Err(_) => HostState::Unreachable(anyhow!("no answer within {} s", STATE_TIMEOUT.as_secs())),
+                Ok(Err(e)) => HostState::Unreachable(e),
+                Ok(Ok(Some(s))) if s.boot_id == old_boot && !s.forgotten => HostState::Recording { events: s.events },
+                Ok(Ok(status)) => {
+                    let stored = status.as_ref().map_or(0, |s| s.events);
+                    let new_boot = status.map(|s| s.boot_id).unwrap_or_default();
+                    self.restarted.entry(name.clone()).or_insert_with(|| restart_note(&name, &old_boot, &new_boot));
+                    HostState::Restarted { stored }
+                }
+            };
+            out.insert(name, state);
         }
         out
     }
@@ -443,10 +484,19 @@ impl Session {
     /// Takes an environment snapshot on every host. A host that cannot answer only loses its
     /// snapshot (the run goes on; `diff` says what is missing).
     async fn snapshot_all(&mut self, at: &str) {
-        for (name, agent) in self.agents.iter_mut() {
-            match agent.snapshot(&self.capture_id, at).await {
-                Ok(env) => self.environments.entry(name.clone()).or_default().push(env),
-                Err(e) => tracing::warn!(host = %name, error = %e, "no environment snapshot"),
+        let id = self.capture_id.clone();
+        // Every host at once, each bounded: a snapshot reads /proc and the mount table (well under
+        // a second); an agent that does not answer gets none.
+        let taken = futures::future::join_all(self.agents.iter_mut().map(|(name, agent)| {
+            let id = id.clone();
+            async move { (name.clone(), tokio::time::timeout(STOP_TIMEOUT, agent.snapshot(&id, at)).await) }
+        }))
+        .await;
+        for (name, env) in taken {
+            match env {
+                Ok(Ok(env)) => self.environments.entry(name).or_default().push(env),
+                Ok(Err(e)) => tracing::warn!(host = %name, error = %e, "no environment snapshot"),
+                Err(_) => tracing::warn!(host = %name, "no environment snapshot within {} s", STOP_TIMEOUT.as_secs()),
             }
         }
     }
@@ -610,26 +660,118 @@ impl Session {
         if let Some(prober) = self.prober.take() {
             prober.abort();
         }
+        // Which agents still answer, all at once: one that does not costs STATE_TIMEOUT once,
+        // and nothing more is asked of it.
+        let silent: HashSet<String> = self
+            .counts()
+            .await
+            .into_iter()
+            .filter(|(_, state)| matches!(state, HostState::Unreachable(_)))
+            .map(|(name, _)| name)
+            .collect();
+        let mut answering: BTreeMap<String, Agent> = std::mem::take(&mut self.agents);
+        let mut lost_agents: BTreeMap<String, Agent> = BTreeMap::new();
+        for name in &silent {
+            if let Some(agent) = answering.remove(name) {
+                lost_agents.insert(name.clone(), agent);
+            }
+        }
+        self.agents = answering;
         self.snapshot_all(&SnapshotAt::End.to_string()).await;
+        // Every agent ends at once, each bounded.
+        let id = self.capture_id.clone();
+        let mut ends = futures::future::join_all(self.agents.iter_mut().map(|(name, agent)| {
+            let id = id.clone();
+            async move {
+                let probed = tokio::time::timeout(STATE_TIMEOUT, agent.probe(8)).await.ok().and_then(Result::ok);
+                let stopped = match tokio::time::timeout(STOP_TIMEOUT, agent.stop_capture(&id)).await {
+                    Ok(Ok(status)) => Stop::Done(status),
+                    Ok(Err(e)) => Stop::Failed(e),
+                    Err(_) => Stop::Silent(STOP_TIMEOUT),
+                };
+                // An agent that let the stop time out does not answer: do not wait on it again.
+                // One whose stop failed is pulled only if it still answers at all.
+                let answers = match &stopped {
+                    Stop::Silent(_) => false,
+                    Stop::Done(_) => true,
+                    Stop::Failed(_) => {
+                        matches!(tokio::time::timeout(STATE_TIMEOUT, agent.capture_state(&id)).await, Ok(Ok(_)))
+                    }
+                };
+                let pulled = if answers { Some(agent.pull(&id).await) } else { None };
+                (name.clone(), probed, stopped, pulled, client::now_ns())
+            }
+        }))
+        .await;
+        for name in lost_agents.keys() {
+            ends.push((name.clone(), None, Stop::Silent(STATE_TIMEOUT), None, client::now_ns()));
+        }
+        self.agents.append(&mut lost_agents);
         let mut hosts = Vec::new();
-        for (name, agent) in self.agents.iter_mut() {
-            let mut samples = self.probes.lock().expect("probes").remove(name).unwrap_or_default();
-            samples.extend(agent.probe(8).await?);
-            let status = agent.stop_capture(&self.capture_id).await?;
-            let events = agent.pull(&self.capture_id).await?;
+        for (name, probed, stopped, pulled, end_ns) in ends {
+            let agent = &self.agents[&name];
+            let mut samples = self.probes.lock().expect("probes").remove(&name).unwrap_or_default();
+            samples.extend(probed.unwrap_or_default());
+            let clock = client::fit(&name, &samples)?;
+            let mut incomplete = self.restarted.remove(&name);
+            let mut lost = 0;
+            match stopped {
+                Stop::Done(status) => {
+                    lost = status.lost;
+                    if status.forgotten || status.boot_id != agent.info.boot_id {
+                        incomplete.get_or_insert_with(|| restart_note(&name, &agent.info.boot_id, &status.boot_id));
+                    }
+                }
+                Stop::Failed(e) => {
+                    incomplete.get_or_insert_with(|| format!("agent {name} could not stop the capture: {e:#}"));
+                }
+                Stop::Silent(waited) => {
+                    incomplete.get_or_insert_with(|| {
+                        format!("agent {name} ({}) did not answer within {} s at the end", agent.addr, waited.as_secs())
+                    });
+                }
+            }
+            let mut events = match pulled {
+                Some(Ok(events)) => events,
+                failed => {
+                    let e = match failed {
+                        Some(Err(e)) => format!(" ({e:#})"),
+                        _ => String::new(),
+                    };
+                    let why = format!(
+                        "none of its events could be pulled{e}; once its agent answers, `heisen pull --agent \
+                         {name}={} --capture {}` recovers what it stored",
+                        agent.addr, self.capture_id
+                    );
+                    incomplete = Some(match incomplete {
+                        Some(first) => format!("{first}; {why}"),
+                        None => why,
+                    });
+                    Vec::new()
+                }
+            };
+            let missing = HostRecording::mark_seq_gaps(&mut events);
+            if missing > 0 && incomplete.is_none() {
+                incomplete = Some(format!("{missing} events are missing from agent {name}'s store (sequence gaps)"));
+            }
+            if let Some(why) = &incomplete {
+                let host_ns = |t: i64| t + clock.offset_at(t);
+                HostRecording::mark_lost_span(&mut events, host_ns(self.started_ns), host_ns(end_ns), why);
+            }
             hosts.push(HostRecording {
                 name: name.clone(),
                 agent_version: agent.info.version.clone(),
                 kernel: agent.info.kernel.clone(),
-                observer: self.observers.get(name).cloned().unwrap_or_default(),
-                clock: client::fit(name, &samples)?,
+                observer: self.observers.get(&name).cloned().unwrap_or_default(),
+                clock,
                 probes: samples,
                 events,
-                lost: status.lost,
-                environments: self.environments.remove(name).unwrap_or_default(),
+                lost,
+                environments: self.environments.remove(&name).unwrap_or_default(),
+                incomplete,
             });
         }
-        Ok(Bundle {
+        let mut bundle = Bundle {
             capture_id: self.capture_id,
             started_ns: self.started_ns,
             scenario: scenario.map(|s| ScenarioSource { path: scenario_path.to_string(), text: s.text.clone() }),
@@ -637,8 +779,35 @@ impl Session {
             runs: self.runs,
             causal: self.causal,
             placeholders: std::mem::take(&mut self.shared.lock().expect("shared").placeholders),
-        })
+        };
+        // A run during which a host recorded nothing cannot be judged: it counts as invalid.
+        for (run, why) in heisen_analysis::losses::runs_with_loss(&bundle) {
+            if let Some(outcome) = bundle.runs.iter_mut().find(|r| r.run == run && r.valid) {
+                outcome.valid = false;
+                outcome.note = format!("a host lost events during this run ({why})");
+            }
+        }
+        Ok(bundle)
     }
+}
+
+/// How stopping a capture on one agent went at the end of a session.
+enum Stop {
+    Done(heisen_recordings::CaptureStatus),
+    Failed(anyhow::Error),
+    /// No answer within this long.
+    Silent(Duration),
+}
+
+/// Why a host's recording stops early when its agent restarted.
+fn restart_note(host: &str, old_boot: &str, new_boot: &str) -> String {
+    let new_boot = if new_boot.is_empty() { "unknown" } else { new_boot };
+    format!(
+        "agent {host} restarted during the capture (boot id {old_boot}, then {new_boot}) and never records a capture \
+         it forgot: nothing of {host} after its last stored event is in this bundle (a crash loses at most the last \
+         {} ms before it)",
+        heisen_recordings::CRASH_WINDOW_MS
+    )
 }
 
 fn not_reached(gate: &GateSpec) -> String {

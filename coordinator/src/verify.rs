@@ -182,6 +182,22 @@ async fn run_ordering(
     Ok(result)
 }
 
+/// Counts again from the runs as the bundle has them: a run a host's loss touched was found
+/// invalid only when the capture closed (see `Session::close`).
+pub fn recount(results: &mut [OrderingResult], runs: &[RunOutcome]) {
+    for result in results.iter_mut() {
+        let mine: Vec<&RunOutcome> =
+            runs.iter().filter(|r| r.ordering.as_deref() == Some(result.name.as_str())).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        result.runs = mine.iter().filter(|r| r.valid).count() as u32;
+        result.failures = mine.iter().filter(|r| r.valid && r.failed).count() as u32;
+        result.invalid = mine.iter().filter(|r| !r.valid).count() as u32;
+        result.notes = mine.iter().filter(|r| !r.valid).map(|r| r.note.clone()).collect();
+    }
+}
+
 /// How often the failure happens by itself: the valid load runs without gates of a capture.
 /// Beside the forced rates it is the amplification verify gives (8/16 by itself, 5/5 forced).
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]

@@ -249,6 +249,7 @@ fn timeline_prints_strace_notation() {
         events: vec![Event { seq: 0, raw_ns: 1000, pid: 42, comm: "svc".into(), run: 0, kind: openat }],
         lost: 0,
         environments: vec![],
+        incomplete: None,
     };
     let bundle = heisen_recordings::Bundle {
         causal: vec![],

@@ -90,7 +90,7 @@ impl Sink {
             pid: 0,
             comm: String::new(),
             run: 0,
-            kind: EventKind::Lost { count, location },
+            kind: EventKind::Lost { count, location, from_ns: None },
         });
     }
 
@@ -596,6 +596,9 @@ impl Capture {
         }
         self.cgroup.lock().expect("cgroup").take();
         self.sink.flush();
+        if let Err(e) = self.sink.store.mark_stopped(&self.sink.capture) {
+            tracing::error!(capture = %self.sink.capture, error = %e, "cannot note the capture as stopped");
+        }
         let _ = self.sink.store.flush();
     }
 }

@@ -186,6 +186,7 @@ pub fn run(args: AgentArgs) -> i32 {
         kernel: kernel_release(),
         capabilities: Some(capabilities()),
         pid: std::process::id(),
+        boot_id: boot_id(),
     };
     if info.capabilities.as_ref().is_some_and(|c| c.root) {
         tracefs::remove_stale_instances();
@@ -310,6 +311,20 @@ async fn serve(
             1
         }
     }
+}
+
+/// Random per start of the agent (16 hex digits): the coordinator tells a restarted agent by it.
+fn boot_id() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: bytes is a valid 8-byte buffer.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let value = if got == 8 {
+        u64::from_ne_bytes(bytes)
+    } else {
+        // No entropy yet: the start time and pid still differ between two runs.
+        capture::now_ns() as u64 ^ (u64::from(std::process::id()) << 32)
+    };
+    format!("{value:016x}")
 }
 
 fn hostname() -> String {

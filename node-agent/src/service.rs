@@ -32,6 +32,9 @@ pub struct AgentService {
     pub store: Arc<Store>,
     pub info: proto::AgentInfo,
     captures: Mutex<HashMap<String, Arc<Capture>>>,
+    /// Captures this run of the agent stopped, with their status at the stop: never started
+    /// again, still answered for.
+    stopped: Mutex<HashMap<String, proto::CaptureStatus>>,
     holds: Arc<HoldRegistry>,
     gate_sender: GateSender,
     /// Every process this agent launched, by pid (its process group), with its capture: the
@@ -65,6 +68,7 @@ impl AgentService {
             store,
             info,
             captures: Mutex::new(HashMap::new()),
+            stopped: Mutex::new(HashMap::new()),
             holds: Arc::new(HoldRegistry::default()),
             gate_sender: Arc::new(Mutex::new(None)),
             launched: Mutex::new(HashMap::new()),
@@ -85,7 +89,41 @@ impl AgentService {
             events: capture.sink.events(),
             lost: capture.sink.lost(),
             observer: capture.observer.clone(),
+            boot_id: self.info.boot_id.clone(),
+            forgotten: false,
         }
+    }
+
+    /// Stops a live capture and remembers its final status.
+    async fn stop_live(&self, capture: Arc<Capture>) -> Result<proto::CaptureStatus, Status> {
+        let c = capture.clone();
+        tokio::task::spawn_blocking(move || c.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
+        self.captures.lock().expect("captures").remove(&capture.id);
+        let status = self.status(&capture, false);
+        self.stopped.lock().expect("stopped").insert(capture.id.clone(), status.clone());
+        Ok(status)
+    }
+
+    /// The state of a capture that is not recording: stopped by this run of the agent, or
+    /// stored by an earlier run (forgotten); None when the store has no such capture.
+    fn not_recording(&self, id: &str) -> Result<Option<proto::CaptureStatus>, Status> {
+        if let Some(status) = self.stopped.lock().expect("stopped").get(id) {
+            return Ok(Some(status.clone()));
+        }
+        if !self.store.has(id) {
+            return Ok(None);
+        }
+        let events = self.store.next_seq(id).map_err(|e| Status::internal(e.to_string()))?;
+        let stopped = self.store.was_stopped(id).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Some(proto::CaptureStatus {
+            capture_id: id.to_string(),
+            recording: false,
+            events,
+            lost: 0,
+            observer: String::new(),
+            boot_id: self.info.boot_id.clone(),
+            forgotten: !stopped,
+        }))
     }
 
     /// Where a capture's launched processes run (`{workdir}`).
@@ -166,11 +204,8 @@ impl AgentService {
                     .map(|(p, _)| *p)
                     .collect();
                 let ended = pids.len();
-                let _ = tokio::task::spawn_blocking(move || {
-                    end_groups(&pids);
-                    capture.stop();
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(move || end_groups(&pids)).await;
+                let _ = self.stop_live(capture).await;
                 tracing::warn!(
                     capture = %id,
                     ended,
@@ -261,6 +296,21 @@ impl proto::agent_server::Agent for AgentService {
         if let Ok(existing) = self.capture(&req.capture_id) {
             return Ok(Response::new(self.status(&existing, true)));
         }
+        // A capture is recorded by one run of one agent, once: starting it again would reuse
+        // its sequence numbers and hide the time it was not recorded.
+        if let Some(status) = self.not_recording(&req.capture_id)? {
+            let why = if status.forgotten {
+                "was recording when an earlier run of this agent ended (a crash or restart): nothing after its last \
+                 stored event was recorded"
+            } else {
+                "was stopped"
+            };
+            return Err(Status::failed_precondition(format!(
+                "capture `{}` {why}; it is never started again. Its {} stored events can still be pulled \
+                 (`heisen pull`)",
+                req.capture_id, status.events
+            )));
+        }
         let (store, name, scope) = (self.store.clone(), self.name.clone(), self.scope.clone());
         let id = req.capture_id.clone();
         let workdir = self.workdir(&id);
@@ -285,11 +335,26 @@ impl proto::agent_server::Agent for AgentService {
         &self,
         request: Request<proto::StopCaptureRequest>,
     ) -> Result<Response<proto::CaptureStatus>, Status> {
-        let capture = self.capture(&request.into_inner().capture_id)?;
-        let c = capture.clone();
-        tokio::task::spawn_blocking(move || c.stop()).await.map_err(|e| Status::internal(e.to_string()))?;
-        self.captures.lock().expect("captures").remove(&capture.id);
-        Ok(Response::new(self.status(&capture, false)))
+        let id = request.into_inner().capture_id;
+        valid_id(&id)?;
+        match self.capture(&id) {
+            Ok(capture) => Ok(Response::new(self.stop_live(capture).await?)),
+            Err(not_live) => self.not_recording(&id)?.map(Response::new).ok_or(not_live),
+        }
+    }
+
+    async fn capture_state(
+        &self,
+        request: Request<proto::CaptureStateRequest>,
+    ) -> Result<Response<proto::CaptureStatus>, Status> {
+        let id = request.into_inner().capture_id;
+        valid_id(&id)?;
+        if let Ok(capture) = self.capture(&id) {
+            return Ok(Response::new(self.status(&capture, true)));
+        }
+        self.not_recording(&id)?
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("agent {} has no capture `{id}`", self.name)))
     }
 
     async fn snapshot(&self, request: Request<proto::SnapshotRequest>) -> Result<Response<proto::Environment>, Status> {
@@ -324,6 +389,12 @@ impl proto::agent_server::Agent for AgentService {
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let req = request.into_inner();
         valid_id(&req.capture_id)?;
+        if !self.store.has(&req.capture_id) {
+            return Err(Status::not_found(format!(
+                "agent {} has no capture `{}` in its store",
+                self.name, req.capture_id
+            )));
+        }
         let store = self.store.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use heisen_proto::{
-    AttachRequest, LaunchRequest, StartCaptureRequest, StopCaptureRequest, StopProcessRequest, StreamEventsRequest,
+    AttachRequest, CaptureStateRequest, HelloRequest, LaunchRequest, StartCaptureRequest, StopCaptureRequest,
+    StopProcessRequest, StreamEventsRequest,
 };
 use tonic::Code;
 
@@ -202,4 +203,65 @@ fn launched_processes_start_with_every_signal_at_its_default() {
         lines
     });
     assert_eq!(lines, vec!["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"], "{lines:?}");
+}
+
+/// A capture is recorded by one run of one agent, once: a stopped capture is never started
+/// again, an unknown id is NOT_FOUND for state and events and creates nothing, and after a
+/// kill -9 and restart the agent has a new boot id, tells the capture it was recording
+/// (forgotten) from the one it had stopped, and refuses to start the forgotten one again.
+#[test]
+fn a_capture_is_recorded_once_and_a_restart_forgets_nothing_in_silence() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED a_capture_is_recorded_once_and_a_restart_forgets_nothing_in_silence: needs root (a capture needs \
+             tracefs)"
+        );
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("agent");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let start =
+        |id: &str| StartCaptureRequest { capture_id: id.into(), syscalls: vec!["openat".into()], ..Default::default() };
+    let state = |id: &str| CaptureStateRequest { capture_id: id.into() };
+
+    let (agent, port) = start_agent(&dir, Command::new(AGENT));
+    let first_boot = runtime.block_on(async {
+        let mut agent = common::connect(&format!("127.0.0.1:{port}"), &dir.join("token")).await;
+        let boot = agent.hello(HelloRequest {}).await.unwrap().into_inner().boot_id;
+        agent.start_capture(start("stopped")).await.unwrap();
+        agent.start_capture(start("running")).await.unwrap();
+        let s = agent.stop_capture(StopCaptureRequest { capture_id: "stopped".into() }).await.unwrap().into_inner();
+        assert!(!s.recording && !s.forgotten && s.boot_id == boot, "{s:?}");
+        let e = agent.start_capture(start("stopped")).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("never started again"), "{}", e.message());
+        for id in ["nope", "nope"] {
+            let e = agent.capture_state(state(id)).await.unwrap_err();
+            assert_eq!(e.code(), Code::NotFound, "{e:?}");
+            let e = agent.stream_events(StreamEventsRequest { capture_id: id.into(), from_seq: 0 }).await.unwrap_err();
+            assert_eq!(e.code(), Code::NotFound, "{e:?}");
+        }
+        let s = agent.capture_state(state("running")).await.unwrap().into_inner();
+        assert!(s.recording && !s.forgotten, "{s:?}");
+        boot
+    });
+    drop(agent); // SIGKILL, mid-capture of `running`
+
+    let (_agent, port) = start_agent(&dir, Command::new(AGENT));
+    runtime.block_on(async {
+        let mut agent = common::connect(&format!("127.0.0.1:{port}"), &dir.join("token")).await;
+        let boot = agent.hello(HelloRequest {}).await.unwrap().into_inner().boot_id;
+        assert_ne!(boot, first_boot, "a restarted agent kept its boot id");
+        let s = agent.capture_state(state("stopped")).await.unwrap().into_inner();
+        assert!(!s.recording && !s.forgotten, "a cleanly stopped capture counts as forgotten: {s:?}");
+        let s = agent.capture_state(state("running")).await.unwrap().into_inner();
+        assert!(!s.recording && s.forgotten && s.boot_id == boot, "{s:?}");
+        let e = agent.start_capture(start("running")).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains("earlier run of this agent"), "{}", e.message());
+        // Stopping it again is harmless and says what it is.
+        let s = agent.stop_capture(StopCaptureRequest { capture_id: "running".into() }).await.unwrap().into_inner();
+        assert!(s.forgotten, "{s:?}");
+    });
 }

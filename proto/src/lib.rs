@@ -13,7 +13,7 @@ pub use v1::*;
 use heisen_recordings as rec;
 
 /// Version of the wire contract; bumped on a breaking change.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 impl From<&rec::Event> for Event {
     fn from(e: &rec::Event) -> Self {
@@ -58,7 +58,9 @@ impl From<&rec::Event> for Event {
                 sender_pid: killed_by.as_ref().map_or(0, |k| k.sender_pid),
                 sender_comm: killed_by.as_ref().map(|k| k.sender_comm.clone()).unwrap_or_default(),
             }),
-            rec::EventKind::Lost { count, location } => Kind::Lost(Lost { count: *count, r#where: location.clone() }),
+            rec::EventKind::Lost { count, location, .. } => {
+                Kind::Lost(Lost { count: *count, r#where: location.clone() })
+            }
             rec::EventKind::Launch { name, role, argv } => {
                 Kind::Launch(Launch { name: name.clone(), role: role.clone(), argv: argv.clone() })
             }
@@ -230,7 +232,7 @@ impl TryFrom<Event> for rec::Event {
                     sender_comm: x.sender_comm,
                 }),
             },
-            Kind::Lost(l) => rec::EventKind::Lost { count: l.count, location: l.r#where },
+            Kind::Lost(l) => rec::EventKind::Lost { count: l.count, location: l.r#where, from_ns: None },
             Kind::Launch(l) => rec::EventKind::Launch { name: l.name, role: l.role, argv: l.argv },
             Kind::Output(o) => rec::EventKind::Output { name: o.name, stream: o.stream, line: o.line },
             Kind::Gate(g) => rec::EventKind::Gate { gate: g.gate, action: g.action },
@@ -314,6 +316,7 @@ impl From<AgentInfo> for rec::AgentInfo {
                 seccomp_notify: c.seccomp_notify,
                 tracing_unavailable_reason: c.tracing_unavailable_reason,
             },
+            boot_id: i.boot_id,
         }
     }
 }
@@ -326,6 +329,8 @@ impl From<CaptureStatus> for rec::CaptureStatus {
             events: s.events,
             lost: s.lost,
             observer: s.observer,
+            boot_id: s.boot_id,
+            forgotten: s.forgotten,
         }
     }
 }
@@ -410,7 +415,7 @@ mod tests {
                 phase: rec::SignalPhase::Deliver,
                 result: 0,
             },
-            rec::EventKind::Lost { count: 3, location: "cpu0".into() },
+            rec::EventKind::Lost { count: 3, location: "cpu0".into(), from_ns: None },
             rec::EventKind::Gate { gate: "w:write#3".into(), action: "held".into() },
             rec::EventKind::Socket {
                 local: "10.0.0.2:7070".into(),

@@ -63,6 +63,62 @@ pub struct HostRecording {
     /// Environment snapshots: capture start, each run once its services are up, capture end.
     #[serde(default)]
     pub environments: Vec<crate::Environment>,
+    /// Why this host's recording is incomplete (its agent crashed, restarted or could not be
+    /// reached at the end), with what to do; None when it is whole. The spans it lacks are `lost`
+    /// events among its events.
+    #[serde(default)]
+    pub incomplete: Option<String>,
+}
+
+impl HostRecording {
+    /// Turns every gap in the sequence numbers of `events` (sorted by seq) into a `lost` event
+    /// at the first missing number, spanning the time between its neighbours; returns how many
+    /// events are missing. A capture's first event is seq 0.
+    pub fn mark_seq_gaps(events: &mut Vec<Event>) -> u64 {
+        let mut out = Vec::with_capacity(events.len());
+        let mut missing = 0;
+        let mut expected = 0u64;
+        let mut last_ns = None;
+        for e in events.drain(..) {
+            if e.seq > expected {
+                missing += e.seq - expected;
+                out.push(Event {
+                    seq: expected,
+                    raw_ns: e.raw_ns,
+                    pid: 0,
+                    comm: String::new(),
+                    run: 0,
+                    kind: crate::EventKind::Lost {
+                        count: e.seq - expected,
+                        location: format!("sequence numbers {}..{} missing from the agent's store", expected, e.seq),
+                        from_ns: Some(last_ns.unwrap_or(e.raw_ns)),
+                    },
+                });
+            }
+            expected = expected.max(e.seq + 1);
+            last_ns = Some(e.raw_ns);
+            out.push(e);
+        }
+        *events = out;
+        missing
+    }
+
+    /// Appends a `lost` event for a span of time in which nothing of this host was recorded:
+    /// from its last event (or `from_ns` when it has none) to `to_ns`, both on the host clock.
+    pub fn mark_lost_span(events: &mut Vec<Event>, from_ns: i64, to_ns: i64, why: &str) {
+        let (seq, from) = match events.last() {
+            Some(last) => (last.seq + 1, last.raw_ns),
+            None => (0, from_ns),
+        };
+        events.push(Event {
+            seq,
+            raw_ns: to_ns.max(from),
+            pid: 0,
+            comm: String::new(),
+            run: 0,
+            kind: crate::EventKind::Lost { count: 0, location: why.to_string(), from_ns: Some(from) },
+        });
+    }
 }
 
 /// How one run of the scenario ended.

@@ -16,6 +16,8 @@ pub struct AgentInfo {
     pub kernel: String,
     pub pid: u32,
     pub capabilities: Capabilities,
+    /// Random per start of the agent: a new one means it restarted and forgot its captures.
+    pub boot_id: String,
 }
 
 /// What an agent's host can do.
@@ -39,6 +41,10 @@ pub struct CaptureStatus {
     pub lost: u64,
     /// Which observer records (`tracefs`, `tracefs (writes by BPF)`, or why there is none).
     pub observer: String,
+    /// The answering agent's boot id (random per start of the agent).
+    pub boot_id: String,
+    /// Stored by an earlier run of the agent that ended while it recorded (crash, restart).
+    pub forgotten: bool,
 }
 
 /// A process for an agent to launch into a capture.

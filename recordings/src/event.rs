@@ -86,8 +86,18 @@ pub enum EventKind {
         #[serde(default)]
         killed_by: Option<KilledBy>,
     },
-    /// Events dropped by the kernel buffer or the agent. Loss is never silent.
-    Lost { count: u64, location: String },
+    /// Events dropped by the kernel buffer or the agent, or a span of time nothing was recorded
+    /// (an agent that crashed or restarted, a host the coordinator lost). Loss is never silent.
+    Lost {
+        /// Events known to be missing (the kernel's count, or a gap in sequence numbers); 0 when
+        /// unknown (a span of time).
+        count: u64,
+        location: String,
+        /// When the loss is a span of time: its start on the host clock (the event's `raw_ns` is
+        /// its end).
+        #[serde(default)]
+        from_ns: Option<i64>,
+    },
     /// The agent launched a scenario process (service or step).
     Launch { name: String, role: String, argv: Vec<String> },
     /// A line of a launched process's output (failure predicates may match it).

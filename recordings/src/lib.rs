@@ -44,7 +44,7 @@ pub use scenario::{
     BetweenHypothesis, During, Ending, ExitMatch, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process,
     Scenario, ScenarioError, StateHypothesis, Variant, DEFAULT_STEP_TIMEOUT_S,
 };
-pub use store::Store;
+pub use store::{Store, CRASH_WINDOW_MS, FLUSH_EVERY_MS};
 pub use syscalls::{
     default_syscalls, expand_syscalls, gateable, gateable_syscalls, signal_arg, syscall, syscall_of_tracepoint,
     tracepoint_name, Syscall, CLASSES, SYSCALLS,

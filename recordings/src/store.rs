@@ -22,6 +22,17 @@ use bincode::Options;
 
 use crate::{Event, RecordingsError};
 
+/// The tree of captures stopped cleanly (its name has no layout prefix, so it is no capture).
+const STOPPED_TREE: &str = "meta/stopped";
+
+/// How often sled writes its buffers to the file (ms).
+pub const FLUSH_EVERY_MS: u64 = 100;
+
+/// What a crash of the agent process can lose at most: the events its sink had not yet handed
+/// to the store (batches go every 50 ms) and what sled had not yet written (every
+/// [`FLUSH_EVERY_MS`]). Bundles state it where an agent crashed.
+pub const CRASH_WINDOW_MS: u64 = FLUSH_EVERY_MS + 50;
+
 /// The agent's store of captures (a sled database in the agent's data dir).
 pub struct Store {
     db: sled::Db,
@@ -29,12 +40,24 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `dir`.
+    /// Opens (or creates) the store under `dir`. sled writes its buffers out every
+    /// [`FLUSH_EVERY_MS`], which bounds what a crash of the agent can lose (see `CRASH_WINDOW_MS`).
     pub fn open(dir: &Path) -> Result<Store, RecordingsError> {
         let path = dir.join("store");
-        let db =
-            sled::open(&path).map_err(|source| RecordingsError::Store { op: "open", path: path.clone(), source })?;
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()
+            .map_err(|source| RecordingsError::Store { op: "open", path: path.clone(), source })?;
         Ok(Store { db, path })
+    }
+
+    /// Whether `capture` has a tree in the store (never creates one: ids come from the wire).
+    pub fn has(&self, capture: &str) -> bool {
+        let names = self.db.tree_names();
+        [Layout::PerEvent, Layout::Batches, Layout::Packed]
+            .iter()
+            .any(|layout| names.iter().any(|n| n.as_ref() == format!("{}{capture}", layout.prefix()).as_bytes()))
     }
 
     fn tree(&self, capture: &str) -> Result<sled::Tree, RecordingsError> {
@@ -100,6 +123,20 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Notes that `capture` was stopped cleanly (its last events are all stored), so a later run
+    /// of the agent tells it from one that was recording when the agent died.
+    pub fn mark_stopped(&self, capture: &str) -> Result<(), RecordingsError> {
+        let tree = self.db.open_tree(STOPPED_TREE).map_err(|e| self.err("open tree", e))?;
+        tree.insert(capture.as_bytes(), &[1u8]).map_err(|e| self.err("mark stopped", e))?;
+        Ok(())
+    }
+
+    /// Whether `capture` was stopped cleanly (see `mark_stopped`).
+    pub fn was_stopped(&self, capture: &str) -> Result<bool, RecordingsError> {
+        let tree = self.db.open_tree(STOPPED_TREE).map_err(|e| self.err("open tree", e))?;
+        tree.contains_key(capture.as_bytes()).map_err(|e| self.err("read", e))
     }
 
     /// Flushes everything to disk.

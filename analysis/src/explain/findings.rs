@@ -149,7 +149,7 @@ pub(crate) fn lost_events(bundle: &Bundle) -> Vec<Finding> {
         let mut count = 0u64;
         let mut reasons: Vec<&str> = Vec::new();
         for e in &rec.events {
-            if let EventKind::Lost { count: n, location } = &e.kind {
+            if let EventKind::Lost { count: n, location, .. } = &e.kind {
                 count += n;
                 if !reasons.contains(&location.as_str()) {
                     reasons.push(location);
@@ -251,11 +251,12 @@ mod tests {
                     pid: 0,
                     comm: String::new(),
                     run: 0,
-                    kind: EventKind::Lost { count: *count, location: location.to_string() },
+                    kind: EventKind::Lost { count: *count, location: location.to_string(), from_ns: None },
                 })
                 .collect(),
             lost: 0,
             environments: vec![],
+            incomplete: None,
         };
         let bundle = Bundle {
             capture_id: "c".into(),

@@ -53,6 +53,7 @@ fn bundle(table: &str) -> Bundle {
                 events: vec![],
                 lost: 0,
                 environments: vec![],
+                incomplete: None,
             }),
             [host, pid, t_us, what, rest @ ..] => {
                 let raw_ns = t_us.parse::<i64>().unwrap() * 1_000;

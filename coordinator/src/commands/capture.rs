@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 
-use crate::files::{capture_id, write_bundle};
+use crate::files::{capture_id, incomplete_hosts, write_bundle};
 use crate::hosts::{credentials, parse_agents};
 use crate::output::{progress, LiveLine};
 use crate::{client, session, CaptureArgs};
@@ -93,21 +93,40 @@ pub async fn run(a: CaptureArgs) -> Result<i32> {
         let counts = session.counts().await;
         let shown: Vec<String> = counts
             .iter()
-            .map(|(host, n)| match n {
-                Ok(n) => format!("{host} {n} events"),
-                Err(_) => format!("{host} UNREACHABLE"),
+            .map(|(host, state)| match state {
+                session::HostState::Recording { events } => format!("{host} {events} events"),
+                session::HostState::Restarted { stored } => {
+                    format!("{host} RESTARTED ({stored} stored, not recording)")
+                }
+                session::HostState::Unreachable(e) => format!("{host} UNREACHABLE ({})", crate::one_line(e)),
             })
             .collect();
         counter.show(&format!("[{:>4} s] {}", started.elapsed().as_secs(), shown.join("  ")));
     };
     counter.finish();
-    progress(&format!("stopped by {stopped_by}; pulling every host's events"));
+    progress(&format!("stopped by {stopped_by}; pulling every host's events (Ctrl-C again to leave without a bundle)"));
+    // Ctrl-C always works: a second one leaves at once. The agents keep what they stored, and
+    // their leases stop the capture within 5 s.
+    let (pull_hint, pull_id) = (a.agents.join(" --agent "), id.clone());
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "heisen: interrupted while pulling: no bundle written; `heisen pull --agent {pull_hint} --capture \
+                 {pull_id}` recovers what the agents stored"
+            );
+            std::process::exit(130);
+        }
+    });
     let bundle = session.close(None, "").await?;
     let path = write_bundle(&bundle, a.out)?;
+    let incomplete = incomplete_hosts(&bundle, &path);
     let per_host: Vec<_> = bundle
         .hosts
         .iter()
-        .map(|h| serde_json::json!({"name": h.name, "events": h.events.len(), "lost": h.lost, "observer": h.observer}))
+        .map(|h| {
+            serde_json::json!({"name": h.name, "events": h.events.len(), "lost": h.lost, "observer": h.observer,
+                               "incomplete": h.incomplete})
+        })
         .collect();
     if a.json {
         println!("{}", serde_json::json!({"capture": bundle.capture_id, "bundle": path, "hosts": per_host}));
@@ -117,5 +136,8 @@ pub async fn run(a: CaptureArgs) -> Result<i32> {
         }
         println!("bundle: {}", path.display());
     }
-    Ok(0)
+    match incomplete {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
 }

@@ -8,6 +8,7 @@ pub mod certs;
 pub mod demo;
 pub mod diff;
 pub mod explain;
+pub mod pull;
 pub mod replay;
 pub mod run;
 pub mod timeline;

@@ -2,7 +2,7 @@
 
 use anyhow::{anyhow, Result};
 
-use crate::files::{capture_id, scenario_or_bundle, write_bundle};
+use crate::files::{capture_id, incomplete_hosts, scenario_or_bundle, write_bundle};
 use crate::hosts::connect;
 use crate::output::progress;
 use crate::{replay, session, ReplayArgs};
@@ -22,6 +22,7 @@ pub async fn run(a: ReplayArgs) -> Result<i32> {
     let reps = replay::execute(&mut session, &scenario, &ordering, &hosts.vars, repeat).await?;
     let replay_bundle = session.close(Some(&scenario), &shown).await?;
     let path = write_bundle(&replay_bundle, a.out)?;
+    let incomplete = incomplete_hosts(&replay_bundle, &path);
     let same = reps.iter().filter(|r| r.valid && r.failed == recorded.failed).count();
     if let Some(file) = &a.junit {
         let props = [
@@ -51,5 +52,8 @@ pub async fn run(a: ReplayArgs) -> Result<i32> {
         println!("run {} {expected} when recorded; replayed {repeat} time(s) with {}", a.run, ordering.description);
         println!("the recorded outcome came back {same} of {} time(s); bundle: {}", reps.len(), path.display());
     }
-    Ok(if same == reps.len() { 0 } else { 1 })
+    match incomplete {
+        Some(e) => Err(e),
+        None => Ok(if same == reps.len() { 0 } else { 1 }),
+    }
 }

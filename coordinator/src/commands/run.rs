@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::files::{capture_id, load_scenario, write_bundle};
+use crate::files::{capture_id, incomplete_hosts, load_scenario, write_bundle};
 use crate::hosts::connect;
 use crate::output::clocks_json;
 use crate::verify;
@@ -17,6 +17,7 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     let session = verify::load_observed(hosts.agents, &scenario, &hosts.vars, &id, repeat, a.observe).await?;
     let bundle = session.close(Some(&scenario), &a.scenario.display().to_string()).await?;
     let path = write_bundle(&bundle, a.out)?;
+    let incomplete = incomplete_hosts(&bundle, &path);
     let failures = bundle.runs.iter().filter(|r| r.failed).count();
     if a.json {
         let v = serde_json::json!({
@@ -27,5 +28,8 @@ pub async fn run(a: RunArgs) -> Result<i32> {
     } else {
         println!("{failures} of {} runs failed; bundle: {}", bundle.runs.len(), path.display());
     }
-    Ok(0)
+    match incomplete {
+        Some(e) => Err(e),
+        None => Ok(0),
+    }
 }

@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Context, Result};
 use heisen_analysis::explain;
 
-use crate::files::{capture_id, scenario_or_bundle, write_bundle};
+use crate::files::{capture_id, incomplete_hosts, scenario_or_bundle, write_bundle};
 use crate::hosts::connect;
 use crate::output::progress;
 use crate::{verify, VerifyArgs};
@@ -35,10 +35,12 @@ pub async fn run(a: VerifyArgs) -> Result<i32> {
     }
     let runs = a.runs.or(scenario.hypothesis.as_ref().map(|h| h.runs())).unwrap_or(5).max(1);
     let hosts = connect(&scenario, &a.target).await?;
-    let (session, results) =
+    let (session, mut results) =
         verify::verify(hosts.agents, &scenario, &hosts.vars, &capture_id(&scenario.name, "verify"), runs).await?;
     let bundle = session.close(Some(&scenario), &a.scenario.display().to_string()).await?;
     let path = write_bundle(&bundle, a.out)?;
+    verify::recount(&mut results, &bundle.runs);
+    let incomplete = incomplete_hosts(&bundle, &path);
     let verdict = verify::verdict(&results, runs);
     if a.json {
         let v = serde_json::json!({"scenario": scenario.name, "verdict": verdict, "natural": natural, "orderings": results, "bundle": path});
@@ -47,5 +49,8 @@ pub async fn run(a: VerifyArgs) -> Result<i32> {
         print!("{}", verify::table(&results, verdict, natural));
         println!("bundle: {}", path.display());
     }
-    Ok(verdict.exit_code())
+    match incomplete {
+        Some(e) => Err(e),
+        None => Ok(verdict.exit_code()),
+    }
 }
