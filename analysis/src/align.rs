@@ -478,8 +478,13 @@ pub(crate) type Key = (String, Class, Option<(String, Option<i32>, Option<u64>)>
 /// The signature of an event worth aligning, or None for the rest (plain successful syscalls that
 /// no gate can hold, stdio writes, ...).
 pub(crate) fn key_of(e: &Event) -> Option<Key> {
-    let errno =
-        |ret: i64| (ret < 0).then(|| errno_name(-ret).map(str::to_string).unwrap_or_else(|| format!("errno {}", -ret)));
+    let errno = |ret: i64| {
+        (ret < 0).then(|| {
+            errno_name(ret.saturating_neg())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("errno {}", ret.saturating_neg()))
+        })
+    };
     match &e.kind {
         EventKind::Syscall { name, args, ret, fd_path, .. } => {
             let gateable = heisen_recordings::gateable(name);

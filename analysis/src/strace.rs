@@ -154,7 +154,7 @@ pub fn call(
 /// A call's result: `-1 ENOENT`, `3</path>` for a new fd, the number otherwise.
 pub fn result(name: &str, ret: i64, fd_path: Option<&str>, fd_is_result: bool) -> String {
     if (-4095..0).contains(&ret) {
-        return format!("-1 {}", result_errno(-ret));
+        return format!("-1 {}", result_errno(ret.saturating_neg()));
     }
     match fd_path {
         Some(p) if fd_is_result || matches!(name, "dup" | "dup2" | "dup3") && ret >= 0 => format!("{ret}<{p}>"),

@@ -236,7 +236,7 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
     });
     let extra = match &e.kind {
         EventKind::Syscall { name, args, ret, enter_ns, fd_path, strings, addr, path_from } => json!({
-            "name": name, "ret": ret, "errno": (*ret < 0).then(|| errno_name(-ret)).flatten(),
+            "name": name, "ret": ret, "errno": (*ret < 0).then(|| errno_name(ret.saturating_neg())).flatten(),
             "args": args, "enter_ns": enter_ns, "duration_ns": e.raw_ns - enter_ns, "fd_path": fd_path,
             "strings": strings, "addr": addr, "path_from": path_from,
             "call": crate::strace::call(name, args, *ret, strings, addr.as_deref(), fd_path.as_deref()),
@@ -266,7 +266,7 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
         }
         EventKind::Lock { call, op, fd, path, ret, enter_ns } => json!({
             "call": call, "op": op, "fd": fd, "path": path, "ret": ret,
-            "errno": (*ret < 0).then(|| errno_name(-ret)).flatten(),
+            "errno": (*ret < 0).then(|| errno_name(ret.saturating_neg())).flatten(),
             "enter_ns": enter_ns, "blocked_ns": e.raw_ns - enter_ns,
         }),
         EventKind::Cron { phase, crontab, crontab_line, command, job_pid, exit_code } => json!({
@@ -277,7 +277,7 @@ pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
             "tracer": tracer, "tracer_pid": tracer_pid, "target_pid": target_pid, "phase": phase.as_str(), "how": how,
         }),
         EventKind::Traced { name, args, ret, enter_ns } => json!({
-            "name": name, "ret": ret, "errno": (*ret < 0 && *ret >= -4095).then(|| errno_name(-ret)).flatten(),
+            "name": name, "ret": ret, "errno": (*ret < 0 && *ret >= -4095).then(|| errno_name(ret.saturating_neg())).flatten(),
             "args": args, "enter_ns": enter_ns, "duration_ns": e.raw_ns - enter_ns, "decoded": true,
         }),
         EventKind::Mount { op, source, target, fstype, options, by_pid, by_comm } => json!({
@@ -369,7 +369,11 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
             format!("tcp {local} -> {remote} {from_state} -> {to_state}")
         }
         EventKind::Lock { call, op, path, ret, enter_ns, .. } => {
-            let result = if *ret < 0 { format!("-1 {}", errno_name(-ret).unwrap_or("E?")) } else { ret.to_string() };
+            let result = if *ret < 0 {
+                format!("-1 {}", errno_name(ret.saturating_neg()).unwrap_or("E?"))
+            } else {
+                ret.to_string()
+            };
             let path = path.as_deref().unwrap_or("(path unknown)");
             format!("lock {call}({op}) {path} = {result}  (blocked {})", duration(e.raw_ns - enter_ns))
         }
@@ -381,7 +385,7 @@ pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
         }
         EventKind::Traced { name, args, ret, enter_ns } => {
             let result = if (-4095..0).contains(ret) {
-                format!("-1 {}", errno_name(-ret).unwrap_or("E?"))
+                format!("-1 {}", errno_name(ret.saturating_neg()).unwrap_or("E?"))
             } else {
                 ret.to_string()
             };

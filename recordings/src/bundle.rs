@@ -188,13 +188,18 @@ impl Bundle {
     pub fn write(&self, path: &Path) -> Result<(), RecordingsError> {
         let io_err = |source| RecordingsError::Io { op: "write bundle", path: path.to_path_buf(), source };
         let payload = serde_json::to_vec(self).map_err(RecordingsError::EncodeBundle)?;
+        crate::files::write_atomic(path, &Bundle::frame(&payload)).map_err(io_err)
+    }
+
+    /// A bundle file's bytes around `payload` (its JSON): magic, version, length, checksum.
+    pub fn frame(payload: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
         bytes.extend_from_slice(BUNDLE_MAGIC);
         bytes.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        crate::files::write_atomic(path, &bytes).map_err(io_err)
+        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
     }
 
     /// Reads and checks a bundle. Only a regular file is read (a FIFO or a device is refused at
@@ -223,7 +228,8 @@ impl Bundle {
         Bundle::decode(&bytes).map_err(bad)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Bundle, BundleProblem> {
+    /// Decodes a bundle file's bytes, checking its header and checksum.
+    pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleProblem> {
         if bytes.len() < HEADER_LEN || &bytes[..8] != BUNDLE_MAGIC {
             return Err(BundleProblem::NotABundle);
         }
@@ -243,7 +249,78 @@ impl Bundle {
         if crc32fast::hash(payload) != crc {
             return Err(BundleProblem::Checksum);
         }
-        serde_json::from_slice(payload).map_err(BundleProblem::Payload)
+        let bundle: Bundle = serde_json::from_slice(payload).map_err(BundleProblem::Payload)?;
+        bundle.check().map_err(BundleProblem::Invalid)?;
+        Ok(bundle)
+    }
+
+    /// The invariants every recorded bundle holds and the analysis relies on: instants within
+    /// [0, MAX_INSTANT_NS], clock models with bounded offsets, errors and drifts, and each host's
+    /// events in strictly increasing sequence order. A bundle that breaks one was not written by
+    /// heisen as it was: it is refused here, where the error can name what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let instant = |what: &str, ns: i64| {
+            if (0..=MAX_INSTANT_NS).contains(&ns) {
+                Ok(())
+            } else {
+                Err(format!("{what} is {ns} ns, outside 0..={MAX_INSTANT_NS}"))
+            }
+        };
+        let bounded = |what: &str, ns: i64, min: i64| {
+            if (min..=MAX_CLOCK_NS).contains(&ns) {
+                Ok(())
+            } else {
+                Err(format!("{what} is {ns} ns, outside {min}..={MAX_CLOCK_NS}"))
+            }
+        };
+        let drift = |what: &str, ppm: f64| {
+            if ppm.is_finite() && ppm.abs() <= MAX_DRIFT_PPM {
+                Ok(())
+            } else {
+                Err(format!("{what} is {ppm} ppm, beyond ±{MAX_DRIFT_PPM}"))
+            }
+        };
+        instant("the capture's start", self.started_ns)?;
+        for h in &self.hosts {
+            let name = &h.name;
+            let c = &h.clock;
+            bounded(&format!("host {name}'s clock offset"), c.offset_ns, -MAX_CLOCK_NS)?;
+            bounded(&format!("host {name}'s clock error"), c.error_ns, 0)?;
+            instant(&format!("host {name}'s clock reference"), c.ref_ns)?;
+            drift(&format!("host {name}'s clock drift"), c.drift_ppm)?;
+            drift(&format!("host {name}'s clock drift error"), c.drift_error_ppm)?;
+            for a in &c.anchors {
+                instant(&format!("an anchor of host {name}'s clock"), a.at_ns)?;
+                bounded(&format!("an anchor's error on host {name}"), a.error_ns, 0)?;
+            }
+            for p in &h.probes {
+                for t in [p.t1_ns, p.t2_ns, p.t3_ns, p.t4_ns] {
+                    instant(&format!("a clock probe of host {name}"), t)?;
+                }
+            }
+            let mut last_seq = None;
+            for e in &h.events {
+                if last_seq.is_some_and(|s| e.seq <= s) {
+                    return Err(format!(
+                        "host {name}'s event seq {} does not follow seq {}",
+                        e.seq,
+                        last_seq.unwrap_or(0)
+                    ));
+                }
+                last_seq = Some(e.seq);
+                instant(&format!("host {name}'s event {}", e.seq), e.raw_ns)?;
+                match &e.kind {
+                    crate::EventKind::Syscall { enter_ns, .. } => {
+                        instant(&format!("the entry of host {name}'s event {}", e.seq), *enter_ns)?
+                    }
+                    crate::EventKind::Lost { from_ns: Some(from), .. } => {
+                        instant(&format!("the start of host {name}'s loss {}", e.seq), *from)?
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The host recording named `name`.
@@ -269,7 +346,17 @@ pub enum BundleProblem {
     Checksum,
     #[error("payload does not decode: {0}")]
     Payload(#[source] serde_json::Error),
+    #[error("{0}: no capture heisen writes has that, so the bundle was made or changed by something else")]
+    Invalid(String),
 }
+
+/// The latest instant a bundle may name (ns since the epoch, about the year 2116): arithmetic on
+/// instants and bounds stays far from overflow.
+pub const MAX_INSTANT_NS: i64 = 1 << 62;
+/// The largest clock offset or error bound a bundle may carry (about 11.6 days).
+pub const MAX_CLOCK_NS: i64 = 1_000_000_000_000_000;
+/// The largest drift a clock model may carry (ppm): 10 %.
+pub const MAX_DRIFT_PPM: f64 = 100_000.0;
 
 /// Default bundle location for a capture id under `dir`.
 pub fn bundle_path(dir: &Path, capture_id: &str) -> PathBuf {
