@@ -335,36 +335,48 @@ pub struct Held {
 pub enum HoldEnd {
     Released,
     TimedOut,
+    /// Nobody watches the capture's gates (no open gate channel): the call went on at once.
+    Unwatched,
 }
 
-/// Pending holds of one agent, shared by supervisors (waiting) and the gate channel (releasing).
+/// Pending holds of one agent, each of one capture, shared by supervisors (waiting) and the
+/// captures' gate channels (releasing).
 #[derive(Default)]
 pub struct HoldRegistry {
     next: Mutex<u64>,
-    waiting: Mutex<HashMap<u64, mpsc::Sender<()>>>,
+    waiting: Mutex<HashMap<u64, (String, mpsc::Sender<()>)>>,
 }
 
 impl HoldRegistry {
-    fn register(&self) -> (u64, mpsc::Receiver<()>) {
+    fn register(&self, capture: &str) -> (u64, mpsc::Receiver<()>) {
         let mut next = self.next.lock().expect("hold counter");
         *next += 1;
         let (tx, rx) = mpsc::channel();
-        self.waiting.lock().expect("holds").insert(*next, tx);
+        self.waiting.lock().expect("holds").insert(*next, (capture.to_string(), tx));
         (*next, rx)
     }
 
-    /// Releases a hold; false if it is unknown (already released or timed out).
-    pub fn release(&self, hold_id: u64) -> bool {
-        match self.waiting.lock().expect("holds").remove(&hold_id) {
-            Some(tx) => tx.send(()).is_ok(),
-            None => false,
+    /// Releases a hold of `capture`; false if it is unknown (already released or timed out) or
+    /// another capture's: one coordinator never releases another's holds.
+    pub fn release(&self, hold_id: u64, capture: &str) -> bool {
+        let mut waiting = self.waiting.lock().expect("holds");
+        if waiting.get(&hold_id).is_none_or(|(c, _)| c != capture) {
+            return false;
         }
+        waiting.remove(&hold_id).is_some_and(|(_, tx)| tx.send(()).is_ok())
     }
 
-    /// Releases every pending hold (the coordinator went away).
+    /// Releases every pending hold of `capture` (its gate channel closed).
+    pub fn release_capture(&self, capture: &str) -> usize {
+        let mut waiting = self.waiting.lock().expect("holds");
+        let ids: Vec<u64> = waiting.iter().filter(|(_, (c, _))| c == capture).map(|(id, _)| *id).collect();
+        ids.iter().filter_map(|id| waiting.remove(id)).filter(|(_, tx)| tx.send(()).is_ok()).count()
+    }
+
+    /// Releases every pending hold (the agent stops).
     pub fn release_all(&self) -> usize {
         let drained: Vec<_> = self.waiting.lock().expect("holds").drain().collect();
-        drained.iter().filter(|(_, tx)| tx.send(()).is_ok()).count()
+        drained.iter().filter(|(_, (_, tx))| tx.send(()).is_ok()).count()
     }
 
     fn forget(&self, hold_id: u64) {
@@ -415,15 +427,18 @@ fn wait_through(tid: i32, nr: i64, args: &[u64; 6], bound: Duration) -> bool {
 }
 
 /// Serves one launched process's seccomp notifications until every task using the filter is
-/// gone. `on_hold` is told of each hold (to notify the coordinator); `on_end` of how it ended;
+/// gone. `on_hold` is told of each hold (to notify the coordinator of `capture`) and says whether
+/// anyone was told: when nobody watches the capture's gates, the call goes on at once
+/// ([`HoldEnd::Unwatched`]) instead of waiting for a release nobody will send; `on_end` of how it ended;
 /// `on_through` when a released call has gone through (made, and the task past it or gone), or
 /// [`THROUGH_BOUND`] passed, so that what the coordinator does next comes after it.
 pub fn supervise(
     listener: OwnedFd,
     gates: Vec<GatePoint>,
     registry: Arc<HoldRegistry>,
+    capture: &str,
     timeout: Duration,
-    on_hold: impl Fn(&Held),
+    on_hold: impl Fn(&Held) -> bool,
     on_end: impl Fn(&Held, HoldEnd),
     on_through: impl Fn(&Held),
 ) {
@@ -478,14 +493,18 @@ pub fn supervise(
         }
         let mut released = None;
         if let Some(gate) = hold {
-            let (hold_id, rx) = registry.register();
+            let (hold_id, rx) = registry.register(capture);
             let held = Held { hold_id, gate, pid: notif.pid as i32 };
-            on_hold(&held);
-            let end = match rx.recv_timeout(timeout) {
-                Ok(()) => HoldEnd::Released,
-                Err(_) => {
-                    registry.forget(hold_id);
-                    HoldEnd::TimedOut
+            let end = if !on_hold(&held) {
+                registry.forget(hold_id);
+                HoldEnd::Unwatched
+            } else {
+                match rx.recv_timeout(timeout) {
+                    Ok(()) => HoldEnd::Released,
+                    Err(_) => {
+                        registry.forget(hold_id);
+                        HoldEnd::TimedOut
+                    }
                 }
             };
             on_end(&held, end);

@@ -102,8 +102,9 @@ fn heisen_supervisor(listener: OwnedFd) {
         listener,
         vec![never],
         Arc::new(HoldRegistry::default()),
+        "bench",
         Duration::from_secs(1),
-        |_| {},
+        |_| true,
         |_, _| {},
         |_| {},
     );

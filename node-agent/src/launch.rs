@@ -39,7 +39,8 @@ pub struct HoldNotice {
 }
 
 /// Where gate holds are announced (the coordinator's gate channel, once open).
-pub type GateSender = Arc<Mutex<Option<mpsc::UnboundedSender<HoldNotice>>>>;
+/// The open gate channels, one per capture: a hold is announced on its capture's channel only.
+pub type GateChannels = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<HoldNotice>>>>;
 
 /// A launch request in domain terms.
 pub struct LaunchSpec {
@@ -86,7 +87,7 @@ pub fn launch(
     spec: LaunchSpec,
     capture: Arc<Capture>,
     holds: Arc<HoldRegistry>,
-    gate_sender: GateSender,
+    gate_channels: GateChannels,
     life: mpsc::Sender<Life>,
 ) -> Result<i32, AgentError> {
     std::fs::create_dir_all(&spec.workdir).map_err(AgentError::file("create work dir", spec.workdir.clone()))?;
@@ -191,6 +192,7 @@ pub fn launch(
             gate::recv_fd(sock.as_raw_fd()).map_err(AgentError::syscall(format!("gate setup for {}", spec.name)))?;
         let (name, run, timeout) = (spec.name.clone(), spec.run, spec.hold_timeout);
         let (cap_hold, cap_end) = (capture.clone(), capture.clone());
+        let capture_id = capture.id.clone();
         let gates = spec.gates.clone();
         std::thread::spawn(move || {
             let name_end = name.clone();
@@ -205,14 +207,13 @@ pub fn launch(
                     raw_ns: crate::capture::now_ns(),
                     through,
                 };
-                if let Some(tx) = gate_sender.lock().expect("gate sender").as_ref() {
-                    let _ = tx.send(notice);
-                }
+                gate_channels.lock().expect("gate channels").get(&capture_id).is_some_and(|tx| tx.send(notice).is_ok())
             };
             gate::supervise(
                 listener,
                 gates,
                 holds,
+                &capture_id,
                 timeout,
                 |held| {
                     cap_hold.note(AgentNote {
@@ -221,10 +222,14 @@ pub fn launch(
                         run,
                         kind: EventKind::Gate { gate: held.gate.clone(), action: "held".into() },
                     });
-                    announce(held, false);
+                    announce(held, false)
                 },
                 |held, end| {
-                    let action = if end == HoldEnd::Released { "released" } else { "timeout" };
+                    let action = match end {
+                        HoldEnd::Released => "released",
+                        HoldEnd::TimedOut => "timeout",
+                        HoldEnd::Unwatched => "passed (no gate channel)",
+                    };
                     cap_end.note(AgentNote {
                         pid: held.pid,
                         comm: name_end.clone(),
@@ -232,7 +237,9 @@ pub fn launch(
                         kind: EventKind::Gate { gate: held.gate.clone(), action: action.into() },
                     });
                 },
-                |held| announce(held, true),
+                |held| {
+                    announce(held, true);
+                },
             )
         });
     }

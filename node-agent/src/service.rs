@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::capture::{now_ns, Capture};
 use crate::gate::{self, HoldRegistry};
-use crate::launch::{self, GateSender, LaunchSpec, Life};
+use crate::launch::{self, GateChannels, LaunchSpec, Life};
 use crate::observer::Scope;
 
 /// Shared agent state.
@@ -36,7 +36,7 @@ pub struct AgentService {
     /// again, still answered for.
     stopped: Mutex<HashMap<String, proto::CaptureStatus>>,
     holds: Arc<HoldRegistry>,
-    gate_sender: GateSender,
+    gate_channels: GateChannels,
     /// Every process this agent launched, by pid (its process group), with its capture: the
     /// only processes StopProcess may signal.
     launched: Mutex<HashMap<i32, String>>,
@@ -70,7 +70,7 @@ impl AgentService {
             captures: Mutex::new(HashMap::new()),
             stopped: Mutex::new(HashMap::new()),
             holds: Arc::new(HoldRegistry::default()),
-            gate_sender: Arc::new(Mutex::new(None)),
+            gate_channels: Arc::new(Mutex::new(HashMap::new())),
             launched: Mutex::new(HashMap::new()),
             leases: Mutex::new(HashMap::new()),
         }
@@ -166,6 +166,7 @@ impl AgentService {
     /// Bounded: what has not stopped within `within` is left to the process's exit.
     pub fn stop_all(&self, within: Duration) {
         let deadline = std::time::Instant::now() + within;
+        self.holds.release_all();
         let captures: Vec<Arc<Capture>> = self.captures.lock().expect("captures").drain().map(|(_, c)| c).collect();
         let stopping: Vec<_> = captures.into_iter().map(|c| std::thread::spawn(move || c.stop())).collect();
         let pids: Vec<i32> = self.launched.lock().expect("launched").keys().copied().collect();
@@ -204,6 +205,7 @@ impl AgentService {
                     .map(|(p, _)| *p)
                     .collect();
                 let ended = pids.len();
+                self.holds.release_capture(&id);
                 let _ = tokio::task::spawn_blocking(move || end_groups(&pids)).await;
                 let _ = self.stop_live(capture).await;
                 tracing::warn!(
@@ -470,7 +472,7 @@ impl proto::agent_server::Agent for AgentService {
         };
         let (tx, rx) = mpsc::channel(launch::NOTICE_DEPTH);
         let traced = req.ptrace.then(|| capture.clone());
-        let pid = launch::launch(spec, capture, self.holds.clone(), self.gate_sender.clone(), tx).map_err(|e| {
+        let pid = launch::launch(spec, capture, self.holds.clone(), self.gate_channels.clone(), tx).map_err(|e| {
             Status::failed_precondition(format!("launch of `{}` on {} failed: {e}", req.name, self.name))
         })?;
         self.launched.lock().expect("launched").insert(pid, req.capture_id.clone());
@@ -533,29 +535,45 @@ impl proto::agent_server::Agent for AgentService {
         &self,
         request: Request<Streaming<proto::GateCommand>>,
     ) -> Result<Response<Self::GateStream>, Status> {
+        use proto::gate_command::Command;
         let mut commands = request.into_inner();
+        // The first command names the capture whose gates this channel watches.
+        let capture = match commands.next().await {
+            Some(Ok(proto::GateCommand { command: Some(Command::OpenCapture(id)) })) => id,
+            Some(Err(status)) => return Err(status),
+            _ => return Err(Status::invalid_argument("a gate channel opens with OpenCapture(capture id)")),
+        };
+        valid_id(&capture)?;
+        self.capture(&capture)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        *self.gate_sender.lock().expect("gate sender") = Some(tx);
-        let holds = self.holds.clone();
-        let sender = self.gate_sender.clone();
-        let name = self.name.clone();
+        let replaced = self.gate_channels.lock().expect("gate channels").insert(capture.clone(), tx.clone());
+        if replaced.is_some() {
+            tracing::warn!(%capture, "a second gate channel for the capture replaces the first");
+        }
+        let (holds, channels, name) = (self.holds.clone(), self.gate_channels.clone(), self.name.clone());
         tokio::spawn(async move {
-            use proto::gate_command::Command;
             while let Some(Ok(cmd)) = commands.next().await {
                 if let Some(Command::Release(release)) = cmd.command {
-                    if !holds.release(release.hold_id) {
+                    if !holds.release(release.hold_id, &capture) {
                         tracing::warn!(
                             hold = release.hold_id,
-                            "release of an unknown hold (already released or timed out)"
+                            %capture,
+                            "release of an unknown hold (already released, timed out, or another capture's)"
                         );
                     }
                 }
             }
-            // The coordinator went away: never leave a process held.
-            *sender.lock().expect("gate sender") = None;
-            let released = holds.release_all();
+            // The coordinator went away: never leave a process of its capture held, and hold
+            // none from now on (no channel: a gate lets the call go on at once).
+            {
+                let mut open = channels.lock().expect("gate channels");
+                if open.get(&capture).is_some_and(|mine| mine.same_channel(&tx)) {
+                    open.remove(&capture);
+                }
+            }
+            let released = holds.release_capture(&capture);
             if released > 0 {
-                tracing::warn!(agent = %name, released, "gate channel closed; released every held process");
+                tracing::warn!(agent = %name, %capture, released, "gate channel closed; released its held processes");
             }
         });
         let stream = UnboundedReceiverStream::new(rx).map(|n| {

@@ -75,6 +75,40 @@ fn gated_echo(capture: &str, hold_timeout_ms: u64) -> proto::LaunchRequest {
     }
 }
 
+type Commands = tokio::sync::mpsc::UnboundedSender<proto::GateCommand>;
+
+/// Opens the gate channel of `capture`: the sender of releases and the stream of hold notices.
+async fn gate_channel(client: &mut common::Client, capture: &str) -> (Commands, tonic::Streaming<proto::GateNotice>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(proto::GateCommand::open(capture)).unwrap();
+    let notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
+    (tx, notices)
+}
+
+async fn start(client: &mut common::Client, capture: &str) {
+    client
+        .start_capture(proto::StartCaptureRequest { capture_id: capture.into(), ..Default::default() })
+        .await
+        .unwrap_or_else(|s| panic!("StartCapture {capture} failed: code {:?}: {}", s.code(), s.message()));
+}
+
+/// The gate actions a capture recorded, in order.
+async fn gate_actions(client: &mut common::Client, capture: &str) -> Vec<String> {
+    client.stop_capture(proto::StopCaptureRequest { capture_id: capture.into() }).await.unwrap();
+    let mut events = client
+        .stream_events(proto::StreamEventsRequest { capture_id: capture.into(), from_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut actions = Vec::new();
+    while let Some(e) = events.message().await.unwrap() {
+        if let Some(proto::event::Kind::Gate(g)) = e.kind {
+            actions.push(g.action);
+        }
+    }
+    actions
+}
+
 /// Collects a launch stream until exit: (output lines, exit code, time from start to exit).
 async fn life(mut stream: tonic::Streaming<proto::ProcessNotice>) -> (Vec<String>, i32, Duration) {
     use proto::process_notice::Notice;
@@ -101,8 +135,7 @@ async fn hold_is_released_by_timeout() {
         .unwrap_or_else(|s| {
             panic!("StartCapture failed: code {:?}: {}\nagent stderr:\n{}", s.code(), s.message(), _agent.stderr())
         });
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
+    let (tx, mut notices) = gate_channel(&mut client, "t1").await;
     let stream = client.launch(gated_echo("t1", 400)).await.unwrap().into_inner();
     let notice = tokio::time::timeout(Duration::from_secs(10), notices.message()).await.unwrap().unwrap().unwrap();
     assert_eq!(notice.gate, "echo:write#1");
@@ -135,8 +168,7 @@ async fn holds_are_released_when_the_coordinator_goes_away() {
         .unwrap_or_else(|s| {
             panic!("StartCapture failed: code {:?}: {}\nagent stderr:\n{}", s.code(), s.message(), _agent.stderr())
         });
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut notices = client.gate(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)).await.unwrap().into_inner();
+    let (tx, mut notices) = gate_channel(&mut client, "t2").await;
     let stream = client.launch(gated_echo("t2", 60_000)).await.unwrap().into_inner();
     tokio::time::timeout(Duration::from_secs(10), notices.message()).await.unwrap().unwrap().unwrap();
     // The coordinator vanishes: its gate channel closes.
@@ -145,4 +177,41 @@ async fn holds_are_released_when_the_coordinator_goes_away() {
     let (lines, code, took) = life(stream).await;
     assert_eq!((lines.len(), code), (2, 0));
     assert!(took < Duration::from_secs(30), "held until the hold timeout instead of the channel close: {took:?}");
+}
+
+/// Gate channels are per capture: a capture whose coordinator opened none holds nothing (its
+/// gated call goes on at once, and says so), and one capture's channel neither sees nor releases
+/// another's holds.
+#[tokio::test]
+async fn gate_channels_are_per_capture_and_no_channel_holds_nothing() {
+    let (_agent, mut client) = agent().await;
+    start(&mut client, "watched").await;
+    start(&mut client, "unwatched").await;
+    let (tx, mut notices) = gate_channel(&mut client, "watched").await;
+
+    // No channel for `unwatched`: its gated write goes on at once although the hold timeout is
+    // a minute, and the watched capture's channel hears nothing of it.
+    let (lines, code, took) = life(client.launch(gated_echo("unwatched", 60_000)).await.unwrap().into_inner()).await;
+    assert_eq!((lines.len(), code), (2, 0));
+    assert!(took < Duration::from_secs(10), "an unwatched gate held for {took:?}");
+    let heard = tokio::time::timeout(Duration::from_millis(300), notices.message()).await;
+    assert!(heard.is_err(), "the watched capture's channel heard another capture's hold: {heard:?}");
+    assert_eq!(gate_actions(&mut client, "unwatched").await, vec!["held", "passed (no gate channel)"]);
+
+    // The watched capture holds; a release naming its hold through another capture's channel
+    // does nothing, through its own channel it releases.
+    let mut stream = client.launch(gated_echo("watched", 60_000)).await.unwrap().into_inner();
+    let started = stream.message().await.unwrap().unwrap();
+    assert!(matches!(started.notice, Some(proto::process_notice::Notice::Started(_))), "{started:?}");
+    let hold = tokio::time::timeout(Duration::from_secs(10), notices.message()).await.unwrap().unwrap().unwrap();
+    start(&mut client, "other").await;
+    let (other, _other_notices) = gate_channel(&mut client, "other").await;
+    other.send(proto::GateCommand::release(hold.hold_id)).unwrap();
+    // Still held: its first line never comes.
+    let early = tokio::time::timeout(Duration::from_millis(500), stream.message()).await;
+    assert!(early.is_err(), "another capture's channel released the hold: {early:?}");
+    tx.send(proto::GateCommand::release(hold.hold_id)).unwrap();
+    let (lines, code, _) = life(stream).await;
+    assert_eq!((lines, code), (vec!["held".to_string(), "free".to_string()], 0));
+    assert_eq!(gate_actions(&mut client, "watched").await, vec!["held", "released"]);
 }
