@@ -435,8 +435,7 @@ fn wait_through(tid: i32, nr: i64, args: &[u64; 6], bound: Duration) -> bool {
 pub fn supervise(
     listener: OwnedFd,
     gates: Vec<GatePoint>,
-    registry: Arc<HoldRegistry>,
-    capture: &str,
+    (registry, capture): (Arc<HoldRegistry>, &str),
     timeout: Duration,
     on_hold: impl Fn(&Held) -> bool,
     on_end: impl Fn(&Held, HoldEnd),

@@ -101,8 +101,7 @@ fn heisen_supervisor(listener: OwnedFd) {
     gate::supervise(
         listener,
         vec![never],
-        Arc::new(HoldRegistry::default()),
-        "bench",
+        (Arc::new(HoldRegistry::default()), "bench"),
         Duration::from_secs(1),
         |_| true,
         |_, _| {},

@@ -212,8 +212,7 @@ pub fn launch(
             gate::supervise(
                 listener,
                 gates,
-                holds,
-                &capture_id,
+                (holds, &capture_id),
                 timeout,
                 |held| {
                     cap_hold.note(AgentNote {
