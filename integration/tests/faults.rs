@@ -78,7 +78,7 @@ fn start_agent_with(data: &std::path::Path, extra: &[&std::ffi::OsStr]) -> (Agen
         .arg(data)
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
@@ -286,6 +286,39 @@ fn an_agent_outlives_no_coordinator_and_obeys_sigterm() {
         sleepers(&mark),
         instances_of(agent_pid)
     );
+    // The stored capture says why it ended: pull it (the agent logged its id) and find the note.
+    let raw = std::fs::read_to_string(data.path().join("agent.log")).unwrap();
+    // Without its colour codes (ESC [ ... m).
+    let mut log = String::new();
+    let mut in_escape = false;
+    for c in raw.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (false, c) => log.push(c),
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+        }
+    }
+    let id = log
+        .split(|c: char| c.is_whitespace() || c == '=')
+        .find(|w| w.starts_with("lease-run-"))
+        .unwrap_or_else(|| panic!("no capture id in the agent log: {log}"))
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
+    let pulled = data.path().join("pulled.heisen");
+    let out = Command::new(heisen())
+        .args(["pull", "--agent", &format!("a={addr}"), "--capture", &id, "--token-file"])
+        .arg(&token)
+        .arg("--out")
+        .arg(&pulled)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let lost = lost_events(&pulled, "a");
+    assert!(
+        lost.iter().any(|e| e["where"].as_str().is_some_and(|w| w.contains("no lease renewal"))),
+        "the stored capture does not say its lease lapsed: {lost:?}"
+    );
 
     let mut coordinator = run();
     assert!(within(Duration::from_secs(20), || sleepers(&mark).len() == 1).is_some(), "the step never started");
@@ -490,4 +523,38 @@ fn an_agent_that_stops_answering_is_named_within_seconds() {
     assert!(took < Duration::from_secs(14), "a silent agent held the capture for {took:?}");
     assert!(bundle.exists(), "no bundle written");
     assert!(!lost_events(&bundle, "b").is_empty(), "b's silence is not a lost span");
+}
+
+/// Ctrl-C ends a capture given a minute: it stops recording everywhere, pulls, writes its bundle
+/// and exits 0 within seconds.
+#[test]
+fn ctrl_c_ends_a_capture_with_its_bundle() {
+    if !is_root() {
+        eprintln!("SKIPPED ctrl_c_ends_a_capture_with_its_bundle: needs root (tracefs)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "faults-test-token").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (_a, addr) = start_agent_on("a", &dir.path().join("a"), "127.0.0.1:0", &token);
+    let bundle = dir.path().join("c.heisen");
+    let mut capture = Command::new(heisen());
+    capture
+        .args(["capture", "--agent", &format!("a={addr}"), "--comm", "sleep", "--for", "60s", "--token-file"])
+        .arg(&token)
+        .arg("--out")
+        .arg(&bundle);
+    let running = common::recording(&mut capture);
+    let interrupted = std::time::Instant::now();
+    // SAFETY: signalling the capture this test started.
+    unsafe { libc::kill(running.child.id() as i32, libc::SIGINT) };
+    let out = common::finished(running);
+    let took = interrupted.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("Ctrl-C: the capture ended with its bundle {took:?} later");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped by Ctrl-C"), "{stderr}");
+    assert!(bundle.exists(), "no bundle after Ctrl-C");
+    assert!(took < Duration::from_secs(15), "Ctrl-C took {took:?}");
 }

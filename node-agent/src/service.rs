@@ -205,6 +205,21 @@ impl AgentService {
                     .map(|(p, _)| *p)
                     .collect();
                 let ended = pids.len();
+                // The stored capture says why it ends here: nothing after this was recorded.
+                capture.note(crate::observer::AgentNote {
+                    pid: 0,
+                    comm: String::new(),
+                    run: 0,
+                    kind: heisen_recordings::EventKind::Lost {
+                        count: 0,
+                        location: format!(
+                            "no lease renewal from the coordinator for {} s: the agent stopped the capture here and \
+                             ended {ended} launched process group(s)",
+                            LEASE.as_secs()
+                        ),
+                        from_ns: Some(now_ns()),
+                    },
+                });
                 self.holds.release_capture(&id);
                 let _ = tokio::task::spawn_blocking(move || end_groups(&pids)).await;
                 let _ = self.stop_live(capture).await;
