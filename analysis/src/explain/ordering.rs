@@ -162,6 +162,31 @@ pub(crate) fn ordering_candidates(
     let narrower: Vec<bool> = out.iter().map(|(p, c)| wider(*p, c)).collect();
     let mut keep = narrower.into_iter().map(|n| !n);
     out.retain(|_| keep.next().unwrap_or(true));
+    // A two-point order "o before a" that a window "a after o and before e" implies, and that
+    // separates no better, says less than the window: the window ranks first (as does an order
+    // from another call of o's process on o's file, which the widest window stands for). The data cannot
+    // tell them apart when no passing run had a after e; verifying the window tests both of its
+    // edges, while the order alone leaves the cause free to land after e (a record written after
+    // the truncation is kept: the order would be refuted where the window is confirmed).
+    let implied: Vec<(usize, u32)> = out
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (p, c))| {
+            let Pred::Before(x, y) = *p else { return None };
+            out.iter()
+                .filter(|(q, d)| {
+                    matches!(*q, Pred::Between(a, o, _) if a == y && (o == x || same_file(o, x)))
+                        && d.score >= c.score - 1e-9
+                })
+                .map(|(_, d)| d.prior)
+                .max()
+                .map(|window| (i, window))
+        })
+        .collect();
+    for (i, window) in implied {
+        let c = &mut out[i].1;
+        c.prior = c.prior.min(window.saturating_sub(1));
+    }
     let out = same_flow(ctx, out);
     (out, examined, total)
 }

@@ -429,10 +429,10 @@ fn a_window_between_two_calls_of_one_process_separates_when_neither_edge_does() 
         expect![[r#"
             1.00 2/2 vs 0/2 [ordering] reload's openat [ops] lands after restart's kill(SIGTERM) [app] and before its renameat [app]
             1.00 2/2 vs 0/2 [ordering] reload's kill(SIGHUP) [ops] lands after restart's kill(SIGTERM) [app] and before its renameat [app]
-            0.50 2/2 vs 1/2 [ordering] restart's kill(SIGTERM) [app] before reload's kill(SIGHUP) [ops]
-            0.50 2/2 vs 1/2 [ordering] restart's kill(SIGTERM) [app] before reload's openat [ops]
             0.50 2/2 vs 1/2 [ordering] reload's openat [ops] before restart's renameat [app]
+            0.50 2/2 vs 1/2 [ordering] restart's kill(SIGTERM) [app] before reload's openat [ops]
             0.50 2/2 vs 1/2 [ordering] reload's kill(SIGHUP) [ops] before restart's renameat [app]
+            0.50 2/2 vs 1/2 [ordering] restart's kill(SIGTERM) [app] before reload's kill(SIGHUP) [ops]
         "#]],
     );
 }
@@ -637,6 +637,82 @@ fn a_services_call_in_a_window_on_its_own_file_is_verifiable() {
         "#]],
     );
 }
+
+/// The same race where every passing run happened to write before the copy (none after the
+/// truncation): "the copy's open before the write" then separates as well as the window, which
+/// implies it. The window ranks first: verifying it tests both of its edges, while the order alone
+/// would let the write land after the truncation, where the record is kept.
+#[test]
+fn a_window_ranks_above_the_order_it_implies_when_they_separate_alike() {
+    let mut table = String::from(
+        r#"
+        host web ±10
+        host ops ±10
+        "#,
+    );
+    for (run, failed, base) in [(1, true, 0), (2, false, 10_000), (3, false, 20_000), (4, true, 30_000)] {
+        let (web, ops) = (100 + run, 200 + run);
+        let write_at = if failed { base + 2500 } else { base + 1500 };
+        table.push_str(&format!(
+            r#"
+        run {run} {}
+        web {web} {} launch app
+        web {web} {} openat /s/app.log = 3
+        web {web} {} prints ready
+        web {web} {write_at} write 3 /s/app.log = 8
+        ops {ops} {} launch rotate
+        ops {ops} {} openat /s/app.log = 3
+        ops {ops} {} close 3 /s/app.log
+        ops {ops} {} truncate /s/app.log
+        ops {} {} launch audit
+        ops {} {} exit {}
+        "#,
+            if failed { "failed" } else { "passed" },
+            base + 1000,
+            base + 1100,
+            base + 1200,
+            base + 1000,
+            base + 2000,
+            base + 2100,
+            base + 2800,
+            300 + run,
+            base + 3000,
+            300 + run,
+            base + 3500,
+            failed as i32,
+        ));
+    }
+    check_verifiable(
+        &table,
+        COPYTRUNCATE_AUDIT,
+        expect![[r#"
+            1.00 app's write(fd>=3) on {shared}/app.log [web] lands after rotate's openat on {shared}/app.log [ops] and before its truncate on {shared}/app.log [ops]
+              { cause = { step = "app", syscall = "write", fd_at_least = 3, path = "{shared}/app.log" }, opens = { step = "rotate", syscall = "openat", path = "{shared}/app.log" }, closes = { step = "rotate", syscall = "truncate", path = "{shared}/app.log" }, runs = 5 }
+            1.00 rotate's openat on {shared}/app.log [ops] before app's write(fd>=3) on {shared}/app.log [web]
+              { first = { step = "app", syscall = "write", fd_at_least = 3, path = "{shared}/app.log" }, then = { step = "rotate", syscall = "openat", path = "{shared}/app.log" }, fails_when = "after", settle = "call", runs = 5 }
+        "#]],
+    );
+}
+
+/// COPYTRUNCATE where an audit after the rotation is what fails, as in the story.
+const COPYTRUNCATE_AUDIT: &str = r#"
+name = "t"
+[hosts.web]
+[hosts.ops]
+[services.app]
+host = "web"
+command = ["app"]
+ready = "ready"
+[steps.rotate]
+host = "ops"
+command = ["rotate"]
+[steps.audit]
+host = "ops"
+command = ["audit"]
+[failure]
+step = "audit"
+exit = 1
+"#;
 
 const RELOAD: &str = r#"
 name = "t"
