@@ -333,6 +333,14 @@ fn an_agent_outlives_no_coordinator_and_obeys_sigterm() {
     let _ = coordinator.wait();
 }
 
+/// A token file (0600) in `dir` for agents that share one.
+fn shared_token(dir: &std::path::Path) -> std::path::PathBuf {
+    let token = dir.join("token");
+    std::fs::write(&token, "faults-test-token").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    token
+}
+
 /// A `heisen agent` NAME listening on `listen` with `token` (both agents of a capture share
 /// one), recording its network namespace.
 fn start_agent_on(name: &str, data: &std::path::Path, listen: &str, token: &std::path::Path) -> (Agent, String) {
@@ -388,9 +396,7 @@ fn an_agent_killed_mid_capture_is_named_and_its_stored_part_recovered() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "faults-test-token").unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token = shared_token(dir.path());
     // Something to record on both hosts for the whole capture: a process named `sleep` every 50 ms.
     let mut workload =
         Command::new("sh").args(["-c", "i=0; while [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"]).spawn().unwrap();
@@ -494,9 +500,7 @@ fn an_agent_that_stops_answering_is_named_within_seconds() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "faults-test-token").unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token = shared_token(dir.path());
     let (_a, a_addr) = start_agent_on("a", &dir.path().join("a"), "127.0.0.1:0", &token);
     let (b, b_addr) = start_agent_on("b", &dir.path().join("b"), "127.0.0.1:0", &token);
     let bundle = dir.path().join("c.heisen");
@@ -534,9 +538,7 @@ fn ctrl_c_ends_a_capture_with_its_bundle() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "faults-test-token").unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let token = shared_token(dir.path());
     let (_a, addr) = start_agent_on("a", &dir.path().join("a"), "127.0.0.1:0", &token);
     let bundle = dir.path().join("c.heisen");
     let mut capture = Command::new(heisen());

@@ -144,19 +144,7 @@ async fn hold_is_released_by_timeout() {
     assert_eq!((lines, code), (vec!["held".to_string(), "free".to_string()], 0));
     assert!(took >= Duration::from_millis(350), "released too early: {took:?}");
     drop(tx);
-    client.stop_capture(proto::StopCaptureRequest { capture_id: "t1".into() }).await.unwrap();
-    let mut events = client
-        .stream_events(proto::StreamEventsRequest { capture_id: "t1".into(), from_seq: 0 })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut actions = Vec::new();
-    while let Some(e) = events.message().await.unwrap() {
-        if let Some(proto::event::Kind::Gate(g)) = e.kind {
-            actions.push(g.action);
-        }
-    }
-    assert_eq!(actions, vec!["held", "timeout"]);
+    assert_eq!(gate_actions(&mut client, "t1").await, vec!["held", "timeout"]);
 }
 
 #[tokio::test]
