@@ -16,6 +16,17 @@ pub struct Filter {
     pub hosts: Vec<String>,
     pub run: Option<u32>,
     pub kinds: Vec<String>,
+    /// Only events of these pids (thread ids) when not empty.
+    pub pids: Vec<i32>,
+    /// Only events of processes with these names when not empty.
+    pub comms: Vec<String>,
+    /// Only these syscalls (names, already expanded from classes) when not empty.
+    pub syscalls: Vec<String>,
+    /// Only events whose place on the coordinator's timeline is at or after this (ns since the
+    /// capture's start)...
+    pub since_ns: Option<i64>,
+    /// ... and at or before this.
+    pub until_ns: Option<i64>,
     /// Hide noise: SIGCHLD, successful syscalls on stdio, forks, and the execs of shims a
     /// process ran on its way to its program (its final exec names them).
     pub essentials: bool,
@@ -51,7 +62,8 @@ impl Filter {
         Ok(())
     }
 
-    fn keeps(&self, host: &str, p: &Placed<&Event>) -> bool {
+    /// Whether an event is shown; `started_ns` is the capture's start (for --since/--until).
+    fn keeps(&self, host: &str, p: &Placed<&Event>, started_ns: i64) -> bool {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h == host) {
             return false;
         }
@@ -59,6 +71,21 @@ impl Filter {
             return false;
         }
         if !self.kinds.is_empty() && !self.kinds.iter().any(|k| k == p.event.kind.name()) {
+            return false;
+        }
+        if !self.pids.is_empty() && !self.pids.contains(&p.event.pid) {
+            return false;
+        }
+        if !self.comms.is_empty() && !self.comms.contains(&p.event.comm) {
+            return false;
+        }
+        if !self.syscalls.is_empty()
+            && !matches!(&p.event.kind, EventKind::Syscall { name, .. } if self.syscalls.contains(name))
+        {
+            return false;
+        }
+        let at = p.interval.midpoint_ns().saturating_sub(started_ns);
+        if self.since_ns.is_some_and(|s| at < s) || self.until_ns.is_some_and(|u| at > u) {
             return false;
         }
         if self.essentials {
@@ -176,7 +203,7 @@ pub fn build<'a>(bundle: &'a Bundle, filter: &Filter) -> Timeline<'a> {
         .into_iter()
         .map(|p| (hosts[p.host].0, p))
         .filter(|(_, p)| shims.get(p.host).is_none_or(|s| !s.contains(&p.event.seq)))
-        .filter(|(host, p)| filter.keeps(host, p))
+        .filter(|(host, p)| filter.keeps(host, p, bundle.started_ns))
         .map(|(host, placed)| {
             let at = EventRef { host: placed.host, seq: placed.event.seq };
             Shown { host, caused_by: into.remove(&at).unwrap_or_default(), placed, concurrent: Vec::new() }

@@ -279,12 +279,31 @@ struct TimelineArgs {
     /// Only these kinds: syscall, signal, exec, fork, exit, lost, launch, output, gate (repeatable).
     #[arg(long)]
     kind: Vec<String>,
+    /// Only events of these process or thread ids (repeatable).
+    #[arg(long)]
+    pid: Vec<i32>,
+    /// Only events of processes with this name (kernel comm, repeatable).
+    #[arg(long)]
+    comm: Vec<String>,
+    /// Only these syscalls: names and classes as `heisen capture --syscalls` takes them
+    /// (comma-separated or repeated); other kinds of events are left out.
+    #[arg(long, value_name = "LIST")]
+    syscall: Vec<String>,
+    /// Only events from this long after the capture started (e.g. 1.5s, 300ms, 2m).
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
+    /// Only events until this long after the capture started.
+    #[arg(long, value_name = "DURATION")]
+    until: Option<String>,
     /// Show everything, including SIGCHLD, forks and stdio writes.
     #[arg(long)]
     all: bool,
     /// Print a JSON array of events (the same as --format json).
     #[arg(long)]
     json: bool,
+    /// Print one JSON object per line (the same as --format jsonl): for streams and tools like jq.
+    #[arg(long, conflicts_with = "json")]
+    jsonl: bool,
     /// text (times with their uncertainty, causal edges), json, or strace (`HOST PID COMM
     /// call(args) = ret`, one line per call, as strace users read them).
     #[arg(long, value_enum, default_value_t = TimelineFormat::Text)]
@@ -296,6 +315,7 @@ struct TimelineArgs {
 pub enum TimelineFormat {
     Text,
     Json,
+    Jsonl,
     Strace,
 }
 

@@ -89,6 +89,48 @@ fn timeline_refuses_damaged_bundles() {
     assert_bad_input(&heisen(&["timeline", "/nonexistent/x.heisen"]), &["/nonexistent/x.heisen"]);
 }
 
+/// The events of `heisen timeline ARGS --jsonl`, one JSON object per line.
+fn jsonl(args: &[&str]) -> Vec<serde_json::Value> {
+    let out = heisen(&[&["timeline", "--jsonl"], args].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `--jsonl` prints the events of `--json`, one per line; `--pid`, `--comm`, `--syscall` (names
+/// and classes), `--since` and `--until` keep exactly the events they name; bad values exit 2.
+#[test]
+fn timeline_streams_jsonl_and_filters_by_process_call_and_time() {
+    let b = "../recordings/bundles/mountd-sighup-small.heisen";
+    let all = jsonl(&[b, "--all"]);
+    let array = heisen(&["timeline", b, "--json", "--all"]);
+    let array: Vec<serde_json::Value> = serde_json::from_slice(&array.stdout).unwrap();
+    assert_eq!(all, array, "--jsonl and --json differ");
+    assert!(all.len() > 1000, "{}", all.len());
+
+    let kills = jsonl(&[b, "--syscall", "kill"]);
+    let expected = all.iter().filter(|e| e["kind"] == "syscall" && e["name"] == "kill").count();
+    assert!(expected > 0);
+    assert_eq!(kills.len(), expected);
+    let signal_class = jsonl(&[b, "--syscall", "signal", "--all"]);
+    assert!(signal_class.len() >= kills.len() && signal_class.iter().all(|e| e["kind"] == "syscall"));
+
+    let pid = all[all.len() / 2]["pid"].as_i64().unwrap();
+    let of_pid = jsonl(&[b, "--all", "--pid", &pid.to_string()]);
+    assert_eq!(of_pid.len(), all.iter().filter(|e| e["pid"] == pid).count());
+    let comm = all[0]["comm"].as_str().unwrap().to_string();
+    let of_comm = jsonl(&[b, "--all", "--comm", &comm]);
+    assert_eq!(of_comm.len(), all.iter().filter(|e| e["comm"] == comm.as_str()).count());
+
+    // Before and after one instant: together, every event once.
+    let (before, after) = (jsonl(&[b, "--all", "--until", "2s"]), jsonl(&[b, "--all", "--since", "2s"]));
+    assert!(!before.is_empty() && !after.is_empty());
+    assert_eq!(before.len() + after.len(), all.len(), "an event is on neither or both sides of 2 s");
+    assert!(jsonl(&[b, "--all", "--since", "1h"]).is_empty());
+
+    assert_bad_input(&heisen(&["timeline", b, "--syscall", "nope"]), &["--syscall", "`nope`"]);
+    assert_bad_input(&heisen(&["timeline", b, "--since", "5x"]), &["--since", "`5x`"]);
+}
+
 /// A filter naming a host, kind or run the capture does not have is an error that lists the
 /// choices (it printed nothing and exited 0); the device, FIFO or huge file given as a bundle is
 /// refused at once.

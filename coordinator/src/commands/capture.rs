@@ -9,8 +9,9 @@ use crate::hosts::{credentials, parse_agents};
 use crate::output::{progress, LiveLine};
 use crate::{client, session, CaptureArgs};
 
-pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
-    let bad = || anyhow!("--for `{text}`: want a duration like 30s, 5m, 500ms or 2h");
+/// A duration given to `flag`: 30s, 5m, 500ms, 2h or a number of seconds.
+pub fn parse_duration(flag: &str, text: &str) -> Result<std::time::Duration> {
+    let bad = || anyhow!("{flag} `{text}`: want a duration like 30s, 5m, 500ms or 2h");
     let (number, unit) = text.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((text, ""), |i| text.split_at(i));
     let value: f64 = number.parse().map_err(|_| bad())?;
     let secs = match unit {
@@ -20,14 +21,14 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
         "h" => value * 3600.0,
         _ => return Err(bad()),
     };
-    if !(secs.is_finite() && secs > 0.0) {
+    if !(secs.is_finite() && secs >= 0.0) || (secs == 0.0 && flag == "--for") {
         return Err(bad());
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 pub async fn run(a: CaptureArgs) -> Result<i32> {
-    let duration = a.duration.as_deref().map(parse_duration).transpose()?;
+    let duration = a.duration.as_deref().map(|d| parse_duration("--for", d)).transpose()?;
     // Checked before any agent is asked: a mistyped name is the user's to fix, not a host's.
     if let Err(bad) = heisen_recordings::expand_syscalls(&a.syscalls) {
         let classes: Vec<&str> = heisen_recordings::CLASSES.iter().map(|(c, _)| *c).collect();

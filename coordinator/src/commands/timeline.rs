@@ -4,13 +4,35 @@ use anyhow::Result;
 use heisen_analysis::timeline;
 use heisen_recordings::Bundle;
 
+use crate::commands::capture::parse_duration;
 use crate::{TimelineArgs, TimelineFormat};
 
 pub fn run(a: TimelineArgs) -> Result<i32> {
-    let bundle = Bundle::read(&a.bundle)?;
-    let format = if a.json { TimelineFormat::Json } else { a.format };
+    let format = match (a.json, a.jsonl) {
+        (true, _) => TimelineFormat::Json,
+        (_, true) => TimelineFormat::Jsonl,
+        _ => a.format,
+    };
     let essentials = !a.all && format == TimelineFormat::Text;
-    let filter = timeline::Filter { hosts: a.host, run: a.run, kinds: a.kind, essentials };
+    let syscalls = heisen_recordings::expand_syscalls(&a.syscall).map_err(|bad| {
+        let classes: Vec<&str> = heisen_recordings::CLASSES.iter().map(|(c, _)| *c).collect();
+        anyhow::anyhow!("--syscall: `{bad}` is neither a syscall heisen records nor a class ({})", classes.join(", "))
+    })?;
+    let offset = |flag: &str, d: &Option<String>| -> Result<Option<i64>> {
+        d.as_deref().map(|d| Ok(parse_duration(flag, d)?.as_nanos().min(i64::MAX as u128) as i64)).transpose()
+    };
+    let filter = timeline::Filter {
+        hosts: a.host,
+        run: a.run,
+        kinds: a.kind,
+        pids: a.pid,
+        comms: a.comm,
+        syscalls: syscalls.into_iter().map(str::to_string).collect(),
+        since_ns: offset("--since", &a.since)?,
+        until_ns: offset("--until", &a.until)?,
+        essentials,
+    };
+    let bundle = Bundle::read(&a.bundle)?;
     filter.check(&bundle)?;
     let timeline = timeline::build(&bundle, &filter);
     if timeline.violations > 0 {
@@ -28,21 +50,32 @@ pub fn run(a: TimelineArgs) -> Result<i32> {
             }
         }
         out.flush()?;
-    } else if format == TimelineFormat::Json {
-        let array: Vec<_> = timeline
-            .events
-            .iter()
-            .map(|s| {
-                let mut v = timeline::to_json(s.host, &s.placed);
-                if let (serde_json::Value::Object(v), serde_json::Value::Object(facts)) =
-                    (&mut v, timeline::facts_json(s))
-                {
-                    v.extend(facts);
-                }
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string(&array)?);
+    } else if matches!(format, TimelineFormat::Json | TimelineFormat::Jsonl) {
+        // Written as it goes, never held whole: a JSON array, or one object per line.
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let lines = format == TimelineFormat::Jsonl;
+        if !lines {
+            out.write_all(b"[")?;
+        }
+        for (i, s) in timeline.events.iter().enumerate() {
+            let mut v = timeline::to_json(s.host, &s.placed);
+            if let (serde_json::Value::Object(v), serde_json::Value::Object(facts)) = (&mut v, timeline::facts_json(s))
+            {
+                v.extend(facts);
+            }
+            if i > 0 && !lines {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut out, &v)?;
+            if lines {
+                out.write_all(b"\n")?;
+            }
+        }
+        if !lines {
+            out.write_all(b"]\n")?;
+        }
+        out.flush()?;
     } else {
         let origin = timeline.events.first().map(|s| s.placed.interval.midpoint_ns()).unwrap_or(0);
         let mut previous: Option<(&str, u64)> = None;
