@@ -99,7 +99,9 @@ pub fn run_helper(args: &[String]) -> Option<i32> {
 
 /// Runs the agent until SIGINT/SIGTERM; returns the process exit code (2 on bad input).
 pub fn run(args: AgentArgs) -> i32 {
+    // Colours only on a terminal: a log redirected to a file or journald stays plain text.
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEISEN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .try_init();
