@@ -4,9 +4,10 @@
 //!
 //! Why one value per batch: sled copies a leaf node on every insert, so storing each event as its
 //! own value capped ingest near 0.1 M events/s (docs/BENCHMARKS.md); a batch of hundreds of
-//! events costs one insert. Batches are written as the agent's sink fills them (at most 20 ms
-//! apart) and flushed when a capture stops, so a crash loses at most the batch in flight, never
-//! a stopped capture.
+//! events costs one insert. Batches are written as the agent's sink fills them (at most 50 ms
+//! apart), sled writes its buffers out every `FLUSH_EVERY_MS` (100 ms), and a stopped capture is
+//! flushed and marked stopped: a crash of the agent loses at most the last `CRASH_WINDOW_MS`
+//! (measured: its last stored event 67–128 ms before a kill -9), never a stopped capture.
 //!
 //! Why varints and LZ4: sled copies a value several times on its way to disk (log buffer, leaf
 //! splits every 16 values, whole nodes written as blob files past 128 KiB), so its cost grows
