@@ -55,17 +55,33 @@ fn run_and_explain(name: &str, interpreter: &str) -> Explained {
     Explained { run, explain, bundle, dir }
 }
 
-/// Runs and explains story `name`, checks that candidate 1's summary satisfies `first`, verifies
-/// candidate 1 and expects CONFIRMED, with the natural rate beside the forced ones.
+/// Runs and explains story `name`, checks that the cause (`first` holds of its summary) is
+/// candidate 1 — or, when the capture cannot tell candidates apart (they separate exactly alike,
+/// which a capture with few failing runs can do by chance), one tied with candidate 1 — verifies
+/// it and expects CONFIRMED, with the natural rate beside the forced ones. A tie is printed, so a
+/// ranking that puts another view of the race first shows in the log.
 fn run_explain_verify(name: &str, interpreter: &str, first: impl Fn(&str) -> bool) {
     let Explained { run, explain: x, bundle, dir } = run_and_explain(name, interpreter);
-    let summary = x["candidates"][0]["summary"].as_str().unwrap_or_default();
-    assert!(first(summary), "{name}: candidate 1 is not the cause: {x:#}");
+    let candidates = x["candidates"].as_array().cloned().unwrap_or_default();
+    let top = candidates.first().map(|c| (c["score"].as_f64(), c["failing"].clone(), c["passing"].clone()));
+    let tied = |c: &serde_json::Value| top == Some((c["score"].as_f64(), c["failing"].clone(), c["passing"].clone()));
+    let rank = candidates
+        .iter()
+        .take_while(|c| tied(c))
+        .position(|c| first(c["summary"].as_str().unwrap_or_default()))
+        .map(|i| i + 1);
+    let Some(rank) = rank else { panic!("{name}: the cause is not candidate 1 nor tied with it: {x:#}") };
+    if rank > 1 {
+        eprintln!(
+            "{name}: the cause is candidate {rank}, tied with candidate 1 ({}); verifying it",
+            candidates[0]["summary"].as_str().unwrap_or_default()
+        );
+    }
 
     let v = json_of(
         Command::new(heisen()).current_dir(dir.path()).arg("verify").arg(&bundle).args([
             "--candidate",
-            "1",
+            &rank.to_string(),
             "--local",
             "--json",
         ]),
