@@ -684,7 +684,7 @@ fn a_window_ranks_above_the_order_it_implies_when_they_separate_alike() {
     }
     check_verifiable(
         &table,
-        COPYTRUNCATE_AUDIT,
+        &copytruncate_audited(),
         expect![[r#"
             1.00 app's write(fd>=3) on {shared}/app.log [web] lands after rotate's openat on {shared}/app.log [ops] and before its truncate on {shared}/app.log [ops]
               { cause = { step = "app", syscall = "write", fd_at_least = 3, path = "{shared}/app.log" }, opens = { step = "rotate", syscall = "openat", path = "{shared}/app.log" }, closes = { step = "rotate", syscall = "truncate", path = "{shared}/app.log" }, runs = 5 }
@@ -695,24 +695,13 @@ fn a_window_ranks_above_the_order_it_implies_when_they_separate_alike() {
 }
 
 /// COPYTRUNCATE where an audit after the rotation is what fails, as in the story.
-const COPYTRUNCATE_AUDIT: &str = r#"
-name = "t"
-[hosts.web]
-[hosts.ops]
-[services.app]
-host = "web"
-command = ["app"]
-ready = "ready"
-[steps.rotate]
-host = "ops"
-command = ["rotate"]
-[steps.audit]
-host = "ops"
-command = ["audit"]
-[failure]
-step = "audit"
-exit = 1
-"#;
+fn copytruncate_audited() -> String {
+    assert!(COPYTRUNCATE.contains("[failure]\nstep = \"rotate\""));
+    COPYTRUNCATE.replace(
+        "[failure]\nstep = \"rotate\"",
+        "[steps.audit]\nhost = \"ops\"\ncommand = [\"audit\"]\n[failure]\nstep = \"audit\"",
+    )
+}
 
 const RELOAD: &str = r#"
 name = "t"
