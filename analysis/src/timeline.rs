@@ -2,11 +2,12 @@
 //! `heisen timeline --json`: fields are only ever added, never renamed or removed.
 
 use crate::AnalysisError;
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
 
 use heisen_recordings::{
-    errno_name, recorded_edges, signal_name, superseded_execs, violates_clocks, Bundle, EdgeKind, Event, EventKind,
-    EventRef, Interval, Merge, Order, Placed, Relation, SignalPhase,
+    errno_name, signal_name, violates_clocks, Bundle, BundleFile, ClockModel, Edge, EdgeFinder, EdgeKind, Event,
+    EventKind, EventRef, Interval, Merge, Order, Placed, Relation, SignalPhase, Superseded,
 };
 use serde_json::{json, Value};
 
@@ -35,7 +36,8 @@ pub struct Filter {
 impl Filter {
     /// Whether the filter names only hosts, kinds and runs the capture has: a typo is an error
     /// that lists the choices, never an empty timeline.
-    pub fn check(&self, bundle: &Bundle) -> Result<(), AnalysisError> {
+    pub fn check(&self, file: &BundleFile) -> Result<(), AnalysisError> {
+        let bundle = file.head();
         if let Some(host) = self.hosts.iter().find(|h| bundle.host(h).is_none()) {
             let names: Vec<&str> = bundle.hosts.iter().map(|h| h.name.as_str()).collect();
             return Err(AnalysisError::NoHost {
@@ -49,7 +51,7 @@ impl Filter {
         }
         if let Some(run) = self.run {
             let mut runs: std::collections::BTreeSet<u32> = bundle.runs.iter().map(|r| r.run).collect();
-            runs.extend(bundle.hosts.iter().flat_map(|h| h.events.iter().map(|e| e.run)));
+            runs.extend(file.event_runs());
             if !runs.contains(&run) {
                 let list: Vec<String> = runs.iter().map(u32::to_string).collect();
                 return Err(AnalysisError::NoRun {
@@ -63,7 +65,7 @@ impl Filter {
     }
 
     /// Whether an event is shown; `started_ns` is the capture's start (for --since/--until).
-    fn keeps(&self, host: &str, p: &Placed<&Event>, started_ns: i64) -> bool {
+    fn keeps(&self, host: &str, p: &Placed<Event>, started_ns: i64) -> bool {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h == host) {
             return false;
         }
@@ -163,85 +165,195 @@ pub struct Timeline<'a> {
 /// One shown event with its order facts.
 pub struct Shown<'a> {
     pub host: &'a str,
-    pub placed: Placed<&'a Event>,
-    /// Causal edges into this event: (source, kind, contradicts the clocks).
+    pub placed: Placed<Event>,
+    /// Causal edges into this event: (source, its host, kind, contradicts the clocks).
     pub caused_by: Vec<(EventRef, &'a str, EdgeKind, bool)>,
     /// Shown events on other hosts that nothing orders relative to this one.
     pub concurrent: Vec<(&'a str, u64)>,
 }
 
+/// What a streamed timeline found besides its events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Events shown.
+    pub shown: u64,
+    /// Edges whose clock intervals contradict them.
+    pub violations: usize,
+}
+
 /// At most this many concurrent events are listed per event.
 const MAX_CONCURRENT: usize = 16;
 
-/// Events of `bundle` in merged order, filtered, with causal edges and concurrency.
+/// Events of `bundle` in merged order, filtered, with causal edges and concurrency, in memory.
 pub fn build<'a>(bundle: &'a Bundle, filter: &Filter) -> Timeline<'a> {
-    let hosts: Vec<(&str, &[Event])> = bundle.hosts.iter().map(|h| (h.name.as_str(), h.events.as_slice())).collect();
-    let streams = bundle.hosts.iter().map(|h| (h.events.iter(), h.clock.clone())).collect();
-    let all: Vec<Placed<&Event>> = Merge::new(streams).collect();
-    let interval: HashMap<EventRef, Interval> =
-        all.iter().map(|p| (EventRef { host: p.host, seq: p.event.seq }, p.interval)).collect();
-    let mut edges = recorded_edges(&hosts);
-    for m in &bundle.causal {
-        if let (Some(from), Some(to)) = (m.from.resolve(&hosts), m.to.resolve(&hosts)) {
-            edges.push(heisen_recordings::Edge { from, to, kind: EdgeKind::Message });
-        }
-    }
-    let order = Order::new(hosts.len(), &edges);
-    let mut into: HashMap<EventRef, Vec<(EventRef, &str, EdgeKind, bool)>> = HashMap::new();
-    let mut violations = 0;
-    for e in &edges {
-        let bad = match (interval.get(&e.from), interval.get(&e.to)) {
-            (Some(f), Some(t)) => violates_clocks(f, t),
-            _ => false,
-        };
-        violations += bad as usize;
-        into.entry(e.to).or_default().push((e.from, hosts[e.from.host].0, e.kind, bad));
-    }
-    let shims: Vec<std::collections::HashSet<u64>> =
-        if filter.essentials { bundle.hosts.iter().map(|h| superseded_execs(&h.events)).collect() } else { Vec::new() };
-    let mut events: Vec<Shown<'a>> = all
-        .into_iter()
-        .map(|p| (hosts[p.host].0, p))
-        .filter(|(_, p)| shims.get(p.host).is_none_or(|s| !s.contains(&p.event.seq)))
-        .filter(|(host, p)| filter.keeps(host, p, bundle.started_ns))
-        .map(|(host, placed)| {
-            let at = EventRef { host: placed.host, seq: placed.event.seq };
-            Shown { host, caused_by: into.remove(&at).unwrap_or_default(), placed, concurrent: Vec::new() }
-        })
-        .collect();
-    // Intervals are bounded, so only neighbours within the widest interval can overlap. The
-    // merge orders events by their interval's centre: each direction stops at the first event
-    // farther than that (O(n·w), w the events within one clock error; it was O(n²) backwards).
-    let widest = events.iter().map(|s| s.placed.interval.latest_ns - s.placed.interval.earliest_ns).max().unwrap_or(0);
-    for i in 0..events.len() {
-        let centre = events[i].placed.interval.midpoint_ns();
-        let mut found = Vec::new();
-        let near = |j: &usize| (events[*j].placed.interval.midpoint_ns() - centre).abs() <= widest;
-        let earlier = (0..i).rev().take_while(near);
-        let later = (i + 1..events.len()).take_while(near);
-        for j in earlier.chain(later) {
-            let other = &events[j].placed;
-            if found.len() >= MAX_CONCURRENT {
-                break;
-            }
-            if other.host == events[i].placed.host {
-                continue;
-            }
-            let a =
-                (EventRef { host: events[i].placed.host, seq: events[i].placed.event.seq }, events[i].placed.interval);
-            let b = (EventRef { host: other.host, seq: other.event.seq }, other.interval);
-            if order.relation(a, b) == Relation::Concurrent {
-                found.push((events[j].host, other.event.seq));
-            }
-        }
-        events[i].concurrent = found;
-    }
-    Timeline { events, violations }
+    let names: Vec<&'a str> = bundle.hosts.iter().map(|h| h.name.as_str()).collect();
+    let file = BundleFile::from_bundle(std::path::Path::new(&bundle.capture_id), bundle.clone());
+    let mut events = Vec::new();
+    let summary = walk(&file, &names, filter, |s| {
+        events.push(s);
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let Ok(summary) = summary;
+    Timeline { events, violations: summary.violations }
 }
 
 /// Events of `bundle` in merged order, filtered (without order facts).
-pub fn merged<'a>(bundle: &'a Bundle, filter: &Filter) -> Vec<(&'a str, Placed<&'a Event>)> {
+pub fn merged<'a>(bundle: &'a Bundle, filter: &Filter) -> Vec<(&'a str, Placed<Event>)> {
     build(bundle, filter).events.into_iter().map(|s| (s.host, s.placed)).collect()
+}
+
+/// The merged timeline of `file`, filtered, each event handed to `emit` in merged order with its
+/// causal edges and concurrency, in memory bounded by the clock error, not the capture's size:
+/// one pass finds the edges (holding only what an edge may still need), a second merges the
+/// hosts' streams a chunk at a time, skipping chunks the filter rules out, and decides
+/// concurrency in a window as wide as the widest clock interval. Damage met while reading ends
+/// that host's stream with a `lost` event; [`BundleFile::damage`] names it afterwards.
+pub fn stream<'f, E>(
+    file: &'f BundleFile,
+    filter: &Filter,
+    emit: impl FnMut(Shown<'f>) -> Result<(), E>,
+) -> Result<Summary, E> {
+    let names: Vec<&'f str> = file.head().hosts.iter().map(|h| h.name.as_str()).collect();
+    walk(file, &names, filter, emit)
+}
+
+/// A shown event waiting in the concurrency window, and the light facts of one kept as a
+/// neighbour after it was emitted.
+struct Near {
+    at: EventRef,
+    interval: Interval,
+}
+
+fn walk<'a, E>(
+    file: &BundleFile,
+    names: &[&'a str],
+    filter: &Filter,
+    mut emit: impl FnMut(Shown<'a>) -> Result<(), E>,
+) -> Result<Summary, E> {
+    let head = file.head();
+    let n = names.len();
+    let clocks: Vec<ClockModel> = head.hosts.iter().map(|h| h.clock.clone()).collect();
+    let interval = |host: usize, raw: i64| {
+        let c = &clocks[host];
+        let centre = c.centre(raw);
+        let error = c.error_at(centre);
+        Interval { earliest_ns: centre - error, latest_ns: centre + error }
+    };
+
+    // Pass 1: the edges, the shims, and each host's time span (for the window's width).
+    let mut finder = EdgeFinder::new(names, &head.causal);
+    let mut shims: Vec<Superseded> = (0..n).map(|_| Superseded::default()).collect();
+    let mut span: Vec<Option<(i64, i64)>> = vec![None; n];
+    for (host, host_span) in span.iter_mut().enumerate() {
+        for e in file.host_events(host) {
+            finder.push(host, &e);
+            if filter.essentials {
+                shims[host].push(&e);
+            }
+            let (lo, hi) = host_span.get_or_insert((e.raw_ns, e.raw_ns));
+            *lo = (*lo).min(e.raw_ns);
+            *hi = (*hi).max(e.raw_ns);
+        }
+    }
+    let found = finder.finish();
+    let edges: Vec<Edge> = found.iter().map(|f| f.edge).collect();
+    let order = Order::new(n, &edges);
+    let mut into: HashMap<EventRef, Vec<(EventRef, &'a str, EdgeKind, bool)>> = HashMap::new();
+    let mut violations = 0;
+    for f in &found {
+        let bad = violates_clocks(&interval(f.edge.from.host, f.from_raw_ns), &interval(f.edge.to.host, f.to_raw_ns));
+        violations += bad as usize;
+        into.entry(f.edge.to).or_default().push((f.edge.from, names[f.edge.from.host], f.edge.kind, bad));
+    }
+    // The widest interval of any event: twice the largest error bound over each host's span.
+    let widest = span
+        .iter()
+        .enumerate()
+        .filter_map(|(h, s)| {
+            s.map(|(lo, hi)| 2 * clocks[h].max_error_between(clocks[h].centre(lo), clocks[h].centre(hi)))
+        })
+        .max()
+        .unwrap_or(0);
+
+    // Pass 2: merge, skipping the chunks the filter rules out.
+    let started = head.started_ns;
+    let streams = (0..n)
+        .map(|h| {
+            let shown_host = filter.hosts.is_empty() || filter.hosts.iter().any(|x| x == names[h]);
+            let keep = |c: &heisen_recordings::ChunkEntry| {
+                let from = clocks[h].centre(c.min_raw_ns).saturating_sub(started);
+                let to = clocks[h].centre(c.max_raw_ns).saturating_sub(started);
+                shown_host
+                    && filter.run.is_none_or(|r| c.runs.contains(&r))
+                    && filter.since_ns.is_none_or(|s| to >= s)
+                    && filter.until_ns.is_none_or(|u| from <= u)
+            };
+            (file.host_events_where(h, keep), clocks[h].clone())
+        })
+        .collect();
+    let mut near: VecDeque<Near> = VecDeque::new();
+    // Global index of near[0]; pending[k] is the event at global index pending_base + k.
+    let mut near_base = 0usize;
+    let mut pending: VecDeque<Shown<'a>> = VecDeque::new();
+    let mut pending_base = 0usize;
+    let mut shown = 0u64;
+    let mut flush = |near: &mut VecDeque<Near>,
+                     near_base: &mut usize,
+                     pending: &mut VecDeque<Shown<'a>>,
+                     pending_base: &mut usize,
+                     newest: Option<i64>|
+     -> Result<(), E> {
+        while let Some(first) = pending.front() {
+            let centre = first.placed.interval.midpoint_ns();
+            if newest.is_some_and(|newest| newest - centre <= widest) {
+                break;
+            }
+            let mut s = pending.pop_front().expect("a pending event");
+            let pos = *pending_base - *near_base;
+            *pending_base += 1;
+            let close = |j: &usize| (near[*j].interval.midpoint_ns() - centre).abs() <= widest;
+            let earlier = (0..pos).rev().take_while(close);
+            let later = (pos + 1..near.len()).take_while(close);
+            let me = (near[pos].at, near[pos].interval);
+            for j in earlier.chain(later) {
+                if s.concurrent.len() >= MAX_CONCURRENT {
+                    break;
+                }
+                let other = &near[j];
+                if other.at.host != me.0.host && order.relation(me, (other.at, other.interval)) == Relation::Concurrent
+                {
+                    s.concurrent.push((names[other.at.host], other.at.seq));
+                }
+            }
+            emit(s)?;
+            // Neighbours farther back than the window from the next event to emit are no longer needed.
+            let next_centre = pending.front().map_or(i64::MAX, |p| p.placed.interval.midpoint_ns());
+            while *near_base < *pending_base
+                && near.front().is_some_and(|f| next_centre.saturating_sub(f.interval.midpoint_ns()) > widest)
+            {
+                near.pop_front();
+                *near_base += 1;
+            }
+        }
+        Ok(())
+    };
+    for p in Merge::new(streams) {
+        if shims.get(p.host).is_some_and(|s| s.found.contains(&p.event.seq)) {
+            continue;
+        }
+        if !filter.keeps(names[p.host], &p, started) {
+            continue;
+        }
+        let at = EventRef { host: p.host, seq: p.event.seq };
+        near.push_back(Near { at, interval: p.interval });
+        let centre = p.interval.midpoint_ns();
+        let caused_by = into.remove(&at).unwrap_or_default();
+        pending.push_back(Shown { host: names[p.host], caused_by, placed: p, concurrent: Vec::new() });
+        shown += 1;
+        flush(&mut near, &mut near_base, &mut pending, &mut pending_base, Some(centre))?;
+    }
+    flush(&mut near, &mut near_base, &mut pending, &mut pending_base, None)?;
+    Ok(Summary { shown, violations })
 }
 
 /// The order facts of a shown event, added to its JSON.
@@ -255,8 +367,8 @@ pub fn facts_json(shown: &Shown<'_>) -> Value {
 }
 
 /// One event as the JSON contract describes it.
-pub fn to_json(host: &str, p: &Placed<&Event>) -> Value {
-    let e = p.event;
+pub fn to_json<E: Borrow<Event>>(host: &str, p: &Placed<E>) -> Value {
+    let e = p.event.borrow();
     let mut v = json!({
         "host": host, "seq": e.seq, "kind": e.kind.name(), "pid": e.pid, "comm": e.comm, "run": e.run,
         "raw_ns": e.raw_ns, "earliest_ns": p.interval.earliest_ns, "latest_ns": p.interval.latest_ns,
@@ -362,8 +474,8 @@ pub fn to_strace(host: &str, e: &Event) -> Option<String> {
 }
 
 /// One event as a line of text: time relative to `origin_ns` with its uncertainty, host, process, what.
-pub fn to_text(host: &str, p: &Placed<&Event>, origin_ns: i64) -> String {
-    let e = p.event;
+pub fn to_text<E: Borrow<Event>>(host: &str, p: &Placed<E>, origin_ns: i64) -> String {
+    let e = p.event.borrow();
     let mid = p.interval.midpoint_ns() - origin_ns;
     let err_us = (p.interval.latest_ns - p.interval.earliest_ns) / 2 / 1_000;
     let what = match &e.kind {

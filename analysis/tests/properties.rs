@@ -189,7 +189,7 @@ fn analyse(bundle: &Bundle) {
     for p in shown.events.iter().take(200) {
         let _ = timeline::to_text(p.host, &p.placed, 0);
         let _ = timeline::to_json(p.host, &p.placed);
-        let _ = timeline::to_strace(p.host, p.placed.event);
+        let _ = timeline::to_strace(p.host, &p.placed.event);
     }
     let _ = explain::explain(bundle, &explain::Options::default());
     let hosts: Vec<&str> = bundle.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -241,7 +241,18 @@ fn bundles_whose_json_was_changed_are_refused_or_analysed_never_panic() {
 
 #[test]
 fn damaged_bundle_files_are_refused_never_panic() {
-    let bytes = std::fs::read(root().join("recordings/bundles/mountd-sighup-small.heisen")).unwrap();
+    let v1 = std::fs::read(root().join("recordings/bundles/mountd-sighup-small.heisen")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.heisen");
+    Bundle::decode(&v1).unwrap().write(&path).unwrap();
+    let v2 = std::fs::read(&path).unwrap();
+    for bytes in [v1, v2] {
+        damage_bytes(&bytes);
+    }
+}
+
+/// Damages a bundle file's bytes in every way proptest finds: flipped bits, cut short, a new tail.
+fn damage_bytes(bytes: &[u8]) {
     let len = bytes.len();
     let damage = prop_oneof![
         (0..len, any::<u8>()).prop_map(|(i, b)| (i, Some(b), None)),
@@ -252,7 +263,7 @@ fn damaged_bundle_files_are_refused_never_panic() {
         TestRunner::new(Config { cases: BUNDLE_BYTE_CASES, failure_persistence: None, ..Config::default() });
     runner
         .run(&damage, |(at, set, tail)| {
-            let mut b = bytes.clone();
+            let mut b = bytes.to_vec();
             match (set, tail) {
                 (Some(byte), _) => b[at] ^= byte.max(1),
                 (None, None) => b.truncate(at),

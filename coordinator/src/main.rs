@@ -497,6 +497,8 @@ fn main() {
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
             match runtime.block_on(dispatch(command)) {
                 Ok(code) => code,
+                // Output whose reader went away ends quietly, as the panic hook does for `print!`.
+                Err(e) if output::is_broken_pipe(&e) => 141,
                 Err(e) => {
                     eprintln!("heisen: {}", one_line(&e));
                     2

@@ -27,6 +27,15 @@ pub fn quiet_on_broken_pipe() {
     }));
 }
 
+/// Whether a command failed because its output's reader went away (`heisen timeline | head`):
+/// the error is the write's own, not a cause wrapped in another operation's context (a socket's
+/// broken pipe reaches here inside the call that met it).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        || e.downcast_ref::<serde_json::Error>()
+            .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+}
+
 /// A progress line on stderr (long work shows progress).
 pub fn progress(line: &str) {
     eprintln!("{line}");

@@ -1,9 +1,11 @@
 //! The portable bundle: one file holding a whole capture (every host's events and metadata, clock
 //! probes, the scenario, run outcomes), so it can be explained, replayed or shared offline.
 //!
-//! Layout: `MAGIC (8) | format version (u32 LE) | payload length (u64 LE) | CRC-32 of payload (u32 LE)
-//! | payload (JSON)`. The reader refuses other magics, newer versions, short files and checksum
-//! mismatches, each with an error naming the file and what is wrong.
+//! Bundles are written in the chunked format 2 (`chunked`: events in checksummed LZ4 chunks
+//! with an index, read a chunk at a time). Format 1 is still read: `MAGIC (8) | version (u32 LE)
+//! | payload length (u64 LE) | CRC-32 of payload (u32 LE) | payload (JSON)`. The reader refuses
+//! other magics, newer versions, short files and checksum mismatches, each with an error naming
+//! the file and what is wrong.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +17,9 @@ use crate::{ClockModel, Event, ProbeSample, RecordingsError};
 
 /// First bytes of every bundle.
 pub const BUNDLE_MAGIC: &[u8; 8] = b"HEISENBN";
-/// The bundle format this build writes and the newest it reads.
-pub const BUNDLE_VERSION: u32 = 1;
+/// The bundle format this build writes and the newest it reads (1 was one JSON payload; it is
+/// still read).
+pub const BUNDLE_VERSION: u32 = crate::chunked::VERSION_CHUNKED;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 
 /// A whole capture.
@@ -182,41 +185,45 @@ pub struct StepOutcome {
 }
 
 impl Bundle {
-    /// Writes the bundle atomically (a temporary file created exclusively beside it, fsync,
-    /// rename): a crash leaves the old file or the new one, never half of one, and a file or
-    /// symlink planted at any name is never written through.
+    /// Writes the bundle in the chunked format (see `chunked`), atomically (a temporary file
+    /// created exclusively beside it, fsync, rename): a crash leaves the old file or the new one,
+    /// never half of one, and a file or symlink planted at any name is never written through.
     pub fn write(&self, path: &Path) -> Result<(), RecordingsError> {
-        let io_err = |source| RecordingsError::Io { op: "write bundle", path: path.to_path_buf(), source };
-        let payload = serde_json::to_vec(self).map_err(RecordingsError::EncodeBundle)?;
-        crate::files::write_atomic(path, &Bundle::frame(&payload)).map_err(io_err)
+        let mut w = crate::BundleWriter::create(path, self)?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            w.events(i, &h.events)?;
+        }
+        w.finish(self)
     }
 
-    /// A bundle file's bytes around `payload` (its JSON): magic, version, length, checksum.
+    /// A format 1 bundle file's bytes around `payload` (its JSON): magic, version, length, checksum.
     pub fn frame(payload: &[u8]) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
         bytes.extend_from_slice(BUNDLE_MAGIC);
-        bytes.extend_from_slice(&BUNDLE_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
         bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         bytes.extend_from_slice(payload);
         bytes
     }
 
-    /// Reads and checks a bundle. Only a regular file is read (a FIFO or a device is refused at
-    /// once), and its header's promise is checked against the file's size before the payload is
-    /// read.
+    /// Reads and checks a whole bundle of either format. Only a regular file is read (a FIFO or
+    /// a device is refused at once), and every size the file claims is checked against it
+    /// before anything is allocated for it. Any damage is an error naming the file and where.
     pub fn read(path: &Path) -> Result<Bundle, RecordingsError> {
+        // Both formats check every invariant as they read (`check_head`, `check_event`).
+        crate::BundleFile::open(path)?.load()
+    }
+
+    /// Reads a format 1 bundle (one checksummed JSON payload) from `file` of `size` bytes.
+    pub(crate) fn read_json(path: &Path, mut file: std::fs::File, size: u64) -> Result<Bundle, RecordingsError> {
         let io_err = |source| RecordingsError::Io { op: "read bundle", path: path.to_path_buf(), source };
         let bad = |problem| RecordingsError::BadBundle { path: path.to_path_buf(), problem };
-        let (mut file, size) = crate::files::open_regular(path).map_err(io_err)?;
         let mut header = [0u8; HEADER_LEN];
         if size < HEADER_LEN as u64 {
             return Err(bad(BundleProblem::NotABundle));
         }
         std::io::Read::read_exact(&mut file, &mut header).map_err(io_err)?;
-        if &header[..8] != BUNDLE_MAGIC {
-            return Err(bad(BundleProblem::NotABundle));
-        }
         let promised = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
         let found = size - HEADER_LEN as u64;
         if promised != found {
@@ -225,20 +232,23 @@ impl Bundle {
         let mut bytes = Vec::with_capacity(size as usize);
         bytes.extend_from_slice(&header);
         std::io::Read::read_to_end(&mut std::io::Read::take(file, found), &mut bytes).map_err(io_err)?;
-        Bundle::decode(&bytes).map_err(bad)
+        Bundle::decode_json(&bytes).map_err(bad)
     }
 
-    /// Decodes a bundle file's bytes, checking its header and checksum.
+    /// Decodes a bundle file's bytes (either format), checking every checksum and invariant.
     pub fn decode(bytes: &[u8]) -> Result<Bundle, BundleProblem> {
+        let file = crate::BundleFile::from_bytes(Path::new("bundle"), bytes.to_vec())?;
+        let (bundle, damage) = file.load_salvaging();
+        if let Some(d) = damage.first() {
+            return Err(BundleProblem::Damaged(d.to_string()));
+        }
+        Ok(bundle)
+    }
+
+    /// Decodes a format 1 bundle's bytes, checking its header and checksum.
+    pub(crate) fn decode_json(bytes: &[u8]) -> Result<Bundle, BundleProblem> {
         if bytes.len() < HEADER_LEN || &bytes[..8] != BUNDLE_MAGIC {
             return Err(BundleProblem::NotABundle);
-        }
-        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version > BUNDLE_VERSION {
-            return Err(BundleProblem::TooNew { version });
-        }
-        if version == 0 {
-            return Err(BundleProblem::VersionZero);
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
         let crc = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes"));
@@ -259,13 +269,19 @@ impl Bundle {
     /// events in strictly increasing sequence order. A bundle that breaks one was not written by
     /// heisen as it was: it is refused here, where the error can name what is wrong.
     pub fn check(&self) -> Result<(), String> {
-        let instant = |what: &str, ns: i64| {
-            if (0..=MAX_INSTANT_NS).contains(&ns) {
-                Ok(())
-            } else {
-                Err(format!("{what} is {ns} ns, outside 0..={MAX_INSTANT_NS}"))
+        self.check_head()?;
+        for h in &self.hosts {
+            let mut last_seq = None;
+            for e in &h.events {
+                check_event(&h.name, last_seq, e)?;
+                last_seq = Some(e.seq);
             }
-        };
+        }
+        Ok(())
+    }
+
+    /// [`Bundle::check`] without the events: the capture's start, clock models and probes.
+    pub fn check_head(&self) -> Result<(), String> {
         let bounded = |what: &str, ns: i64, min: i64| {
             if (min..=MAX_CLOCK_NS).contains(&ns) {
                 Ok(())
@@ -298,34 +314,72 @@ impl Bundle {
                     instant(&format!("a clock probe of host {name}"), t)?;
                 }
             }
-            let mut last_seq = None;
-            for e in &h.events {
-                if last_seq.is_some_and(|s| e.seq <= s) {
-                    return Err(format!(
-                        "host {name}'s event seq {} does not follow seq {}",
-                        e.seq,
-                        last_seq.unwrap_or(0)
-                    ));
-                }
-                last_seq = Some(e.seq);
-                instant(&format!("host {name}'s event {}", e.seq), e.raw_ns)?;
-                match &e.kind {
-                    crate::EventKind::Syscall { enter_ns, .. } => {
-                        instant(&format!("the entry of host {name}'s event {}", e.seq), *enter_ns)?
-                    }
-                    crate::EventKind::Lost { from_ns: Some(from), .. } => {
-                        instant(&format!("the start of host {name}'s loss {}", e.seq), *from)?
-                    }
-                    _ => {}
-                }
-            }
         }
         Ok(())
+    }
+
+    /// The bundle without its events (hosts, clocks, runs, scenario): what a chunked bundle keeps
+    /// in its metadata section.
+    pub fn head(&self) -> Bundle {
+        Bundle {
+            capture_id: self.capture_id.clone(),
+            started_ns: self.started_ns,
+            scenario: self.scenario.clone(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|h| HostRecording {
+                    name: h.name.clone(),
+                    agent_version: h.agent_version.clone(),
+                    kernel: h.kernel.clone(),
+                    observer: h.observer.clone(),
+                    clock: h.clock.clone(),
+                    probes: h.probes.clone(),
+                    events: Vec::new(),
+                    lost: h.lost,
+                    environments: h.environments.clone(),
+                    incomplete: h.incomplete.clone(),
+                })
+                .collect(),
+            runs: self.runs.clone(),
+            causal: self.causal.clone(),
+            placeholders: self.placeholders.clone(),
+        }
     }
 
     /// The host recording named `name`.
     pub fn host(&self, name: &str) -> Option<&HostRecording> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+fn instant(what: &str, ns: i64) -> Result<(), String> {
+    if (0..=MAX_INSTANT_NS).contains(&ns) {
+        Ok(())
+    } else {
+        Err(format!("{what} is {ns} ns, outside 0..={MAX_INSTANT_NS}"))
+    }
+}
+
+/// One event's part of [`Bundle::check`]: its instants, and its seq after `last_seq` (the seq of
+/// the host's previous event).
+pub fn check_event(host: &str, last_seq: Option<u64>, e: &Event) -> Result<(), String> {
+    if let Some(last) = last_seq.filter(|s| e.seq <= *s) {
+        return Err(format!("host {host}'s event seq {} does not follow seq {last}", e.seq));
+    }
+    let inside = |ns: i64| (0..=MAX_INSTANT_NS).contains(&ns);
+    // Formatted only when wrong: this runs once per event of captures of millions.
+    if !inside(e.raw_ns) {
+        instant(&format!("host {host}'s event {}", e.seq), e.raw_ns)?;
+    }
+    match &e.kind {
+        crate::EventKind::Syscall { enter_ns, .. } if !inside(*enter_ns) => {
+            instant(&format!("the entry of host {host}'s event {}", e.seq), *enter_ns)
+        }
+        crate::EventKind::Lost { from_ns: Some(from), .. } if !inside(*from) => {
+            instant(&format!("the start of host {host}'s loss {}", e.seq), *from)
+        }
+        _ => Ok(()),
     }
 }
 
@@ -346,6 +400,8 @@ pub enum BundleProblem {
     Checksum,
     #[error("payload does not decode: {0}")]
     Payload(#[source] serde_json::Error),
+    #[error("damaged {0}")]
+    Damaged(String),
     #[error("{0}: no capture heisen writes has that, so the bundle was made or changed by something else")]
     Invalid(String),
 }
@@ -389,13 +445,13 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_and_refusals() {
+    fn format_1_round_trip_and_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.heisen");
-        sample_bundle().write(&path).unwrap();
+        let good = Bundle::frame(&serde_json::to_vec(&sample_bundle()).unwrap());
+        std::fs::write(&path, &good).unwrap();
         assert_eq!(Bundle::read(&path).unwrap().runs.len(), 1);
 
-        let good = std::fs::read(&path).unwrap();
         let check = |bytes: &[u8], expected: &str| {
             std::fs::write(&path, bytes).unwrap();
             let err = Bundle::read(&path).unwrap_err().to_string();

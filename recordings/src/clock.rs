@@ -197,6 +197,13 @@ impl ClockModel {
         ((1.0 - lambda) * l.error_ns as f64 + lambda * r.error_ns as f64).ceil() as i64
     }
 
+    /// The largest error bound anywhere in [from_ns, to_ns] (coordinator time): at an end, or at
+    /// an anchor between them (between anchors the bound is interpolated, beyond them it grows).
+    pub fn max_error_between(&self, from_ns: i64, to_ns: i64) -> i64 {
+        let inside = self.anchors.iter().filter(|a| (from_ns..=to_ns).contains(&a.at_ns)).map(|a| a.error_ns);
+        inside.chain([self.error_at(from_ns), self.error_at(to_ns)]).max().unwrap_or(self.error_ns)
+    }
+
     /// The coordinator time of a raw host timestamp (the centre of its interval).
     pub fn centre(&self, raw_ns: i64) -> i64 {
         // host = t + offset_ns + d·(t - ref) with d = drift_ppm·1e-6, solved for t relative to

@@ -257,28 +257,42 @@ impl AttachPhase {
 /// The exec events of `events` (one host's, in seq order) that the same process superseded with
 /// another exec before it exited: a shim's, not the program's. Their seqs.
 pub fn superseded_execs(events: &[Event]) -> std::collections::HashSet<u64> {
-    let mut last: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
-    let mut superseded = std::collections::HashSet::new();
+    let mut s = Superseded::default();
     for e in events {
+        s.push(e);
+    }
+    s.found
+}
+
+/// [`superseded_execs`] as events stream by: memory grows with the processes alive and the
+/// shims found, not with the events.
+#[derive(Default)]
+pub struct Superseded {
+    /// Per pid, its last exec.
+    last: std::collections::HashMap<i32, u64>,
+    /// The seqs of execs a later exec of the same process superseded.
+    pub found: std::collections::HashSet<u64>,
+}
+
+impl Superseded {
+    pub fn push(&mut self, e: &Event) {
         match &e.kind {
             EventKind::Exec { .. } => {
-                if let Some(earlier) = last.insert(e.pid, e.seq) {
-                    superseded.insert(earlier);
+                if let Some(earlier) = self.last.insert(e.pid, e.seq) {
+                    self.found.insert(earlier);
                 }
             }
-            EventKind::Exit { .. } | EventKind::Fork { .. } => {
-                // An exit ends the pid's life (a later exec is a reused pid); a fork's child
-                // starts a new one.
-                if let EventKind::Fork { child_pid, .. } = &e.kind {
-                    last.remove(child_pid);
-                } else {
-                    last.remove(&e.pid);
-                }
+            // An exit ends the pid's life (a later exec is a reused pid); a fork's child starts
+            // a new one.
+            EventKind::Fork { child_pid, .. } => {
+                self.last.remove(child_pid);
+            }
+            EventKind::Exit { .. } => {
+                self.last.remove(&e.pid);
             }
             _ => {}
         }
     }
-    superseded
 }
 
 impl EventKind {

@@ -60,30 +60,68 @@ pub fn read_regular(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// nobody can predict and an existing file or symlink there is never followed), synced, then
 /// renamed over `path`. A crash leaves the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
-    let mut last = None;
-    for attempt in 0..16u32 {
-        let tmp = dir.join(format!(".{name}.{}.{:08x}.partial", std::process::id(), nonce(attempt)));
-        let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp);
-        let mut file = match created {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                last = Some(e);
-                continue;
-            }
-            Err(e) => return Err(e),
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes)?;
+    file.commit()
+}
+
+/// A file written as a stream and put in place atomically: it is written under a temporary name
+/// beside `path` (created exclusively, so a file or symlink planted there is never followed),
+/// then synced and renamed over `path` by [`AtomicFile::commit`]. Dropped without a commit, the
+/// temporary file is removed and `path` is untouched.
+pub struct AtomicFile {
+    file: Option<io::BufWriter<File>>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> io::Result<AtomicFile> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
         };
-        let written = file.write_all(bytes).and_then(|_| file.sync_all()).and_then(|_| std::fs::rename(&tmp, path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
+        let mut last = None;
+        for attempt in 0..16u32 {
+            let tmp = dir.join(format!(".{name}.{}.{:08x}.partial", std::process::id(), nonce(attempt)));
+            match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp) {
+                Ok(f) => {
+                    let file = Some(io::BufWriter::with_capacity(1 << 20, f));
+                    return Ok(AtomicFile { file, tmp, path: path.to_path_buf() });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
         }
-        return written;
+        Err(last.unwrap_or_else(|| io::Error::other("no temporary name was free")))
     }
-    Err(last.unwrap_or_else(|| io::Error::other("no temporary name was free")))
+
+    /// Syncs the file and renames it over the path it was created for.
+    pub fn commit(mut self) -> io::Result<()> {
+        let file = self.file.take().expect("a file not yet committed");
+        let file = file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.as_mut().expect("a file not yet committed").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.as_mut().expect("a file not yet committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() || std::fs::symlink_metadata(&self.tmp).is_ok() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// A number nobody can predict: the clock's nanoseconds mixed with the attempt.

@@ -5,6 +5,7 @@
 //! live in `heisen-proto`, orchestration in the coordinator.
 
 mod bundle;
+mod chunked;
 mod clock;
 mod control;
 mod decode;
@@ -15,6 +16,7 @@ mod merge;
 mod order;
 mod scenario;
 mod store;
+pub mod synthetic;
 mod syscalls;
 
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ pub use bundle::{
     bundle_path, Bundle, BundleProblem, HostRecording, RunObserver, RunOutcome, ScenarioSource, StepOutcome,
     BUNDLE_MAGIC, BUNDLE_VERSION,
 };
+pub use chunked::{BundleFile, BundleWriter, ChunkEntry, Damage, HostEvents, CHUNK_EVENTS};
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};
 pub use control::{AgentInfo, Capabilities, CaptureStatus, Hold, LaunchSpec, ProcessNotice};
 pub use decode::{
@@ -33,12 +36,13 @@ pub use env::{
 };
 pub use event::{
     fcntl_lock_cmd, flock_op_name, interrupted, superseded_execs, AttachPhase, Event, EventKind, KilledBy, PathFrom,
-    SignalPhase,
+    SignalPhase, Superseded,
 };
 pub use files::{open_regular, read_regular, write_atomic};
 pub use merge::{Merge, Placed};
 pub use order::{
-    recorded_edges, violates_clocks, Edge, EdgeKind, EventRef, Mark, MarkKind, MessageEdge, Order, Relation,
+    recorded_edges, violates_clocks, Edge, EdgeFinder, EdgeKind, EventRef, Found, Mark, MarkKind, MessageEdge, Order,
+    Relation,
 };
 pub use scenario::{
     BetweenHypothesis, During, Ending, ExitMatch, Failure, GateSpec, Hypothesis, OrderHypothesis, OutputMatch, Process,
@@ -71,6 +75,8 @@ pub enum RecordingsError {
     },
     #[error("encoding a bundle failed: {0}")]
     EncodeBundle(#[source] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
     #[error("corrupt stored batch: {why}")]
     CorruptBatch { why: String },
 }

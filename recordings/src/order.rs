@@ -66,7 +66,8 @@ pub struct MessageEdge {
 }
 
 impl Mark {
-    fn matches(&self, e: &Event) -> bool {
+    /// Whether `e` is the kind of event this mark names (host aside).
+    pub fn matches(&self, e: &Event) -> bool {
         e.run == self.run
             && match (&self.what, &e.kind) {
                 (MarkKind::Gate { gate, action }, EventKind::Gate { gate: g, action: a }) => gate == g && action == a,
@@ -132,32 +133,113 @@ fn tcp_edges(hosts: &[(&str, &[Event])]) -> Vec<Edge> {
 /// Edges the recording itself proves: fork -> child's first event, signal generation -> delivery,
 /// and TCP segments between sockets of different hosts.
 pub fn recorded_edges(hosts: &[(&str, &[Event])]) -> Vec<Edge> {
-    let mut edges = tcp_edges(hosts);
+    let names: Vec<&str> = hosts.iter().map(|(n, _)| *n).collect();
+    let mut finder = EdgeFinder::new(&names, &[]);
     for (host, (_, events)) in hosts.iter().enumerate() {
-        let at = |seq| EventRef { host, seq };
-        let mut waiting_child: std::collections::HashMap<i32, u64> = Default::default();
-        let mut waiting_signal: std::collections::HashMap<(i32, i32), u64> = Default::default();
         for e in events.iter() {
-            if let Some(parent) = waiting_child.remove(&e.pid) {
-                edges.push(Edge { from: at(parent), to: at(e.seq), kind: EdgeKind::Fork });
-            }
-            match &e.kind {
-                EventKind::Fork { child_pid, .. } => {
-                    waiting_child.insert(*child_pid, e.seq);
-                }
-                EventKind::Signal { signal, target_pid, phase: SignalPhase::Generate, .. } => {
-                    waiting_signal.insert((*target_pid, *signal), e.seq);
-                }
-                EventKind::Signal { signal, target_pid, phase: SignalPhase::Deliver, .. } => {
-                    if let Some(from) = waiting_signal.remove(&(*target_pid, *signal)) {
-                        edges.push(Edge { from: at(from), to: at(e.seq), kind: EdgeKind::Signal });
-                    }
-                }
-                _ => {}
-            }
+            finder.push(host, e);
         }
     }
-    edges
+    finder.finish().into_iter().map(|f| f.edge).collect()
+}
+
+/// An edge found by [`EdgeFinder`], with the host-clock stamps of its two events (so whether it
+/// contradicts the clocks can be decided without the events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub edge: Edge,
+    pub from_raw_ns: i64,
+    pub to_raw_ns: i64,
+}
+
+/// Finds a capture's edges as its events stream by (hosts in any interleaving, each host in seq
+/// order), holding only what an edge may still need: forks whose child has not yet been seen,
+/// signals not yet delivered, the TCP transitions, and the events the coordinator's marks name.
+/// Memory does not grow with the number of events, only with those few.
+pub struct EdgeFinder<'m> {
+    names: Vec<String>,
+    marks: &'m [MessageEdge],
+    /// Per mark edge: its `from` and `to` once seen (the first match wins).
+    resolved: Vec<[Option<(EventRef, i64)>; 2]>,
+    found: Vec<Found>,
+    waiting_child: std::collections::HashMap<(usize, i32), (u64, i64)>,
+    waiting_signal: std::collections::HashMap<(usize, i32, i32), (u64, i64)>,
+    /// Per host, its TCP state changes.
+    sockets: Vec<Vec<Event>>,
+}
+
+impl<'m> EdgeFinder<'m> {
+    pub fn new(hosts: &[&str], marks: &'m [MessageEdge]) -> EdgeFinder<'m> {
+        EdgeFinder {
+            names: hosts.iter().map(|h| h.to_string()).collect(),
+            marks,
+            resolved: vec![[None, None]; marks.len()],
+            found: Vec::new(),
+            waiting_child: Default::default(),
+            waiting_signal: Default::default(),
+            sockets: vec![Vec::new(); hosts.len()],
+        }
+    }
+
+    /// The next event of host `host` (an index into the names given to `new`).
+    pub fn push(&mut self, host: usize, e: &Event) {
+        let at = |seq| EventRef { host, seq };
+        if let Some((parent, raw)) = self.waiting_child.remove(&(host, e.pid)) {
+            let edge = Edge { from: at(parent), to: at(e.seq), kind: EdgeKind::Fork };
+            self.found.push(Found { edge, from_raw_ns: raw, to_raw_ns: e.raw_ns });
+        }
+        match &e.kind {
+            EventKind::Fork { child_pid, .. } => {
+                self.waiting_child.insert((host, *child_pid), (e.seq, e.raw_ns));
+            }
+            EventKind::Signal { signal, target_pid, phase: SignalPhase::Generate, .. } => {
+                self.waiting_signal.insert((host, *target_pid, *signal), (e.seq, e.raw_ns));
+            }
+            EventKind::Signal { signal, target_pid, phase: SignalPhase::Deliver, .. } => {
+                if let Some((from, raw)) = self.waiting_signal.remove(&(host, *target_pid, *signal)) {
+                    let edge = Edge { from: at(from), to: at(e.seq), kind: EdgeKind::Signal };
+                    self.found.push(Found { edge, from_raw_ns: raw, to_raw_ns: e.raw_ns });
+                }
+            }
+            EventKind::Socket { .. } => {
+                if let Some(list) = self.sockets.get_mut(host) {
+                    list.push(e.clone());
+                }
+            }
+            EventKind::Gate { .. } | EventKind::Output { .. } | EventKind::Exit { .. } => {
+                let name = self.names.get(host).map(String::as_str);
+                for (k, m) in self.marks.iter().enumerate() {
+                    for (end, mark) in [&m.from, &m.to].into_iter().enumerate() {
+                        if self.resolved[k][end].is_none() && name == Some(mark.host.as_str()) && mark.matches(e) {
+                            self.resolved[k][end] = Some((at(e.seq), e.raw_ns));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Every edge found: the ones seen as they streamed, the TCP segments matched across hosts,
+    /// and the coordinator's messages whose two marks were both seen.
+    pub fn finish(self) -> Vec<Found> {
+        let mut found = self.found;
+        let hosts: Vec<(&str, &[Event])> =
+            self.names.iter().map(String::as_str).zip(self.sockets.iter().map(Vec::as_slice)).collect();
+        let raw = |r: EventRef| {
+            let events = hosts[r.host].1;
+            events.binary_search_by_key(&r.seq, |e| e.seq).map(|i| events[i].raw_ns).unwrap_or(0)
+        };
+        for edge in tcp_edges(&hosts) {
+            found.push(Found { edge, from_raw_ns: raw(edge.from), to_raw_ns: raw(edge.to) });
+        }
+        for [from, to] in self.resolved {
+            if let (Some((from, from_raw_ns)), Some((to, to_raw_ns))) = (from, to) {
+                found.push(Found { edge: Edge { from, to, kind: EdgeKind::Message }, from_raw_ns, to_raw_ns });
+            }
+        }
+        found
+    }
 }
 
 /// What the recording can say about the order of two events.

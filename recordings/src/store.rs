@@ -179,7 +179,7 @@ impl Layout {
 
 /// The encoding of `packed/` batches: bincode with varints, little endian, no trailing bytes
 /// (then LZ4-compressed, see [`unpack`]).
-fn packed() -> impl bincode::Options {
+pub(crate) fn packed() -> impl bincode::Options {
     bincode::DefaultOptions::new()
 }
 
@@ -189,7 +189,7 @@ fn packed() -> impl bincode::Options {
 const MAX_UNPACKED: usize = 64 << 20;
 
 /// Decompresses a `packed/` value: a little-endian u32 length, then an LZ4 block.
-fn unpack(value: &[u8]) -> Result<Vec<u8>, RecordingsError> {
+pub(crate) fn unpack(value: &[u8]) -> Result<Vec<u8>, RecordingsError> {
     let corrupt = |why: String| RecordingsError::CorruptBatch { why };
     let (len, block) = value.split_first_chunk::<4>().ok_or_else(|| corrupt("shorter than its length".into()))?;
     let len = u32::from_le_bytes(*len) as usize;

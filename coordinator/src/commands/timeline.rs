@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use heisen_analysis::timeline;
-use heisen_recordings::Bundle;
+use heisen_recordings::BundleFile;
 
 use crate::commands::capture::parse_duration;
 use crate::{TimelineArgs, TimelineFormat};
@@ -32,64 +32,74 @@ pub fn run(a: TimelineArgs) -> Result<i32> {
         until_ns: offset("--until", &a.until)?,
         essentials,
     };
-    let bundle = Bundle::read(&a.bundle)?;
-    filter.check(&bundle)?;
-    let timeline = timeline::build(&bundle, &filter);
-    if timeline.violations > 0 {
+    let file = BundleFile::open(&a.bundle)?;
+    filter.check(&file)?;
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let lines = format == TimelineFormat::Jsonl;
+    let mut first = true;
+    // The text timeline's times are relative to its first shown event.
+    let mut origin = None;
+    let mut previous: Option<(String, u64)> = None;
+    if format == TimelineFormat::Json {
+        out.write_all(b"[")?;
+    }
+    // Written as it goes, never held whole.
+    let summary = timeline::stream(&file, &filter, |s| -> Result<()> {
+        match format {
+            TimelineFormat::Strace => {
+                if let Some(line) = timeline::to_strace(s.host, &s.placed.event) {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            TimelineFormat::Json | TimelineFormat::Jsonl => {
+                let mut v = timeline::to_json(s.host, &s.placed);
+                if let (serde_json::Value::Object(v), serde_json::Value::Object(facts)) =
+                    (&mut v, timeline::facts_json(&s))
+                {
+                    v.extend(facts);
+                }
+                if !first && !lines {
+                    out.write_all(b",")?;
+                }
+                serde_json::to_writer(&mut out, &v)?;
+                if lines {
+                    out.write_all(b"\n")?;
+                }
+            }
+            TimelineFormat::Text => {
+                let origin = *origin.get_or_insert(s.placed.interval.midpoint_ns());
+                let concurrent = previous.as_ref().is_some_and(|(h, seq)| s.concurrent.contains(&(h.as_str(), *seq)));
+                let marker = if concurrent { "≈" } else { " " };
+                let mut line = format!("{marker}{}", timeline::to_text(s.host, &s.placed, origin));
+                for (from, host, kind, bad) in s.caused_by.iter().filter(|(from, ..)| from.host != s.placed.host) {
+                    let warn = if *bad { " CLOCK VIOLATION" } else { "" };
+                    line.push_str(&format!("  <-{kind:?} {host}#{}{warn}", from.seq));
+                }
+                writeln!(out, "{line}")?;
+                previous = Some((s.host.to_string(), s.placed.event.seq));
+            }
+        }
+        first = false;
+        Ok(())
+    })?;
+    if format == TimelineFormat::Json {
+        out.write_all(b"]\n")?;
+    }
+    out.flush()?;
+    if summary.violations > 0 {
         eprintln!(
             "warning: {} causal edge(s) contradict the clock intervals (clock violation); see `violates_clocks`",
-            timeline.violations
+            summary.violations
         );
     }
-    if format == TimelineFormat::Strace {
-        use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        for s in &timeline.events {
-            if let Some(line) = timeline::to_strace(s.host, s.placed.event) {
-                writeln!(out, "{line}")?;
-            }
-        }
-        out.flush()?;
-    } else if matches!(format, TimelineFormat::Json | TimelineFormat::Jsonl) {
-        // Written as it goes, never held whole: a JSON array, or one object per line.
-        use std::io::Write;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let lines = format == TimelineFormat::Jsonl;
-        if !lines {
-            out.write_all(b"[")?;
-        }
-        for (i, s) in timeline.events.iter().enumerate() {
-            let mut v = timeline::to_json(s.host, &s.placed);
-            if let (serde_json::Value::Object(v), serde_json::Value::Object(facts)) = (&mut v, timeline::facts_json(s))
-            {
-                v.extend(facts);
-            }
-            if i > 0 && !lines {
-                out.write_all(b",")?;
-            }
-            serde_json::to_writer(&mut out, &v)?;
-            if lines {
-                out.write_all(b"\n")?;
-            }
-        }
-        if !lines {
-            out.write_all(b"]\n")?;
-        }
-        out.flush()?;
-    } else {
-        let origin = timeline.events.first().map(|s| s.placed.interval.midpoint_ns()).unwrap_or(0);
-        let mut previous: Option<(&str, u64)> = None;
-        for s in &timeline.events {
-            let concurrent = previous.is_some_and(|p| s.concurrent.contains(&p));
-            let marker = if concurrent { "≈" } else { " " };
-            let mut line = format!("{marker}{}", timeline::to_text(s.host, &s.placed, origin));
-            for (from, host, kind, bad) in s.caused_by.iter().filter(|(from, ..)| from.host != s.placed.host) {
-                let warn = if *bad { " CLOCK VIOLATION" } else { "" };
-                line.push_str(&format!("  <-{kind:?} {host}#{}{warn}", from.seq));
-            }
-            println!("{line}");
-            previous = Some((s.host, s.placed.event.seq));
-        }
+    let damage = file.damage();
+    if let Some(d) = damage.first() {
+        anyhow::bail!(
+            "{}: damaged {d}{}; the timeline above holds what reads before the damage",
+            a.bundle.display(),
+            if damage.len() > 1 { format!(" (and {} more)", damage.len() - 1) } else { String::new() }
+        );
     }
     Ok(0)
 }
