@@ -240,19 +240,22 @@ fn walk<'a, E>(
         Interval { earliest_ns: centre - error, latest_ns: centre + error }
     };
 
-    // Pass 1: the edges, the shims, and each host's time span (for the window's width).
-    let mut finder = EdgeFinder::new(names, &head.causal);
+    // Pass 1, over the few chunks that hold them: the edges between hosts (sockets, the
+    // coordinator's marks) and, for the essentials, the shims (execs, forks, exits).
+    let marks = !head.causal.is_empty();
+    let needed = |c: &heisen_recordings::ChunkEntry| {
+        c.has_kind("socket")
+            || (marks && (c.has_kind("gate") || c.has_kind("output") || c.has_kind("exit")))
+            || (filter.essentials && (c.has_kind("exec") || c.has_kind("fork") || c.has_kind("exit")))
+    };
+    let mut finder = EdgeFinder::cross_host(names, &head.causal);
     let mut shims: Vec<Superseded> = (0..n).map(|_| Superseded::default()).collect();
-    let mut span: Vec<Option<(i64, i64)>> = vec![None; n];
-    for (host, host_span) in span.iter_mut().enumerate() {
-        for e in file.host_events(host) {
+    for (host, shims) in shims.iter_mut().enumerate() {
+        for e in file.host_events_where(host, needed) {
             finder.push(host, &e);
             if filter.essentials {
-                shims[host].push(&e);
+                shims.push(&e);
             }
-            let (lo, hi) = host_span.get_or_insert((e.raw_ns, e.raw_ns));
-            *lo = (*lo).min(e.raw_ns);
-            *hi = (*hi).max(e.raw_ns);
         }
     }
     let found = finder.finish();
@@ -266,31 +269,21 @@ fn walk<'a, E>(
         into.entry(f.edge.to).or_default().push((f.edge.from, names[f.edge.from.host], f.edge.kind, bad));
     }
     // The widest interval of any event: twice the largest error bound over each host's span.
-    let widest = span
-        .iter()
-        .enumerate()
-        .filter_map(|(h, s)| {
-            s.map(|(lo, hi)| 2 * clocks[h].max_error_between(clocks[h].centre(lo), clocks[h].centre(hi)))
-        })
+    let widest = (0..n)
+        .filter_map(|h| file.host_span(h).map(|(lo, hi)| (h, lo, hi)))
+        .map(|(h, lo, hi)| 2 * clocks[h].max_error_between(clocks[h].centre(lo), clocks[h].centre(hi)))
         .max()
         .unwrap_or(0);
 
-    // Pass 2: merge, skipping the chunks the filter rules out.
+    // Pass 2: merge the shown hosts' streams; the edges within a host are found as they pass.
     let started = head.started_ns;
     let streams = (0..n)
         .map(|h| {
             let shown_host = filter.hosts.is_empty() || filter.hosts.iter().any(|x| x == names[h]);
-            let keep = |c: &heisen_recordings::ChunkEntry| {
-                let from = clocks[h].centre(c.min_raw_ns).saturating_sub(started);
-                let to = clocks[h].centre(c.max_raw_ns).saturating_sub(started);
-                shown_host
-                    && filter.run.is_none_or(|r| c.runs.contains(&r))
-                    && filter.since_ns.is_none_or(|s| to >= s)
-                    && filter.until_ns.is_none_or(|u| from <= u)
-            };
-            (file.host_events_where(h, keep), clocks[h].clone())
+            (file.host_events_where(h, |_| shown_host), clocks[h].clone())
         })
         .collect();
+    let mut local = EdgeFinder::same_host(names);
     let mut near: VecDeque<Near> = VecDeque::new();
     // Global index of near[0]; pending[k] is the event at global index pending_base + k.
     let mut near_base = 0usize;
@@ -338,6 +331,13 @@ fn walk<'a, E>(
         Ok(())
     };
     for p in Merge::new(streams) {
+        let within = local.push(p.host, &p.event);
+        let mut caused_by = Vec::new();
+        for f in within.iter().flatten() {
+            let bad = violates_clocks(&interval(f.edge.from.host, f.from_raw_ns), &p.interval);
+            violations += bad as usize;
+            caused_by.push((f.edge.from, names[f.edge.from.host], f.edge.kind, bad));
+        }
         if shims.get(p.host).is_some_and(|s| s.found.contains(&p.event.seq)) {
             continue;
         }
@@ -347,7 +347,9 @@ fn walk<'a, E>(
         let at = EventRef { host: p.host, seq: p.event.seq };
         near.push_back(Near { at, interval: p.interval });
         let centre = p.interval.midpoint_ns();
-        let caused_by = into.remove(&at).unwrap_or_default();
+        if let Some(across) = into.remove(&at) {
+            caused_by.splice(0..0, across);
+        }
         pending.push_back(Shown { host: names[p.host], caused_by, placed: p, concurrent: Vec::new() });
         shown += 1;
         flush(&mut near, &mut near_base, &mut pending, &mut pending_base, Some(centre))?;
@@ -364,6 +366,88 @@ pub fn facts_json(shown: &Shown<'_>) -> Value {
         })).collect::<Vec<_>>(),
         "concurrent": shown.concurrent.iter().map(|(host, seq)| json!({"host": host, "seq": seq})).collect::<Vec<_>>(),
     })
+}
+
+/// One shown event with its order facts as the JSON contract has it: exactly what `to_json`
+/// merged with `facts_json` serializes to, written without building a `Value` for the calls
+/// that make up most of a large capture (a map per event cost 5 µs; `timeline --jsonl` of a
+/// million events was bound by it).
+pub fn write_json(out: &mut impl std::io::Write, s: &Shown<'_>) -> serde_json::Result<()> {
+    let e = &s.placed.event;
+    let EventKind::Syscall { name, args, ret, enter_ns, fd_path, strings, addr, path_from } = &e.kind else {
+        let mut v = to_json(s.host, &s.placed);
+        if let (Value::Object(v), Value::Object(facts)) = (&mut v, facts_json(s)) {
+            v.extend(facts);
+        }
+        return serde_json::to_writer(out, &v);
+    };
+    // Fields in the byte order of their names, as a JSON map of the contract sorts them.
+    #[derive(serde::Serialize)]
+    struct SyscallJson<'a> {
+        addr: &'a Option<String>,
+        args: &'a [u64],
+        call: String,
+        caused_by: Vec<CauseJson<'a>>,
+        comm: &'a str,
+        concurrent: Vec<NearJson<'a>>,
+        duration_ns: i64,
+        earliest_ns: i64,
+        enter_ns: i64,
+        errno: Option<&'static str>,
+        fd_path: &'a Option<String>,
+        host: &'a str,
+        kind: &'static str,
+        latest_ns: i64,
+        name: &'a str,
+        path_from: &'a Option<heisen_recordings::PathFrom>,
+        pid: i32,
+        raw_ns: i64,
+        ret: i64,
+        run: u32,
+        seq: u64,
+        strings: &'a [String],
+    }
+    #[derive(serde::Serialize)]
+    struct CauseJson<'a> {
+        host: &'a str,
+        kind: EdgeKind,
+        seq: u64,
+        violates_clocks: bool,
+    }
+    #[derive(serde::Serialize)]
+    struct NearJson<'a> {
+        host: &'a str,
+        seq: u64,
+    }
+    let json = SyscallJson {
+        addr,
+        args,
+        call: crate::strace::call(name, args, *ret, strings, addr.as_deref(), fd_path.as_deref()),
+        caused_by: s
+            .caused_by
+            .iter()
+            .map(|(from, host, kind, bad)| CauseJson { host, kind: *kind, seq: from.seq, violates_clocks: *bad })
+            .collect(),
+        comm: &e.comm,
+        concurrent: s.concurrent.iter().map(|(host, seq)| NearJson { host, seq: *seq }).collect(),
+        duration_ns: e.raw_ns - enter_ns,
+        earliest_ns: s.placed.interval.earliest_ns,
+        enter_ns: *enter_ns,
+        errno: (*ret < 0).then(|| errno_name(ret.saturating_neg())).flatten(),
+        fd_path,
+        host: s.host,
+        kind: e.kind.name(),
+        latest_ns: s.placed.interval.latest_ns,
+        name,
+        path_from,
+        pid: e.pid,
+        raw_ns: e.raw_ns,
+        ret: *ret,
+        run: e.run,
+        seq: e.seq,
+        strings,
+    };
+    serde_json::to_writer(out, &json)
 }
 
 /// One event as the JSON contract describes it.

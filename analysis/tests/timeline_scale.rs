@@ -92,3 +92,31 @@ fn the_concurrency_window_finds_what_the_whole_scan_found() {
     }
     assert!(listed > shown.len(), "the case has concurrency to find ({listed} pairs)");
 }
+
+/// `write_json` (the fast path of `timeline --json`) writes exactly what the contract's `to_json`
+/// and `facts_json` give, for every event of a recorded capture and a synthetic one: a field
+/// added to one and not the other fails here.
+#[test]
+fn the_fast_json_writer_writes_the_contract() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = dir.path().join("s.heisen");
+    synthetic::write(&synthetic, &synthetic::Plan { events: 30_000, hosts: 3, runs: 3, span_ns: 50_000_000 }).unwrap();
+    let mut syscalls = 0;
+    for path in [root.join("recordings/bundles/mountd-sighup-small.heisen"), synthetic] {
+        let file = BundleFile::open(&path).unwrap();
+        timeline::stream(&file, &Filter::default(), |s| {
+            let mut fast = Vec::new();
+            timeline::write_json(&mut fast, &s).unwrap();
+            let mut v = timeline::to_json(s.host, &s.placed);
+            if let (serde_json::Value::Object(v), serde_json::Value::Object(f)) = (&mut v, timeline::facts_json(&s)) {
+                v.extend(f);
+            }
+            assert_eq!(String::from_utf8(fast).unwrap(), serde_json::to_string(&v).unwrap());
+            syscalls += (s.placed.event.kind.name() == "syscall") as usize;
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .unwrap();
+    }
+    assert!(syscalls > 20_000, "{syscalls}");
+}

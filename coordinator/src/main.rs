@@ -388,6 +388,48 @@ struct BenchArgs {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Captures the size of a load test: a synthetic capture of each size over several hosts is
+    /// written, read, shown as a timeline (--jsonl to /dev/null) and explained, each step in a
+    /// process of its own: time, events/s, peak RSS, bundle bytes per event.
+    Scale {
+        /// Sizes in events (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        sizes: Vec<u64>,
+        /// Hosts the events are spread over.
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        /// Runs of the capture (half of them failing).
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Steps to run beside `write` (comma-separated): read, timeline, explain. Default: all.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(bench::scale::STEPS))]
+        only: Vec<String>,
+        /// A step running longer than this is stopped and reported as not finished (seconds).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Also measure this bundle of a real capture (repeatable).
+        #[arg(long, value_name = "BUNDLE")]
+        real: Vec<PathBuf>,
+        /// Where the synthetic bundles are written while measured (default: a new directory under
+        /// the system's temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON (one object per row).
+        #[arg(long)]
+        json: bool,
+    },
+    /// One step of `bench scale` in a process of its own (so its peak memory is its alone).
+    #[command(hide = true)]
+    ScaleStep {
+        step: String,
+        file: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        events: u64,
+        #[arg(long, default_value_t = 4)]
+        hosts: usize,
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+    },
     /// The k-way merge of synthetic per-host streams: events/s and peak memory.
     Merge {
         /// Events in all.

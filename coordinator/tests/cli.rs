@@ -466,7 +466,48 @@ fn a_format_1_bundle_gives_the_timeline_it_gave_before() {
     ] {
         let out = heisen(&[&["timeline", bundle][..], args].concat());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let found = (out.stdout.len(), crc32fast::hash(&out.stdout), out.stdout.iter().filter(|b| **b == b'\n').count());
+        let found =
+            (out.stdout.len(), crc32fast::hash(&out.stdout), out.stdout.iter().filter(|b| **b == b'\n').count());
         assert_eq!(found, (len, crc, lines), "timeline {args:?} differs from before");
     }
+}
+
+/// `heisen bench scale` on small sizes: every step of every size is a row with its figures, each
+/// step measured in a process of its own (a real peak RSS), and the bundle's bytes per event.
+#[test]
+fn bench_scale_measures_every_step_of_every_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = heisen(&[
+        "bench",
+        "scale",
+        "--sizes",
+        "20000,40000",
+        "--hosts",
+        "3",
+        "--runs",
+        "4",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let steps: Vec<(u64, &str)> =
+        rows.iter().map(|r| (r["events"].as_u64().unwrap(), r["step"].as_str().unwrap())).collect();
+    let mut expected = Vec::new();
+    for size in [19_998, 39_999] {
+        for step in ["write", "read", "timeline", "explain"] {
+            expected.push((size, step));
+        }
+    }
+    assert_eq!(steps, expected, "sizes are split evenly over the hosts");
+    for r in &rows {
+        assert!(r["failed"].is_null(), "{r}");
+        assert!(r["peak_rss_bytes"].as_u64().is_some_and(|b| b > 1 << 20), "{r}");
+        assert!(r["events_per_s"].as_f64().is_some_and(|v| v > 0.0), "{r}");
+        assert!(r["met"].is_boolean() && r["target"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+    }
+    let bpe = rows[0]["bytes_per_event"].as_f64().unwrap();
+    assert!(bpe > 1.0 && bpe < 200.0, "{bpe}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "the bundles are removed after");
 }

@@ -67,6 +67,21 @@ pub struct ChunkEntry {
     pub max_raw_ns: i64,
     /// The runs its events belong to.
     pub runs: Vec<u32>,
+    /// The kinds of its events: bit `i` is `EventKind::NAMES[i]`, so a reader that needs only
+    /// forks, sockets or execs skips the chunks of a write storm.
+    #[serde(default = "all_kinds")]
+    pub kinds: u32,
+}
+
+fn all_kinds() -> u32 {
+    u32::MAX
+}
+
+impl ChunkEntry {
+    /// Whether the chunk holds an event of kind `name` (`syscall`, `exec`, ...).
+    pub fn has_kind(&self, name: &str) -> bool {
+        EventKind::NAMES.iter().position(|n| *n == name).is_some_and(|i| self.kinds & (1 << i) != 0)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -231,9 +246,11 @@ impl BundleWriter {
 
 fn summarize(offset: u64, host: u32, events: &[Event], first_seq: u64, last_seq: u64) -> ChunkEntry {
     let mut runs = BTreeSet::new();
+    let mut kinds = 0u32;
     let (mut min_raw_ns, mut max_raw_ns) = (i64::MAX, i64::MIN);
     for e in events {
         runs.insert(e.run);
+        kinds |= 1 << e.kind.index();
         min_raw_ns = min_raw_ns.min(e.raw_ns);
         max_raw_ns = max_raw_ns.max(e.raw_ns);
     }
@@ -246,6 +263,7 @@ fn summarize(offset: u64, host: u32, events: &[Event], first_seq: u64, last_seq:
         min_raw_ns,
         max_raw_ns,
         runs: runs.into_iter().collect(),
+        kinds,
     }
 }
 
@@ -397,6 +415,19 @@ impl BundleFile {
                 chunks.iter().filter(|c| c.host as usize == host).map(|c| c.count as u64).sum()
             }
         }
+    }
+
+    /// The earliest and latest host-clock stamp of host `host`'s events.
+    pub fn host_span(&self, host: usize) -> Option<(i64, i64)> {
+        let spans: Vec<(i64, i64)> = match &self.events {
+            Events::Memory(hosts) => hosts.get(host)?.iter().map(|e| (e.raw_ns, e.raw_ns)).collect(),
+            Events::Chunked { chunks, .. } => {
+                chunks.iter().filter(|c| c.host as usize == host).map(|c| (c.min_raw_ns, c.max_raw_ns)).collect()
+            }
+        };
+        let lo = spans.iter().map(|s| s.0).min()?;
+        let hi = spans.iter().map(|s| s.1).max()?;
+        Some((lo, hi))
     }
 
     /// The runs any event belongs to.
@@ -810,6 +841,11 @@ mod tests {
         // A filter on runs skips whole chunks: run 1 lives in host a's first chunk only.
         let run1 = file.host_events_where(0, |c| c.runs.contains(&1)).count();
         assert_eq!(run1, CHUNK_EVENTS);
+        let chunks = match &file.events {
+            Events::Chunked { chunks, .. } => chunks.clone(),
+            Events::Memory(_) => unreachable!(),
+        };
+        assert!(chunks.iter().all(|c| c.has_kind("syscall") && !c.has_kind("exec")));
         assert!(file.damage().is_empty());
         let whole = Bundle::read(&path).unwrap();
         assert_eq!(whole.hosts[0].events, sample().hosts[0].events);

@@ -302,6 +302,26 @@ impl EventKind {
         "cron", "attach",
     ];
 
+    /// The position of its name in [`EventKind::NAMES`].
+    pub fn index(&self) -> usize {
+        match self {
+            EventKind::Syscall { .. } | EventKind::Traced { .. } => 0,
+            EventKind::Signal { .. } => 1,
+            EventKind::Exec { .. } => 2,
+            EventKind::Fork { .. } => 3,
+            EventKind::Exit { .. } => 4,
+            EventKind::Lost { .. } => 5,
+            EventKind::Launch { .. } => 6,
+            EventKind::Output { .. } => 7,
+            EventKind::Gate { .. } => 8,
+            EventKind::Socket { .. } => 9,
+            EventKind::Lock { .. } => 10,
+            EventKind::Mount { .. } => 11,
+            EventKind::Cron { .. } => 12,
+            EventKind::Attach { .. } => 13,
+        }
+    }
+
     /// The stable kind name used in `timeline --json` (`syscall`, `signal`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -342,6 +362,33 @@ mod tests {
         assert_eq!(flock_op_name(1), "LOCK_SH");
         assert_eq!(fcntl_lock_cmd(7), Some("F_SETLKW"));
         assert_eq!(fcntl_lock_cmd(3), None);
+    }
+
+    #[test]
+    fn a_kinds_index_is_where_names_lists_it() {
+        let s = String::new;
+        let kinds = [
+            EventKind::Signal {
+                signal: 1,
+                sender_pid: 0,
+                sender_comm: s(),
+                target_pid: 0,
+                target_comm: s(),
+                phase: SignalPhase::Deliver,
+                result: 0,
+            },
+            EventKind::Exec { filename: s(), argv: vec![], ppid: 0, chain: vec![] },
+            EventKind::Fork { parent_pid: 0, child_pid: 0 },
+            EventKind::Exit { exit_code: 0, killed_by: None },
+            EventKind::Lost { count: 0, location: s(), from_ns: None },
+            EventKind::Launch { name: s(), role: s(), argv: vec![] },
+            EventKind::Gate { gate: s(), action: s() },
+            EventKind::Socket { local: s(), remote: s(), from_state: s(), to_state: s() },
+            EventKind::Traced { name: s(), args: vec![], ret: 0, enter_ns: 0 },
+        ];
+        for k in &kinds {
+            assert_eq!(EventKind::NAMES[k.index()], k.name());
+        }
     }
 }
 

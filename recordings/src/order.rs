@@ -156,6 +156,10 @@ pub struct Found {
 /// order), holding only what an edge may still need: forks whose child has not yet been seen,
 /// signals not yet delivered, the TCP transitions, and the events the coordinator's marks name.
 /// Memory does not grow with the number of events, only with those few.
+///
+/// Same-host edges (fork, signal) order nothing that `(host, seq)` does not already order, so a
+/// reader may find them as it shows the events ([`EdgeFinder::same_host`]) and the cross-host
+/// ones beforehand from the few chunks that hold sockets and marks ([`EdgeFinder::cross_host`]).
 pub struct EdgeFinder<'m> {
     names: Vec<String>,
     marks: &'m [MessageEdge],
@@ -166,9 +170,12 @@ pub struct EdgeFinder<'m> {
     waiting_signal: std::collections::HashMap<(usize, i32, i32), (u64, i64)>,
     /// Per host, its TCP state changes.
     sockets: Vec<Vec<Event>>,
+    same_host: bool,
+    cross_host: bool,
 }
 
 impl<'m> EdgeFinder<'m> {
+    /// Every edge: same-host and cross-host, all returned by `finish`.
     pub fn new(hosts: &[&str], marks: &'m [MessageEdge]) -> EdgeFinder<'m> {
         EdgeFinder {
             names: hosts.iter().map(|h| h.to_string()).collect(),
@@ -178,46 +185,73 @@ impl<'m> EdgeFinder<'m> {
             waiting_child: Default::default(),
             waiting_signal: Default::default(),
             sockets: vec![Vec::new(); hosts.len()],
+            same_host: true,
+            cross_host: true,
         }
     }
 
-    /// The next event of host `host` (an index into the names given to `new`).
-    pub fn push(&mut self, host: usize, e: &Event) {
+    /// Only the edges between hosts (TCP segments, the coordinator's messages).
+    pub fn cross_host(hosts: &[&str], marks: &'m [MessageEdge]) -> EdgeFinder<'m> {
+        EdgeFinder { same_host: false, ..EdgeFinder::new(hosts, marks) }
+    }
+
+    /// Only the edges within a host (fork, signal), each returned by `push` as its target
+    /// streams by and not kept.
+    pub fn same_host(hosts: &[&str]) -> EdgeFinder<'m> {
+        EdgeFinder { cross_host: false, ..EdgeFinder::new(hosts, &[]) }
+    }
+
+    /// The next event of host `host` (an index into the names given to `new`); returns the
+    /// same-host edges into it: from a fork (it is the child's first event) and from a signal's
+    /// generation (it is the delivery).
+    pub fn push(&mut self, host: usize, e: &Event) -> [Option<Found>; 2] {
         let at = |seq| EventRef { host, seq };
-        if let Some((parent, raw)) = self.waiting_child.remove(&(host, e.pid)) {
-            let edge = Edge { from: at(parent), to: at(e.seq), kind: EdgeKind::Fork };
-            self.found.push(Found { edge, from_raw_ns: raw, to_raw_ns: e.raw_ns });
+        let mut into = [None, None];
+        if self.same_host {
+            if let Some((parent, raw)) = self.waiting_child.remove(&(host, e.pid)) {
+                let edge = Edge { from: at(parent), to: at(e.seq), kind: EdgeKind::Fork };
+                into[0] = Some(Found { edge, from_raw_ns: raw, to_raw_ns: e.raw_ns });
+            }
+            match &e.kind {
+                EventKind::Fork { child_pid, .. } => {
+                    self.waiting_child.insert((host, *child_pid), (e.seq, e.raw_ns));
+                }
+                EventKind::Signal { signal, target_pid, phase: SignalPhase::Generate, .. } => {
+                    self.waiting_signal.insert((host, *target_pid, *signal), (e.seq, e.raw_ns));
+                }
+                EventKind::Signal { signal, target_pid, phase: SignalPhase::Deliver, .. } => {
+                    if let Some((from, raw)) = self.waiting_signal.remove(&(host, *target_pid, *signal)) {
+                        let edge = Edge { from: at(from), to: at(e.seq), kind: EdgeKind::Signal };
+                        into[1] = Some(Found { edge, from_raw_ns: raw, to_raw_ns: e.raw_ns });
+                    }
+                }
+                _ => {}
+            }
+            if self.cross_host {
+                self.found.extend(into.iter().flatten());
+            }
         }
-        match &e.kind {
-            EventKind::Fork { child_pid, .. } => {
-                self.waiting_child.insert((host, *child_pid), (e.seq, e.raw_ns));
-            }
-            EventKind::Signal { signal, target_pid, phase: SignalPhase::Generate, .. } => {
-                self.waiting_signal.insert((host, *target_pid, *signal), (e.seq, e.raw_ns));
-            }
-            EventKind::Signal { signal, target_pid, phase: SignalPhase::Deliver, .. } => {
-                if let Some((from, raw)) = self.waiting_signal.remove(&(host, *target_pid, *signal)) {
-                    let edge = Edge { from: at(from), to: at(e.seq), kind: EdgeKind::Signal };
-                    self.found.push(Found { edge, from_raw_ns: raw, to_raw_ns: e.raw_ns });
+        if self.cross_host {
+            match &e.kind {
+                EventKind::Socket { .. } => {
+                    if let Some(list) = self.sockets.get_mut(host) {
+                        list.push(e.clone());
+                    }
                 }
-            }
-            EventKind::Socket { .. } => {
-                if let Some(list) = self.sockets.get_mut(host) {
-                    list.push(e.clone());
-                }
-            }
-            EventKind::Gate { .. } | EventKind::Output { .. } | EventKind::Exit { .. } => {
-                let name = self.names.get(host).map(String::as_str);
-                for (k, m) in self.marks.iter().enumerate() {
-                    for (end, mark) in [&m.from, &m.to].into_iter().enumerate() {
-                        if self.resolved[k][end].is_none() && name == Some(mark.host.as_str()) && mark.matches(e) {
-                            self.resolved[k][end] = Some((at(e.seq), e.raw_ns));
+                EventKind::Gate { .. } | EventKind::Output { .. } | EventKind::Exit { .. } => {
+                    let name = self.names.get(host).map(String::as_str);
+                    for (k, m) in self.marks.iter().enumerate() {
+                        for (end, mark) in [&m.from, &m.to].into_iter().enumerate() {
+                            if self.resolved[k][end].is_none() && name == Some(mark.host.as_str()) && mark.matches(e) {
+                                self.resolved[k][end] = Some((at(e.seq), e.raw_ns));
+                            }
                         }
                     }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        into
     }
 
     /// Every edge found: the ones seen as they streamed, the TCP segments matched across hosts,
@@ -331,7 +365,11 @@ impl Order {
         if b.host >= self.hosts || a.host >= self.hosts {
             return false;
         }
-        self.prefix(b.host, b.seq)[a.host] >= a.seq as i64
+        // prefix(b)[a.host], without building the vector: this runs for every pair the
+        // timeline weighs.
+        let list = &self.known[b.host];
+        let i = list.partition_point(|(s, _)| *s <= b.seq);
+        i > 0 && list[i - 1].1[a.host] >= a.seq as i64
     }
 
     /// Order of `a` relative to `b`: causal paths first, then disjoint clock intervals.

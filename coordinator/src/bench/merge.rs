@@ -17,6 +17,11 @@ pub struct MergeBench {
     pub generate_events_per_s: f64,
     /// The merge alone: total time minus generation time.
     pub merge_only_events_per_s: f64,
+    /// Events per second through a bare k-way heap merge of the same streams and keys (interval
+    /// centres), measured in the same run: what a merge can do at all on this machine.
+    pub bare_heap_events_per_s: f64,
+    /// `events_per_s` over `bare_heap_events_per_s` (aim: >= 0.5).
+    pub ratio_to_bare_heap: f64,
     /// Peak resident memory of the process after the run (VmHWM).
     pub peak_rss_bytes: u64,
     /// Peak resident memory after a warm-up merge of a tenth of the events: equal figures mean
@@ -58,6 +63,36 @@ fn merge_once(events: u64, hosts: usize) -> (f64, u64) {
     (start.elapsed().as_secs_f64(), std::hint::black_box(checksum))
 }
 
+/// The same streams through a binary heap keyed by interval centre, nothing else: no interval,
+/// no placement.
+fn bare_heap_once(events: u64, hosts: usize) -> f64 {
+    use std::cmp::Reverse;
+    let per_host = events / hosts as u64;
+    let mut streams: Vec<_> = (0..hosts).map(|h| stream(h, per_host)).collect();
+    let start = Instant::now();
+    let mut heap = std::collections::BinaryHeap::with_capacity(hosts);
+    let mut heads: Vec<Option<Event>> = Vec::with_capacity(hosts);
+    for (h, (s, clock)) in streams.iter_mut().enumerate() {
+        let head = s.next();
+        if let Some(e) = &head {
+            heap.push(Reverse((clock.centre(e.raw_ns), h)));
+        }
+        heads.push(head);
+    }
+    let mut checksum = 0u64;
+    while let Some(Reverse((key, h))) = heap.pop() {
+        let e = heads[h].take().expect("a head for every heap entry");
+        checksum = checksum.wrapping_add(e.seq ^ key as u64);
+        let (s, clock) = &mut streams[h];
+        heads[h] = s.next();
+        if let Some(next) = &heads[h] {
+            heap.push(Reverse((clock.centre(next.raw_ns), h)));
+        }
+    }
+    std::hint::black_box(checksum);
+    start.elapsed().as_secs_f64()
+}
+
 fn generate_once(events: u64, hosts: usize) -> f64 {
     let per_host = events / hosts as u64;
     let start = Instant::now();
@@ -87,6 +122,7 @@ pub fn merge(events: u64, hosts: usize) -> MergeBench {
     merge_once(events / 10, hosts);
     let peak_rss_after_tenth_bytes = peak_rss_bytes();
     let (merge_s, _) = merge_once(events, hosts);
+    let bare_s = bare_heap_once(events, hosts);
     let generate_s = generate_once(events, hosts);
     let n = (events / hosts as u64 * hosts as u64) as f64;
     MergeBench {
@@ -95,6 +131,8 @@ pub fn merge(events: u64, hosts: usize) -> MergeBench {
         events_per_s: n / merge_s,
         generate_events_per_s: n / generate_s,
         merge_only_events_per_s: n / (merge_s - generate_s).max(1e-9),
+        bare_heap_events_per_s: n / bare_s,
+        ratio_to_bare_heap: bare_s / merge_s,
         peak_rss_bytes: peak_rss_bytes(),
         peak_rss_after_tenth_bytes,
     }

@@ -4,6 +4,7 @@
 pub mod hosts;
 pub mod merge;
 pub mod record;
+pub mod scale;
 
 /// How a table shows whether a row meets its target.
 fn verdict(met: Option<bool>) -> &'static str {

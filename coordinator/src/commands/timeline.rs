@@ -53,16 +53,10 @@ pub fn run(a: TimelineArgs) -> Result<i32> {
                 }
             }
             TimelineFormat::Json | TimelineFormat::Jsonl => {
-                let mut v = timeline::to_json(s.host, &s.placed);
-                if let (serde_json::Value::Object(v), serde_json::Value::Object(facts)) =
-                    (&mut v, timeline::facts_json(&s))
-                {
-                    v.extend(facts);
-                }
                 if !first && !lines {
                     out.write_all(b",")?;
                 }
-                serde_json::to_writer(&mut out, &v)?;
+                timeline::write_json(&mut out, &s)?;
                 if lines {
                     out.write_all(b"\n")?;
                 }
