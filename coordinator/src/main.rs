@@ -6,6 +6,7 @@
 mod bench;
 mod client;
 mod commands;
+mod export;
 mod files;
 mod hosts;
 mod output;
@@ -54,6 +55,9 @@ enum Command {
     Pull(PullArgs),
     /// Show a bundle's merged timeline.
     Timeline(TimelineArgs),
+    /// Write a bundle's events in a format other tools read: Parquet, one file per host and one
+    /// of the runs (schema in docs/EXPORT.md), for DuckDB, Spark, Trino or DataFusion.
+    Export(ExportArgs),
     /// Environment differences (mounts, daemons, crontabs, interfaces) between two hosts of a
     /// capture, or one host in two captures, most suspicious first.
     Diff(DiffArgs),
@@ -308,6 +312,28 @@ struct TimelineArgs {
     /// call(args) = ret`, one line per call, as strace users read them).
     #[arg(long, value_enum, default_value_t = TimelineFormat::Text)]
     format: TimelineFormat,
+}
+
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// Bundle file.
+    bundle: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum, default_value = "parquet")]
+    format: ExportFormat,
+    /// Directory to write into (created if missing; files of the same names are replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `heisen export` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Apache Parquet: `HOST.parquet` per host (events) and `runs.parquet`.
+    Parquet,
 }
 
 /// How `heisen timeline` prints.
@@ -577,6 +603,7 @@ async fn dispatch(command: Command) -> Result<i32> {
         Command::Explain(a) => commands::explain::run(a),
         Command::Replay(a) => commands::replay::run(a).await,
         Command::Timeline(a) => commands::timeline::run(a),
+        Command::Export(a) => commands::export::run(a),
         Command::Agents(a) => commands::agents::run(a).await,
         Command::Diff(a) => commands::diff::run(a),
         Command::Certs(c) => commands::certs::run(c),

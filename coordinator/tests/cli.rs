@@ -453,12 +453,13 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     assert!(stderr.is_empty(), "{stderr}");
 }
 
-/// The committed bundle is format 1 (one JSON payload). Read through the chunked reader and the
-/// streamed timeline, it gives byte for byte the timeline the whole-bundle reader gave (the
-/// figures were taken with heisen at 7c3f10a, before format 2).
+/// `format-1.heisen` is a story-1 capture in format 1 (one JSON payload), kept as it was when
+/// format 2 came (`mountd-sighup-small.heisen` is rewritten whenever explain's bundle is
+/// regenerated). Read through the chunked reader and the streamed timeline, it gives byte for
+/// byte the timeline the whole-bundle reader gave (the figures were taken with heisen at 7c3f10a).
 #[test]
 fn a_format_1_bundle_gives_the_timeline_it_gave_before() {
-    let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/bundles/mountd-sighup-small.heisen");
+    let bundle = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/bundles/format-1.heisen");
     for (args, len, crc, lines) in [
         (&[][..], 96_383, 0x6fd9_a805, 761),
         (&["--jsonl"][..], 792_512, 0xa1b5_cfe7, 1334),
@@ -510,4 +511,83 @@ fn bench_scale_measures_every_step_of_every_size() {
     let bpe = rows[0]["bytes_per_event"].as_f64().unwrap();
     assert!(bpe > 1.0 && bpe < 200.0, "{bpe}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "the bundles are removed after");
+}
+
+/// A Python with DuckDB's package: `HEISEN_PYTHON`, the venv `scripts/setup` makes, or python3.
+fn duckdb_python() -> Option<String> {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pyvenv/bin/python");
+    let candidates = [std::env::var("HEISEN_PYTHON").ok(), Some(venv.to_string()), Some("python3".to_string())];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| Command::new(p).args(["-c", "import duckdb"]).output().is_ok_and(|o| o.status.success()))
+}
+
+/// `heisen export --format parquet` opens in DuckDB (PyPI's package, as a user would query it) with
+/// the timeline's event count per host, its write calls, and the bundle's runs.
+#[test]
+fn a_parquet_export_opens_in_duckdb_with_the_timelines_counts() {
+    let Some(python) = duckdb_python() else {
+        eprintln!("SKIPPED a_parquet_export_opens_in_duckdb_with_the_timelines_counts: no Python with duckdb (scripts/setup installs it into target/pyvenv from PyPI)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = dir.path().join("synthetic.heisen");
+    let plan = heisen_recordings::synthetic::Plan { events: 60_000, hosts: 3, runs: 4, span_ns: 1_000_000_000 };
+    heisen_recordings::synthetic::write(&synthetic, &plan).unwrap();
+    let stored = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recordings/bundles/format-1.heisen");
+    for (i, bundle) in [synthetic, stored].iter().enumerate() {
+        let out_dir = dir.path().join(format!("out{i}"));
+        let out = heisen(&[
+            "export",
+            bundle.to_str().unwrap(),
+            "--format",
+            "parquet",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let files: Vec<String> = report["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["table"] != "runs")
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect();
+        // What the timeline shows, per host.
+        let timeline = heisen(&["timeline", bundle.to_str().unwrap(), "--jsonl"]);
+        let mut expected: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for line in String::from_utf8_lossy(&timeline.stdout).lines() {
+            let e: serde_json::Value = serde_json::from_str(line).unwrap();
+            let entry = expected.entry(e["host"].as_str().unwrap().to_string()).or_default();
+            entry.0 += 1;
+            entry.1 += (e["kind"] == "syscall" && e["name"] == "write") as u64;
+        }
+        let runs = heisen_recordings::Bundle::read(bundle).unwrap().runs;
+        let script = format!(
+            "import duckdb, json\n\
+             con = duckdb.connect()\n\
+             files = {files:?}\n\
+             rows = con.execute(f\"select host, count(*), count(*) filter (where kind = 'syscall' and name = 'write') \
+             from read_parquet({{files}}) group by host order by host\").fetchall()\n\
+             runs = con.execute(\"select count(*), coalesce(sum(failed::int), 0) from read_parquet('{}')\").fetchone()\n\
+             print(json.dumps({{'hosts': rows, 'runs': list(runs)}}))\n",
+            out_dir.join("runs.parquet").display()
+        );
+        let q = Command::new(&python).args(["-c", &script]).output().unwrap();
+        assert!(q.status.success(), "duckdb: {}", String::from_utf8_lossy(&q.stderr));
+        let found: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+        let hosts: std::collections::BTreeMap<String, (u64, u64)> = found["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[0].as_str().unwrap().to_string(), (r[1].as_u64().unwrap(), r[2].as_u64().unwrap())))
+            .collect();
+        assert_eq!(hosts, expected, "{}", bundle.display());
+        let failed = runs.iter().filter(|r| r.failed).count() as u64;
+        assert_eq!(found["runs"], serde_json::json!([runs.len(), failed]));
+        assert!(expected.values().map(|c| c.0).sum::<u64>() > 1000);
+    }
 }

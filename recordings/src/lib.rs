@@ -38,7 +38,7 @@ pub use event::{
     fcntl_lock_cmd, flock_op_name, interrupted, superseded_execs, AttachPhase, Event, EventKind, KilledBy, PathFrom,
     SignalPhase, Superseded,
 };
-pub use files::{open_regular, read_regular, write_atomic};
+pub use files::{open_regular, read_regular, write_atomic, AtomicFile};
 pub use merge::{Merge, Placed};
 pub use order::{
     recorded_edges, violates_clocks, Edge, EdgeFinder, EdgeKind, EventRef, Found, Mark, MarkKind, MessageEdge, Order,

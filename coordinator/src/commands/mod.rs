@@ -8,6 +8,7 @@ pub mod certs;
 pub mod demo;
 pub mod diff;
 pub mod explain;
+pub mod export;
 pub mod pull;
 pub mod replay;
 pub mod run;
