@@ -183,6 +183,10 @@ pub struct Summary {
 
 /// At most this many concurrent events are listed per event.
 const MAX_CONCURRENT: usize = 16;
+/// At most this many events wait in the concurrency window (and as many emitted ones are kept as
+/// neighbours): memory stays bounded even where a host's stamps run far out of its seq order
+/// (events read late from another CPU's buffer). Only there can a neighbour be missed.
+const MAX_WINDOW: usize = 1 << 14;
 
 /// Events of `bundle` in merged order, filtered, with causal edges and concurrency, in memory.
 pub fn build<'a>(bundle: &'a Bundle, filter: &Filter) -> Timeline<'a> {
@@ -290,6 +294,7 @@ fn walk<'a, E>(
     let mut pending: VecDeque<Shown<'a>> = VecDeque::new();
     let mut pending_base = 0usize;
     let mut shown = 0u64;
+    let mut newest = i64::MIN;
     let mut flush = |near: &mut VecDeque<Near>,
                      near_base: &mut usize,
                      pending: &mut VecDeque<Shown<'a>>,
@@ -298,7 +303,11 @@ fn walk<'a, E>(
      -> Result<(), E> {
         while let Some(first) = pending.front() {
             let centre = first.placed.interval.midpoint_ns();
-            if newest.is_some_and(|newest| newest - centre <= widest) {
+            // Waits until an event farther than the window has arrived (the high-water mark of
+            // the centres: a host whose stamps go back in its seq order must not stall the
+            // window), or the window is full.
+            let full = pending.len() > MAX_WINDOW;
+            if !full && newest.is_some_and(|newest| newest - centre <= widest) {
                 break;
             }
             let mut s = pending.pop_front().expect("a pending event");
@@ -322,7 +331,8 @@ fn walk<'a, E>(
             // Neighbours farther back than the window from the next event to emit are no longer needed.
             let next_centre = pending.front().map_or(i64::MAX, |p| p.placed.interval.midpoint_ns());
             while *near_base < *pending_base
-                && near.front().is_some_and(|f| next_centre.saturating_sub(f.interval.midpoint_ns()) > widest)
+                && (*pending_base - *near_base > MAX_WINDOW
+                    || near.front().is_some_and(|f| next_centre.saturating_sub(f.interval.midpoint_ns()) > widest))
             {
                 near.pop_front();
                 *near_base += 1;
@@ -347,12 +357,13 @@ fn walk<'a, E>(
         let at = EventRef { host: p.host, seq: p.event.seq };
         near.push_back(Near { at, interval: p.interval });
         let centre = p.interval.midpoint_ns();
+        newest = newest.max(centre);
         if let Some(across) = into.remove(&at) {
             caused_by.splice(0..0, across);
         }
         pending.push_back(Shown { host: names[p.host], caused_by, placed: p, concurrent: Vec::new() });
         shown += 1;
-        flush(&mut near, &mut near_base, &mut pending, &mut pending_base, Some(centre))?;
+        flush(&mut near, &mut near_base, &mut pending, &mut pending_base, Some(newest))?;
     }
     flush(&mut near, &mut near_base, &mut pending, &mut pending_base, None)?;
     Ok(Summary { shown, violations })
