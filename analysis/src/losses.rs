@@ -3,30 +3,63 @@
 
 use std::collections::BTreeMap;
 
-use heisen_recordings::{Bundle, EventKind};
+use heisen_recordings::{Bundle, ClockModel, Event, EventKind};
 
 /// Runs (by number) whose time on the coordinator's timeline overlaps a span in which a host
 /// lost events (an agent crash or restart, a sequence gap), each with why. Ring overruns are
 /// counted when a capture stops and cannot be placed in time: explain reports them per host.
 pub fn runs_with_loss(bundle: &Bundle) -> BTreeMap<u32, String> {
-    // Each run's span: from its first event's earliest to its last event's latest, over hosts.
+    let tracked: Vec<(&str, &ClockModel, Losses)> = bundle
+        .hosts
+        .iter()
+        .map(|h| {
+            let mut losses = Losses::default();
+            h.events.iter().for_each(|e| losses.push(e));
+            (h.name.as_str(), &h.clock, losses)
+        })
+        .collect();
+    runs_touched(&tracked)
+}
+
+/// What [`runs_with_loss`] needs of one host's events, gathered as they stream by: each run's
+/// span and each loss's span, on the host's clock (its model may be fitted only afterwards).
+#[derive(Default)]
+pub struct Losses {
+    runs: BTreeMap<u32, (i64, i64)>,
+    lost: Vec<(i64, i64, String)>,
+}
+
+impl Losses {
+    pub fn push(&mut self, e: &Event) {
+        if let EventKind::Lost { count, location, from_ns: Some(from) } = &e.kind {
+            let what = if *count > 0 { format!("{count} events lost") } else { "nothing recorded".to_string() };
+            self.lost.push((*from, e.raw_ns, format!("{what} ({location})")));
+            return;
+        }
+        if e.run == 0 || matches!(e.kind, EventKind::Lost { .. }) {
+            return;
+        }
+        let span = self.runs.entry(e.run).or_insert((e.raw_ns, e.raw_ns));
+        span.0 = span.0.min(e.raw_ns);
+        span.1 = span.1.max(e.raw_ns);
+    }
+}
+
+/// [`runs_with_loss`] from what each host's [`Losses`] gathered, with its clock.
+pub fn runs_touched(hosts: &[(&str, &ClockModel, Losses)]) -> BTreeMap<u32, String> {
+    // Each run's span: from its first event's earliest to its last event's latest, over hosts
+    // (a clock model is monotonic, so the host's extreme stamps give the extreme interval ends).
     let mut spans: BTreeMap<u32, (i64, i64)> = BTreeMap::new();
     let mut losses: Vec<(i64, i64, String)> = Vec::new();
-    for host in &bundle.hosts {
-        for e in &host.events {
-            let at = host.clock.interval(e.raw_ns);
-            if let EventKind::Lost { count, location, from_ns: Some(from) } = &e.kind {
-                let from = host.clock.interval(*from).earliest_ns;
-                let what = if *count > 0 { format!("{count} events lost") } else { "nothing recorded".to_string() };
-                losses.push((from, at.latest_ns, format!("{}: {what} ({location})", host.name)));
-                continue;
-            }
-            if e.run == 0 || matches!(e.kind, EventKind::Lost { .. }) {
-                continue;
-            }
-            let span = spans.entry(e.run).or_insert((at.earliest_ns, at.latest_ns));
-            span.0 = span.0.min(at.earliest_ns);
-            span.1 = span.1.max(at.latest_ns);
+    for (name, clock, tracked) in hosts {
+        for (run, (lo, hi)) in &tracked.runs {
+            let (lo, hi) = (clock.interval(*lo).earliest_ns, clock.interval(*hi).latest_ns);
+            let span = spans.entry(*run).or_insert((lo, hi));
+            span.0 = span.0.min(lo);
+            span.1 = span.1.max(hi);
+        }
+        for (from, to, why) in &tracked.lost {
+            losses.push((clock.interval(*from).earliest_ns, clock.interval(*to).latest_ns, format!("{name}: {why}")));
         }
     }
     let mut out = BTreeMap::new();

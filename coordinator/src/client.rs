@@ -255,9 +255,22 @@ impl Agent {
 
     /// Pulls every stored event of a capture.
     pub async fn pull(&mut self, capture: &str) -> Result<Vec<Event>> {
+        let mut events = Vec::new();
+        self.pull_each(capture, |batch| {
+            events.extend(batch);
+            Ok(())
+        })
+        .await?;
+        Ok(events)
+    }
+
+    /// Pulls every stored event of a capture, handing them to `each` in batches as they arrive,
+    /// so the caller need not hold them all.
+    pub async fn pull_each(&mut self, capture: &str, mut each: impl FnMut(Vec<Event>) -> Result<()>) -> Result<()> {
+        const BATCH: usize = 4096;
         let req = proto::StreamEventsRequest { capture_id: capture.into(), from_seq: 0 };
         let mut stream = self.rpc.stream_events(req).await.map_err(|s| self.err("stream events", s))?.into_inner();
-        let mut events = Vec::new();
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             let next = tokio::time::timeout(PULL_QUIET, stream.message()).await.map_err(|_| {
                 anyhow!(
@@ -268,9 +281,15 @@ impl Agent {
                 )
             })?;
             let Some(item) = next.map_err(|s| self.err("stream events", s))? else { break };
-            events.push(Event::try_from(item).map_err(|e| anyhow!("agent {}: {e}", self.name))?);
+            batch.push(Event::try_from(item).map_err(|e| anyhow!("agent {}: {e}", self.name))?);
+            if batch.len() == BATCH {
+                each(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))?;
+            }
         }
-        Ok(events)
+        if !batch.is_empty() {
+            each(batch)?;
+        }
+        Ok(())
     }
 }
 

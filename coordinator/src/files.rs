@@ -14,14 +14,19 @@ pub fn capture_id(scenario: &str, phase: &str) -> String {
     format!("{scenario}-{phase}-{secs}-{}", std::process::id())
 }
 
-pub fn write_bundle(bundle: &Bundle, out: Option<PathBuf>) -> Result<PathBuf> {
-    let path = match out {
-        Some(p) => p,
+/// Where the bundle of capture `id` goes: `out`, or `heisen-out/ID.heisen` (the directory made).
+pub fn bundle_path_for(id: &str, out: Option<PathBuf>) -> Result<PathBuf> {
+    match out {
+        Some(p) => Ok(p),
         None => {
             std::fs::create_dir_all("heisen-out").context("cannot create heisen-out/")?;
-            heisen_recordings::bundle_path(Path::new("heisen-out"), &bundle.capture_id)
+            Ok(heisen_recordings::bundle_path(Path::new("heisen-out"), id))
         }
-    };
+    }
+}
+
+pub fn write_bundle(bundle: &Bundle, out: Option<PathBuf>) -> Result<PathBuf> {
+    let path = bundle_path_for(&bundle.capture_id, out)?;
     bundle.write(&path)?;
     Ok(path)
 }

@@ -655,7 +655,39 @@ impl Session {
     }
 
     /// Stops recording everywhere, pulls every host's events and returns the bundle.
-    pub async fn close(mut self, scenario: Option<&Scenario>, scenario_path: &str) -> Result<Bundle> {
+    pub async fn close(self, scenario: Option<&Scenario>, scenario_path: &str) -> Result<Bundle> {
+        let (mut bundle, events, _) =
+            self.end(scenario, scenario_path, |head| Ok(vec![Vec::new(); head.hosts.len()])).await?;
+        for (host, events) in bundle.hosts.iter_mut().zip(events) {
+            host.events = events;
+        }
+        Ok(bundle)
+    }
+
+    /// Stops recording everywhere and streams every host's events into a bundle at `path` as
+    /// they arrive: the coordinator's memory does not grow with the capture. Returns the bundle
+    /// without its events, and how many each host has.
+    pub async fn close_to(
+        self,
+        scenario: Option<&Scenario>,
+        scenario_path: &str,
+        path: &std::path::Path,
+    ) -> Result<(Bundle, Vec<u64>)> {
+        let (head, writer, counts) =
+            self.end(scenario, scenario_path, |head| Ok(heisen_recordings::BundleWriter::create(path, head)?)).await?;
+        writer.finish(&head)?;
+        Ok((head, counts))
+    }
+
+    /// Ends the capture on every agent, then pulls every host's events into the sink `open`
+    /// makes from the bundle's head (its hosts in order): returns the final head (no events),
+    /// the sink, and each host's event count.
+    async fn end<S: Sink>(
+        mut self,
+        scenario: Option<&Scenario>,
+        scenario_path: &str,
+        open: impl FnOnce(&Bundle) -> Result<S>,
+    ) -> Result<(Bundle, S, Vec<u64>)> {
         self.gates.clear(); // closing the gate channels releases anything still held
         if let Some(prober) = self.prober.take() {
             prober.abort();
@@ -698,28 +730,29 @@ impl Session {
                         matches!(tokio::time::timeout(STATE_TIMEOUT, agent.capture_state(&id)).await, Ok(Ok(_)))
                     }
                 };
-                let pulled = if answers { Some(agent.pull(&id).await) } else { None };
-                (name.clone(), probed, stopped, pulled, client::now_ns())
+                (name.clone(), probed, stopped, answers, client::now_ns())
             }
         }))
         .await;
         for name in lost_agents.keys() {
-            ends.push((name.clone(), None, Stop::Silent(STATE_TIMEOUT), None, client::now_ns()));
+            ends.push((name.clone(), None, Stop::Silent(STATE_TIMEOUT), false, client::now_ns()));
         }
         self.agents.append(&mut lost_agents);
+
+        // The head, hosts in `ends` order; the clocks are fitted from every probe taken.
         let mut hosts = Vec::new();
-        for (name, probed, stopped, pulled, end_ns) in ends {
-            let agent = &self.agents[&name];
-            let mut samples = self.probes.lock().expect("probes").remove(&name).unwrap_or_default();
-            samples.extend(probed.unwrap_or_default());
-            let clock = client::fit(&name, &samples)?;
-            let mut incomplete = self.restarted.remove(&name);
+        for (name, probed, stopped, _, _) in &mut ends {
+            let agent = &self.agents[name.as_str()];
+            let mut samples = self.probes.lock().expect("probes").remove(name.as_str()).unwrap_or_default();
+            samples.extend(probed.take().unwrap_or_default());
+            let clock = client::fit(name, &samples)?;
+            let mut incomplete = self.restarted.remove(name.as_str());
             let mut lost = 0;
             match stopped {
                 Stop::Done(status) => {
                     lost = status.lost;
                     if status.forgotten || status.boot_id != agent.info.boot_id {
-                        incomplete.get_or_insert_with(|| restart_note(&name, &agent.info.boot_id, &status.boot_id));
+                        incomplete.get_or_insert_with(|| restart_note(name, &agent.info.boot_id, &status.boot_id));
                     }
                 }
                 Stop::Failed(e) => {
@@ -731,63 +764,148 @@ impl Session {
                     });
                 }
             }
-            let mut events = match pulled {
-                Some(Ok(events)) => events,
-                failed => {
-                    let e = match failed {
-                        Some(Err(e)) => format!(" ({e:#})"),
-                        _ => String::new(),
-                    };
-                    let why = format!(
-                        "none of its events could be pulled{e}; once its agent answers, `heisen pull --agent \
-                         {name}={} --capture {}` recovers what it stored",
-                        agent.addr, self.capture_id
-                    );
-                    incomplete = Some(match incomplete {
-                        Some(first) => format!("{first}; {why}"),
-                        None => why,
-                    });
-                    Vec::new()
-                }
-            };
-            let missing = HostRecording::mark_seq_gaps(&mut events);
-            if missing > 0 && incomplete.is_none() {
-                incomplete = Some(format!("{missing} events are missing from agent {name}'s store (sequence gaps)"));
-            }
-            if let Some(why) = &incomplete {
-                let host_ns = |t: i64| t + clock.offset_at(t);
-                HostRecording::mark_lost_span(&mut events, host_ns(self.started_ns), host_ns(end_ns), why);
-            }
             hosts.push(HostRecording {
                 name: name.clone(),
                 agent_version: agent.info.version.clone(),
                 kernel: agent.info.kernel.clone(),
-                observer: self.observers.get(&name).cloned().unwrap_or_default(),
+                observer: self.observers.get(name.as_str()).cloned().unwrap_or_default(),
                 clock,
                 probes: samples,
-                events,
+                events: Vec::new(),
                 lost,
-                environments: self.environments.remove(&name).unwrap_or_default(),
+                environments: self.environments.remove(name.as_str()).unwrap_or_default(),
                 incomplete,
             });
         }
-        let mut bundle = Bundle {
-            capture_id: self.capture_id,
+        let mut head = Bundle {
+            capture_id: self.capture_id.clone(),
             started_ns: self.started_ns,
             scenario: scenario.map(|s| ScenarioSource { path: scenario_path.to_string(), text: s.text.clone() }),
             hosts,
-            runs: self.runs,
-            causal: self.causal,
+            runs: std::mem::take(&mut self.runs),
+            causal: std::mem::take(&mut self.causal),
             placeholders: std::mem::take(&mut self.shared.lock().expect("shared").placeholders),
         };
+
+        // Every answering agent's events, pulled at once into the sink as they arrive.
+        let sink = Mutex::new(open(&head)?);
+        let order: Vec<String> = ends.iter().map(|(name, ..)| name.clone()).collect();
+        let answers: HashSet<String> =
+            ends.iter().filter(|(_, _, _, answers, _)| *answers).map(|(name, ..)| name.clone()).collect();
+        let sink_ref = &sink;
+        let pulled = futures::future::join_all(self.agents.iter_mut().filter(|(name, _)| answers.contains(*name)).map(
+            |(name, agent)| {
+                let id = id.clone();
+                let host = order.iter().position(|n| n == name).expect("every agent has a host");
+                async move {
+                    let mut gaps = heisen_recordings::SeqGaps::default();
+                    let mut tracked = heisen_analysis::losses::Losses::default();
+                    let mut last = None;
+                    let mut count = 0u64;
+                    let result = agent
+                        .pull_each(&id, |batch| {
+                            let batch = gaps.mark(batch);
+                            batch.iter().for_each(|e| tracked.push(e));
+                            last = batch.last().map(|e| (e.seq, e.raw_ns)).or(last);
+                            count += batch.len() as u64;
+                            sink_ref.lock().expect("sink").events(host, &batch)
+                        })
+                        .await;
+                    (host, Pulled { result, gaps: gaps.missing, tracked, last, count })
+                }
+            },
+        ))
+        .await;
+        let mut sink = sink.into_inner().expect("sink");
+        let mut by_host: Vec<Pulled> = (0..order.len()).map(|_| Pulled::none()).collect();
+        for (host, p) in pulled {
+            by_host[host] = p;
+        }
+        let mut tracked = Vec::new();
+        let mut counts = Vec::new();
+        for (index, ((h, (name, _, _, answers, end_ns)), mut p)) in
+            head.hosts.iter_mut().zip(&ends).zip(by_host).enumerate()
+        {
+            let agent = &self.agents[name.as_str()];
+            let failed = p.result.as_ref().err().map(|e| format!(" ({e:#})"));
+            if failed.is_some() || !answers {
+                let pulled = if p.count == 0 {
+                    "none of its events could be pulled".to_string()
+                } else {
+                    format!("only its first {} events could be pulled", p.count)
+                };
+                let why = format!(
+                    "{pulled}{}; once its agent answers, `heisen pull --agent {name}={} --capture {}` recovers what it \
+                     stored",
+                    failed.unwrap_or_default(),
+                    agent.addr,
+                    self.capture_id
+                );
+                h.incomplete = Some(match h.incomplete.take() {
+                    Some(first) => format!("{first}; {why}"),
+                    None => why,
+                });
+            }
+            if p.gaps > 0 && h.incomplete.is_none() {
+                h.incomplete = Some(format!("{} events are missing from agent {name}'s store (sequence gaps)", p.gaps));
+            }
+            if let Some(why) = &h.incomplete {
+                let host_ns = |t: i64| t + h.clock.offset_at(t);
+                let lost = heisen_recordings::lost_span(p.last, host_ns(self.started_ns), host_ns(*end_ns), why);
+                p.tracked.push(&lost);
+                sink.events(index, std::slice::from_ref(&lost))?;
+                p.count += 1;
+            }
+            counts.push(p.count);
+            tracked.push(p.tracked);
+        }
         // A run during which a host recorded nothing cannot be judged: it counts as invalid.
-        for (run, why) in heisen_analysis::losses::runs_with_loss(&bundle) {
-            if let Some(outcome) = bundle.runs.iter_mut().find(|r| r.run == run && r.valid) {
+        let hosts: Vec<(&str, &heisen_recordings::ClockModel, heisen_analysis::losses::Losses)> =
+            head.hosts.iter().zip(tracked).map(|(h, t)| (h.name.as_str(), &h.clock, t)).collect();
+        let touched = heisen_analysis::losses::runs_touched(&hosts);
+        for (run, why) in touched {
+            if let Some(outcome) = head.runs.iter_mut().find(|r| r.run == run && r.valid) {
                 outcome.valid = false;
                 outcome.note = format!("a host lost events during this run ({why})");
             }
         }
-        Ok(bundle)
+        Ok((head, sink, counts))
+    }
+}
+
+/// Where a session's end puts the hosts' events as they are pulled: memory, or a bundle file.
+trait Sink {
+    fn events(&mut self, host: usize, events: &[heisen_recordings::Event]) -> Result<()>;
+}
+
+impl Sink for Vec<Vec<heisen_recordings::Event>> {
+    fn events(&mut self, host: usize, events: &[heisen_recordings::Event]) -> Result<()> {
+        self[host].extend_from_slice(events);
+        Ok(())
+    }
+}
+
+impl Sink for heisen_recordings::BundleWriter {
+    fn events(&mut self, host: usize, events: &[heisen_recordings::Event]) -> Result<()> {
+        Ok(heisen_recordings::BundleWriter::events(self, host, events)?)
+    }
+}
+
+/// What pulling one host gave.
+struct Pulled {
+    result: Result<()>,
+    /// Events missing from its sequence.
+    gaps: u64,
+    tracked: heisen_analysis::losses::Losses,
+    /// Its last event (seq, raw_ns).
+    last: Option<(u64, i64)>,
+    count: u64,
+}
+
+impl Pulled {
+    /// A host that was not asked (its agent did not answer).
+    fn none() -> Pulled {
+        Pulled { result: Ok(()), gaps: 0, tracked: Default::default(), last: None, count: 0 }
     }
 }
 

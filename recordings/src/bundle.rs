@@ -78,49 +78,73 @@ impl HostRecording {
     /// at the first missing number, spanning the time between its neighbours; returns how many
     /// events are missing. A capture's first event is seq 0.
     pub fn mark_seq_gaps(events: &mut Vec<Event>) -> u64 {
-        let mut out = Vec::with_capacity(events.len());
-        let mut missing = 0;
-        let mut expected = 0u64;
-        let mut last_ns = None;
-        for e in events.drain(..) {
-            if e.seq > expected {
-                missing += e.seq - expected;
-                out.push(Event {
-                    seq: expected,
-                    raw_ns: e.raw_ns,
-                    pid: 0,
-                    comm: String::new(),
-                    run: 0,
-                    kind: crate::EventKind::Lost {
-                        count: e.seq - expected,
-                        location: format!("sequence numbers {}..{} missing from the agent's store", expected, e.seq),
-                        from_ns: Some(last_ns.unwrap_or(e.raw_ns)),
-                    },
-                });
-            }
-            expected = expected.max(e.seq + 1);
-            last_ns = Some(e.raw_ns);
-            out.push(e);
-        }
-        *events = out;
-        missing
+        let mut gaps = SeqGaps::default();
+        *events = gaps.mark(std::mem::take(events));
+        gaps.missing
     }
 
     /// Appends a `lost` event for a span of time in which nothing of this host was recorded:
     /// from its last event (or `from_ns` when it has none) to `to_ns`, both on the host clock.
     pub fn mark_lost_span(events: &mut Vec<Event>, from_ns: i64, to_ns: i64, why: &str) {
-        let (seq, from) = match events.last() {
-            Some(last) => (last.seq + 1, last.raw_ns),
-            None => (0, from_ns),
-        };
-        events.push(Event {
-            seq,
-            raw_ns: to_ns.max(from),
-            pid: 0,
-            comm: String::new(),
-            run: 0,
-            kind: crate::EventKind::Lost { count: 0, location: why.to_string(), from_ns: Some(from) },
-        });
+        let last = events.last().map(|e| (e.seq, e.raw_ns));
+        events.push(lost_span(last, from_ns, to_ns, why));
+    }
+}
+
+/// The `lost` event for a span in which nothing of a host was recorded: after its last event
+/// `last` (seq, raw_ns), or from `from_ns` when it has none, to `to_ns` (host clock).
+pub fn lost_span(last: Option<(u64, i64)>, from_ns: i64, to_ns: i64, why: &str) -> Event {
+    let (seq, from) = match last {
+        Some((seq, raw_ns)) => (seq + 1, raw_ns),
+        None => (0, from_ns),
+    };
+    Event {
+        seq,
+        raw_ns: to_ns.max(from),
+        pid: 0,
+        comm: String::new(),
+        run: 0,
+        kind: crate::EventKind::Lost { count: 0, location: why.to_string(), from_ns: Some(from) },
+    }
+}
+
+/// [`HostRecording::mark_seq_gaps`] as a host's events stream by, a batch at a time.
+#[derive(Default)]
+pub struct SeqGaps {
+    /// Events missing so far.
+    pub missing: u64,
+    expected: u64,
+    last_ns: Option<i64>,
+}
+
+impl SeqGaps {
+    /// The batch with a `lost` event before each event that does not follow the one before it.
+    pub fn mark(&mut self, events: Vec<Event>) -> Vec<Event> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if e.seq > self.expected {
+                self.missing += e.seq - self.expected;
+                out.push(Event {
+                    seq: self.expected,
+                    raw_ns: e.raw_ns,
+                    pid: 0,
+                    comm: String::new(),
+                    run: 0,
+                    kind: crate::EventKind::Lost {
+                        count: e.seq - self.expected,
+                        location: format!(
+                            "sequence numbers {}..{} missing from the agent's store",
+                            self.expected, e.seq
+                        ),
+                        from_ns: Some(self.last_ns.unwrap_or(e.raw_ns)),
+                    },
+                });
+            }
+            self.expected = self.expected.max(e.seq + 1);
+            self.last_ns = Some(e.raw_ns);
+            out.push(e);
+        }
+        out
     }
 }
 

@@ -22,8 +22,8 @@ mod syscalls;
 use std::path::PathBuf;
 
 pub use bundle::{
-    bundle_path, Bundle, BundleProblem, HostRecording, RunObserver, RunOutcome, ScenarioSource, StepOutcome,
-    BUNDLE_MAGIC, BUNDLE_VERSION,
+    bundle_path, lost_span, Bundle, BundleProblem, HostRecording, RunObserver, RunOutcome, ScenarioSource, SeqGaps,
+    StepOutcome, BUNDLE_MAGIC, BUNDLE_VERSION,
 };
 pub use chunked::{BundleFile, BundleWriter, ChunkEntry, Damage, HostEvents, CHUNK_EVENTS};
 pub use clock::{Anchor, ClockModel, Interval, ProbeSample, ASSUMED_DRIFT_PPM};

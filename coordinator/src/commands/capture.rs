@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 
-use crate::files::{capture_id, incomplete_hosts, write_bundle};
+use crate::files::{bundle_path_for, capture_id, incomplete_hosts};
 use crate::hosts::{credentials, parse_agents};
 use crate::output::{progress, LiveLine};
 use crate::{client, session, CaptureArgs};
@@ -118,22 +118,25 @@ pub async fn run(a: CaptureArgs) -> Result<i32> {
             std::process::exit(130);
         }
     });
-    let bundle = session.close(None, "").await?;
-    let path = write_bundle(&bundle, a.out)?;
+    // The hosts' events go into the bundle as they are pulled: a capture of any size costs the
+    // coordinator a chunk per host.
+    let path = bundle_path_for(&id, a.out)?;
+    let (bundle, counts) = session.close_to(None, "", &path).await?;
     let incomplete = incomplete_hosts(&bundle, &path);
     let per_host: Vec<_> = bundle
         .hosts
         .iter()
-        .map(|h| {
-            serde_json::json!({"name": h.name, "events": h.events.len(), "lost": h.lost, "observer": h.observer,
+        .zip(&counts)
+        .map(|(h, events)| {
+            serde_json::json!({"name": h.name, "events": events, "lost": h.lost, "observer": h.observer,
                                "incomplete": h.incomplete})
         })
         .collect();
     if a.json {
         println!("{}", serde_json::json!({"capture": bundle.capture_id, "bundle": path, "hosts": per_host}));
     } else {
-        for h in &bundle.hosts {
-            println!("{:<12} {:>8} events, {} lost ({})", h.name, h.events.len(), h.lost, h.observer);
+        for (h, events) in bundle.hosts.iter().zip(&counts) {
+            println!("{:<12} {:>8} events, {} lost ({})", h.name, events, h.lost, h.observer);
         }
         println!("bundle: {}", path.display());
     }
