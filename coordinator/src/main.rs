@@ -34,6 +34,7 @@ enum Command {
     /// Run a scenario under load on agents, record everything, write a bundle, print failure counts.
     Run(RunArgs),
     /// Rank candidate causes in a capture's failing and passing runs, each with the verify command.
+    /// Exits 0 with candidates, 1 when it found none, 2 when the capture cannot be explained.
     Explain(ExplainArgs),
     /// Enforce a hypothesis ordering and its alternatives K times each; print the verdict.
     ///

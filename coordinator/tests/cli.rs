@@ -591,3 +591,25 @@ fn a_parquet_export_opens_in_duckdb_with_the_timelines_counts() {
         assert!(expected.values().map(|c| c.0).sum::<u64>() > 1000);
     }
 }
+
+/// `heisen explain` says with its exit code what it found: 1 when no candidate separates the
+/// failing runs from the passing ones (a script must not take "nothing" for a cause), 2 when the
+/// capture cannot be explained, refused from its head before any event is read.
+#[test]
+fn explain_exits_1_when_it_finds_nothing_and_2_when_it_cannot_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = dir.path().join("alike.heisen");
+    // Failing and passing runs whose events are alike: nothing separates them.
+    let plan = heisen_recordings::synthetic::Plan { events: 8_000, hosts: 2, runs: 4, span_ns: 100_000_000 };
+    heisen_recordings::synthetic::write(&synthetic, &plan).unwrap();
+    let out = heisen(&["explain", synthetic.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no candidate separates"));
+    let stored = concat!(env!("CARGO_MANIFEST_DIR"), "/../recordings/bundles/format-1.heisen");
+    assert_eq!(heisen(&["explain", stored]).status.code(), Some(0));
+    let mut runless = heisen_recordings::Bundle::read(&synthetic).unwrap();
+    runless.runs.clear();
+    let path = dir.path().join("runless.heisen");
+    runless.write(&path).unwrap();
+    assert_bad_input(&heisen(&["explain", path.to_str().unwrap()]), &["runless.heisen", "no runs of a scenario"]);
+}
