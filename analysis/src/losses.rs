@@ -82,18 +82,7 @@ mod tests {
     }
 
     fn host(name: &str, events: Vec<Event>) -> HostRecording {
-        HostRecording {
-            name: name.into(),
-            agent_version: String::new(),
-            kernel: String::new(),
-            observer: String::new(),
-            clock: ClockModel::identity(),
-            probes: vec![],
-            events,
-            lost: 0,
-            environments: vec![],
-            incomplete: None,
-        }
+        HostRecording::new(name, ClockModel::identity(), events)
     }
 
     #[test]

@@ -61,18 +61,7 @@ fn good_bundle(dir: &Path) -> Vec<u8> {
             path_from: None,
         },
     };
-    let host = |name: &str, events: Vec<Event>| HostRecording {
-        name: name.into(),
-        agent_version: "test".into(),
-        kernel: "6".into(),
-        observer: "tracefs".into(),
-        clock: ClockModel::identity(),
-        probes: vec![],
-        events,
-        lost: 0,
-        environments: vec![],
-        incomplete: None,
-    };
+    let host = |name: &str, events: Vec<Event>| HostRecording::new(name, ClockModel::identity(), events);
     let bundle = heisen_recordings::Bundle {
         causal: vec![],
         placeholders: Default::default(),

@@ -74,6 +74,23 @@ pub struct HostRecording {
 }
 
 impl HostRecording {
+    /// A host of a capture made by hand (tests, synthetic captures): `events` on a clock that is
+    /// the coordinator's, nothing lost, no snapshots.
+    pub fn new(name: &str, clock: ClockModel, events: Vec<Event>) -> HostRecording {
+        HostRecording {
+            name: name.into(),
+            agent_version: String::new(),
+            kernel: String::new(),
+            observer: String::new(),
+            clock,
+            probes: vec![],
+            events,
+            lost: 0,
+            environments: vec![],
+            incomplete: None,
+        }
+    }
+
     /// Turns every gap in the sequence numbers of `events` (sorted by seq) into a `lost` event
     /// at the first missing number, spanning the time between its neighbours; returns how many
     /// events are missing. A capture's first event is seq 0.

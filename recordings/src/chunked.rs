@@ -779,18 +779,7 @@ mod tests {
     }
 
     fn host(name: &str, events: Vec<Event>) -> HostRecording {
-        HostRecording {
-            name: name.into(),
-            agent_version: "test".into(),
-            kernel: "6".into(),
-            observer: "tracefs".into(),
-            clock: ClockModel::identity(),
-            probes: vec![],
-            events,
-            lost: 0,
-            environments: vec![],
-            incomplete: None,
-        }
+        HostRecording::new(name, ClockModel::identity(), events)
     }
 
     /// Two hosts, the first over three chunks (the last one partial), the second in one.

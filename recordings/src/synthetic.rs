@@ -68,16 +68,8 @@ pub fn write(path: &Path, plan: &Plan) -> Result<Written, RecordingsError> {
         scenario: None,
         hosts: (0..hosts)
             .map(|h| HostRecording {
-                name: format!("host{h}"),
-                agent_version: "synthetic".into(),
-                kernel: "synthetic".into(),
                 observer: "synthetic".into(),
-                clock: clock(h, plan.span_ns),
-                probes: vec![],
-                events: vec![],
-                lost: 0,
-                environments: vec![],
-                incomplete: None,
+                ..HostRecording::new(&format!("host{h}"), clock(h, plan.span_ns), vec![])
             })
             .collect(),
         runs: (1..=runs as u32)
