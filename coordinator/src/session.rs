@@ -811,7 +811,7 @@ impl Session {
                             sink_ref.lock().expect("sink").events(host, &batch)
                         })
                         .await;
-                    (host, Pulled { result, gaps: gaps.missing, tracked, last, count })
+                    (host, Pulled { result, gaps: gaps.missing, disordered: gaps.disordered, tracked, last, count })
                 }
             },
         ))
@@ -848,6 +848,14 @@ impl Session {
             }
             if p.gaps > 0 && h.incomplete.is_none() {
                 h.incomplete = Some(format!("{} events are missing from agent {name}'s store (sequence gaps)", p.gaps));
+            }
+            if p.disordered > 0 {
+                let why =
+                    format!("agent {name} sent {} events out of sequence order; they were left out", p.disordered);
+                h.incomplete = Some(match h.incomplete.take() {
+                    Some(first) => format!("{first}; {why}"),
+                    None => why,
+                });
             }
             if let Some(why) = &h.incomplete {
                 let host_ns = |t: i64| t + h.clock.offset_at(t);
@@ -896,6 +904,8 @@ struct Pulled {
     result: Result<()>,
     /// Events missing from its sequence.
     gaps: u64,
+    /// Events left out for not following the one before.
+    disordered: u64,
     tracked: heisen_analysis::losses::Losses,
     /// Its last event (seq, raw_ns).
     last: Option<(u64, i64)>,
@@ -905,7 +915,7 @@ struct Pulled {
 impl Pulled {
     /// A host that was not asked (its agent did not answer).
     fn none() -> Pulled {
-        Pulled { result: Ok(()), gaps: 0, tracked: Default::default(), last: None, count: 0 }
+        Pulled { result: Ok(()), gaps: 0, disordered: 0, tracked: Default::default(), last: None, count: 0 }
     }
 }
 

@@ -130,6 +130,9 @@ pub fn lost_span(last: Option<(u64, i64)>, from_ns: i64, to_ns: i64, why: &str) 
 pub struct SeqGaps {
     /// Events missing so far.
     pub missing: u64,
+    /// Events left out because their seq did not follow the one before (an agent's store never
+    /// sends them so; a bundle must not hold them).
+    pub disordered: u64,
     expected: u64,
     last_ns: Option<i64>,
 }
@@ -139,6 +142,10 @@ impl SeqGaps {
     pub fn mark(&mut self, events: Vec<Event>) -> Vec<Event> {
         let mut out = Vec::with_capacity(events.len());
         for e in events {
+            if self.last_ns.is_some() && e.seq < self.expected {
+                self.disordered += 1;
+                continue;
+            }
             if e.seq > self.expected {
                 self.missing += e.seq - self.expected;
                 out.push(Event {
@@ -508,6 +515,25 @@ mod tests {
         future[8] = 99;
         check(&future, "newer");
         check(b"random bytes that are not a bundle at all", "not a heisen bundle");
+    }
+
+    #[test]
+    fn sequence_gaps_become_lost_events_and_disordered_events_are_left_out() {
+        let ev = |seq: u64| Event {
+            seq,
+            raw_ns: 1_000 + seq as i64,
+            pid: 1,
+            comm: String::new(),
+            run: 0,
+            kind: crate::EventKind::Exit { exit_code: 0, killed_by: None },
+        };
+        let mut gaps = SeqGaps::default();
+        // Batches as a pull hands them over: a gap inside one, a repeat and a step back across two.
+        let first = gaps.mark(vec![ev(0), ev(1), ev(4)]);
+        let second = gaps.mark(vec![ev(4), ev(2), ev(5)]);
+        let seqs: Vec<(u64, &str)> = first.iter().chain(&second).map(|e| (e.seq, e.kind.name())).collect();
+        assert_eq!(seqs, vec![(0, "exit"), (1, "exit"), (2, "lost"), (4, "exit"), (5, "exit")]);
+        assert_eq!((gaps.missing, gaps.disordered), (2, 2));
     }
 
     #[test]
