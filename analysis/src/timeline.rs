@@ -541,6 +541,11 @@ fn exit_text(exit_code: i32, killed_by: Option<&heisen_recordings::KilledBy>) ->
 /// signal as `--- SIGHUP {si_pid=812 (remount)} ---`, an exit as `+++ exited with 0 +++`; None for
 /// what strace does not show (heisen's own notes, cron and TCP facts, forks).
 pub fn to_strace(host: &str, e: &Event) -> Option<String> {
+    strace_call(e).map(|what| format!("{host} {} {} {what}", e.pid, e.comm))
+}
+
+/// What [`to_strace`] prints after `HOST PID COMM`: the call, signal or exit as strace shows it.
+pub fn strace_call(e: &Event) -> Option<String> {
     let what = match &e.kind {
         EventKind::Syscall { name, args, ret, fd_path, strings, addr, .. } => {
             crate::strace::call(name, args, *ret, strings, addr.as_deref(), fd_path.as_deref())
@@ -565,7 +570,7 @@ pub fn to_strace(host: &str, e: &Event) -> Option<String> {
         EventKind::Exit { exit_code, .. } => format!("+++ exited with {exit_code} +++"),
         _ => return None,
     };
-    Some(format!("{host} {} {} {what}", e.pid, e.comm))
+    Some(what)
 }
 
 /// One event as a line of text: time relative to `origin_ns` with its uncertainty, host, process, what.

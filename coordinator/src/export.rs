@@ -123,16 +123,15 @@ impl Columns {
         self.comm.append_value(&e.comm);
         self.run.append_value(e.run);
         self.kind.append_value(e.kind.name());
+        // As `timeline --format strace` prints it, without the host, pid and comm the columns hold.
+        self.call.append_option(timeline::strace_call(e));
         match &e.kind {
-            EventKind::Syscall { name, args, ret, enter_ns, fd_path, strings, addr, .. } => {
+            EventKind::Syscall { name, ret, enter_ns, fd_path, .. } => {
                 self.name.append_value(name);
                 self.ret.append_value(*ret);
                 self.errno.append_option((*ret < 0).then(|| errno_name(ret.saturating_neg())).flatten());
                 self.duration_ns.append_value(e.raw_ns - enter_ns);
                 self.fd_path.append_option(fd_path.as_deref());
-                let call =
-                    heisen_analysis::strace::call(name, args, *ret, strings, addr.as_deref(), fd_path.as_deref());
-                self.call.append_value(call);
                 self.detail.append_null();
             }
             other => {
@@ -150,10 +149,6 @@ impl Columns {
                 self.errno.append_option(ret.filter(|r| (-4095..0).contains(r)).and_then(|r| errno_name(-r)));
                 self.duration_ns.append_option(duration);
                 self.fd_path.append_null();
-                self.call.append_option(timeline::to_strace(host, e).map(|line| {
-                    // to_strace leads with `HOST PID COMM `; the columns hold those.
-                    line.splitn(4, ' ').nth(3).unwrap_or_default().to_string()
-                }));
                 let mut v = timeline::to_json(host, p);
                 if let serde_json::Value::Object(map) = &mut v {
                     map.retain(|k, _| !COMMON.contains(&k.as_str()));
