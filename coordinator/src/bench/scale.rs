@@ -105,32 +105,29 @@ fn measure_bundle(
     wants: &dyn Fn(&str) -> bool,
     progress: &dyn Fn(&str),
 ) -> Result<Vec<Row>> {
+    // (step, heisen's arguments after the bundle's path, target, whether a finished row met it)
+    type Met = fn(&Row) -> bool;
+    let steps: [(&str, &[&str], &str, Met); 3] = [
+        ("read", &[], "peak RSS <= 300 MB", |r| r.peak_rss_bytes <= RSS_TARGET),
+        ("timeline", &["--jsonl"], ">= 2,000,000 events/s, peak RSS <= 300 MB", |r| {
+            r.events_per_s >= 2e6 && r.peak_rss_bytes <= RSS_TARGET
+        }),
+        ("explain", &["--json"], "<= 60 s, peak RSS <= 300 MB", |r| {
+            r.seconds <= 60.0 && r.peak_rss_bytes <= RSS_TARGET
+        }),
+    ];
     let mut rows = Vec::new();
-    if wants("read") {
-        progress(&format!("reading {capture} ({events} events)"));
+    for (step, args, target, met) in steps.into_iter().filter(|(step, ..)| wants(step)) {
+        progress(&format!("{step} of {capture} ({events} events)"));
         let mut cmd = Command::new(exe);
-        cmd.args(["bench", "scale-step", "read"]).arg(path);
-        let mut row = step_row(capture, events, "read", &mut cmd, plan)?;
-        row.target = "peak RSS <= 300 MB".into();
-        row.met = row.failed.is_none().then_some(row.peak_rss_bytes <= RSS_TARGET);
-        rows.push(row);
-    }
-    if wants("timeline") {
-        progress(&format!("timeline --jsonl of {capture} ({events} events) to /dev/null"));
-        let mut cmd = Command::new(exe);
-        cmd.arg("timeline").arg(path).arg("--jsonl");
-        let mut row = step_row(capture, events, "timeline", &mut cmd, plan)?;
-        row.target = ">= 2,000,000 events/s, peak RSS <= 300 MB".into();
-        row.met = row.failed.is_none().then_some(row.events_per_s >= 2e6 && row.peak_rss_bytes <= RSS_TARGET);
-        rows.push(row);
-    }
-    if wants("explain") {
-        progress(&format!("explain of {capture} ({events} events)"));
-        let mut cmd = Command::new(exe);
-        cmd.arg("explain").arg(path).arg("--json");
-        let mut row = step_row(capture, events, "explain", &mut cmd, plan)?;
-        row.target = "<= 60 s, peak RSS <= 300 MB".into();
-        row.met = row.failed.is_none().then_some(row.seconds <= 60.0 && row.peak_rss_bytes <= RSS_TARGET);
+        match step {
+            "read" => cmd.args(["bench", "scale-step", "read"]),
+            other => cmd.arg(other),
+        };
+        cmd.arg(path).args(args);
+        let mut row = step_row(capture, events, step, &mut cmd, plan)?;
+        row.target = target.into();
+        row.met = row.failed.is_none().then(|| met(&row));
         rows.push(row);
     }
     Ok(rows)
